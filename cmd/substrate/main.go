@@ -1,0 +1,96 @@
+// Command substrate runs the control-plane services an OpenStack controller
+// needs (etcd, and in time the AMQP broker and the memcached-compatible
+// cache) in one process. See README.md and DESIGN.md for the command line.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"go.etcd.io/etcd/api/v3/version"
+)
+
+// version is set at build time (make build: -X main.version=...).
+var buildVersion = ""
+
+func main() {
+	stop := make(chan struct{})
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigc
+		close(stop) // first signal: graceful shutdown
+		<-sigc
+		fmt.Fprintln(os.Stderr, "substrate: second signal, exiting at once")
+		os.Exit(1)
+	}()
+	os.Exit(run(os.Args, stop, os.Stdout, os.Stderr))
+}
+
+// usageError marks a command-line mistake: exit status 2, as flag does.
+type usageError struct{ error }
+
+const usage = `usage:
+  substrate serve [flags]          run the services (substrate serve -h lists the flags)
+  substrate etcd [etcd's flags]    run only the kvstore, as the etcd daemon would
+  substrate version
+`
+
+// run executes one command line and returns the exit status. stop is
+// closed when the process is asked to shut down.
+func run(args []string, stop <-chan struct{}, stdout, stderr io.Writer) int {
+	cmd, rest := "", args[1:]
+	switch filepath.Base(args[0]) {
+	case "etcd": // installed as, or linked to, etcd
+		cmd = "etcd"
+	default:
+		if len(rest) == 0 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		cmd, rest = rest[0], rest[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(rest, stop, stderr)
+	case "etcd":
+		err = etcd(rest, stop, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionString())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = usageError{fmt.Errorf("unknown command %q\n%s", cmd, usage)}
+	}
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "substrate %s: %v\n", cmd, err)
+	if errors.As(err, &usageError{}) {
+		return 2
+	}
+	return 1
+}
+
+func versionString() string {
+	v := buildVersion
+	if v == "" {
+		v = "dev"
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+					v = "dev-" + s.Value[:12]
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("substrate %s (etcd %s, %s %s/%s)", v, version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"substrate/internal/config"
+	"substrate/internal/lifecycle"
+	"substrate/internal/logging"
+	"substrate/internal/mgmt"
+	"substrate/internal/preflight"
+	"substrate/kvstore"
+)
+
+// knownServices are the names --services accepts, in start order.
+var knownServices = []string{"etcd", "amqp", "memcached", "http"}
+
+// builtServices are the services this build can run; the default of
+// --services. amqp and memcached join as their issues land.
+var builtServices = []string{"etcd", "http"}
+
+// serveFlags are the flags of `substrate serve` (DESIGN.md's contract).
+type serveFlags struct {
+	config, dataDir, host, services string
+	amqpPort, memcachedPort         int
+	etcdClientPort, etcdPeerPort    int
+	httpPort                        int
+	etcdConfig, memcachedConfig     string
+	logLevel, etcdLogLevel          string
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "YAML config `file`; its keys are these flag names")
+	fs.StringVar(&f.dataDir, "data-dir", "substrate-data", "data `directory` (etcd in DIR/etcd)")
+	fs.StringVar(&f.host, "host", "127.0.0.1,::1", "comma-separated `addresses` or host names to listen on")
+	fs.StringVar(&f.services, "services", strings.Join(builtServices, ","), "comma-separated services to run: "+strings.Join(knownServices, ","))
+	fs.IntVar(&f.amqpPort, "amqp-port", 5672, "AMQP 0-9-1 `port`")
+	fs.IntVar(&f.memcachedPort, "memcached-port", 11211, "memcached `port`")
+	fs.IntVar(&f.etcdClientPort, "etcd-client-port", 2379, "etcd client `port` (gRPC and JSON gateway)")
+	fs.IntVar(&f.etcdPeerPort, "etcd-peer-port", 2380, "etcd peer `port`")
+	fs.IntVar(&f.httpPort, "http-port", 15672, "management HTTP `port`")
+	fs.StringVar(&f.etcdConfig, "etcd-config", "", "etcd.conf `file` of ETCD_*=\"value\" lines, applied as etcd would")
+	fs.StringVar(&f.memcachedConfig, "memcached-config", "", "/etc/sysconfig/memcached-style `file` (PORT USER MAXCONN CACHESIZE OPTIONS)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "substrate's log `level`: debug, info, warn, error")
+	fs.StringVar(&f.etcdLogLevel, "etcd-log-level", "warn", "log `level` of the embedded etcd's own lines")
+}
+
+// parseServe applies the command line, then SUBSTRATE_* variables, then
+// the config file, over the defaults. Warnings are returned for logging
+// once the logger exists.
+func parseServe(args []string, env map[string]string, stderr io.Writer) (serveFlags, []string, error) {
+	var f serveFlags
+	fs := flag.NewFlagSet("substrate serve", flag.ContinueOnError)
+	f.register(fs)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
+		return f, nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return f, nil, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	set := config.Explicit(fs)
+	res, err := config.ApplyEnv(fs, "SUBSTRATE", env, set)
+	if err != nil {
+		return f, nil, err
+	}
+	var warnings []string
+	for _, k := range res.Unknown {
+		warnings = append(warnings, "ignoring unknown environment variable "+k)
+	}
+	if f.config != "" {
+		values, err := config.ReadFile(f.config)
+		if err != nil {
+			return f, nil, fmt.Errorf("config file: %w", err)
+		}
+		if err := config.ApplyFile(fs, f.config, values, set, "config"); err != nil {
+			return f, nil, fmt.Errorf("config file %w", err)
+		}
+	}
+	return f, warnings, nil
+}
+
+// selectServices checks --services and says which of them will run.
+func selectServices(list string) (run map[string]bool, missing []string, err error) {
+	run = map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		switch {
+		case contains(builtServices, name):
+			run[name] = true
+		case contains(knownServices, name):
+			missing = append(missing, name)
+		default:
+			return nil, nil, fmt.Errorf("--services: unknown service %q (known: %s)", name, strings.Join(knownServices, ", "))
+		}
+	}
+	if len(run) == 0 {
+		return nil, nil, fmt.Errorf("--services: none of %q is available in this build (available: %s)", list, strings.Join(builtServices, ", "))
+	}
+	return run, missing, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
+	t0 := time.Now()
+	f, warnings, err := parseServe(args, config.Environ("SUBSTRATE"), stderr)
+	if err != nil {
+		return err
+	}
+	level, err := logging.ParseLevel(f.logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	etcdLevel, err := logging.ParseLevel(f.etcdLogLevel)
+	if err != nil {
+		return fmt.Errorf("--etcd-log-level: %w", err)
+	}
+	log := logging.New(stderr, level)
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	enabled, missing, err := selectServices(f.services)
+	if err != nil {
+		return err
+	}
+	for _, name := range missing {
+		log.Warn("service not available in this build yet; not starting it", "service", name)
+	}
+	if f.memcachedConfig != "" {
+		log.Warn("--memcached-config ignored: the memcached service is not in this build yet", "file", f.memcachedConfig)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	hosts, err := preflight.Hosts(ctx, f.host)
+	if err != nil {
+		return fmt.Errorf("--host: %w", err)
+	}
+	if err := preflight.WritableDir(f.dataDir); err != nil {
+		return err
+	}
+
+	var services []lifecycle.Service
+	var ports []preflight.Port
+	if enabled["etcd"] {
+		kc := kvstore.NewConfig()
+		kc.DataDir = filepath.Join(f.dataDir, "etcd")
+		kc.Hosts = hosts
+		kc.ClientPort, kc.PeerPort = f.etcdClientPort, f.etcdPeerPort
+		kc.Logger = log.With("service", "etcd")
+		kc.LogLevel = etcdLevel
+		if f.etcdConfig != "" {
+			if kc.Vars, err = kvstore.ReadEnvFile(f.etcdConfig); err != nil {
+				return fmt.Errorf("--etcd-config: %w", err)
+			}
+		}
+		kv, err := kvstore.New(kc)
+		if err != nil {
+			if f.etcdConfig != "" {
+				return fmt.Errorf("--etcd-config %s: %w", f.etcdConfig, err)
+			}
+			return fmt.Errorf("etcd: %w", err)
+		}
+		services = append(services, kv)
+		ports = append(ports, kv.Ports()...)
+	}
+	if enabled["http"] {
+		var names []string
+		for _, n := range knownServices {
+			if enabled[n] {
+				names = append(names, n)
+			}
+		}
+		m, err := mgmt.New(mgmt.Config{
+			Addrs:    preflight.Addrs(hosts, f.httpPort),
+			Version:  versionString(),
+			Services: names,
+			Logger:   log.With("service", "http"),
+		})
+		if err != nil {
+			return err
+		}
+		services = append(services, m)
+		ports = append(ports, m.Ports()...)
+	}
+	if err := preflight.Ports(ports); err != nil {
+		return err
+	}
+	return runServices(ctx, log, t0, services, ports)
+}
+
+// runServices starts services in order, logs the ready line, waits for a
+// signal or a failure, and shuts down in reverse order within 10 s.
+func runServices(ctx context.Context, log *slog.Logger, t0 time.Time, services []lifecycle.Service, ports []preflight.Port) error {
+	g := lifecycle.NewGroup(log, services...)
+	if err := g.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before startup finished")
+			return nil
+		}
+		return err
+	}
+	var names, addrs []string
+	for _, s := range services {
+		names = append(names, s.Name())
+	}
+	for _, p := range ports {
+		addrs = append(addrs, p.Addr)
+	}
+	log.Info("substrate ready", "took", time.Since(t0).Round(time.Millisecond), "services", strings.Join(names, ","), "listen", strings.Join(addrs, ","))
+
+	failure := g.Wait(ctx)
+	if failure != nil {
+		log.Error("service failed; shutting down", "err", failure)
+	} else {
+		log.Info("shutting down")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t1 := time.Now()
+	err := g.Shutdown(sctx)
+	log.Info("stopped", "took", time.Since(t1).Round(time.Millisecond))
+	return errors.Join(failure, err)
+}

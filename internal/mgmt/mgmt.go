@@ -1,0 +1,127 @@
+// Package mgmt is substrate's management HTTP service (port 15672 by
+// default): Prometheus metrics for every subsystem, a health check, and a
+// plain-text status page. RabbitMQ's /api/ arrives with the broker.
+//
+// It serves its own mux: importing etcd registers pprof and expvar handlers
+// on http.DefaultServeMux, which must never be reachable.
+package mgmt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"substrate/internal/logging"
+	"substrate/internal/preflight"
+)
+
+// Config of the management service.
+type Config struct {
+	Addrs    []string     // host:port to listen on
+	Version  string       // first line of the status page
+	Services []string     // names of the services this process runs
+	Logger   *slog.Logger // nil: discard
+}
+
+// Server is the management HTTP service.
+type Server struct {
+	cfg     Config
+	started time.Time
+	srv     *http.Server
+	lns     []net.Listener
+	wg      sync.WaitGroup
+	errc    chan error
+	once    sync.Once
+	stopErr error
+}
+
+// New returns a server for cfg; it does not listen yet.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("mgmt: no listen address")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logging.Discard()
+	}
+	s := &Server{cfg: cfg, errc: make(chan error, len(cfg.Addrs))}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /{$}", s.status)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "%s\nup %s\nservices:", s.cfg.Version, time.Since(s.started).Round(time.Second))
+	for _, name := range s.cfg.Services {
+		fmt.Fprintf(w, " %s", name)
+	}
+	fmt.Fprintln(w)
+}
+
+// Name is the service name used by --services.
+func (s *Server) Name() string { return "http" }
+
+// Ports lists the addresses the server will listen on.
+func (s *Server) Ports() []preflight.Port {
+	var ports []preflight.Port
+	for _, a := range s.cfg.Addrs {
+		ports = append(ports, preflight.Port{What: "http port", Addr: a})
+	}
+	return ports
+}
+
+// Start binds every address and serves; it returns once all accept.
+func (s *Server) Start(ctx context.Context) error {
+	s.started = time.Now()
+	for _, a := range s.cfg.Addrs {
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", a)
+		if err != nil {
+			for _, l := range s.lns {
+				l.Close()
+			}
+			return fmt.Errorf("http port: %w", err)
+		}
+		s.lns = append(s.lns, l)
+	}
+	for _, l := range s.lns {
+		s.wg.Add(1)
+		go func(l net.Listener) {
+			defer s.wg.Done()
+			if err := s.srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				s.errc <- err
+			}
+		}(l)
+	}
+	return nil
+}
+
+// Addrs are the bound addresses (after Start).
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.lns))
+	for i, l := range s.lns {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// Err reports a failure of a listener.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Shutdown stops the server gracefully; it is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.once.Do(func() {
+		s.stopErr = s.srv.Shutdown(ctx)
+		s.wg.Wait()
+	})
+	return s.stopErr
+}

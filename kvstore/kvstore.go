@@ -1,0 +1,198 @@
+// Package kvstore runs an etcd member inside the substrate process
+// (go.etcd.io/etcd/server/v3/embed), so that etcdctl, tooz and etcd3gw talk
+// to substrate as they would to the etcd daemon, and so that the broker can
+// keep its definitions in the same Raft-replicated store.
+//
+// Besides etcd's own client port services, the JSON gateway also answers
+// under /v3alpha/ (Debian's python3-etcd3gw 2.0.0 default), and nothing is
+// served under /debug/: importing etcd registers pprof and expvar handlers
+// that must not be reachable from the network.
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"substrate/internal/logging"
+	"substrate/internal/preflight"
+)
+
+// Store is the embedded etcd member.
+type Store struct {
+	cfg   Config
+	ec    *embed.Config
+	quiet *logging.Quieter
+
+	etcd     *embed.Etcd
+	errc     chan error
+	stopping chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New builds and validates the member's configuration. It neither binds nor
+// connects, so a configuration error is reported before anything listens.
+func New(cfg Config) (*Store, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = logging.Discard()
+	}
+	quiet := logging.NewQuieter(harmlessWarnings...)
+	ec, err := buildEmbed(cfg, cfg.Logger, quiet)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{cfg: cfg, ec: ec, quiet: quiet, errc: make(chan error, 1), stopping: make(chan struct{})}, nil
+}
+
+// Name is the service name used by --services.
+func (s *Store) Name() string { return "etcd" }
+
+// EtcdConfig is the validated etcd configuration the member will run with.
+func (s *Store) EtcdConfig() *embed.Config { return s.ec }
+
+// Ports lists the addresses the member will listen on.
+func (s *Store) Ports() []preflight.Port {
+	var ports []preflight.Port
+	for _, u := range s.ec.ListenClientUrls {
+		ports = append(ports, preflight.Port{What: "etcd client port", Addr: u.Host})
+	}
+	for _, u := range s.ec.ListenPeerUrls {
+		ports = append(ports, preflight.Port{What: "etcd peer port", Addr: u.Host})
+	}
+	return ports
+}
+
+// Start starts the member and returns once it has joined its cluster and
+// serves clients. A member of a new multi-member cluster waits here for a
+// quorum of its peers.
+func (s *Store) Start(ctx context.Context) error {
+	if err := preflight.WritableDir(s.ec.Dir); err != nil {
+		return err
+	}
+	e, err := embed.StartEtcd(s.ec)
+	if err != nil {
+		return err
+	}
+	s.etcd = e
+	slow := time.NewTimer(3 * time.Second)
+	defer slow.Stop()
+	for {
+		select {
+		case <-e.Server.ReadyNotify():
+			s.wg.Add(1)
+			go s.watch()
+			return nil
+		case <-slow.C:
+			s.cfg.Logger.Warn("etcd member is waiting for its cluster to reach quorum", "member", s.ec.Name, "initial-cluster", s.ec.InitialCluster)
+		case err := <-e.Err():
+			s.close()
+			return err
+		case <-e.Server.StopNotify():
+			s.close()
+			return errors.New("etcd server stopped while starting")
+		case <-ctx.Done():
+			s.close()
+			return ctx.Err()
+		}
+	}
+}
+
+// watch reports a failure of the running member (a listener error, or the
+// server stopping because this member was removed from the cluster).
+func (s *Store) watch() {
+	defer s.wg.Done()
+	var err error
+	select {
+	case err = <-s.etcd.Err():
+	case <-s.etcd.Server.StopNotify():
+		err = errors.New("etcd server stopped (was this member removed from the cluster?)")
+	case <-s.stopping:
+		return
+	}
+	select {
+	case <-s.stopping:
+	default:
+		s.errc <- err
+	}
+}
+
+// Err reports a failure of the running member.
+func (s *Store) Err() <-chan error { return s.errc }
+
+// ClientURLs are the addresses the member actually listens on for clients,
+// as http://host:port (useful when a port was 0).
+func (s *Store) ClientURLs() []string {
+	if s.etcd == nil {
+		return nil
+	}
+	var out []string
+	for _, l := range s.etcd.Clients {
+		out = append(out, "http://"+l.Addr().String())
+	}
+	return out
+}
+
+// Shutdown stops the member: it stops accepting clients, hands leadership to
+// another member if it leads a cluster, and waits for etcd's goroutines.
+// It is idempotent.
+func (s *Store) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		close(s.stopping)
+		done := make(chan struct{})
+		go func() {
+			s.close()
+			s.wg.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.stopErr = fmt.Errorf("etcd did not stop in time: %w", ctx.Err())
+		}
+	})
+	return s.stopErr
+}
+
+func (s *Store) close() {
+	if s.etcd != nil {
+		s.quiet.Closing()
+		s.etcd.Close() // a second Close panics: callers go through stopOnce or fail before it
+	}
+}
+
+// userHandlers are served on every client listener before etcd's own mux.
+func userHandlers() map[string]http.Handler {
+	return map[string]http.Handler{
+		// python3-etcd3gw 2.0.0 (Debian) calls the gateway at /v3alpha/,
+		// which etcd dropped in 3.5; etcd itself still rewrites /v3beta/.
+		"/v3alpha/": aliasOf("/v3alpha/", "/v3/"),
+		// expvar and pprof are registered on Go's default mux by etcd's
+		// imports, and etcd serves /debug/vars itself: none of it here.
+		"/debug/": http.NotFoundHandler(),
+	}
+}
+
+// aliasOf serves requests under from as if they had been made under to, by
+// the same server, so streaming responses (watch) behave as on /v3/.
+func aliasOf(from, to string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+		if !ok || srv.Handler == nil {
+			http.NotFound(w, r)
+			return
+		}
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = to + strings.TrimPrefix(r.URL.Path, from)
+		r2.URL.RawPath = ""
+		r2.RequestURI = r2.URL.RequestURI()
+		srv.Handler.ServeHTTP(w, r2)
+	})
+}
