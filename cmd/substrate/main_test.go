@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestRunDispatch(t *testing.T) {
+	for _, tc := range []struct {
+		args       []string
+		status     int
+		out, inErr string
+	}{
+		{args: []string{"substrate"}, status: 2, inErr: "usage:"},
+		{args: []string{"substrate", "version"}, status: 0, out: "substrate "},
+		{args: []string{"substrate", "frobnicate"}, status: 2, inErr: `substrate frobnicate: unknown command "frobnicate"`},
+		{args: []string{"substrate", "serve", "--nope"}, status: 2, inErr: "substrate serve: flag provided but not defined: -nope"},
+		{args: []string{"/usr/local/bin/etcd", "--nope"}, status: 2, inErr: "substrate etcd: bad etcd flag: flag provided but not defined: -nope"},
+	} {
+		var stdout, stderr bytes.Buffer
+		status := run(tc.args, make(chan struct{}), &stdout, &stderr)
+		if status != tc.status || !strings.Contains(stdout.String(), tc.out) || !strings.Contains(stderr.String(), tc.inErr) {
+			t.Errorf("%v: status %d, stdout %q, stderr %q", tc.args, status, stdout.String(), stderr.String())
+		}
+	}
+}
+
+func TestVersionNamesEtcd(t *testing.T) {
+	if v := versionString(); !strings.Contains(v, "etcd 3.7.3") {
+		t.Fatalf("version = %q", v)
+	}
+}
+
+func TestSelectServices(t *testing.T) {
+	run, missing, err := selectServices("etcd, amqp,http")
+	if err != nil || !run["etcd"] || !run["http"] || len(run) != 2 || len(missing) != 1 || missing[0] != "amqp" {
+		t.Fatalf("got %v %v %v", run, missing, err)
+	}
+	if _, _, err := selectServices("etcd,kafka"); err == nil || !strings.Contains(err.Error(), `"kafka"`) {
+		t.Fatalf("unknown: %v", err)
+	}
+	if _, _, err := selectServices("amqp"); err == nil || !strings.Contains(err.Error(), "none of") {
+		t.Fatalf("only missing: %v", err)
+	}
+}

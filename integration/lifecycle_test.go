@@ -1,0 +1,197 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBadConfiguration: each mistake ends startup with one line naming the
+// culprit and a non-zero status, before anything listens.
+func TestBadConfiguration(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyPort := strconv.Itoa(busy.Addr().(*net.TCPAddr).Port)
+
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	notDir := write("plain-file", "")
+	badYAML := write("bad.yaml", "host: [127.0.0.1\n")
+	unknownKey := write("unknown.yaml", "amqp_port: 5672\n")
+	badURL := write("etcd.conf", "ETCD_NAME=\"controller\"\nETCD_LISTEN_CLIENT_URLS=\"http//10.0.0.11:2379\"\n")
+	badLine := write("etcd-line.conf", "ETCD_NAME controller\n")
+
+	for _, tc := range []struct {
+		name     string
+		env      []string
+		args     []string // after serve's port/data-dir flags
+		status   int
+		want     string
+		httpBusy bool // the http port (started last) is the busy one
+	}{
+		{name: "unknown flag", args: []string{"--bogus"}, status: 2, want: "flag provided but not defined: -bogus"},
+		{name: "stray argument", args: []string{"now"}, status: 2, want: `unexpected argument "now"`},
+		{name: "port in use", httpBusy: true, status: 1, want: "http port: listen tcp 127.0.0.1:" + busyPort + ": bind: address already in use"},
+		{name: "unreadable config", args: []string{"--config", filepath.Join(dir, "missing.yaml")}, status: 1, want: "missing.yaml: no such file or directory"},
+		{name: "malformed config", args: []string{"--config", badYAML}, status: 1, want: "bad.yaml"},
+		{name: "unknown config key", args: []string{"--config", unknownKey}, status: 1, want: `unknown key "amqp_port"`},
+		{name: "malformed etcd.conf URL", args: []string{"--etcd-config", badURL}, status: 1, want: "ETCD_LISTEN_CLIENT_URLS"},
+		{name: "malformed etcd.conf line", args: []string{"--etcd-config", badLine}, status: 1, want: "etcd-line.conf:1:"},
+		{name: "unreadable etcd.conf", args: []string{"--etcd-config", filepath.Join(dir, "nope.conf")}, status: 1, want: "nope.conf: no such file"},
+		{name: "data dir not writable", args: []string{"--data-dir", filepath.Join(notDir, "data")}, status: 1, want: "not a directory"},
+		{name: "unknown service", args: []string{"--services", "etcd,kafka"}, status: 1, want: `unknown service "kafka"`},
+		{name: "bad env value", env: []string{"SUBSTRATE_AMQP_PORT=lots"}, status: 1, want: `invalid value "lots" for SUBSTRATE_AMQP_PORT`},
+		{name: "bad log level", args: []string{"--log-level", "loud"}, status: 1, want: `--log-level: unknown log level "loud"`},
+		{name: "unresolvable host", args: []string{"--host", "no-such-host.invalid"}, status: 1, want: "no-such-host.invalid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newServer(t)
+			if tc.httpBusy {
+				s.httpPort, _ = strconv.Atoi(busyPort)
+			}
+			p := start(t, tc.env, s.args(tc.args...)...)
+			if code := p.wait(10 * time.Second); code != tc.status {
+				t.Errorf("exit status %d, want %d", code, tc.status)
+			}
+			out := p.output()
+			if strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "substrate serve: ") || !strings.Contains(out, tc.want) {
+				t.Errorf("want one line naming %q, got:\n%s", tc.want, out)
+			}
+			// Nothing was started: etcd (first in order) never created its member.
+			if _, err := os.Stat(filepath.Join(s.dataDir, "etcd", "member")); err == nil {
+				t.Error("etcd started before the configuration error was found")
+			}
+		})
+	}
+
+	t.Run("etcd subcommand bad flag", func(t *testing.T) {
+		p := start(t, nil, "etcd", "--no-such-flag")
+		if code := p.wait(10 * time.Second); code != 2 {
+			t.Errorf("exit status %d, want 2", code)
+		}
+		if out := p.output(); strings.Count(out, "\n") != 1 || !strings.Contains(out, "no-such-flag") {
+			t.Errorf("output:\n%s", out)
+		}
+	})
+}
+
+// TestSignalsShutDownGracefully: SIGTERM and SIGINT stop every service in
+// reverse order well within 10 s and exit 0.
+func TestSignalsShutDownGracefully(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			s := serve(t)
+			t0 := time.Now()
+			s.cmd.Process.Signal(sig)
+			if code := s.wait(10 * time.Second); code != 0 {
+				t.Fatalf("exit status %d:\n%s", code, s.output())
+			}
+			if d := time.Since(t0); d > 10*time.Second {
+				t.Fatalf("shutdown took %v", d)
+			}
+			out := s.output()
+			if !strings.Contains(out, `msg="shutting down"`) || !strings.Contains(out, "msg=stopped") {
+				t.Fatalf("output:\n%s", out)
+			}
+			// quiet by default: etcd's normal-shutdown error lines are demoted.
+			if strings.Contains(out, "level=ERROR") || strings.Contains(out, "level=WARN") {
+				t.Fatalf("noise in a normal start and stop:\n%s", out)
+			}
+			for _, port := range []int{s.clientPort, s.peerPort, s.httpPort} {
+				l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+				if err != nil {
+					t.Fatalf("port %d still bound after exit: %v", port, err)
+				}
+				l.Close()
+			}
+		})
+	}
+}
+
+// TestRestartKeepsData: a restart with the same data dir serves what was
+// written before it.
+func TestRestartKeepsData(t *testing.T) {
+	s := serve(t)
+	c := client(t, s.endpoint())
+	if _, err := c.Put(ctxT(t, 10*time.Second), "survivor", "yes"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if code := s.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	s.restart(t)
+	c = client(t, s.endpoint())
+	resp, err := c.Get(ctxT(t, 10*time.Second), "survivor")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "yes" {
+		t.Fatalf("after restart: %v %v", resp, err)
+	}
+}
+
+// TestSettingsPrecedence: flag over SUBSTRATE_* over config file over default.
+func TestSettingsPrecedence(t *testing.T) {
+	s := newServer(t)
+	fileHTTP, envHTTP, envClient := freePort(t), freePort(t), freePort(t)
+	cfg := filepath.Join(t.TempDir(), "substrate.yaml")
+	body := fmt.Sprintf("# substrate config\nhost: [127.0.0.1]\ndata-dir: %s\nhttp-port: %d\netcd-client-port: %d\netcd-peer-port: %d\nservices: etcd,http\n", s.dataDir, fileHTTP, s.clientPort, s.peerPort)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flagHTTP := s.httpPort
+	env := []string{
+		"SUBSTRATE_CONFIG=" + cfg,
+		fmt.Sprintf("SUBSTRATE_ETCD_CLIENT_PORT=%d", envClient), // beats the file
+		fmt.Sprintf("SUBSTRATE_HTTP_PORT=%d", envHTTP),          // loses to the flag
+	}
+	p := start(t, env, "serve", "--http-port", strconv.Itoa(flagHTTP))
+	p.waitReady(30 * time.Second)
+	for port, want := range map[int]bool{flagHTTP: true, envHTTP: false, fileHTTP: false} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+		if err == nil {
+			resp.Body.Close()
+		}
+		if (err == nil) != want {
+			t.Errorf("http on %d: err=%v, want listening=%v", port, err, want)
+		}
+	}
+	c := client(t, fmt.Sprintf("127.0.0.1:%d", envClient))
+	if _, err := c.Put(ctxT(t, 10*time.Second), "k", "v"); err != nil {
+		t.Fatalf("etcd not on the env's port: %v", err)
+	}
+}
+
+// TestServicesSelection: --services runs what it names; a service not in
+// this build is reported at start and skipped.
+func TestServicesSelection(t *testing.T) {
+	s := serve(t, "--services", "etcd,amqp")
+	if !strings.Contains(s.output(), `msg="service not available in this build yet; not starting it" service=amqp`) {
+		t.Errorf("no notice about amqp:\n%s", s.output())
+	}
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", s.httpPort)); err == nil {
+		resp.Body.Close()
+		t.Error("http service runs although --services left it out")
+	}
+
+	only := newServer(t)
+	p := start(t, nil, only.args("--services", "amqp")...)
+	if code := p.wait(10 * time.Second); code != 1 || !strings.Contains(p.output(), "none of") {
+		t.Errorf("--services amqp: status %d, output:\n%s", code, p.output())
+	}
+}
