@@ -51,8 +51,9 @@ func runTests(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "building substrate:", err)
 			return 1
 		}
-	} else if abs, err := filepath.Abs(binary); err == nil {
-		binary = abs
+	} else if !filepath.IsAbs(binary) {
+		// relative to the repository root, where make runs
+		binary, _ = filepath.Abs(filepath.Join("..", binary))
 	}
 	return m.Run()
 }

@@ -195,3 +195,36 @@ func TestServicesSelection(t *testing.T) {
 		t.Errorf("--services amqp: status %d, output:\n%s", code, p.output())
 	}
 }
+
+// TestSystemdNotify: a unit of Type=notify (Debian's etcd.service) hears
+// READY=1 once every listener accepts, and STOPPING=1 at shutdown.
+func TestSystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s := newServer(t)
+	s.proc = start(t, []string{"NOTIFY_SOCKET=" + sock}, s.args()...)
+	buf := make([]byte, 256)
+	read := func() string {
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v\n%s", err, s.output())
+		}
+		return string(buf[:n])
+	}
+	if msg := read(); msg != "READY=1" {
+		t.Fatalf("first notification %q", msg)
+	}
+	s.waitReady(5 * time.Second)
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if msg := read(); msg != "STOPPING=1" {
+		t.Fatalf("second notification %q", msg)
+	}
+	if code := s.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}

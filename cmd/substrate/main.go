@@ -21,17 +21,21 @@ import (
 var buildVersion = ""
 
 func main() {
-	stop := make(chan struct{})
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-sigc
-		close(stop) // first signal: graceful shutdown
-		<-sigc
-		fmt.Fprintln(os.Stderr, "substrate: second signal, exiting at once")
-		os.Exit(1)
-	}()
+	stop := make(chan struct{})
+	go handleSignals(sigc, stop, os.Stderr, os.Exit)
 	os.Exit(run(os.Args, stop, os.Stdout, os.Stderr))
+}
+
+// handleSignals closes stop at the first signal (graceful shutdown) and
+// calls exit(1) at the second, for an operator who does not want to wait.
+func handleSignals(sigc <-chan os.Signal, stop chan<- struct{}, stderr io.Writer, exit func(int)) {
+	<-sigc
+	close(stop)
+	sig := <-sigc
+	fmt.Fprintf(stderr, "substrate: second signal (%v), exiting at once\n", sig)
+	exit(1)
 }
 
 // usageError marks a command-line mistake: exit status 2, as flag does.

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestRunDispatch(t *testing.T) {
@@ -42,5 +45,34 @@ func TestSelectServices(t *testing.T) {
 	}
 	if _, _, err := selectServices("amqp"); err == nil || !strings.Contains(err.Error(), "none of") {
 		t.Fatalf("only missing: %v", err)
+	}
+}
+
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	sigc := make(chan os.Signal, 2)
+	stop := make(chan struct{})
+	exited := make(chan int, 1)
+	var stderr bytes.Buffer
+	go handleSignals(sigc, stop, &stderr, func(code int) { exited <- code })
+
+	sigc <- syscall.SIGTERM
+	select {
+	case <-stop:
+	case <-time.After(5 * time.Second):
+		t.Fatal("first signal did not ask for a graceful stop")
+	}
+	select {
+	case <-exited:
+		t.Fatal("first signal exited")
+	case <-time.After(50 * time.Millisecond):
+	}
+	sigc <- syscall.SIGINT
+	select {
+	case code := <-exited:
+		if code != 1 || !strings.Contains(stderr.String(), "second signal (interrupt)") {
+			t.Fatalf("exit(%d), stderr %q", code, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second signal did not exit")
 	}
 }

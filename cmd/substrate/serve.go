@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"substrate/internal/config"
 	"substrate/internal/lifecycle"
 	"substrate/internal/logging"
@@ -238,6 +240,11 @@ func runServices(ctx context.Context, log *slog.Logger, t0 time.Time, services [
 		addrs = append(addrs, p.Addr)
 	}
 	log.Info("substrate ready", "took", time.Since(t0).Round(time.Millisecond), "services", strings.Join(names, ","), "listen", strings.Join(addrs, ","))
+	// systemd units of type notify (Debian's etcd.service is one) wait for
+	// this; without NOTIFY_SOCKET it does nothing.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("systemd notification failed", "err", err)
+	}
 
 	failure := g.Wait(ctx)
 	if failure != nil {
@@ -245,6 +252,7 @@ func runServices(ctx context.Context, log *slog.Logger, t0 time.Time, services [
 	} else {
 		log.Info("shutting down")
 	}
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	t1 := time.Now()
