@@ -89,6 +89,19 @@ func needPython(t *testing.T, modules ...string) {
 	}
 }
 
+// childEnv is the test's environment without the variables that steer the
+// tests themselves: they share serve's SUBSTRATE_ prefix, and serve warns
+// about variables it does not know.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SUBSTRATE_BIN=") && !strings.HasPrefix(kv, "SUBSTRATE_REQUIRE_CLIENTS=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -116,7 +129,7 @@ type proc struct {
 func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, cmd: exec.Command(binary, args...), ready: make(chan struct{}), exited: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = append(childEnv(), env...)
 	pr, pw := io.Pipe()
 	p.cmd.Stderr = pw
 	p.cmd.Stdout = pw
