@@ -136,7 +136,9 @@ func start(t *testing.T, env []string, args ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	readerDone := make(chan struct{})
 	go func() {
+		defer close(readerDone)
 		sc := bufio.NewScanner(pr)
 		once := sync.Once{}
 		for sc.Scan() {
@@ -153,6 +155,7 @@ func start(t *testing.T, env []string, args ...string) *proc {
 	go func() {
 		p.err = p.cmd.Wait()
 		pw.Close()
+		<-readerDone // every line is in p.stderr before exited says so
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
@@ -212,24 +215,28 @@ func (p *proc) stop(sig syscall.Signal) {
 // server is a `substrate serve` on free loopback ports.
 type server struct {
 	*proc
-	dataDir    string
-	clientPort int
-	peerPort   int
-	httpPort   int
+	dataDir       string
+	clientPort    int
+	peerPort      int
+	httpPort      int
+	memcachedPort int
+	amqpPort      int
 }
 
 func (s *server) endpoint() string { return "127.0.0.1:" + strconv.Itoa(s.clientPort) }
 
-// serveArgs are the flags that put a server on free ports in dataDir.
+// args are the flags that put a server on free ports in dataDir.
 func (s *server) args(extra ...string) []string {
 	return append([]string{"serve", "--host", "127.0.0.1", "--data-dir", s.dataDir,
 		"--etcd-client-port", strconv.Itoa(s.clientPort), "--etcd-peer-port", strconv.Itoa(s.peerPort),
-		"--http-port", strconv.Itoa(s.httpPort)}, extra...)
+		"--http-port", strconv.Itoa(s.httpPort), "--memcached-port", strconv.Itoa(s.memcachedPort),
+		"--amqp-port", strconv.Itoa(s.amqpPort)}, extra...)
 }
 
 // newServer picks ports and a data dir without starting anything.
 func newServer(t *testing.T) *server {
-	return &server{dataDir: filepath.Join(t.TempDir(), "data"), clientPort: freePort(t), peerPort: freePort(t), httpPort: freePort(t)}
+	return &server{dataDir: filepath.Join(t.TempDir(), "data"), clientPort: freePort(t), peerPort: freePort(t),
+		httpPort: freePort(t), memcachedPort: freePort(t), amqpPort: freePort(t)}
 }
 
 // serve starts `substrate serve` with defaults on free ports and waits for it.
