@@ -1,0 +1,216 @@
+package cache
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const memcachedBin = "/usr/bin/memcached"
+
+// target is a server under test: ours, or Debian's memcached.
+type target struct {
+	name string
+	addr string
+}
+
+type serverOpts struct {
+	memMB   int  // -m
+	noEvict bool // -M
+	conns   int  // -c
+}
+
+// startOurs starts our server on a loopback port 0 and returns its address.
+func startOurs(t testing.TB, o serverOpts) string {
+	t.Helper()
+	cfg := NewConfig()
+	cfg.Addrs = []string{"127.0.0.1:0"}
+	if o.memMB > 0 {
+		cfg.MemoryLimit = int64(o.memMB) << 20
+	}
+	cfg.NoEvict = o.noEvict
+	if o.conns > 0 {
+		cfg.MaxConns = o.conns
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return s.Addrs()[0].String()
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startMemcached runs /usr/bin/memcached on a free loopback port, waits
+// until it accepts, and kills it (by PID) when the test ends.
+func startMemcached(t testing.TB, o serverOpts) string {
+	t.Helper()
+	port := freePort(t)
+	args := []string{"-u", "nobody", "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "1"}
+	if o.memMB > 0 {
+		args = append(args, "-m", strconv.Itoa(o.memMB))
+	}
+	if o.noEvict {
+		args = append(args, "-M")
+	}
+	if o.conns > 0 {
+		args = append(args, "-c", strconv.Itoa(o.conns))
+	}
+	cmd := exec.Command(memcachedBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("memcached did not start: %v; stderr: %s", err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// forEachTarget runs body against our server and, when installed, against
+// Debian's memcached with the same options, so every assertion is checked
+// against the real daemon too.
+func forEachTarget(t *testing.T, o serverOpts, body func(t *testing.T, addr string)) {
+	t.Run("ours", func(t *testing.T) { body(t, startOurs(t, o)) })
+	t.Run("memcached", func(t *testing.T) {
+		if _, err := os.Stat(memcachedBin); err != nil {
+			t.Skip("memcached not installed")
+		}
+		body(t, startMemcached(t, o))
+	})
+}
+
+// client is a raw text-protocol connection.
+type client struct {
+	t  testing.TB
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func dial(t testing.TB, addr string) *client {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &client{t: t, nc: nc, r: bufio.NewReaderSize(nc, 1<<16)}
+}
+
+func (c *client) send(s string) {
+	c.t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c.nc, s); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// roundTrip sends req followed by "mn\r\n" and returns everything the
+// server answered before "MN\r\n": the exact reply bytes of req, with no
+// timing guesses.
+func (c *client) roundTrip(req string) string {
+	c.t.Helper()
+	c.send(req + "mn\r\n")
+	return c.readUntilMN()
+}
+
+func (c *client) readUntilMN() string {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var out bytes.Buffer
+	for {
+		line, err := c.r.ReadBytes('\n')
+		if err != nil {
+			c.t.Fatalf("read after %q: %v", out.String(), err)
+		}
+		if string(line) == "MN\r\n" {
+			return out.String()
+		}
+		out.Write(line)
+	}
+}
+
+// expectEOF asserts the server closes the connection, returning what it
+// sent first.
+func (c *client) expectEOF() string {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c.r)
+	if err != nil {
+		c.t.Fatalf("expected EOF, got %v after %q", err, b)
+	}
+	return string(b)
+}
+
+func (c *client) stats(sub string) map[string]string {
+	c.t.Helper()
+	cmd := "stats"
+	if sub != "" {
+		cmd += " " + sub
+	}
+	out := c.roundTrip(cmd + "\r\n")
+	m := map[string]string{}
+	for _, l := range strings.Split(out, "\r\n") {
+		f := strings.SplitN(l, " ", 3)
+		if len(f) == 3 && f[0] == "STAT" {
+			m[f[1]] = f[2]
+		}
+	}
+	return m
+}
+
+func (c *client) statInt(m map[string]string, k string) int64 {
+	c.t.Helper()
+	v, err := strconv.ParseInt(m[k], 10, 64)
+	if err != nil {
+		c.t.Fatalf("stat %s = %q", k, m[k])
+	}
+	return v
+}
+
+func value(n int, fill byte) string { return strings.Repeat(string(fill), n) }
+
+func setCmd(key string, flags, exp, n int) string {
+	return fmt.Sprintf("set %s %d %d %d\r\n%s\r\n", key, flags, exp, n, value(n, 'v'))
+}

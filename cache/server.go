@@ -1,0 +1,354 @@
+package cache
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	readBufSize  = 4 << 10  // initial read buffer; grows for long lines and values
+	maxIdleRead  = 64 << 10 // a drained read buffer above this is shrunk back
+	writeBufSize = 16 << 10 // pooled: held only while replies are pending
+)
+
+// Server is a memcached 1.6.18-compatible cache server.
+//
+// Lifecycle: New, Start (binds and starts accepting), Shutdown (idempotent;
+// stops accepting, closes connections and waits for all goroutines).
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	clk   *clock
+	store *store
+	stats serverStats
+	limit logLimiter
+
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	listeners []net.Listener
+	conns     map[*conn]struct{}
+	wg        sync.WaitGroup
+	verbosity atomic.Uint32
+}
+
+// New validates cfg and returns a server that is not yet listening.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	clk := newClock()
+	s := &Server{
+		cfg:   cfg,
+		log:   log,
+		clk:   clk,
+		store: newStore(cfg.MemoryLimit, cfg.NoEvict, clk),
+		conns: make(map[*conn]struct{}),
+	}
+	s.limit.perSecond = 10
+	return s, nil
+}
+
+// Start binds every configured address and starts serving. It returns once
+// all listeners accept connections, or the first bind error after closing
+// the listeners it had opened.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed
+	}
+	if s.started {
+		return errors.New("cache: server already started")
+	}
+	var lc net.ListenConfig
+	var ls []net.Listener
+	for _, a := range s.cfg.Addrs {
+		l, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return fmt.Errorf("cache: listen %s: %w", a, err)
+		}
+		ls = append(ls, l)
+	}
+	s.started = true
+	s.listeners = ls
+	for _, l := range ls {
+		s.wg.Add(1)
+		go s.acceptLoop(l)
+		s.log.Info("cache listening", "addr", l.Addr().String())
+	}
+	return nil
+}
+
+// Addrs returns the bound listen addresses (after Start).
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// Shutdown stops accepting, closes every client connection and waits for
+// all goroutines the server started, or for ctx to end. It is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		for _, l := range s.listeners {
+			l.Close()
+		}
+		for c := range s.conns {
+			c.nc.Close()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) acceptLoop(l net.Listener) {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and similar: back off like net/http.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			if s.limit.allow() {
+				s.log.Warn("cache accept error", "err", err)
+			}
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.stats.totalConns.Add(1)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		if len(s.conns) >= s.cfg.MaxConns {
+			s.mu.Unlock()
+			s.stats.rejectedConns.Add(1)
+			if s.limit.allow() {
+				s.log.Warn("cache connection rejected: too many open connections", "remote", nc.RemoteAddr().String())
+			}
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(nc, ErrTooManyConns.Reply+"\r\n")
+			nc.Close()
+			continue
+		}
+		c := newConn(s, nc, l.Addr())
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// logLimiter allows perSecond log lines per second across all
+// connections, so a reconnect storm cannot flood the log.
+type logLimiter struct {
+	perSecond int64
+	mu        sync.Mutex
+	window    int64
+	n         int64
+}
+
+func (l *logLimiter) allow() bool {
+	sec := time.Now().Unix()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sec != l.window {
+		l.window, l.n = sec, 0
+	}
+	l.n++
+	return l.n <= l.perSecond
+}
+
+// conn is one client connection. All its fields are owned by its serve
+// goroutine.
+type conn struct {
+	s       *Server
+	nc      net.Conn
+	listen  net.Addr
+	w       *bufio.Writer // from writerPool; returned while the conn waits for input
+	out     countingWriter
+	p       Parser
+	scratch []byte
+	lastCmd atomic.Uint32 // rel time of the last command, read by stats conns
+	state   atomic.Uint32
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+}
+
+func (cw countingWriter) Write(b []byte) (int, error) {
+	n, err := cw.w.Write(b)
+	cw.n.Add(uint64(n))
+	return n, err
+}
+
+func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
+	c := &conn{s: s, nc: nc, listen: listen}
+	c.out = countingWriter{nc, &s.stats.bytesWritten}
+	c.w = writerPool.Get().(*bufio.Writer)
+	c.w.Reset(c.out)
+	c.p.MaxItemSize = s.cfg.MaxItemSize
+	c.lastCmd.Store(s.clk.now())
+	return c
+}
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
+
+// serve is the connection's reader loop: parse every complete command in
+// the buffer, execute it, and flush replies only before blocking on the
+// socket again (so a pipelined batch costs one write).
+func (c *conn) serve() {
+	defer func() {
+		c.nc.Close()
+		if c.w != nil {
+			c.w.Reset(nil)
+			writerPool.Put(c.w)
+			c.w = nil
+		}
+	}()
+	buf := make([]byte, readBufSize)
+	start, end := 0, 0
+	swallow := 0
+	first := true
+	for {
+		for {
+			if swallow > 0 {
+				n := min(swallow, end-start)
+				start += n
+				swallow -= n
+				if swallow > 0 {
+					break
+				}
+			}
+			if start == end {
+				break
+			}
+			if first {
+				first = false
+				if buf[start] == 0x80 {
+					if c.s.limit.allow() {
+						c.s.log.Warn("cache: binary protocol not supported; closing", "remote", c.nc.RemoteAddr().String())
+					}
+					return
+				}
+			}
+			if c.p.Need > 0 && end-start < c.p.Need {
+				break
+			}
+			cmd, n, err := c.p.Parse(buf[start:end])
+			if err == ErrIncomplete {
+				break
+			}
+			c.lastCmd.Store(c.s.clk.now())
+			if c.w == nil {
+				c.w = writerPool.Get().(*bufio.Writer)
+				c.w.Reset(c.out)
+			}
+			closeConn := c.exec(cmd, err)
+			start += n
+			swallow = cmd.Swallow
+			if closeConn {
+				if err == nil || err == ErrTooManyConns || cmd.Op == OpQuit {
+					c.w.Flush()
+				} else if e, ok := err.(*Error); ok && e.Reply == "" {
+					if err != ErrHTTPRequest && c.s.limit.allow() {
+						c.s.log.Info("cache: closing connection", "remote", c.nc.RemoteAddr().String(), "reason", err.Error())
+					}
+				}
+				return
+			}
+		}
+		// Make room: move pending bytes to the front, grow for a long
+		// line or a large data block, shrink back when idle.
+		if start == end {
+			start, end = 0, 0
+			if len(buf) > maxIdleRead {
+				buf = make([]byte, readBufSize)
+			}
+		} else if start > 0 {
+			copy(buf, buf[start:end])
+			end -= start
+			start = 0
+		}
+		want := len(buf)
+		if c.p.Need > want {
+			want = c.p.Need
+		} else if end == len(buf) {
+			want = 2 * len(buf)
+		}
+		if want > len(buf) {
+			nb := make([]byte, want)
+			copy(nb, buf[:end])
+			buf = nb
+		}
+		if swallow == 0 && c.w != nil {
+			if c.w.Buffered() > 0 {
+				if err := c.w.Flush(); err != nil {
+					return
+				}
+			}
+			// Idle connections hold no write buffer.
+			c.w.Reset(nil)
+			writerPool.Put(c.w)
+			c.w = nil
+		}
+		n, err := c.nc.Read(buf[end:])
+		if n > 0 {
+			end += n
+			c.s.stats.bytesRead.Add(uint64(n))
+		}
+		if err != nil {
+			return
+		}
+	}
+}

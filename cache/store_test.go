@@ -1,0 +1,176 @@
+package cache
+
+import (
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+func newTestStore(limit int64, noEvict bool) *store {
+	return newStore(limit, noEvict, newClock())
+}
+
+func setKey(s *store, k string, n int) storeResult {
+	res, _ := s.store(&storeReq{mode: modeSet, key: []byte(k), data: make([]byte, n), maxItem: DefaultMaxItemSize})
+	return res
+}
+
+// TestStoreAccounting checks used bytes return to zero after every kind
+// of removal and replacement.
+func TestStoreAccounting(t *testing.T) {
+	s := newTestStore(1<<20, false)
+	for i := range 100 {
+		setKey(s, "k"+strconv.Itoa(i), i)
+	}
+	for i := range 50 {
+		setKey(s, "k"+strconv.Itoa(i), 200-i) // replace
+	}
+	s.store(&storeReq{mode: modeAppend, key: []byte("k1"), data: []byte("abc"), maxItem: DefaultMaxItemSize})
+	setKey(s, "n", 0)
+	s.store(&storeReq{mode: modeSet, key: []byte("n"), data: []byte("99"), maxItem: DefaultMaxItemSize})
+	if _, _, r := s.incrDecr([]byte("n"), true, 1, 0, nil); r != arithOK {
+		t.Fatalf("incr: %v", r)
+	}
+	if _, _, r := s.incrDecr([]byte("n"), false, 95, 0, nil); r != arithOK {
+		t.Fatalf("decr: %v", r)
+	}
+	var want int64
+	for i := range s.shards {
+		sh := &s.shards[i]
+		for idx := sh.head; idx != nilSlot; idx = sh.at(idx).next {
+			want += sh.at(idx).total()
+		}
+	}
+	if got := s.used.Load(); got != want {
+		t.Fatalf("used %d, items total %d", got, want)
+	}
+	for i := range 100 {
+		s.delete([]byte("k" + strconv.Itoa(i)))
+	}
+	s.delete([]byte("n"))
+	if got := s.used.Load(); got != 0 {
+		t.Fatalf("used %d after deleting everything", got)
+	}
+	if tot := s.totals(); tot.currItems != 0 {
+		t.Fatalf("curr_items %d", tot.currItems)
+	}
+}
+
+// TestStoreLRUOrder checks a read protects an item from eviction.
+func TestStoreLRUOrder(t *testing.T) {
+	per := int64(itemTotal(4, 100, 0))
+	s := newTestStore(per*numShards*4, false)
+	for i := range numShards * 4 {
+		setKey(s, "k"+strconv.Itoa(1000+i), 100)
+	}
+	if _, ok := s.get([]byte("k1000"), false, 0); !ok {
+		t.Fatal("k1000 missing before eviction")
+	}
+	for i := range numShards * 2 {
+		setKey(s, "n"+strconv.Itoa(1000+i), 100)
+	}
+	if _, ok := s.get([]byte("k1000"), false, 0); !ok {
+		t.Error("recently read k1000 was evicted")
+	}
+	if s.used.Load() > s.limit.Load() {
+		t.Errorf("used %d over limit %d", s.used.Load(), s.limit.Load())
+	}
+}
+
+// TestStoreHashCollisions splices three items into one hash chain (as a
+// 64-bit hash collision would) and checks lookup and unlink walk it.
+func TestStoreHashCollisions(t *testing.T) {
+	s := newTestStore(1<<20, false)
+	sh := &s.shards[0]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := s.clk.now()
+	var idx [3]int32
+	for i, k := range []string{"a", "b", "c"} {
+		s.used.Add(int64(itemTotal(1, 1, 0)))
+		idx[i] = s.link(sh, []byte(k+"v"), 1, 0, 0, s.nextCAS(), now)
+	}
+	ha, hb, hc := s.hash([]byte("a")), s.hash([]byte("b")), s.hash([]byte("c"))
+	// Chain a -> b -> c under every one of the three hashes.
+	sh.at(idx[0]).hnext = idx[1]
+	sh.at(idx[1]).hnext = idx[2]
+	sh.index[hb], sh.index[hc] = idx[0], idx[0]
+	if got := s.lookup(sh, []byte("c")); got != idx[2] {
+		t.Fatalf("lookup c = %d, want %d", got, idx[2])
+	}
+	s.unlink(sh, idx[1]) // middle of the chain
+	if sh.at(idx[0]).hnext != idx[2] {
+		t.Fatalf("a.hnext = %d after unlinking b", sh.at(idx[0]).hnext)
+	}
+	s.unlink(sh, idx[0]) // head of the chain
+	if got := sh.index[ha]; got != idx[2] {
+		t.Fatalf("chain head = %d, want %d", got, idx[2])
+	}
+	if got := s.lookup(sh, []byte("a")); got != nilSlot {
+		t.Fatalf("lookup a after unlink = %d", got)
+	}
+	// Drop the spliced aliases so the shard is consistent again.
+	delete(sh.index, hb)
+	sh.index[hc] = idx[2]
+}
+
+func TestStoreConcurrent(t *testing.T) {
+	s := newTestStore(256<<10, false)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 3000 {
+				k := "k" + strconv.Itoa((i*7+g)%500)
+				setKey(s, k, i%300)
+				s.get([]byte(k), i%3 == 0, 100)
+				s.incrDecr([]byte(k), true, 1, 0, nil)
+				if i%5 == 0 {
+					s.delete([]byte(k))
+				}
+				s.store(&storeReq{mode: modeAppend, key: []byte(k), data: []byte("x"), maxItem: DefaultMaxItemSize})
+			}
+		}()
+	}
+	wg.Wait()
+	if u := s.used.Load(); u < 0 || u > s.limit.Load() {
+		t.Fatalf("used %d", u)
+	}
+}
+
+// BenchmarkItemMemory reports heap bytes per stored 100-byte item with a
+// 16-byte key (memcached 1.6.18: 175 B "stats bytes", ~202 B RSS).
+func BenchmarkItemMemory(b *testing.B) {
+	const n = 200000
+	for range b.N {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		s := newTestStore(1<<40, false)
+		val := make([]byte, 100)
+		for i := range n {
+			k := []byte("key:" + strconv.Itoa(10000000+i) + "abcd")
+			s.store(&storeReq{mode: modeSet, key: k, data: val, maxItem: DefaultMaxItemSize})
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heapB/item")
+		runtime.KeepAlive(s)
+	}
+}
+
+func BenchmarkGetParallel(b *testing.B) {
+	s := newTestStore(64<<20, false)
+	for i := range 1000 {
+		setKey(s, "k"+strconv.Itoa(i), 100)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			s.get([]byte("k"+strconv.Itoa(i%1000)), false, 0)
+			i++
+		}
+	})
+}
