@@ -44,6 +44,7 @@ func TestBadConfiguration(t *testing.T) {
 		status   int
 		want     string
 		httpBusy bool // the http port (started last) is the busy one
+		bare     bool // no port flags: the environment must not be shadowed
 	}{
 		{name: "unknown flag", args: []string{"--bogus"}, status: 2, want: "flag provided but not defined: -bogus"},
 		{name: "stray argument", args: []string{"now"}, status: 2, want: `unexpected argument "now"`},
@@ -56,16 +57,23 @@ func TestBadConfiguration(t *testing.T) {
 		{name: "unreadable etcd.conf", args: []string{"--etcd-config", filepath.Join(dir, "nope.conf")}, status: 1, want: "nope.conf: no such file"},
 		{name: "data dir not writable", args: []string{"--data-dir", filepath.Join(notDir, "data")}, status: 1, want: "not a directory"},
 		{name: "unknown service", args: []string{"--services", "etcd,kafka"}, status: 1, want: `unknown service "kafka"`},
-		{name: "bad env value", env: []string{"SUBSTRATE_AMQP_PORT=lots"}, status: 1, want: `invalid value "lots" for SUBSTRATE_AMQP_PORT`},
+		{name: "bad env value", env: []string{"SUBSTRATE_AMQP_PORT=lots"}, bare: true, status: 1, want: `invalid value "lots" for SUBSTRATE_AMQP_PORT`},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, status: 1, want: `--log-level: unknown log level "loud"`},
-		{name: "unresolvable host", args: []string{"--host", "no-such-host.invalid"}, status: 1, want: "no-such-host.invalid"},
+		{name: "bad memcached option", args: []string{"--memcached-options", "-c 0"}, status: 1, want: "Maximum connections must be greater than 0"},
+		{name: "unsupported memcached option", args: []string{"--memcached-options", "-U 11211"}, status: 1, want: "-U: UDP is not supported yet"},
+		{name: "unreadable memcached config", args: []string{"--memcached-config", filepath.Join(dir, "nope")}, status: 1, want: "--memcached-config"},
+		{name: "unresolvable host", args: []string{"--host", "no!such!host"}, status: 1, want: "no!such!host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newServer(t)
 			if tc.httpBusy {
 				s.httpPort, _ = strconv.Atoi(busyPort)
 			}
-			p := start(t, tc.env, s.args(tc.args...)...)
+			args := s.args(tc.args...)
+			if tc.bare {
+				args = append([]string{"serve", "--data-dir", s.dataDir}, tc.args...)
+			}
+			p := start(t, tc.env, args...)
 			if code := p.wait(10 * time.Second); code != tc.status {
 				t.Errorf("exit status %d, want %d", code, tc.status)
 			}

@@ -45,5 +45,5 @@ func etcd(args []string, stop <-chan struct{}, stderr io.Writer) error {
 		case <-ctx.Done():
 		}
 	}()
-	return runServices(ctx, log, t0, []lifecycle.Service{kv}, kv.Ports())
+	return runServices(ctx, log, t0, []lifecycle.Service{kv}, kv.Ports(), nil)
 }

@@ -44,6 +44,7 @@ type usageError struct{ error }
 const usage = `usage:
   substrate serve [flags]          run the services (substrate serve -h lists the flags)
   substrate etcd [etcd's flags]    run only the kvstore, as the etcd daemon would
+  substrate memcached [flags]      run only the cache, with memcached 1.6's flags
   substrate version
 `
 
@@ -52,8 +53,8 @@ const usage = `usage:
 func run(args []string, stop <-chan struct{}, stdout, stderr io.Writer) int {
 	cmd, rest := "", args[1:]
 	switch filepath.Base(args[0]) {
-	case "etcd": // installed as, or linked to, etcd
-		cmd = "etcd"
+	case "etcd", "memcached": // installed as, or linked to, etcd or memcached
+		cmd = filepath.Base(args[0])
 	default:
 		if len(rest) == 0 {
 			fmt.Fprint(stderr, usage)
@@ -67,6 +68,8 @@ func run(args []string, stop <-chan struct{}, stdout, stderr io.Writer) int {
 		err = serve(rest, stop, stderr)
 	case "etcd":
 		err = etcd(rest, stop, stderr)
+	case "memcached":
+		err = memcached(rest, stop, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
@@ -76,6 +79,13 @@ func run(args []string, stop <-chan struct{}, stdout, stderr io.Writer) int {
 	}
 	if err == nil {
 		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, ee.msg)
+		}
+		return ee.code
 	}
 	fmt.Fprintf(stderr, "substrate %s: %v\n", cmd, err)
 	if errors.As(err, &usageError{}) {

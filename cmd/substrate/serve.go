@@ -13,9 +13,11 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"substrate/cache"
 	"substrate/internal/config"
 	"substrate/internal/lifecycle"
 	"substrate/internal/logging"
+	"substrate/internal/memcachedcli"
 	"substrate/internal/mgmt"
 	"substrate/internal/preflight"
 	"substrate/kvstore"
@@ -25,8 +27,8 @@ import (
 var knownServices = []string{"etcd", "amqp", "memcached", "http"}
 
 // builtServices are the services this build can run; the default of
-// --services. amqp and memcached join as their issues land.
-var builtServices = []string{"etcd", "http"}
+// --services. amqp joins when the broker lands.
+var builtServices = []string{"etcd", "memcached", "http"}
 
 // serveFlags are the flags of `substrate serve` (DESIGN.md's contract).
 type serveFlags struct {
@@ -35,6 +37,7 @@ type serveFlags struct {
 	etcdClientPort, etcdPeerPort    int
 	httpPort                        int
 	etcdConfig, memcachedConfig     string
+	memcachedOptions                string
 	logLevel, etcdLogLevel          string
 }
 
@@ -50,6 +53,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.httpPort, "http-port", 15672, "management HTTP `port`")
 	fs.StringVar(&f.etcdConfig, "etcd-config", "", "etcd.conf `file` of ETCD_*=\"value\" lines, applied as etcd would")
 	fs.StringVar(&f.memcachedConfig, "memcached-config", "", "/etc/sysconfig/memcached-style `file` (PORT USER MAXCONN CACHESIZE OPTIONS)")
+	fs.StringVar(&f.memcachedOptions, "memcached-options", "", "memcached 1.6 `flags` for the cache, e.g. \"-m 1024 -c 4096\" (after --memcached-config's)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "substrate's log `level`: debug, info, warn, error")
 	fs.StringVar(&f.etcdLogLevel, "etcd-log-level", "warn", "log `level` of the embedded etcd's own lines")
 }
@@ -150,9 +154,6 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 	for _, name := range missing {
 		log.Warn("service not available in this build yet; not starting it", "service", name)
 	}
-	if f.memcachedConfig != "" {
-		log.Warn("--memcached-config ignored: the memcached service is not in this build yet", "file", f.memcachedConfig)
-	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -196,6 +197,14 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 		services = append(services, kv)
 		ports = append(ports, kv.Ports()...)
 	}
+	if enabled["memcached"] {
+		svc, err := serveCache(ctx, f, hosts, log.With("service", "memcached"))
+		if err != nil {
+			return err
+		}
+		services = append(services, svc)
+		ports = append(ports, svc.Ports()...)
+	}
 	if enabled["http"] {
 		var names []string
 		for _, n := range knownServices {
@@ -218,12 +227,48 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 	if err := preflight.Ports(ports); err != nil {
 		return err
 	}
-	return runServices(ctx, log, t0, services, ports)
+	return runServices(ctx, log, t0, services, ports, nil)
+}
+
+// serveCache builds the memcached service from --memcached-config (an
+// /etc/sysconfig/memcached file) and --memcached-options, as memcached
+// would run with them; without -l there, it listens on --host.
+func serveCache(ctx context.Context, f serveFlags, hosts []string, log *slog.Logger) (cacheService, error) {
+	var args []string
+	if f.memcachedConfig != "" {
+		var err error
+		if args, err = memcachedcli.ParseSysconfig(f.memcachedConfig); err != nil {
+			return cacheService{}, fmt.Errorf("--memcached-config: %w", err)
+		}
+	}
+	args = append(args, splitOptions(f.memcachedOptions)...)
+	o, err := memcachedcli.Parse(args)
+	var merr *memcachedcli.Error
+	if errors.As(err, &merr) {
+		return cacheService{}, fmt.Errorf("memcached options %q: %s", strings.Join(args, " "), strings.ReplaceAll(merr.Msg, "\n", "; "))
+	} else if err != nil {
+		return cacheService{}, fmt.Errorf("memcached options %q: %w", strings.Join(args, " "), err)
+	}
+	for _, w := range o.Warnings {
+		log.Warn(w)
+	}
+	cfg, err := cacheConfig(ctx, o, hosts, f.memcachedPort)
+	if err != nil {
+		return cacheService{}, fmt.Errorf("memcached: %w", err)
+	}
+	cfg.Logger = log
+	srv, err := cache.New(cfg)
+	if err != nil {
+		return cacheService{}, err
+	}
+	return cacheService{srv, cfg.Addrs}, nil
 }
 
 // runServices starts services in order, logs the ready line, waits for a
 // signal or a failure, and shuts down in reverse order within 10 s.
-func runServices(ctx context.Context, log *slog.Logger, t0 time.Time, services []lifecycle.Service, ports []preflight.Port) error {
+// afterStart, if not nil, runs once every service has started, before the
+// ready line (memcached drops root privileges there).
+func runServices(ctx context.Context, log *slog.Logger, t0 time.Time, services []lifecycle.Service, ports []preflight.Port, afterStart func() error) error {
 	g := lifecycle.NewGroup(log, services...)
 	if err := g.Start(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -231,6 +276,13 @@ func runServices(ctx context.Context, log *slog.Logger, t0 time.Time, services [
 			return nil
 		}
 		return err
+	}
+	if afterStart != nil {
+		if err := afterStart(); err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return errors.Join(err, g.Shutdown(sctx))
+		}
 	}
 	var names, addrs []string
 	for _, s := range services {

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"substrate/cache"
+	"substrate/internal/lifecycle"
+	"substrate/internal/logging"
+	"substrate/internal/memcachedcli"
+	"substrate/internal/preflight"
+)
+
+// cacheService adapts cache.Server to the lifecycle's Service.
+type cacheService struct {
+	*cache.Server
+	addrs []string
+}
+
+func (cacheService) Name() string      { return "memcached" }
+func (cacheService) Err() <-chan error { return nil }
+
+func (c cacheService) Ports() []preflight.Port {
+	ports := make([]preflight.Port, len(c.addrs))
+	for i, a := range c.addrs {
+		ports[i] = preflight.Port{What: "memcached port", Addr: a}
+	}
+	return ports
+}
+
+// exitError ends the process with code after printing msg exactly (no
+// "substrate ..." prefix), as memcached prints its own errors.
+type exitError struct {
+	msg  string
+	code int
+}
+
+func (e exitError) Error() string { return e.msg }
+
+// unsupported lists memcached features the cache does not serve yet: a
+// command line asking for them is refused rather than silently half-run.
+func unsupported(o memcachedcli.Options) error {
+	switch {
+	case o.UnixSocket != "":
+		return errors.New("-s: unix sockets are not supported yet")
+	case o.UDPPort != 0:
+		return errors.New("-U: UDP is not supported yet (use -U 0)")
+	case o.SASL:
+		return errors.New("-S: SASL (binary protocol) is not supported yet")
+	case o.TLS:
+		return errors.New("-Z: TLS is not supported yet")
+	case o.Protocol == memcachedcli.ProtoBinary:
+		return errors.New("-B binary: the binary protocol is not supported yet")
+	}
+	return nil
+}
+
+// cacheConfig builds the cache's configuration from memcached's options.
+// Without -l, memcached listens on every interface; serve passes its --host
+// addresses as defaultHosts instead.
+func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []string, defaultPort int) (cache.Config, error) {
+	cfg := cache.NewConfig()
+	if err := unsupported(o); err != nil {
+		return cfg, err
+	}
+	limit := o.MaxBytes()
+	if limit > math.MaxInt64 {
+		limit = math.MaxInt64
+	}
+	cfg.MemoryLimit = int64(limit)
+	cfg.MaxConns = o.MaxConns
+	cfg.MaxItemSize = o.MaxItemSize
+	cfg.NoEvict = o.NoEvict
+	cfg.Addrs = nil
+	if o.Inter == "" && defaultHosts != nil {
+		port := defaultPort
+		if o.PortSet {
+			port = o.Port
+		}
+		cfg.Addrs = preflight.Addrs(defaultHosts, port)
+		return cfg, cfg.Validate()
+	}
+	las, err := o.ListenAddrs()
+	if err != nil {
+		return cfg, err
+	}
+	for _, la := range las {
+		if la.Host == "" || la.Host == "*" {
+			cfg.Addrs = append(cfg.Addrs, net.JoinHostPort("", strconv.Itoa(la.Port)))
+			continue
+		}
+		ips, err := preflight.Hosts(ctx, la.Host)
+		if err != nil {
+			return cfg, fmt.Errorf("-l %s: %w", la.Item, err)
+		}
+		for _, a := range preflight.Addrs(ips, la.Port) {
+			if !contains(cfg.Addrs, a) {
+				cfg.Addrs = append(cfg.Addrs, a)
+			}
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+// memcached runs only the cache with memcached 1.6.18's command line, so an
+// existing memcached unit (Debian's, RDO's) can point at substrate.
+func memcached(args []string, stop <-chan struct{}, stdout, stderr io.Writer) error {
+	t0 := time.Now()
+	o, err := memcachedcli.Parse(args)
+	for _, w := range o.Warnings {
+		fmt.Fprintln(stderr, w)
+	}
+	var merr *memcachedcli.Error
+	switch {
+	case errors.Is(err, memcachedcli.ErrHelp):
+		fmt.Fprint(stdout, memcachedcli.Usage())
+		return nil
+	case errors.Is(err, memcachedcli.ErrVersion):
+		fmt.Fprintln(stdout, memcachedcli.Version)
+		return nil
+	case errors.Is(err, memcachedcli.ErrLicense):
+		fmt.Fprint(stdout, memcachedcli.License())
+		return nil
+	case errors.As(err, &merr):
+		return exitError{merr.Msg, merr.Code}
+	case err != nil:
+		return err
+	}
+	if err := o.CheckPrivileges(os.Geteuid()); errors.As(err, &merr) {
+		return exitError{merr.Msg, merr.Code}
+	}
+	level := slog.LevelInfo // the ready and shutdown lines
+	if o.Verbosity > 0 {
+		level = slog.LevelDebug
+	}
+	log := logging.New(stderr, level)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	cfg, err := cacheConfig(ctx, o, nil, 0)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	srv, err := cache.New(cfg)
+	if err != nil {
+		return err
+	}
+	svc := cacheService{srv, cfg.Addrs}
+	if err := preflight.Ports(svc.Ports()); err != nil {
+		return err
+	}
+	if o.PidFile != "" {
+		if err := os.WriteFile(o.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return fmt.Errorf("Could not open the pid file %s for writing: %w", o.PidFile, err)
+		}
+		defer os.Remove(o.PidFile)
+	}
+	return runServices(ctx, log, t0, []lifecycle.Service{svc}, svc.Ports(), func() error {
+		return dropPrivileges(o.User)
+	})
+}
+
+// dropPrivileges switches to user after the listeners are bound, as
+// memcached does with -u when started as root.
+func dropPrivileges(name string) error {
+	if os.Geteuid() != 0 || name == "" || name == "root" {
+		return nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return fmt.Errorf("can't find the user %s to switch to", name)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("failed to drop supplementary groups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("failed to assume identity of user %s: %w", name, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("failed to assume identity of user %s: %w", name, err)
+	}
+	return nil
+}
+
+// splitOptions splits a memcached-options value into words.
+func splitOptions(s string) []string { return strings.Fields(s) }

@@ -1,0 +1,133 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// memcachedRoundTrip stores and reads one item over the text protocol.
+func memcachedRoundTrip(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "set k 7 0 2\r\nhi\r\nget k\r\nversion\r\n")
+	r := bufio.NewReader(c)
+	var got []string
+	for len(got) < 5 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%s: %v after %q", addr, err, got)
+		}
+		got = append(got, line)
+	}
+	if want := "STORED\r\nVALUE k 7 2\r\nhi\r\nEND\r\nVERSION 1.6.18\r\n"; strings.Join(got, "") != want {
+		t.Fatalf("%s: got %q", addr, strings.Join(got, ""))
+	}
+}
+
+func TestMemcachedClients(t *testing.T) {
+	needPython(t, "pymemcache", "memcache", "oslo_cache")
+	s := serve(t)
+	out := run(t, 60*time.Second, nil, python, "py/memcached_clients.py", itoa(s.memcachedPort))
+	if !strings.Contains(out, "memcached clients ok") {
+		t.Fatalf("output: %s", out)
+	}
+}
+
+// TestServeMemcachedSysconfig: the manual install's /etc/sysconfig/memcached,
+// with `controller` pointed at loopback, configures the cache under serve.
+func TestServeMemcachedSysconfig(t *testing.T) {
+	seed, err := os.ReadFile("../internal/memcachedcli/testdata/memcached.sysconfig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePortFor(t)
+	conf := strings.ReplaceAll(string(seed), ",controller", ",localhost")
+	conf = strings.ReplaceAll(conf, `PORT="11211"`, fmt.Sprintf("PORT=%q", itoa(port)))
+	if conf == string(seed) {
+		t.Fatal("seed file changed shape; update the test")
+	}
+	path := filepath.Join(t.TempDir(), "memcached")
+	os.WriteFile(path, []byte(conf), 0o600)
+	s := serve(t, "--memcached-config", path)
+	if !strings.Contains(s.output(), "127.0.0.1:"+itoa(port)) || !strings.Contains(s.output(), "[::1]:"+itoa(port)) {
+		t.Fatalf("not listening where the file says:\n%s", s.output())
+	}
+	memcachedRoundTrip(t, "127.0.0.1:"+itoa(port))
+	memcachedRoundTrip(t, "[::1]:"+itoa(port))
+}
+
+// TestMemcachedSubcommand: `substrate memcached` takes memcached's flags,
+// writes and removes its pid file, and stops on SIGTERM.
+func TestMemcachedSubcommand(t *testing.T) {
+	port := freePortFor(t)
+	pidfile := filepath.Join(t.TempDir(), "memcached.pid")
+	p := start(t, nil, "memcached", "-p", itoa(port), "-l", "127.0.0.1", "-u", "root", "-m", "8", "-c", "16", "-P", pidfile, "-U", "0")
+	p.waitReady(30 * time.Second)
+	pid, _ := os.ReadFile(pidfile)
+	if strings.TrimSpace(string(pid)) != strconv.Itoa(p.cmd.Process.Pid) {
+		t.Fatalf("pid file %q, process %d", pid, p.cmd.Process.Pid)
+	}
+	memcachedRoundTrip(t, "127.0.0.1:"+itoa(port))
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
+		t.Fatal("pid file left behind")
+	}
+}
+
+// TestMemcachedSubcommandRefusesLikeMemcached: bad flags produce memcached's
+// own message and exit status (checked against the real binary when it is
+// installed).
+func TestMemcachedSubcommandRefusesLikeMemcached(t *testing.T) {
+	cases := [][]string{{"-c", "0"}, {"-I", "2k", "-m", "1"}, {"-B", "bogus"}, {"-o", "no_such_option"}, {"--no-such-flag"}}
+	if os.Geteuid() == 0 {
+		cases = append(cases, []string{"-p", "0"}) // root without -u
+	}
+	for _, args := range cases {
+		p := start(t, nil, append([]string{"memcached"}, args...)...)
+		code := p.wait(10 * time.Second)
+		out := p.output()
+		if code == 0 || out == "" {
+			t.Errorf("%v: status %d, output %q", args, code, out)
+			continue
+		}
+		if _, err := os.Stat("/usr/bin/memcached"); err != nil {
+			continue
+		}
+		real := exec.Command("memcached", args...) // argv[0] "memcached", as a unit file runs it
+		real.Path = "/usr/bin/memcached"
+		realOut, _ := real.CombinedOutput()
+		if real.ProcessState.ExitCode() != code || string(realOut) != out {
+			t.Errorf("%v: ours %d %q, memcached %d %q", args, code, out, real.ProcessState.ExitCode(), realOut)
+		}
+	}
+}
+
+// freePortFor returns a port free on both loopback addresses.
+func freePortFor(t *testing.T) int {
+	for i := 0; i < 20; i++ {
+		p := freePort(t)
+		if l, err := net.Listen("tcp", "[::1]:"+itoa(p)); err == nil {
+			l.Close()
+			return p
+		}
+	}
+	t.Fatal("no port free on both 127.0.0.1 and ::1")
+	return 0
+}
