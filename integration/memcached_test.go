@@ -131,3 +131,20 @@ func freePortFor(t *testing.T) int {
 	t.Fatal("no port free on both 127.0.0.1 and ::1")
 	return 0
 }
+
+// TestRedisForLabs: --redis-port serves RESP that tooz's redis:// driver
+// and dogpile.cache's redis backend use unchanged.
+func TestRedisForLabs(t *testing.T) {
+	needPython(t, "tooz", "redis", "dogpile.cache")
+	port := freePort(t)
+	s := newServer(t)
+	s.proc = start(t, nil, s.args("--host", "127.0.0.1", "--redis-port", itoa(port))...)
+	s.waitReady(30 * time.Second)
+	if !strings.Contains(s.output(), "services=etcd,memcached,redis,http") {
+		t.Fatalf("redis not started:\n%s", s.output())
+	}
+	out := run(t, 60*time.Second, nil, python, "py/redis_clients.py", itoa(port))
+	if !strings.Contains(out, "redis clients ok") {
+		t.Fatalf("output: %s", out)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"substrate/cache"
+	"substrate/cache/redis"
 	"substrate/internal/config"
 	"substrate/internal/lifecycle"
 	"substrate/internal/logging"
@@ -24,18 +25,22 @@ import (
 )
 
 // knownServices are the names --services accepts, in start order.
-var knownServices = []string{"etcd", "amqp", "memcached", "http"}
+var knownServices = []string{"etcd", "amqp", "memcached", "redis", "http"}
 
-// builtServices are the services this build can run; the default of
-// --services. amqp joins when the broker lands.
-var builtServices = []string{"etcd", "memcached", "http"}
+// builtServices are the services this build can run; amqp joins when the
+// broker lands.
+var builtServices = []string{"etcd", "memcached", "redis", "http"}
+
+// defaultServices run when --services is not given. redis is for labs and
+// off unless asked for (--services ...,redis or --redis-port N).
+var defaultServices = []string{"etcd", "memcached", "http"}
 
 // serveFlags are the flags of `substrate serve` (DESIGN.md's contract).
 type serveFlags struct {
 	config, dataDir, host, services string
 	amqpPort, memcachedPort         int
 	etcdClientPort, etcdPeerPort    int
-	httpPort                        int
+	httpPort, redisPort             int
 	etcdConfig, memcachedConfig     string
 	memcachedOptions                string
 	logLevel, etcdLogLevel          string
@@ -45,12 +50,13 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "YAML config `file`; its keys are these flag names")
 	fs.StringVar(&f.dataDir, "data-dir", "substrate-data", "data `directory` (etcd in DIR/etcd)")
 	fs.StringVar(&f.host, "host", "127.0.0.1,::1", "comma-separated `addresses` or host names to listen on")
-	fs.StringVar(&f.services, "services", strings.Join(builtServices, ","), "comma-separated services to run: "+strings.Join(knownServices, ","))
+	fs.StringVar(&f.services, "services", strings.Join(defaultServices, ","), "comma-separated services to run: "+strings.Join(knownServices, ","))
 	fs.IntVar(&f.amqpPort, "amqp-port", 5672, "AMQP 0-9-1 `port`")
 	fs.IntVar(&f.memcachedPort, "memcached-port", 11211, "memcached `port`")
 	fs.IntVar(&f.etcdClientPort, "etcd-client-port", 2379, "etcd client `port` (gRPC and JSON gateway)")
 	fs.IntVar(&f.etcdPeerPort, "etcd-peer-port", 2380, "etcd peer `port`")
 	fs.IntVar(&f.httpPort, "http-port", 15672, "management HTTP `port`")
+	fs.IntVar(&f.redisPort, "redis-port", 0, "serve Redis (miniredis, for labs) on this `port`; 0: off, or 6379 when --services names redis")
 	fs.StringVar(&f.etcdConfig, "etcd-config", "", "etcd.conf `file` of ETCD_*=\"value\" lines, applied as etcd would")
 	fs.StringVar(&f.memcachedConfig, "memcached-config", "", "/etc/sysconfig/memcached-style `file` (PORT USER MAXCONN CACHESIZE OPTIONS)")
 	fs.StringVar(&f.memcachedOptions, "memcached-options", "", "memcached 1.6 `flags` for the cache, e.g. \"-m 1024 -c 4096\" (after --memcached-config's)")
@@ -151,6 +157,12 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	switch {
+	case f.redisPort != 0:
+		enabled["redis"] = true
+	case enabled["redis"]:
+		f.redisPort = 6379
+	}
 	for _, name := range missing {
 		log.Warn("service not available in this build yet; not starting it", "service", name)
 	}
@@ -204,6 +216,14 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 		}
 		services = append(services, svc)
 		ports = append(ports, svc.Ports()...)
+	}
+	if enabled["redis"] {
+		r, err := redis.New(redis.Config{Addrs: preflight.Addrs(hosts, f.redisPort), Logger: log.With("service", "redis")})
+		if err != nil {
+			return err
+		}
+		services = append(services, r)
+		ports = append(ports, r.Ports()...)
 	}
 	if enabled["http"] {
 		var names []string

@@ -1,0 +1,138 @@
+// Package redis serves the Redis protocol (RESP) from
+// github.com/alicebob/miniredis/v2, so that tooz's redis:// driver and
+// dogpile.cache's redis backend work in labs and CI without a Redis daemon.
+//
+// It is for labs, not production: data lives in memory only, with no
+// persistence, replication, memory limit or eviction, and miniredis is a
+// test double with Redis's command semantics, not Redis's performance.
+// Key expiry follows the wall clock to within TickInterval.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"substrate/internal/preflight"
+)
+
+// TickInterval is how often expiring keys are checked against the clock
+// (miniredis only moves time forward when told to).
+const TickInterval = 100 * time.Millisecond
+
+// Config of the Redis endpoint.
+type Config struct {
+	Addrs  []string     // host:port to listen on
+	Logger *slog.Logger // nil: discard
+}
+
+// Server is the Redis endpoint.
+type Server struct {
+	cfg   Config
+	m     *miniredis.Miniredis
+	extra []net.Listener
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+// New returns a server for cfg; it does not listen yet.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("redis: no listen address")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, stop: make(chan struct{})}, nil
+}
+
+// Name is the service name used by --services.
+func (s *Server) Name() string { return "redis" }
+
+// Err never reports: miniredis keeps no state that can fail.
+func (s *Server) Err() <-chan error { return nil }
+
+// Ports lists the addresses the server will listen on.
+func (s *Server) Ports() []preflight.Port {
+	ports := make([]preflight.Port, len(s.cfg.Addrs))
+	for i, a := range s.cfg.Addrs {
+		ports[i] = preflight.Port{What: "redis port", Addr: a}
+	}
+	return ports
+}
+
+// Start listens on every address; all of them serve one keyspace.
+func (s *Server) Start(ctx context.Context) error {
+	s.m = miniredis.NewMiniRedis()
+	if err := s.m.StartAddr(s.cfg.Addrs[0]); err != nil {
+		return fmt.Errorf("redis port: %w", err)
+	}
+	for _, a := range s.cfg.Addrs[1:] {
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", a)
+		if err != nil {
+			s.Shutdown(context.Background())
+			return fmt.Errorf("redis port: %w", err)
+		}
+		s.extra = append(s.extra, l)
+		s.wg.Add(1)
+		go s.accept(l)
+	}
+	s.m.SetTime(time.Now())
+	s.wg.Add(1)
+	go s.clock()
+	s.cfg.Logger.Info("redis endpoint for labs (miniredis, memory only)", "listen", s.cfg.Addrs)
+	return nil
+}
+
+// accept hands connections from an additional listener to miniredis's
+// server, which then owns and closes them.
+func (s *Server) accept(l net.Listener) {
+	defer s.wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		s.m.Server().ServeConn(c)
+	}
+}
+
+// clock moves miniredis's time with the wall clock, so TTLs expire.
+func (s *Server) clock() {
+	defer s.wg.Done()
+	t := time.NewTicker(TickInterval)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.m.FastForward(now.Sub(last))
+			s.m.SetTime(now)
+			last = now
+		}
+	}
+}
+
+// Shutdown closes every listener and connection; it is idempotent.
+func (s *Server) Shutdown(context.Context) error {
+	s.once.Do(func() {
+		close(s.stop)
+		for _, l := range s.extra {
+			l.Close()
+		}
+		if s.m != nil {
+			s.m.Close()
+		}
+		s.wg.Wait()
+	})
+	return nil
+}
