@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // memcachedRoundTrip stores and reads one item over the text protocol.
@@ -147,4 +149,48 @@ func TestRedisForLabs(t *testing.T) {
 	if !strings.Contains(out, "redis clients ok") {
 		t.Fatalf("output: %s", out)
 	}
+}
+
+// TestGomemcache: Go's most used memcached client through its real code
+// paths, including its cas, touch and multi-get parsing.
+func TestGomemcache(t *testing.T) {
+	s := serve(t)
+	mc := memcache.New("127.0.0.1:" + itoa(s.memcachedPort))
+	mc.Timeout = 5 * time.Second
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(mc.Set(&memcache.Item{Key: "a", Value: []byte("1"), Flags: 42}))
+	must(mc.Add(&memcache.Item{Key: "b", Value: []byte("2")}))
+	if err := mc.Add(&memcache.Item{Key: "a", Value: []byte("x")}); err != memcache.ErrNotStored {
+		t.Fatalf("add over existing: %v", err)
+	}
+	it, err := mc.Get("a")
+	if err != nil || string(it.Value) != "1" || it.Flags != 42 {
+		t.Fatalf("get: %+v %v", it, err)
+	}
+	it.Value = []byte("10")
+	must(mc.CompareAndSwap(it))
+	if err := mc.CompareAndSwap(it); err != memcache.ErrCASConflict {
+		t.Fatalf("stale cas: %v", err)
+	}
+	if n, err := mc.Increment("a", 5); err != nil || n != 15 {
+		t.Fatalf("incr: %d %v", n, err)
+	}
+	must(mc.Touch("b", 100))
+	got, err := mc.GetMulti([]string{"a", "b", "missing"})
+	if err != nil || len(got) != 2 || string(got["a"].Value) != "15" || string(got["b"].Value) != "2" {
+		t.Fatalf("get multi: %v %v", got, err)
+	}
+	must(mc.Delete("a"))
+	if _, err := mc.Get("a"); err != memcache.ErrCacheMiss {
+		t.Fatalf("after delete: %v", err)
+	}
+	if err := mc.Set(&memcache.Item{Key: strings.Repeat("k", 251), Value: []byte("x")}); err != memcache.ErrMalformedKey {
+		t.Fatalf("long key: %v", err)
+	}
+	must(mc.Ping())
 }
