@@ -317,15 +317,6 @@ func TestConnectionClosers(t *testing.T) {
 	})
 }
 
-func TestBinaryMagicCloses(t *testing.T) {
-	addr := startOurs(t, serverOpts{})
-	c := dial(t, addr)
-	c.send("\x80\x0a\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
-	if got := c.expectEOF(); got != "" {
-		t.Errorf("got %q", got)
-	}
-}
-
 func TestTooManyConnections(t *testing.T) {
 	addr := startOurs(t, serverOpts{conns: 2})
 	a, b := dial(t, addr), dial(t, addr)

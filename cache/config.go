@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 )
 
 // Defaults match memcached 1.6.18's command-line defaults.
@@ -12,6 +13,7 @@ const (
 	DefaultMemoryLimit = 64 << 20 // memcached -m 64
 	DefaultMaxConns    = 1024     // memcached -c 1024
 	DefaultMaxItemSize = 1 << 20  // memcached -I 1m
+	DefaultUnixMask    = 0o700    // memcached -a 0700
 
 	minItemSize = 1 << 10    // memcached rejects -I below 1k
 	maxItemSize = 1024 << 20 // and above 1024m
@@ -26,6 +28,28 @@ type Config struct {
 	MaxItemSize int          // largest item including memcached's per-item overhead (-I); default 1 MiB
 	NoEvict     bool         // memcached -M: refuse writes when full instead of evicting
 	Logger      *slog.Logger // nil discards
+
+	// UnixSocket, when set, also listens on this unix stream socket path
+	// (memcached -s). A stale socket file there is replaced; the file is
+	// removed at Shutdown. Addrs may be empty when it is set.
+	UnixSocket string
+	// UnixMask is the permission mode of the socket file (memcached -a,
+	// octal, default 0700).
+	UnixMask os.FileMode
+
+	// UDPAddrs are "host:port" UDP addresses served with memcached's UDP
+	// frame header, text protocol only (memcached -U). Empty disables UDP.
+	UDPAddrs []string
+
+	// SASL requires SASL PLAIN authentication (memcached -S): every
+	// listener speaks only the binary protocol, and binary commands other
+	// than the SASL ones and version fail until the connection has
+	// authenticated. Requires SASLPasswordFile; incompatible with UDPAddrs.
+	SASL bool
+	// SASLPasswordFile holds the accepted credentials, one "user:password"
+	// per line (memcached's MEMCACHED_SASL_PWDB format, see the package
+	// documentation). It is read once, by New.
+	SASLPasswordFile string
 }
 
 // NewConfig returns a Config with memcached's defaults and the standard
@@ -36,14 +60,34 @@ func NewConfig() Config {
 		MemoryLimit: DefaultMemoryLimit,
 		MaxConns:    DefaultMaxConns,
 		MaxItemSize: DefaultMaxItemSize,
+		UnixMask:    DefaultUnixMask,
 	}
 }
 
 // Validate reports the first problem with c. The rules follow memcached's
 // start-up checks (-I between 1k and 1024m and at most half of -m).
 func (c Config) Validate() error {
-	if len(c.Addrs) == 0 {
+	if len(c.Addrs) == 0 && c.UnixSocket == "" && len(c.UDPAddrs) == 0 {
 		return errors.New("cache: no listen addresses")
+	}
+	if c.UnixMask&^os.ModePerm != 0 {
+		return fmt.Errorf("cache: unix socket mask %#o has bits outside 0777", uint32(c.UnixMask))
+	}
+	for _, a := range c.UDPAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("cache: bad UDP listen address %q: %w", a, err)
+		}
+	}
+	if c.SASL {
+		if len(c.UDPAddrs) > 0 {
+			return errors.New("cache: cannot enable UDP while using binary SASL authentication")
+		}
+		if c.SASLPasswordFile == "" {
+			return errors.New("cache: SASL enabled without a password file")
+		}
+		if _, err := loadPasswordFile(c.SASLPasswordFile); err != nil {
+			return err
+		}
 	}
 	for _, a := range c.Addrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {

@@ -1,12 +1,45 @@
 // Package cache is a memcached 1.6.18 drop-in server: the classic text
-// protocol and the meta protocol (mg, ms, md, ma, mn, me) with memcached's
-// reply strings, limits and quirks, over TCP, with a hard memory limit and
-// LRU eviction.
+// protocol, the meta protocol (mg, ms, md, ma, mn, me) and the binary
+// protocol with SASL PLAIN, with memcached's reply strings, status codes,
+// limits and quirks, over TCP, a unix socket and UDP, with a hard memory
+// limit and LRU eviction.
 //
-// The wire codec (Parser, Command, the Err* values) is independent of the
-// connection: Parser.Parse takes bytes and returns a Command or a protocol
-// *Error whose Reply is the exact line memcached sends. The Server owns
-// listeners and connections and executes commands against the store.
+// The wire codecs are independent of the connection: Parser.Parse takes
+// bytes and returns a Command or a protocol *Error whose Reply is the exact
+// line memcached sends; BinaryParser.Parse returns a BinaryRequest or a
+// *BinaryError carrying memcached's status, whether it closes the
+// connection and how many bytes it discards. The Server owns listeners and
+// connections and executes commands against the store.
+//
+// # Protocols and listeners
+//
+// As with memcached -B auto, each TCP or unix-socket connection picks its
+// protocol from its first byte: 0x80 is binary, anything else text. With
+// Config.SASL (memcached -S) every connection is binary: text bytes are
+// read as a binary header and, once 24 have arrived, the bad magic byte
+// closes the connection. Binary opcodes served: get(q), getk(q), set(q),
+// add(q), replace(q), delete(q), incr(q), decr(q), append(q), prepend(q),
+// touch, gat(q), gatk(q), flush(q), noop, version, stat, quit(q) and the
+// SASL list-mechs, auth and step; others answer "Unknown command".
+//
+// SASL offers only PLAIN. Credentials come from Config.SASLPasswordFile, in
+// the format of memcached's MEMCACHED_SASL_PWDB file: one "user:password"
+// per line, with anything after a further ':' ignored (so a password cannot
+// contain ':'), CR LF line ends accepted, blank lines skipped, the first
+// line for a user winning, lines at most 255 bytes. The file is read once,
+// by New; a malformed line is reported as file:line. A PLAIN authorization
+// identity must be empty or equal to the user. Debian's memcached does not
+// read such a file (it is built with Cyrus SASL and reads a sasldb named in
+// $SASL_CONF_PATH/memcached.conf); the wire behaviour is the same.
+//
+// Config.UnixSocket listens on a unix socket too (memcached -s; memcached
+// then opens no TCP port, checked, nor per its source a UDP one; Config
+// leaves that choice to the caller);
+// a stale socket file is replaced, the mode is Config.UnixMask (-a) and the
+// file is removed at Shutdown. Config.UDPAddrs serve the text protocol over
+// UDP (-U) with memcached's 8-byte frame header: one run of datagrams of at
+// most 1400 bytes per response object (per command; for get, per hit, with
+// END on the last), sequence numbers from 0 in each run.
 //
 // # Concurrency
 //
@@ -27,9 +60,12 @@
 // memory is reserved (evicting from shard tails, each under its own lock)
 // before the target shard is locked, so eviction never nests shard locks.
 //
-// Goroutines: one accept loop per listener and one serve loop per
-// connection, all counted in Server.wg; Shutdown closes listeners and
-// connections and waits for wg.
+// Goroutines: one accept loop per listener, one serve loop per connection
+// and one reader per UDP socket (which owns that socket's parser and reply
+// buffers), all counted in Server.wg; Shutdown closes listeners, UDP
+// sockets and connections and waits for wg. A binary connection's parser
+// and SASL state (binConn) belong to its serve goroutine. The SASL
+// credentials are read-only after New.
 //
 // # Differences from memcached
 //
@@ -41,8 +77,16 @@
 //     flags) without slab rounding, so slightly more items fit in one -m.
 //   - MaxConns counts client connections only; memcached also counts about
 //     20 internal descriptors.
-//   - The binary protocol is not implemented: a connection whose first byte
-//     is 0x80 is closed (memcached would answer in binary).
+//   - Binary protocol: we check that a value fits in -I before reading it
+//     but reserve memory after, so with -M a set of a value larger than the
+//     free memory is read before ENOMEM (memcached answers at once and
+//     discards the value; the replies are the same). SASL credentials are
+//     read once at start (memcached's password-file mode reads the file at
+//     every authentication).
+//   - UDP: text protocol only (memcached also negotiates binary over UDP; we
+//     drop binary datagrams). A command cut at the end of a datagram is
+//     dropped; memcached keeps it in the socket's buffer and completes it
+//     with the next datagram from anyone.
 //   - A get with a key over 250 bytes answers CLIENT_ERROR like memcached,
 //     but memcached also drops replies of earlier pipelined commands that
 //     it had not sent yet; we keep them.

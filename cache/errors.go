@@ -53,9 +53,8 @@ var (
 	ErrMetaFlagsTooLong  = &Error{Reply: "CLIENT_ERROR options flags too long"}
 
 	// Errors that close the connection without a reply.
-	ErrLineTooLong    = &Error{Close: true, msg: "command line too long"}
-	ErrHTTPRequest    = &Error{Close: true, msg: "HTTP request on memcached port"}
-	ErrBinaryProtocol = &Error{Close: true, msg: "binary protocol not supported"}
+	ErrLineTooLong = &Error{Close: true, msg: "command line too long"}
+	ErrHTTPRequest = &Error{Close: true, msg: "HTTP request on memcached port"}
 )
 
 // ErrIncomplete means the buffer does not yet hold a whole command; read

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,7 +28,12 @@ type serverOpts struct {
 	memMB   int  // -m
 	noEvict bool // -M
 	conns   int  // -c
+	sasl    bool // -S with the users in saslUsers
+	unix    bool // -s <temp dir>/sock instead of TCP; the address is the path
 }
+
+// saslUsers are the credentials of SASL test servers.
+var saslUsers = map[string]string{"user": "secret", "other": "pass2"}
 
 // startOurs starts our server on a loopback port 0 and returns its address.
 func startOurs(t testing.TB, o serverOpts) string {
@@ -40,6 +46,14 @@ func startOurs(t testing.TB, o serverOpts) string {
 	cfg.NoEvict = o.noEvict
 	if o.conns > 0 {
 		cfg.MaxConns = o.conns
+	}
+	if o.sasl {
+		cfg.SASL = true
+		cfg.SASLPasswordFile = writePasswordFile(t)
+	}
+	if o.unix {
+		cfg.Addrs = nil
+		cfg.UnixSocket = filepath.Join(t.TempDir(), "sock")
 	}
 	s, err := New(cfg)
 	if err != nil {
@@ -55,6 +69,9 @@ func startOurs(t testing.TB, o serverOpts) string {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
+	if o.unix {
+		return cfg.UnixSocket
+	}
 	return s.Addrs()[0].String()
 }
 
@@ -83,7 +100,20 @@ func startMemcached(t testing.TB, o serverOpts) string {
 	if o.conns > 0 {
 		args = append(args, "-c", strconv.Itoa(o.conns))
 	}
+	var env []string
+	if o.sasl {
+		env = saslConf(t)
+		args = append(args, "-S")
+		args[1] = "root" // the sasldb in the test's temporary directory is private
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if o.unix {
+		addr = filepath.Join(t.TempDir(), "sock")
+		args[1] = "root" // memcached binds after dropping privileges; the temp dir is private
+		args = append(args, "-s", addr, "-a", "700")
+	}
 	cmd := exec.Command(memcachedBin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -93,10 +123,9 @@ func startMemcached(t testing.TB, o serverOpts) string {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	addr := "127.0.0.1:" + strconv.Itoa(port)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout(network(addr), addr, time.Second)
 		if err == nil {
 			c.Close()
 			return addr
@@ -121,6 +150,14 @@ func forEachTarget(t *testing.T, o serverOpts, body func(t *testing.T, addr stri
 	})
 }
 
+// network is "unix" for socket paths, else "tcp".
+func network(addr string) string {
+	if strings.HasPrefix(addr, "/") {
+		return "unix"
+	}
+	return "tcp"
+}
+
 // client is a raw text-protocol connection.
 type client struct {
 	t  testing.TB
@@ -130,7 +167,7 @@ type client struct {
 
 func dial(t testing.TB, addr string) *client {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	nc, err := net.DialTimeout(network(addr), addr, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,11 +30,13 @@ type Server struct {
 	store *store
 	stats serverStats
 	limit logLimiter
+	creds credentials // SASL users, when cfg.SASL
 
 	mu        sync.Mutex
 	started   bool
 	closed    bool
 	listeners []net.Listener
+	udp       []net.PacketConn
 	conns     map[*conn]struct{}
 	wg        sync.WaitGroup
 	verbosity atomic.Uint32
@@ -42,7 +44,8 @@ type Server struct {
 
 // New validates cfg and returns a server that is not yet listening.
 func New(cfg Config) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
+	err := cfg.Validate()
+	if err != nil {
 		return nil, err
 	}
 	log := cfg.Logger
@@ -58,6 +61,11 @@ func New(cfg Config) (*Server, error) {
 		conns: make(map[*conn]struct{}),
 	}
 	s.limit.perSecond = 10
+	if cfg.SASL {
+		if s.creds, err = loadPasswordFile(cfg.SASLPasswordFile); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -85,8 +93,26 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		ls = append(ls, l)
 	}
+	if s.cfg.UnixSocket != "" {
+		l, err := listenUnix(ctx, s.cfg.UnixSocket, s.cfg.UnixMask)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return err
+		}
+		ls = append(ls, l)
+	}
+	udp, err := s.listenUDP(ctx)
+	if err != nil {
+		for _, l := range ls {
+			l.Close()
+		}
+		return err
+	}
 	s.started = true
 	s.listeners = ls
+	s.startUDP(udp)
 	for _, l := range ls {
 		s.wg.Add(1)
 		go s.acceptLoop(l)
@@ -114,6 +140,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.closed = true
 		for _, l := range s.listeners {
 			l.Close()
+		}
+		for _, pc := range s.udp {
+			pc.Close()
 		}
 		for c := range s.conns {
 			c.nc.Close()
@@ -275,10 +304,10 @@ func (c *conn) serve() {
 			}
 			if first {
 				first = false
-				if buf[start] == 0x80 {
-					if c.s.limit.allow() {
-						c.s.log.Warn("cache: binary protocol not supported; closing", "remote", c.nc.RemoteAddr().String())
-					}
+				// memcached -B auto: the first byte picks the protocol;
+				// with SASL only binary is spoken.
+				if buf[start] == BinRequestMagic || c.s.cfg.SASL {
+					c.serveBinary(buf, start, end)
 					return
 				}
 			}

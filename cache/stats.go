@@ -37,6 +37,8 @@ type serverStats struct {
 	storeNoMemory atomic.Uint64
 	bytesRead     atomic.Uint64
 	bytesWritten  atomic.Uint64
+	authCmds      atomic.Uint64
+	authErrors    atomic.Uint64
 }
 
 func (st *serverStats) arith(incr, hit bool) {
@@ -57,7 +59,7 @@ func (st *serverStats) reset() {
 		&st.cmdFlush, &st.cmdTouch, &st.cmdMeta, &st.getHits, &st.getMisses, &st.deleteHits,
 		&st.deleteMisses, &st.incrHits, &st.incrMisses, &st.decrHits, &st.decrMisses, &st.casHits,
 		&st.casMisses, &st.casBadval, &st.touchHits, &st.touchMisses, &st.storeTooLarge,
-		&st.storeNoMemory, &st.bytesRead, &st.bytesWritten} {
+		&st.storeNoMemory, &st.bytesRead, &st.bytesWritten, &st.authCmds, &st.authErrors} {
 		a.Store(0)
 	}
 }
@@ -203,8 +205,8 @@ func (s *Server) generalStats(w *statWriter) {
 	w.u("touch_misses", st.touchMisses.Load())
 	w.u("store_too_large", st.storeTooLarge.Load())
 	w.u("store_no_memory", st.storeNoMemory.Load())
-	w.u("auth_cmds", 0)
-	w.u("auth_errors", 0)
+	w.u("auth_cmds", st.authCmds.Load())
+	w.u("auth_errors", st.authErrors.Load())
 	w.u("bytes_read", st.bytesRead.Load())
 	w.u("bytes_written", st.bytesWritten.Load())
 	w.i("limit_maxbytes", s.store.limit.Load())
@@ -254,13 +256,19 @@ func (s *Server) settingsStats(w *statWriter) {
 	w.i("maxbytes", s.store.limit.Load())
 	w.i("maxconns", int64(s.cfg.MaxConns))
 	w.str("tcpport", port)
-	w.str("udpport", "0")
+	udpPort := "0"
+	if ua := s.UDPAddrs(); len(ua) > 0 {
+		if _, p, err := net.SplitHostPort(ua[0].String()); err == nil {
+			udpPort = p
+		}
+	}
+	w.str("udpport", udpPort)
 	w.str("inter", inter)
 	w.u("verbosity", uint64(s.verbosity.Load()))
 	w.u("oldest", 0)
 	w.str("evictions", onOff(!s.cfg.NoEvict, "on", "off"))
-	w.str("domain_socket", "NULL")
-	w.str("umask", "700")
+	w.str("domain_socket", onOff(s.cfg.UnixSocket != "", s.cfg.UnixSocket, "NULL"))
+	w.str("umask", strconv.FormatUint(uint64(s.cfg.UnixMask&os.ModePerm), 8))
 	w.str("shutdown_command", "no")
 	w.str("growth_factor", "1.25")
 	w.str("chunk_size", "48")
@@ -271,8 +279,8 @@ func (s *Server) settingsStats(w *statWriter) {
 	w.str("reqs_per_event", "20")
 	w.str("cas_enabled", "yes")
 	w.str("tcp_backlog", "1024")
-	w.str("binding_protocol", "ascii")
-	w.str("auth_enabled_sasl", "no")
+	w.str("binding_protocol", onOff(s.cfg.SASL, "binary", "auto-negotiate"))
+	w.str("auth_enabled_sasl", onOff(s.cfg.SASL, "yes", "no"))
 	w.str("auth_enabled_ascii", "no")
 	w.i("item_size_max", int64(s.cfg.MaxItemSize))
 	w.str("maxconns_fast", "yes")
@@ -336,15 +344,19 @@ func (s *Server) connStats(w *statWriter) {
 	id := 0
 	for _, l := range s.listeners {
 		p := strconv.Itoa(id) + ":"
-		w.str(p+"addr", "tcp:"+l.Addr().String())
+		w.str(p+"addr", l.Addr().Network()+":"+l.Addr().String())
 		w.str(p+"state", "conn_listening")
 		w.u(p+"secs_since_last_cmd", 0)
 		id++
 	}
 	for c := range s.conns {
 		p := strconv.Itoa(id) + ":"
-		w.str(p+"addr", "tcp:"+c.nc.RemoteAddr().String())
-		w.str(p+"listen_addr", "tcp:"+c.listen.String())
+		if c.listen.Network() == "unix" {
+			w.str(p+"addr", "unix:"+c.listen.String())
+		} else {
+			w.str(p+"addr", "tcp:"+remoteString(c.nc))
+		}
+		w.str(p+"listen_addr", c.listen.Network()+":"+c.listen.String())
 		w.str(p+"state", "conn_parse_cmd")
 		w.u(p+"secs_since_last_cmd", uint64(now-c.lastCmd.Load()))
 		id++

@@ -57,21 +57,44 @@ func TestStoreAccounting(t *testing.T) {
 	}
 }
 
-// TestStoreLRUOrder checks a read protects an item from eviction.
+// TestStoreLRUOrder checks a read protects an item from eviction. LRU
+// order is per shard (hashing is seeded per process), so the test writes
+// only keys of the read item's shard: there, every older unread item must
+// go before it.
 func TestStoreLRUOrder(t *testing.T) {
 	per := int64(itemTotal(4, 100, 0))
 	s := newTestStore(per*numShards*4, false)
-	for i := range numShards * 4 {
-		setKey(s, "k"+strconv.Itoa(1000+i), 100)
+	home := s.shardFor([]byte("k1000"))
+	var same []string // keys of k1000's shard, other than k1000
+	for i := 0; len(same) < 8; i++ {
+		if k := "x" + strconv.Itoa(i); s.shardFor([]byte(k)) == home {
+			same = append(same, k)
+		}
+	}
+	setKey(s, "k1000", 100)
+	for _, k := range same[:3] {
+		setKey(s, k, 100)
 	}
 	if _, ok := s.get([]byte("k1000"), false, 0); !ok {
 		t.Fatal("k1000 missing before eviction")
 	}
-	for i := range numShards * 2 {
-		setKey(s, "n"+strconv.Itoa(1000+i), 100)
+	// Fill the whole store from other shards' keys, then write more keys of
+	// k1000's shard: the three older unread ones go first.
+	for i := 0; s.used.Load()+per <= s.limit.Load(); i++ {
+		if k := "f" + strconv.Itoa(i); s.shardFor([]byte(k)) != home {
+			setKey(s, k, 100)
+		}
+	}
+	for _, k := range same[3:6] {
+		setKey(s, k, 100)
 	}
 	if _, ok := s.get([]byte("k1000"), false, 0); !ok {
-		t.Error("recently read k1000 was evicted")
+		t.Error("recently read k1000 was evicted before older unread items of its shard")
+	}
+	for _, k := range same[:3] {
+		if _, ok := s.get([]byte(k), false, 0); ok {
+			t.Errorf("older unread %s outlived the eviction", k)
+		}
 	}
 	if s.used.Load() > s.limit.Load() {
 		t.Errorf("used %d over limit %d", s.used.Load(), s.limit.Load())

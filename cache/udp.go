@@ -1,0 +1,178 @@
+package cache
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+)
+
+// memcached's UDP framing: every datagram starts with an 8-byte header of
+// request id, sequence number, datagram count and a reserved zero, all
+// 16-bit big-endian. A reply is sent per response object (one per
+// command; for get, one per hit with END on the last) as a run of
+// datagrams of at most 1400 bytes, sequence numbers counting from 0.
+const (
+	udpHeaderLen  = 8
+	udpMaxPayload = 1400
+	udpDataSize   = udpMaxPayload - udpHeaderLen
+	udpReadSize   = 64 << 10
+)
+
+func (s *Server) listenUDP(ctx context.Context) ([]net.PacketConn, error) {
+	var lc net.ListenConfig
+	var pcs []net.PacketConn
+	for _, a := range s.cfg.UDPAddrs {
+		pc, err := lc.ListenPacket(ctx, "udp", a)
+		if err != nil {
+			for _, pc := range pcs {
+				pc.Close()
+			}
+			return nil, fmt.Errorf("cache: listen udp %s: %w", a, err)
+		}
+		pcs = append(pcs, pc)
+	}
+	return pcs, nil
+}
+
+// startUDP starts one reader goroutine per UDP socket. Called with s.mu
+// held.
+func (s *Server) startUDP(pcs []net.PacketConn) {
+	s.udp = pcs
+	for _, pc := range pcs {
+		s.wg.Add(1)
+		go s.serveUDP(pc)
+		s.log.Info("cache listening", "udp", pc.LocalAddr().String())
+	}
+}
+
+// UDPAddrs returns the bound UDP addresses (after Start).
+func (s *Server) UDPAddrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]net.Addr, len(s.udp))
+	for i, pc := range s.udp {
+		out[i] = pc.LocalAddr()
+	}
+	return out
+}
+
+// udpConn is the per-socket state of a UDP listener: a connection whose
+// replies are collected per response object instead of streamed.
+type udpConn struct {
+	conn
+	seg  bytes.Buffer // replies of the current command
+	out  []byte       // datagram being built
+	pc   net.PacketConn
+	peer net.Addr
+	rid  uint16
+}
+
+func (s *Server) serveUDP(pc net.PacketConn) {
+	defer s.wg.Done()
+	u := &udpConn{pc: pc}
+	u.conn.s = s
+	u.conn.listen = pc.LocalAddr()
+	u.conn.p.MaxItemSize = s.cfg.MaxItemSize
+	u.conn.w = bufio.NewWriterSize(&u.seg, writeBufSize)
+	buf := make([]byte, udpReadSize)
+	for {
+		n, peer, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.stats.bytesRead.Add(uint64(n))
+		d := buf[:n]
+		// memcached ignores datagrams with no payload and drops
+		// multi-datagram requests.
+		if n <= udpHeaderLen || d[4] != 0 || d[5] != 1 {
+			continue
+		}
+		u.peer = peer
+		u.rid = binary.BigEndian.Uint16(d)
+		u.datagram(d[udpHeaderLen:])
+	}
+}
+
+// datagram executes every complete text command in one request datagram.
+// An incomplete command at the end is dropped (memcached keeps it for the
+// next datagram of the same socket, whoever sends it).
+func (u *udpConn) datagram(b []byte) {
+	c := &u.conn
+	if b[0] == BinRequestMagic {
+		return // binary over UDP is not supported
+	}
+	for len(b) > 0 {
+		cmd, n, err := c.p.Parse(b)
+		if err == ErrIncomplete {
+			return
+		}
+		var closeConn bool
+		if err == nil && (cmd.Op == OpGet || cmd.Op == OpGets || cmd.Op == OpGat || cmd.Op == OpGats) {
+			u.get(cmd)
+		} else {
+			closeConn = c.exec(cmd, err)
+			u.send()
+		}
+		if closeConn || n+cmd.Swallow >= len(b) {
+			return
+		}
+		b = b[n+cmd.Swallow:]
+	}
+}
+
+// get answers a retrieval command as memcached does over UDP: one
+// response object per hit, END appended to the last.
+func (u *udpConn) get(cmd *Command) {
+	c := &u.conn
+	keys := cmd.Keys
+	one := *cmd
+	var last []byte
+	for i := range keys {
+		one.Keys = keys[i : i+1]
+		c.getKeys(&one, false)
+		c.w.Flush()
+		if u.seg.Len() == 0 {
+			continue
+		}
+		if last != nil {
+			u.sendBytes(last)
+		}
+		last = append(last[:0], u.seg.Bytes()...)
+		u.seg.Reset()
+	}
+	u.sendBytes(append(last, "END\r\n"...))
+}
+
+// send transmits the replies written for one command.
+func (u *udpConn) send() {
+	u.conn.w.Flush()
+	u.sendBytes(u.seg.Bytes())
+	u.seg.Reset()
+}
+
+func (u *udpConn) sendBytes(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	total := min((len(b)+udpDataSize-1)/udpDataSize, 0xffff)
+	for seq := 0; len(b) > 0 && seq < total; seq++ {
+		chunk := b[:min(len(b), udpDataSize)]
+		b = b[len(chunk):]
+		u.out = binary.BigEndian.AppendUint16(u.out[:0], u.rid)
+		u.out = binary.BigEndian.AppendUint16(u.out, uint16(seq))
+		u.out = binary.BigEndian.AppendUint16(u.out, uint16(total))
+		u.out = append(u.out, 0, 0)
+		u.out = append(u.out, chunk...)
+		if _, err := u.pc.WriteTo(u.out, u.peer); err != nil {
+			return
+		}
+		u.conn.s.stats.bytesWritten.Add(uint64(len(u.out)))
+	}
+}
