@@ -109,8 +109,9 @@ type VHost struct {
 }
 
 // Permission grants a user configure, write and read rights in a vhost, as
-// regular expressions over resource names (RabbitMQ's semantics: the
-// expression must match the whole name; "" matches nothing).
+// regular expressions over resource names, matched as RabbitMQ's re:run
+// does: unanchored (anchor with ^ and $ to match whole names), "" matches
+// nothing. The syntax is Go's RE2, which covers what operators write.
 type Permission struct {
 	User      string `json:"user"`
 	VHost     string `json:"vhost"`

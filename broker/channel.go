@@ -1,0 +1,975 @@
+package broker
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"substrate/broker/amqp"
+)
+
+// delivery is a message delivered on a channel and not yet settled.
+type delivery struct {
+	tag uint64
+	q   *Queue
+	c   *consumer // nil for basic.get
+	e   entry
+}
+
+// txPub is a publish held until tx.commit.
+type txPub struct {
+	x         *exchange
+	m         *message
+	mandatory bool
+	headers   amqp.Table
+}
+
+// txAck is an ack, nack or reject held until tx.commit.
+type txAck struct {
+	ds      []*delivery
+	requeue bool
+	ack     bool
+}
+
+// channel is an AMQP channel of a connection. The fields before mu are
+// owned by the connection's reader goroutine; those after it are shared
+// with the queues delivering to the channel.
+type channel struct {
+	c       *conn
+	id      uint16
+	seq     amqp.Sequence
+	closing bool // we sent channel.close; waiting for close-ok
+
+	confirm    bool
+	tx         bool
+	publishSeq uint64 // confirm: tag of the last publish
+	confirmed  uint64 // confirm: last tag acked to the client
+	dirty      bool   // in c.dirty
+	txPubs     []txPub
+	txAcks     []txAck
+	prefetch   int    // basic.qos global=false: for consumers created next
+	lastQueue  string // for the "" queue name shortcut
+	permGen    uint64
+	permValid  bool
+	permOK     string // exchange last allowed for write (when permValid)
+
+	// content being assembled
+	pub      amqp.BasicPublish
+	props    amqp.Properties
+	rawProps []byte
+	bodySize uint64
+	bodyBuf  []byte
+
+	mu             sync.Mutex
+	closed         bool
+	nextTag        uint64
+	unacked        []*delivery // by increasing tag
+	globalPrefetch int
+	globalUnacked  int
+	consumers      map[string]*consumer
+}
+
+func newChannel(c *conn, id uint16) *channel {
+	return &channel{c: c, id: id}
+}
+
+// ---- delivery side (called by queues, under the queue's lock) ----
+
+func (ch *channel) canDeliver(cs *consumer) bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	noAck := cs.noAck
+	if ch.closed || ch.consumers[cs.tag] != cs {
+		return false
+	}
+	if !noAck && ch.globalPrefetch > 0 && ch.globalUnacked >= ch.globalPrefetch {
+		return false
+	}
+	if !ch.c.out.writable() {
+		// Set the flag, then look again: either we see the writer's
+		// drain, or the writer sees the flag and wakes the queues.
+		ch.c.throttled.Store(true)
+		return ch.c.out.writable()
+	}
+	return true
+}
+
+// deliver sends e to consumer cs; false if the channel closed meanwhile.
+func (ch *channel) deliver(cs *consumer, e entry) bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.closed || ch.consumers[cs.tag] != cs {
+		return false
+	}
+	ch.nextTag++
+	if !cs.noAck {
+		ch.unacked = append(ch.unacked, &delivery{tag: ch.nextTag, q: cs.q, c: cs, e: e})
+		ch.globalUnacked++
+	}
+	m := &amqp.BasicDeliver{ConsumerTag: cs.tag, DeliveryTag: ch.nextTag, Redelivered: e.redelivered,
+		Exchange: e.m.exchange, RoutingKey: e.m.routingKey}
+	ch.c.out.content(ch.id, m, e.m, ch.c.frameMax)
+	return true
+}
+
+// deliverGet sends basic.get-ok for e.
+func (ch *channel) deliverGet(q *Queue, e entry, noAck bool, left int) bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.nextTag++
+	if !noAck {
+		ch.unacked = append(ch.unacked, &delivery{tag: ch.nextTag, q: q, e: e})
+	}
+	m := &amqp.BasicGetOk{DeliveryTag: ch.nextTag, Redelivered: e.redelivered, Exchange: e.m.exchange,
+		RoutingKey: e.m.routingKey, MessageCount: uint32(left)}
+	ch.c.out.content(ch.id, m, e.m, ch.c.frameMax)
+	return true
+}
+
+// serverCancel ends a consumer whose queue was deleted, telling the client
+// (basic.cancel) if it has consumer_cancel_notify.
+func (ch *channel) serverCancel(cs *consumer) {
+	ch.c.removeConsumer(cs)
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.consumers[cs.tag] != cs {
+		return
+	}
+	delete(ch.consumers, cs.tag)
+	if !ch.closed && ch.c.cancelNotify {
+		ch.c.out.method(ch.id, &amqp.BasicCancel{ConsumerTag: cs.tag, NoWait: true})
+	}
+}
+
+// teardown closes the channel's state: consumers are cancelled and
+// unacked messages requeued, in order, at the head of their queues.
+func (ch *channel) teardown() {
+	ch.mu.Lock()
+	if ch.closed {
+		ch.mu.Unlock()
+		return
+	}
+	ch.closed = true
+	cs := ch.consumers
+	ch.consumers = nil
+	ds := ch.unacked
+	ch.unacked = nil
+	ch.mu.Unlock()
+	for _, ta := range ch.txAcks { // held acks of an open transaction are void
+		ds = append(ds, ta.ds...)
+	}
+	ch.txAcks, ch.txPubs = nil, nil
+	sort.Slice(ds, func(i, j int) bool { return ds[i].tag < ds[j].tag })
+	var autoDel []*Queue
+	for _, c := range cs {
+		ch.c.removeConsumer(c)
+		if c.q.Cancel(c) {
+			autoDel = append(autoDel, c.q)
+		}
+	}
+	requeue(ds)
+	for _, q := range autoDel {
+		q.vh.autoDeleteQueue(q)
+	}
+}
+
+// requeue returns deliveries to their queues, grouped by queue, in order.
+func requeue(ds []*delivery) {
+	for q, l := range byQueue(ds) {
+		q.Requeue(l)
+	}
+}
+
+func byQueue(ds []*delivery) map[*Queue][]*delivery {
+	m := map[*Queue][]*delivery{}
+	for _, d := range ds {
+		m[d.q] = append(m[d.q], d)
+	}
+	return m
+}
+
+// ---- reader side ----
+
+func (ch *channel) vh() *vhost { return ch.c.vh }
+
+// method handles a method frame; complete is false for a content method,
+// whose header and body follow.
+func (ch *channel) method(payload []byte, complete bool) *amqp.Error {
+	cls, mth, _ := amqp.MethodIDs(payload)
+	if cls == amqp.ClassBasic && mth == amqp.MethodBasicPublish {
+		if err := ch.pub.DecodeArgs(payload[4:]); err != nil {
+			return asAMQP(err)
+		}
+		return nil
+	}
+	if len(ch.c.dirty) > 0 {
+		ch.c.flushConfirms()
+	}
+	m, err := amqp.DecodeMethod(payload)
+	if err != nil {
+		return asAMQP(err)
+	}
+	return ch.handle(m)
+}
+
+func asAMQP(err error) *amqp.Error {
+	if e, ok := err.(*amqp.Error); ok {
+		return e
+	}
+	return amqp.NewError(amqp.InternalError, 0, 0, "%v", err)
+}
+
+func (ch *channel) header(payload []byte, complete bool) *amqp.Error {
+	h, err := amqp.ParseContentHeader(payload)
+	if err != nil {
+		return asAMQP(err)
+	}
+	if h.BodySize > maxBodySize {
+		return amqp.NewError(amqp.PreconditionFailed, amqp.ClassBasic, amqp.MethodBasicPublish,
+			"message size %d is larger than configured max size %d", h.BodySize, maxBodySize)
+	}
+	ch.props = h.Properties
+	ch.rawProps = append([]byte(nil), h.RawProperties...)
+	ch.bodySize = h.BodySize
+	ch.bodyBuf = nil
+	if complete {
+		return ch.publish()
+	}
+	ch.bodyBuf = make([]byte, 0, h.BodySize)
+	return nil
+}
+
+func (ch *channel) body(payload []byte, complete bool) *amqp.Error {
+	ch.bodyBuf = append(ch.bodyBuf, payload...)
+	if complete {
+		return ch.publish()
+	}
+	return nil
+}
+
+func (ch *channel) handle(m amqp.Method) *amqp.Error {
+	switch m := m.(type) {
+	case *amqp.ChannelOpen:
+		return amqp.NewError(amqp.ChannelError, m.ClassID(), m.MethodID(), "second 'channel.open' seen")
+	case *amqp.ChannelClose:
+		ch.teardown()
+		ch.c.out.method(ch.id, &amqp.ChannelCloseOk{})
+		ch.c.dropChannel(ch)
+		return nil
+	case *amqp.ChannelCloseOk:
+		return nil
+	case *amqp.ChannelFlow:
+		if !m.Active {
+			return amqp.NewError(amqp.NotImplemented, m.ClassID(), m.MethodID(), "active=false")
+		}
+		ch.c.out.method(ch.id, &amqp.ChannelFlowOk{Active: true})
+		return nil
+	case *amqp.ChannelFlowOk:
+		return nil
+	case *amqp.AccessRequest:
+		ch.c.out.method(ch.id, &amqp.AccessRequestOk{Ticket: 1})
+		return nil
+	case *amqp.ExchangeDeclare:
+		return ch.exchangeDeclare(m)
+	case *amqp.ExchangeDelete:
+		return ch.exchangeDelete(m)
+	case *amqp.ExchangeBind:
+		return ch.exchangeBind(m.Source, m.Destination, m.RoutingKey, m.Arguments, m.NoWait, true, m.ClassID(), m.MethodID())
+	case *amqp.ExchangeUnbind:
+		return ch.exchangeBind(m.Source, m.Destination, m.RoutingKey, m.Arguments, m.NoWait, false, m.ClassID(), m.MethodID())
+	case *amqp.QueueDeclare:
+		return ch.queueDeclare(m)
+	case *amqp.QueueBind:
+		return ch.queueBind(m.Queue, m.Exchange, m.RoutingKey, m.Arguments, m.NoWait, true, m.ClassID(), m.MethodID())
+	case *amqp.QueueUnbind:
+		return ch.queueBind(m.Queue, m.Exchange, m.RoutingKey, m.Arguments, false, false, m.ClassID(), m.MethodID())
+	case *amqp.QueuePurge:
+		return ch.queuePurge(m)
+	case *amqp.QueueDelete:
+		return ch.queueDelete(m)
+	case *amqp.BasicQos:
+		return ch.basicQos(m)
+	case *amqp.BasicConsume:
+		return ch.basicConsume(m)
+	case *amqp.BasicCancel:
+		return ch.basicCancel(m)
+	case *amqp.BasicGet:
+		return ch.basicGet(m)
+	case *amqp.BasicAck:
+		return ch.settle(m.DeliveryTag, m.Multiple, true, false, m.ClassID(), m.MethodID())
+	case *amqp.BasicReject:
+		return ch.settle(m.DeliveryTag, false, false, m.Requeue, m.ClassID(), m.MethodID())
+	case *amqp.BasicNack:
+		return ch.settle(m.DeliveryTag, m.Multiple, false, m.Requeue, m.ClassID(), m.MethodID())
+	case *amqp.BasicRecover:
+		return ch.recover(m.Requeue, false, m.ClassID(), m.MethodID())
+	case *amqp.BasicRecoverAsync:
+		return ch.recover(m.Requeue, true, m.ClassID(), m.MethodID())
+	case *amqp.ConfirmSelect:
+		if ch.tx {
+			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "cannot switch from tx to confirm mode")
+		}
+		ch.confirm = true
+		if !m.NoWait {
+			ch.c.out.method(ch.id, &amqp.ConfirmSelectOk{})
+		}
+		return nil
+	case *amqp.TxSelect:
+		if ch.confirm {
+			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "cannot switch from confirm to tx mode")
+		}
+		ch.tx = true
+		ch.c.out.method(ch.id, &amqp.TxSelectOk{})
+		return nil
+	case *amqp.TxCommit:
+		if !ch.tx {
+			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "channel is not transactional")
+		}
+		ch.commit()
+		ch.c.out.method(ch.id, &amqp.TxCommitOk{})
+		return nil
+	case *amqp.TxRollback:
+		if !ch.tx {
+			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "channel is not transactional")
+		}
+		ch.rollback()
+		ch.c.out.method(ch.id, &amqp.TxRollbackOk{})
+		return nil
+	}
+	// connection.* on a channel, or a server-only method.
+	return amqp.NewError(amqp.CommandInvalid, m.ClassID(), m.MethodID(), "unimplemented method")
+}
+
+// ---- permissions ----
+
+type permKind int
+
+const (
+	permConfigure permKind = iota
+	permWrite
+	permRead
+)
+
+// check enforces the user's configure/write/read regular expression on a
+// resource, with RabbitMQ's text on refusal. The default exchange is
+// checked as "amq.default", as RabbitMQ does.
+func (ch *channel) check(kind, name string, pk permKind, cls, mth uint16) *amqp.Error {
+	if kind == "exchange" && name == "" {
+		name = "amq.default"
+	}
+	user, vh := ch.c.user, ch.vh()
+	p := ch.c.srv.perm(user, vh.name)
+	ok := false
+	if p != nil {
+		switch pk {
+		case permConfigure:
+			ok = p.configure.MatchString(name)
+		case permWrite:
+			ok = p.write.MatchString(name)
+		case permRead:
+			ok = p.read.MatchString(name)
+		}
+	}
+	if !ok {
+		return amqp.NewError(amqp.AccessRefused, cls, mth, "access to %s refused for user '%s'", vh.rs(kind, name), user)
+	}
+	return nil
+}
+
+func defaultExchangeRefused(cls, mth uint16) *amqp.Error {
+	return amqp.NewError(amqp.AccessRefused, cls, mth, "operation not permitted on the default exchange")
+}
+
+// ---- exchanges ----
+
+func (ch *channel) exchangeDeclare(m *amqp.ExchangeDeclare) *amqp.Error {
+	cls, mth := m.ClassID(), m.MethodID()
+	vh := ch.vh()
+	if m.Passive {
+		if m.Exchange == "" {
+			return defaultExchangeRefused(cls, mth)
+		}
+		if vh.exchange(m.Exchange) == nil {
+			return vh.noExchange(m.Exchange, cls, mth)
+		}
+	} else {
+		if !validKind(m.Type) {
+			return amqp.NewError(amqp.CommandInvalid, cls, mth, "unknown exchange type '%s'", m.Type)
+		}
+		if m.Exchange == "" {
+			return defaultExchangeRefused(cls, mth)
+		}
+		if err := ch.check("exchange", m.Exchange, permConfigure, cls, mth); err != nil {
+			return err
+		}
+		if err := vh.declareExchange(m); err != nil {
+			return err
+		}
+	}
+	if !m.NoWait {
+		ch.c.out.method(ch.id, &amqp.ExchangeDeclareOk{})
+	}
+	return nil
+}
+
+func (ch *channel) exchangeDelete(m *amqp.ExchangeDelete) *amqp.Error {
+	cls, mth := m.ClassID(), m.MethodID()
+	vh := ch.vh()
+	if m.Exchange == "" {
+		return defaultExchangeRefused(cls, mth)
+	}
+	if strings.HasPrefix(m.Exchange, "amq.") {
+		return amqp.NewError(amqp.AccessRefused, cls, mth, "deletion of system %s not allowed", vh.rs("exchange", m.Exchange))
+	}
+	if err := ch.check("exchange", m.Exchange, permConfigure, cls, mth); err != nil {
+		return err
+	}
+	if err := vh.deleteExchange(m.Exchange, m.IfUnused); err != nil {
+		return err
+	}
+	if !m.NoWait {
+		ch.c.out.method(ch.id, &amqp.ExchangeDeleteOk{})
+	}
+	return nil
+}
+
+func (ch *channel) exchangeBind(src, dst, key string, args amqp.Table, noWait, bind bool, cls, mth uint16) *amqp.Error {
+	if err := ch.check("exchange", dst, permWrite, cls, mth); err != nil {
+		return err
+	}
+	if src == "" || dst == "" {
+		return defaultExchangeRefused(cls, mth)
+	}
+	if err := ch.check("exchange", src, permRead, cls, mth); err != nil {
+		return err
+	}
+	vh := ch.vh()
+	var err *amqp.Error
+	if bind {
+		err = vh.bind(src, "exchange", dst, key, args, ch.c, cls, mth)
+	} else {
+		err = vh.unbind(src, "exchange", dst, key, args, ch.c, cls, mth)
+	}
+	if err != nil {
+		return err
+	}
+	if !noWait {
+		if bind {
+			ch.c.out.method(ch.id, &amqp.ExchangeBindOk{})
+		} else {
+			ch.c.out.method(ch.id, &amqp.ExchangeUnbindOk{})
+		}
+	}
+	return nil
+}
+
+// ---- queues ----
+
+// queueName applies RabbitMQ's shortcut: "" is the channel's last declared
+// queue.
+func (ch *channel) queueName(name string, cls, mth uint16) (string, *amqp.Error) {
+	if name != "" {
+		return name, nil
+	}
+	if ch.lastQueue == "" {
+		return "", amqp.NewError(amqp.NotFound, cls, mth, "no previously declared queue")
+	}
+	return ch.lastQueue, nil
+}
+
+// lookupQueue finds a queue this connection may use: 404 if missing, 405
+// if another connection's exclusive queue.
+func (ch *channel) lookupQueue(name string, cls, mth uint16) (*Queue, *amqp.Error) {
+	vh := ch.vh()
+	q := vh.queue(name)
+	if q == nil {
+		return nil, vh.noQueue(name, cls, mth)
+	}
+	if err := vh.checkExclusive(q, ch.c, cls, mth); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+func (ch *channel) queueDeclare(m *amqp.QueueDeclare) *amqp.Error {
+	cls, mth := m.ClassID(), m.MethodID()
+	vh := ch.vh()
+	var q *Queue
+	if m.Passive {
+		name, err := ch.queueName(m.Queue, cls, mth)
+		if err != nil {
+			return err
+		}
+		if q, err = ch.lookupQueue(name, cls, mth); err != nil {
+			return err
+		}
+		q.Touch()
+	} else {
+		if m.Queue == "" {
+			m.Queue = randomName("amq.gen")
+		} else if strings.HasPrefix(m.Queue, "amq.") {
+			return amqp.NewError(amqp.AccessRefused, cls, mth, "queue name '%s' contains reserved prefix 'amq.*'", m.Queue)
+		}
+		if err := ch.check("queue", m.Queue, permConfigure, cls, mth); err != nil {
+			return err
+		}
+		var err *amqp.Error
+		if q, err = vh.declareQueue(m, ch.c); err != nil {
+			return err
+		}
+	}
+	ch.lastQueue = q.name
+	if !m.NoWait {
+		n, c := q.Counts()
+		ch.c.out.method(ch.id, &amqp.QueueDeclareOk{Queue: q.name, MessageCount: uint32(n), ConsumerCount: uint32(c)})
+	}
+	return nil
+}
+
+func (ch *channel) queueBind(queue, exchange, key string, args amqp.Table, noWait, bind bool, cls, mth uint16) *amqp.Error {
+	name, err := ch.queueName(queue, cls, mth)
+	if err != nil {
+		return err
+	}
+	if err := ch.check("queue", name, permWrite, cls, mth); err != nil {
+		return err
+	}
+	if exchange == "" {
+		return defaultExchangeRefused(cls, mth)
+	}
+	if err := ch.check("exchange", exchange, permRead, cls, mth); err != nil {
+		return err
+	}
+	vh := ch.vh()
+	if bind {
+		err = vh.bind(exchange, "queue", name, key, args, ch.c, cls, mth)
+	} else {
+		err = vh.unbind(exchange, "queue", name, key, args, ch.c, cls, mth)
+	}
+	if err != nil {
+		return err
+	}
+	if bind && !noWait {
+		ch.c.out.method(ch.id, &amqp.QueueBindOk{})
+	} else if !bind {
+		ch.c.out.method(ch.id, &amqp.QueueUnbindOk{})
+	}
+	return nil
+}
+
+func (ch *channel) queuePurge(m *amqp.QueuePurge) *amqp.Error {
+	cls, mth := m.ClassID(), m.MethodID()
+	name, err := ch.queueName(m.Queue, cls, mth)
+	if err != nil {
+		return err
+	}
+	if err := ch.check("queue", name, permRead, cls, mth); err != nil {
+		return err
+	}
+	q, err := ch.lookupQueue(name, cls, mth)
+	if err != nil {
+		return err
+	}
+	n := q.Purge()
+	if !m.NoWait {
+		ch.c.out.method(ch.id, &amqp.QueuePurgeOk{MessageCount: uint32(n)})
+	}
+	return nil
+}
+
+func (ch *channel) queueDelete(m *amqp.QueueDelete) *amqp.Error {
+	cls, mth := m.ClassID(), m.MethodID()
+	name, err := ch.queueName(m.Queue, cls, mth)
+	if err != nil {
+		return err
+	}
+	if err := ch.check("queue", name, permConfigure, cls, mth); err != nil {
+		return err
+	}
+	vh := ch.vh()
+	q := vh.queue(name)
+	n := 0
+	var cs []*consumer
+	if q != nil {
+		if err := vh.checkExclusive(q, ch.c, cls, mth); err != nil {
+			return err
+		}
+		n, cs, err = vh.deleteQueue(q, func() *amqp.Error {
+			msgs, cons := q.usage()
+			if m.IfUnused && cons > 0 {
+				return amqp.NewError(amqp.PreconditionFailed, cls, mth, "%s in use", vh.rs("queue", name))
+			}
+			if m.IfEmpty && msgs > 0 {
+				return amqp.NewError(amqp.PreconditionFailed, cls, mth, "%s not empty", vh.rs("queue", name))
+			}
+			return nil
+		}, cls, mth)
+		if err != nil {
+			return err
+		}
+	}
+	if !m.NoWait {
+		ch.c.out.method(ch.id, &amqp.QueueDeleteOk{MessageCount: uint32(n)})
+	}
+	// Consumers are told after delete-ok, as RabbitMQ does.
+	notifyCancelled(cs)
+	return nil
+}
+
+// ---- basic ----
+
+func (ch *channel) basicQos(m *amqp.BasicQos) *amqp.Error {
+	if m.PrefetchSize != 0 {
+		return amqp.NewError(amqp.NotImplemented, m.ClassID(), m.MethodID(), "prefetch_size!=0 (%d)", m.PrefetchSize)
+	}
+	if m.Global {
+		ch.mu.Lock()
+		ch.globalPrefetch = int(m.PrefetchCount)
+		ch.mu.Unlock()
+		ch.wakeQueues()
+	} else {
+		ch.prefetch = int(m.PrefetchCount)
+	}
+	ch.c.out.method(ch.id, &amqp.BasicQosOk{})
+	return nil
+}
+
+// wakeQueues lets the queues this channel consumes from deliver again.
+func (ch *channel) wakeQueues() {
+	ch.mu.Lock()
+	qs := make(map[*Queue]struct{}, len(ch.consumers))
+	for _, c := range ch.consumers {
+		qs[c.q] = struct{}{}
+	}
+	ch.mu.Unlock()
+	for q := range qs {
+		q.Dispatch()
+	}
+}
+
+func (ch *channel) basicConsume(m *amqp.BasicConsume) *amqp.Error {
+	cls, mth := m.ClassID(), m.MethodID()
+	ch.mu.Lock()
+	_, dup := ch.consumers[m.ConsumerTag]
+	ch.mu.Unlock()
+	if dup && m.ConsumerTag != "" {
+		return amqp.NewError(amqp.NotAllowed, cls, mth, "attempt to reuse consumer tag '%s'", m.ConsumerTag)
+	}
+	name, err := ch.queueName(m.Queue, cls, mth)
+	if err != nil {
+		return err
+	}
+	if err := ch.check("queue", name, permRead, cls, mth); err != nil {
+		return err
+	}
+	q, err := ch.lookupQueue(name, cls, mth)
+	if err != nil {
+		return err
+	}
+	tag := m.ConsumerTag
+	if tag == "" {
+		tag = randomName("amq.ctag")
+	}
+	cs := &consumer{tag: tag, q: q, ch: ch, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
+	ch.mu.Lock()
+	if ch.consumers == nil {
+		ch.consumers = map[string]*consumer{}
+	}
+	ch.consumers[tag] = cs
+	ch.mu.Unlock()
+	ch.c.addConsumer(cs)
+	res := q.Consume(cs, func() {
+		if !m.NoWait {
+			ch.c.out.method(ch.id, &amqp.BasicConsumeOk{ConsumerTag: tag})
+		}
+	})
+	if res == consumeOK {
+		return nil
+	}
+	ch.mu.Lock()
+	delete(ch.consumers, tag)
+	ch.mu.Unlock()
+	ch.c.removeConsumer(cs)
+	if res == consumeGone {
+		return ch.vh().noQueue(name, cls, mth)
+	}
+	return amqp.NewError(amqp.AccessRefused, cls, mth, "%s in exclusive use", ch.vh().rs("queue", name))
+}
+
+func (ch *channel) basicCancel(m *amqp.BasicCancel) *amqp.Error {
+	ch.mu.Lock()
+	cs := ch.consumers[m.ConsumerTag]
+	if cs != nil {
+		delete(ch.consumers, m.ConsumerTag)
+	}
+	ch.mu.Unlock()
+	autoDel := false
+	if cs != nil {
+		ch.c.removeConsumer(cs)
+		autoDel = cs.q.Cancel(cs)
+	}
+	if !m.NoWait {
+		ch.c.out.method(ch.id, &amqp.BasicCancelOk{ConsumerTag: m.ConsumerTag})
+	}
+	if autoDel {
+		cs.q.vh.autoDeleteQueue(cs.q)
+	}
+	return nil
+}
+
+func (ch *channel) basicGet(m *amqp.BasicGet) *amqp.Error {
+	cls, mth := m.ClassID(), m.MethodID()
+	name, err := ch.queueName(m.Queue, cls, mth)
+	if err != nil {
+		return err
+	}
+	if err := ch.check("queue", name, permRead, cls, mth); err != nil {
+		return err
+	}
+	q, err := ch.lookupQueue(name, cls, mth)
+	if err != nil {
+		return err
+	}
+	got, res := q.Get(ch, m.NoAck)
+	if res == consumeGone {
+		return ch.vh().noQueue(name, cls, mth)
+	}
+	if !got {
+		ch.c.out.method(ch.id, &amqp.BasicGetEmpty{})
+	}
+	return nil
+}
+
+// take removes the deliveries an ack/nack/reject names, as RabbitMQ's
+// collect_acks: tag 0 with multiple means all; otherwise the tag must be
+// outstanding, and multiple takes every earlier one too.
+func (ch *channel) take(tag uint64, multiple bool) ([]*delivery, bool) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	var ds []*delivery
+	if multiple && tag == 0 {
+		ds = ch.unacked
+		ch.unacked = nil
+	} else {
+		i := sort.Search(len(ch.unacked), func(i int) bool { return ch.unacked[i].tag >= tag })
+		if i == len(ch.unacked) || ch.unacked[i].tag != tag {
+			return nil, false
+		}
+		switch {
+		case multiple:
+			ds = append([]*delivery(nil), ch.unacked[:i+1]...)
+			clear(ch.unacked[:i+1])
+			ch.unacked = ch.unacked[i+1:] // acks come in order: O(1)
+		case i == 0:
+			ds = []*delivery{ch.unacked[0]}
+			ch.unacked[0] = nil
+			ch.unacked = ch.unacked[1:]
+		default:
+			ds = []*delivery{ch.unacked[i]}
+			ch.unacked = slices.Delete(ch.unacked, i, i+1)
+		}
+	}
+	for _, d := range ds {
+		if d.c != nil {
+			ch.globalUnacked--
+		}
+	}
+	return ds, true
+}
+
+func (ch *channel) settle(tag uint64, multiple, ack, requeueIt bool, cls, mth uint16) *amqp.Error {
+	ds, ok := ch.take(tag, multiple)
+	if !ok {
+		return amqp.NewError(amqp.PreconditionFailed, cls, mth, "unknown delivery tag %d", tag)
+	}
+	if ch.tx {
+		ch.txAcks = append(ch.txAcks, txAck{ds: ds, requeue: requeueIt, ack: ack})
+		return nil
+	}
+	ch.apply(ds, ack, requeueIt)
+	return nil
+}
+
+func (ch *channel) apply(ds []*delivery, ack, requeueIt bool) {
+	if len(ds) == 0 {
+		return
+	}
+	if !ack && requeueIt {
+		requeue(ds)
+	} else {
+		for q, l := range byQueue(ds) {
+			q.Ack(l)
+		}
+	}
+	ch.mu.Lock()
+	global := ch.globalPrefetch > 0
+	ch.mu.Unlock()
+	if global {
+		ch.wakeQueues()
+	}
+}
+
+func (ch *channel) recover(requeueIt, async bool, cls, mth uint16) *amqp.Error {
+	if !requeueIt {
+		return amqp.NewError(amqp.NotImplemented, cls, mth, "requeue=false")
+	}
+	ds, _ := ch.take(0, true)
+	requeue(ds)
+	if !async {
+		ch.c.out.method(ch.id, &amqp.BasicRecoverOk{})
+	}
+	return nil
+}
+
+// ---- publish ----
+
+// publish handles a complete basic.publish with its content.
+func (ch *channel) publish() *amqp.Error {
+	const cls, mth = amqp.ClassBasic, amqp.MethodBasicPublish
+	p := &ch.pub
+	if p.Immediate {
+		return amqp.NewError(amqp.NotImplemented, cls, mth, "immediate=true")
+	}
+	vh := ch.vh()
+	if gen := ch.c.srv.permGen.Load(); !ch.permValid || ch.permGen != gen || ch.permOK != p.Exchange {
+		if err := ch.check("exchange", p.Exchange, permWrite, cls, mth); err != nil {
+			return err
+		}
+		ch.permGen, ch.permOK, ch.permValid = gen, p.Exchange, true
+	}
+	x := vh.exchange(p.Exchange)
+	if x == nil {
+		return vh.noExchange(p.Exchange, cls, mth)
+	}
+	if x.internal {
+		return amqp.NewError(amqp.AccessRefused, cls, mth, "cannot publish to internal %s", vh.rs("exchange", x.name))
+	}
+	props := &ch.props
+	if props.Has(amqp.FlagUserID) && props.UserID != ch.c.user {
+		return amqp.NewError(amqp.PreconditionFailed, cls, mth, "user_id property set to '%s' but authenticated user was '%s'", props.UserID, ch.c.user)
+	}
+	ttl := int64(-1)
+	if props.Has(amqp.FlagExpiration) {
+		var err *amqp.Error
+		if ttl, err = parseExpiration(props.Expiration); err != nil {
+			return err
+		}
+	}
+	msg := &message{exchange: p.Exchange, routingKey: p.RoutingKey, props: ch.rawProps, body: ch.bodyBuf, ttl: ttl}
+	if msg.body == nil {
+		msg.body = []byte{}
+	}
+	ch.rawProps, ch.bodyBuf = nil, nil
+	var headers amqp.Table
+	if props.Has(amqp.FlagHeaders) {
+		headers = props.Headers
+	}
+	if ch.tx {
+		ch.txPubs = append(ch.txPubs, txPub{x: x, m: msg, mandatory: p.Mandatory, headers: headers})
+		return nil
+	}
+	ch.route(x, msg, p.Mandatory, headers)
+	if ch.confirm {
+		ch.publishSeq++
+		if !ch.dirty {
+			ch.dirty = true
+			ch.c.dirty = append(ch.c.dirty, ch)
+		}
+	}
+	return nil
+}
+
+// route delivers msg to the queues x routes it to; an unroutable mandatory
+// message goes back to the publisher (basic.return 312 NO_ROUTE) before
+// its confirm.
+func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp.Table) {
+	var buf [4]*Queue
+	qs := ch.vh().route(x, msg.routingKey, headers, buf[:0])
+	now := time.Now().UnixNano()
+	routed := false
+	for _, q := range qs {
+		if q.Publish(msg, now) {
+			routed = true
+		}
+	}
+	if !routed && mandatory {
+		ch.c.out.content(ch.id, &amqp.BasicReturn{ReplyCode: amqp.NoRoute, ReplyText: "NO_ROUTE",
+			Exchange: msg.exchange, RoutingKey: msg.routingKey}, msg, ch.c.frameMax)
+	}
+}
+
+// flushConfirms acks every publish since the last flush, with one
+// basic.ack (multiple when it covers several).
+func (ch *channel) flushConfirms() {
+	ch.dirty = false
+	if ch.closing || ch.publishSeq == ch.confirmed {
+		return
+	}
+	multiple := ch.publishSeq-ch.confirmed > 1
+	ch.confirmed = ch.publishSeq
+	ch.c.out.method(ch.id, &amqp.BasicAck{DeliveryTag: ch.publishSeq, Multiple: multiple})
+}
+
+func (ch *channel) commit() {
+	pubs, acks := ch.txPubs, ch.txAcks
+	ch.txPubs, ch.txAcks = nil, nil
+	for _, p := range pubs {
+		ch.route(p.x, p.m, p.mandatory, p.headers)
+	}
+	for _, a := range acks {
+		ch.apply(a.ds, a.ack, a.requeue)
+	}
+}
+
+func (ch *channel) rollback() {
+	acks := ch.txAcks
+	ch.txPubs, ch.txAcks = nil, nil
+	if len(acks) == 0 {
+		return
+	}
+	ch.mu.Lock()
+	for _, a := range acks {
+		for _, d := range a.ds {
+			ch.unacked = append(ch.unacked, d)
+			if d.c != nil {
+				ch.globalUnacked++
+			}
+		}
+	}
+	sort.Slice(ch.unacked, func(i, j int) bool { return ch.unacked[i].tag < ch.unacked[j].tag })
+	ch.mu.Unlock()
+}
+
+// parseExpiration parses the expiration property as RabbitMQ's
+// rabbit_basic:parse_expiration (Erlang string:to_integer).
+func parseExpiration(s string) (int64, *amqp.Error) {
+	bad := func(reason string) *amqp.Error {
+		return amqp.NewError(amqp.PreconditionFailed, amqp.ClassBasic, amqp.MethodBasicPublish, "invalid expiration '%s': %s", s, reason)
+	}
+	i := 0
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		i++
+	}
+	j := i
+	for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+		j++
+	}
+	if j == i {
+		return 0, bad("no_integer")
+	}
+	n, err := strconv.ParseInt(s[:j], 10, 64)
+	if err != nil {
+		return 0, bad("{value_too_large," + s[:j] + "}")
+	}
+	if j < len(s) {
+		return 0, bad(fmt.Sprintf("{leftover_string,%q}", s[j:]))
+	}
+	if n < 0 {
+		return 0, bad(fmt.Sprintf("{value_negative,%d}", n))
+	}
+	return n, nil
+}

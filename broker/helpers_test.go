@@ -1,0 +1,329 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"substrate/broker/amqp"
+)
+
+// SUBSTRATE_TEST_RABBITMQ=amqp://guest:guest@127.0.0.1:5672/ runs the
+// client-level tests (those using target) against a real RabbitMQ too,
+// which checks the tests themselves.
+var rabbitURL = os.Getenv("SUBSTRATE_TEST_RABBITMQ")
+
+func startServer(t testing.TB, mod ...func(*Config)) *Server {
+	t.Helper()
+	cfg := NewConfig()
+	cfg.Addrs = []string{"127.0.0.1:0"}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.silentCloseDelay = 10 * time.Millisecond
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return s
+}
+
+func addrOf(s *Server) string { return s.Addrs()[0].String() }
+
+func urlOf(s *Server) string { return "amqp://guest:guest@" + addrOf(s) + "/" }
+
+// target returns the URL the client-level tests run against: a fresh
+// substrate broker, or RabbitMQ when SUBSTRATE_TEST_RABBITMQ is set.
+func target(t *testing.T) string {
+	t.Helper()
+	if rabbitURL != "" {
+		return rabbitURL
+	}
+	return urlOf(startServer(t))
+}
+
+var nameSeq atomic.Int64
+
+// uniq returns a name unique to this run, for tests shared with RabbitMQ.
+func uniq(prefix string) string {
+	return fmt.Sprintf("%s.%d.%d", prefix, time.Now().UnixNano()%1e9, nameSeq.Add(1))
+}
+
+func dial(t testing.TB, url string) *amqp091.Connection {
+	t.Helper()
+	c, err := amqp091.Dial(url)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func channel091(t testing.TB, c *amqp091.Connection) *amqp091.Channel {
+	t.Helper()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// wantAMQPError checks a client error's code and reply text.
+func wantAMQPError(t testing.TB, err error, code int, text string) {
+	t.Helper()
+	var e *amqp091.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("got error %v, want AMQP %d %q", err, code, text)
+	}
+	if e.Code != code || (text != "" && e.Reason != text) {
+		t.Fatalf("got %d %q, want %d %q", e.Code, e.Reason, code, text)
+	}
+}
+
+func recvTimeout[T any](t testing.TB, c <-chan T, d time.Duration) T {
+	t.Helper()
+	select {
+	case v, ok := <-c:
+		if !ok {
+			t.Fatal("channel closed")
+		}
+		return v
+	case <-time.After(d):
+		t.Fatal("timeout waiting")
+	}
+	var zero T
+	return zero
+}
+
+func noRecv[T any](t testing.TB, c <-chan T, d time.Duration) {
+	t.Helper()
+	select {
+	case v, ok := <-c:
+		if ok {
+			t.Fatalf("unexpected %v", v)
+		}
+	case <-time.After(d):
+	}
+}
+
+func eventually(t testing.TB, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ---- raw client on the codec, for frame-order tests ----
+
+type rawClient struct {
+	t  testing.TB
+	nc net.Conn
+	fr *amqp.FrameReader
+}
+
+func rawDial(t testing.TB, addr string) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &rawClient{t: t, nc: nc, fr: amqp.NewFrameReader(nc)}
+}
+
+func (r *rawClient) write(b []byte) {
+	r.t.Helper()
+	if _, err := r.nc.Write(b); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rawClient) send(ch uint16, m amqp.Method) {
+	r.t.Helper()
+	b, err := amqp.AppendMethodFrame(nil, ch, m)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.write(b)
+}
+
+func (r *rawClient) publish(ch uint16, m *amqp.BasicPublish, p *amqp.Properties, body []byte, frameMax uint32) {
+	r.t.Helper()
+	b, _ := amqp.AppendMethodFrame(nil, ch, m)
+	b, err := amqp.AppendHeaderFrame(b, ch, amqp.ClassBasic, uint64(len(body)), p)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	b = amqp.AppendBodyFrames(b, ch, body, frameMax)
+	r.write(b)
+}
+
+// frame returns the next frame that is not a heartbeat.
+func (r *rawClient) frame() amqp.Frame {
+	r.t.Helper()
+	r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatalf("read frame: %v", err)
+		}
+		if f.Type != amqp.FrameHeartbeat {
+			f.Payload = append([]byte(nil), f.Payload...)
+			return f
+		}
+	}
+}
+
+// method returns the next frame, which must be a method, decoded.
+func (r *rawClient) method() (uint16, amqp.Method) {
+	r.t.Helper()
+	f := r.frame()
+	if f.Type != amqp.FrameMethod {
+		r.t.Fatalf("got frame type %d on channel %d, want a method", f.Type, f.Channel)
+	}
+	m, err := amqp.DecodeMethod(f.Payload)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return f.Channel, m
+}
+
+// expect reads the next method and checks its type.
+func expect[M amqp.Method](r *rawClient, ch uint16) M {
+	r.t.Helper()
+	gotCh, m := r.method()
+	want, ok := m.(M)
+	if !ok || gotCh != ch {
+		var zero M
+		r.t.Fatalf("got %s on channel %d (%+v), want %T on channel %d", m.Name(), gotCh, m, zero, ch)
+	}
+	return want
+}
+
+// content reads a header and its body frames.
+func (r *rawClient) content() (amqp.ContentHeader, []byte) {
+	r.t.Helper()
+	f := r.frame()
+	if f.Type != amqp.FrameHeader {
+		r.t.Fatalf("got frame type %d, want header", f.Type)
+	}
+	h, err := amqp.ParseContentHeader(f.Payload)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var body []byte
+	for uint64(len(body)) < h.BodySize {
+		f := r.frame()
+		if f.Type != amqp.FrameBody {
+			r.t.Fatalf("got frame type %d, want body", f.Type)
+		}
+		body = append(body, f.Payload...)
+	}
+	return h, body
+}
+
+type rawOpts struct {
+	user, pass, vhost, mechanism string
+	heartbeat                    uint16
+	caps                         amqp.Table
+}
+
+// handshake runs the connection handshake up to the reply to
+// connection.open (returned), with channel 1 not yet open.
+func (r *rawClient) handshake(o rawOpts) (amqp.Method, *amqp.ConnectionTune) {
+	r.t.Helper()
+	if o.user == "" {
+		o.user, o.pass = "guest", "guest"
+	}
+	if o.vhost == "" {
+		o.vhost = "/"
+	}
+	if o.mechanism == "" {
+		o.mechanism = "PLAIN"
+	}
+	if o.caps == nil {
+		o.caps = amqp.Table{"authentication_failure_close": true, "consumer_cancel_notify": true}
+	}
+	r.write([]byte(amqp.ProtocolHeader))
+	expect[*amqp.ConnectionStart](r, 0)
+	resp := "\x00" + o.user + "\x00" + o.pass
+	if o.mechanism == "AMQPLAIN" {
+		b, _ := amqp.AppendTableBody(nil, amqp.Table{"LOGIN": o.user, "PASSWORD": o.pass})
+		resp = string(b)
+	}
+	r.send(0, &amqp.ConnectionStartOk{ClientProperties: amqp.Table{"capabilities": o.caps}, Mechanism: o.mechanism, Response: resp, Locale: "en_US"})
+	_, m := r.method()
+	tune, ok := m.(*amqp.ConnectionTune)
+	if !ok {
+		return m, nil
+	}
+	r.send(0, &amqp.ConnectionTuneOk{ChannelMax: tune.ChannelMax, FrameMax: tune.FrameMax, Heartbeat: o.heartbeat})
+	r.send(0, &amqp.ConnectionOpen{VirtualHost: o.vhost})
+	_, m = r.method()
+	return m, tune
+}
+
+// open completes a guest handshake and opens channel 1.
+func rawOpen(t testing.TB, addr string) *rawClient {
+	t.Helper()
+	r := rawDial(t, addr)
+	if m, _ := r.handshake(rawOpts{}); m.Name() != "connection.open-ok" {
+		t.Fatalf("handshake: %+v", m)
+	}
+	r.send(1, &amqp.ChannelOpen{})
+	expect[*amqp.ChannelOpenOk](r, 1)
+	return r
+}
+
+// wantConnClose checks a connection.close.
+func wantConnClose(t testing.TB, m amqp.Method, code uint16, text string, cls, mth uint16) {
+	t.Helper()
+	if _, ok := m.(*amqp.ConnectionClose); !ok {
+		t.Fatalf("got %s %+v, want connection.close", m.Name(), m)
+	}
+	wantClose(t, m, code, text, cls, mth)
+}
+
+// wantClose checks a channel.close or connection.close.
+func wantClose(t testing.TB, m amqp.Method, code uint16, text string, cls, mth uint16) {
+	t.Helper()
+	var gotCode, gotCls, gotMth uint16
+	var gotText string
+	switch c := m.(type) {
+	case *amqp.ChannelClose:
+		gotCode, gotText, gotCls, gotMth = c.ReplyCode, c.ReplyText, c.CauseClassID, c.CauseMethodID
+	case *amqp.ConnectionClose:
+		gotCode, gotText, gotCls, gotMth = c.ReplyCode, c.ReplyText, c.CauseClassID, c.CauseMethodID
+	default:
+		t.Fatalf("got %s, want a close", m.Name())
+	}
+	if gotCode != code || gotText != text || gotCls != cls || gotMth != mth {
+		t.Fatalf("got %d %q (%d,%d), want %d %q (%d,%d)", gotCode, gotText, gotCls, gotMth, code, text, cls, mth)
+	}
+}
+
+func isEOF(err error) bool {
+	return err != nil && (errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "reset"))
+}

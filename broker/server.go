@@ -1,0 +1,779 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"substrate/broker/amqp"
+)
+
+// Config configures a Server. Build it with NewConfig and adjust fields.
+type Config struct {
+	Addrs       []string      // "host:port" TCP listen addresses; port 0 allowed in tests
+	Definitions Definitions   // nil: NewMemDefinitions(); New and Start call EnsureDefaults on it
+	Logger      *slog.Logger  // nil: discard; per-connection lines are rate-limited
+	Heartbeat   time.Duration // proposed in connection.tune (whole seconds); 0 proposes none
+	FrameMax    uint32        // proposed in connection.tune; 0 means no limit (not recommended)
+	ChannelMax  uint16        // proposed in connection.tune; 0 means no limit
+}
+
+// NewConfig returns RabbitMQ's defaults: listen on 127.0.0.1:5672,
+// heartbeat 60 s, frame_max 131072, channel_max 2047.
+func NewConfig() Config {
+	return Config{
+		Addrs:      []string{"127.0.0.1:5672"},
+		Heartbeat:  60 * time.Second,
+		FrameMax:   131072,
+		ChannelMax: 2047,
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if len(c.Addrs) == 0 {
+		return errors.New("broker: no listen address")
+	}
+	for _, a := range c.Addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("broker: listen address %q: %w", a, err)
+		}
+	}
+	if c.FrameMax != 0 && c.FrameMax < amqp.FrameMinSize {
+		return fmt.Errorf("broker: frame_max %d is below the minimum %d", c.FrameMax, amqp.FrameMinSize)
+	}
+	if c.Heartbeat < 0 || c.Heartbeat > 65535*time.Second {
+		return fmt.Errorf("broker: heartbeat %v out of range", c.Heartbeat)
+	}
+	if c.Heartbeat%time.Second != 0 {
+		return fmt.Errorf("broker: heartbeat %v is not a whole number of seconds", c.Heartbeat)
+	}
+	return nil
+}
+
+// Server is the AMQP 0-9-1 broker.
+type Server struct {
+	cfg  Config
+	defs Definitions
+	log  *slog.Logger
+	lim  *logLimiter
+
+	// auth is the in-memory copy of users, vhost names and permissions,
+	// written through to defs by the admin methods.
+	authMu  sync.RWMutex
+	adminMu sync.Mutex // serializes admin changes (and their Definitions writes)
+	users   map[string]User
+	perms   map[string]*compiledPerm // key vkey(vhost, user)
+	permGen atomic.Uint64            // bumped on every permission change
+
+	vhMu   sync.RWMutex
+	vhosts map[string]*vhost
+
+	connMu sync.Mutex
+	conns  map[*conn]struct{}
+
+	lnMu      sync.Mutex
+	listeners []net.Listener
+	errc      chan error
+	started   bool
+	stopping  atomic.Bool
+	shutOnce  sync.Once
+	shutDone  chan struct{}
+	stopc     chan struct{}  // closed when Shutdown starts
+	wg        sync.WaitGroup // accept loops and connection goroutines
+
+	// silentCloseDelay is how long a connection whose handshake failed
+	// stays open before its socket is closed (RabbitMQ's
+	// SILENT_CLOSE_DELAY, 3 s); tests shorten it.
+	silentCloseDelay time.Duration
+}
+
+// sleep waits d or until Shutdown starts.
+func (s *Server) sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.stopc:
+	}
+}
+
+type compiledPerm struct {
+	p                      Permission
+	configure, write, read *regexp.Regexp
+}
+
+// New checks cfg and returns a Server that has not started. It does not
+// touch cfg.Definitions: Start loads them, after EnsureDefaults.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		defs:     cfg.Definitions,
+		log:      cfg.Logger,
+		users:    map[string]User{},
+		perms:    map[string]*compiledPerm{},
+		vhosts:   map[string]*vhost{},
+		conns:    map[*conn]struct{}{},
+		errc:     make(chan error, 1),
+		shutDone: make(chan struct{}),
+		stopc:    make(chan struct{}),
+
+		silentCloseDelay: 3 * time.Second,
+	}
+	if s.defs == nil {
+		s.defs = NewMemDefinitions()
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s.lim = newLogLimiter(s.log, 10, time.Second)
+	return s, nil
+}
+
+// Name returns "amqp".
+func (s *Server) Name() string { return "amqp" }
+
+// Start loads the definitions (creating RabbitMQ's defaults in an empty
+// store), recreates durable exchanges, queues and bindings, binds every
+// address and returns once each listener accepts.
+func (s *Server) Start(ctx context.Context) error {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	if s.started {
+		return errors.New("broker: already started")
+	}
+	if err := EnsureDefaults(ctx, s.defs); err != nil {
+		return fmt.Errorf("broker: definitions: %w", err)
+	}
+	set, err := s.defs.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("broker: definitions: %w", err)
+	}
+	if err := s.loadDefinitions(set); err != nil {
+		return err
+	}
+	var lc net.ListenConfig
+	for _, a := range s.cfg.Addrs {
+		ln, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			for _, l := range s.listeners {
+				l.Close()
+			}
+			s.listeners = nil
+			return fmt.Errorf("broker: listen %s: %w", a, err)
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	s.started = true
+	for _, ln := range s.listeners {
+		s.wg.Add(1)
+		go s.acceptLoop(ln)
+	}
+	addrs := make([]string, len(s.listeners))
+	for i, l := range s.listeners {
+		addrs[i] = l.Addr().String()
+	}
+	s.log.Info("amqp broker listening", "addrs", addrs)
+	return nil
+}
+
+func (s *Server) loadDefinitions(set *DefinitionSet) error {
+	s.authMu.Lock()
+	for _, u := range set.Users {
+		s.users[u.Name] = u
+	}
+	for _, p := range set.Permissions {
+		cp, err := compilePerm(p)
+		if err != nil {
+			s.authMu.Unlock()
+			return fmt.Errorf("broker: permission for %q on %q: %w", p.User, p.VHost, err)
+		}
+		s.perms[vkey(p.VHost, p.User)] = cp
+	}
+	s.authMu.Unlock()
+	s.vhMu.Lock()
+	for _, v := range set.VHosts {
+		s.vhosts[v.Name] = newVHost(s, v.Name)
+	}
+	s.vhMu.Unlock()
+	for _, e := range set.Exchanges {
+		if vh := s.vhost(e.VHost); vh != nil {
+			vh.restoreExchange(e)
+		}
+	}
+	for _, q := range set.Queues {
+		if vh := s.vhost(q.VHost); vh != nil {
+			vh.restoreQueue(q)
+		}
+	}
+	for _, b := range set.Bindings {
+		if vh := s.vhost(b.VHost); vh != nil {
+			vh.restoreBinding(b)
+		}
+	}
+	return nil
+}
+
+func compilePerm(p Permission) (*compiledPerm, error) {
+	// RabbitMQ runs re:run(Name, Regexp) unanchored; "" stands for "^$".
+	c := func(re string) (*regexp.Regexp, error) {
+		if re == "" {
+			re = "^$"
+		}
+		return regexp.Compile(re)
+	}
+	cp := &compiledPerm{p: p}
+	var err error
+	if cp.configure, err = c(p.Configure); err != nil {
+		return nil, err
+	}
+	if cp.write, err = c(p.Write); err != nil {
+		return nil, err
+	}
+	if cp.read, err = c(p.Read); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+func (s *Server) acceptLoop(ln net.Listener) {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.stopping.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			select {
+			case s.errc <- fmt.Errorf("broker: accept on %s: %w", ln.Addr(), err):
+			default:
+			}
+			return
+		}
+		delay = 0
+		c := newConn(s, nc)
+		s.connMu.Lock()
+		if s.stopping.Load() {
+			s.connMu.Unlock()
+			nc.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(2)
+		s.connMu.Unlock()
+		go c.writeLoop()
+		go c.serve()
+	}
+}
+
+// Addrs returns the addresses the listeners are bound to (with the real
+// port when the configuration said 0).
+func (s *Server) Addrs() []net.Addr {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// Err reports a listener failure while running. It is nil-safe.
+func (s *Server) Err() <-chan error {
+	if s == nil {
+		return nil
+	}
+	return s.errc
+}
+
+// ShutdownReason is the reason text RabbitMQ gives clients when it stops.
+const shutdownText = "broker forced connection closure with reason 'shutdown'"
+
+// Shutdown stops accepting, sends every client connection.close 320
+// CONNECTION_FORCED (as RabbitMQ does when it stops), waits up to a second
+// (or ctx) for their close-ok, closes the sockets and waits for every
+// goroutine. It is idempotent; later calls wait for the first to finish.
+func (s *Server) Shutdown(ctx context.Context) error {
+	first := false
+	s.shutOnce.Do(func() { first = true })
+	if !first {
+		select {
+		case <-s.shutDone:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(s.shutDone)
+	s.stopping.Store(true)
+	close(s.stopc)
+	s.lnMu.Lock()
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.lnMu.Unlock()
+	grace := time.Second
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < grace {
+		grace = max(time.Until(d)/2, 0)
+	}
+	for _, c := range s.connections() {
+		c.forceClose(amqp.ConnectionForced, "CONNECTION_FORCED - "+shutdownText, grace)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, c := range s.connections() {
+			c.nc.Close()
+		}
+		<-done
+		err = ctx.Err()
+	}
+	s.vhMu.RLock()
+	for _, vh := range s.vhosts {
+		vh.stopTimers()
+	}
+	s.vhMu.RUnlock()
+	return err
+}
+
+func (s *Server) connections() []*conn {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	out := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.connMu.Lock()
+	delete(s.conns, c)
+	s.connMu.Unlock()
+}
+
+func (s *Server) vhost(name string) *vhost {
+	s.vhMu.RLock()
+	defer s.vhMu.RUnlock()
+	return s.vhosts[name]
+}
+
+func (s *Server) user(name string) (User, bool) {
+	s.authMu.RLock()
+	defer s.authMu.RUnlock()
+	u, ok := s.users[name]
+	return u, ok
+}
+
+func (s *Server) perm(user, vhost string) *compiledPerm {
+	s.authMu.RLock()
+	defer s.authMu.RUnlock()
+	return s.perms[vkey(vhost, user)]
+}
+
+// ---- administration ----
+
+// ErrExists is returned when creating a user or vhost that exists.
+var ErrExists = errors.New("broker: already exists")
+
+// AddUser creates a user with a password (tags none).
+func (s *Server) AddUser(ctx context.Context, name, password string) error {
+	if name == "" {
+		return errors.New("broker: empty user name")
+	}
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	if _, ok := s.user(name); ok {
+		return fmt.Errorf("broker: user %q: %w", name, ErrExists)
+	}
+	u := User{Name: name, PasswordHash: HashPassword(password)}
+	if err := s.defs.PutUser(ctx, u); err != nil {
+		return err
+	}
+	s.authMu.Lock()
+	s.users[name] = u
+	s.authMu.Unlock()
+	return nil
+}
+
+// DeleteUser deletes a user and its permissions, and closes its
+// connections with 320 "CONNECTION_FORCED - user 'u' is deleted", as
+// RabbitMQ does.
+func (s *Server) DeleteUser(ctx context.Context, name string) error {
+	s.adminMu.Lock()
+	if _, ok := s.user(name); !ok {
+		s.adminMu.Unlock()
+		return fmt.Errorf("broker: user %q: %w", name, ErrNotFound)
+	}
+	if err := s.defs.DeleteUser(ctx, name); err != nil {
+		s.adminMu.Unlock()
+		return err
+	}
+	s.authMu.Lock()
+	delete(s.users, name)
+	for k, p := range s.perms {
+		if p.p.User == name {
+			delete(s.perms, k)
+		}
+	}
+	s.authMu.Unlock()
+	s.permGen.Add(1)
+	s.adminMu.Unlock()
+	for _, c := range s.connections() {
+		if c.userName() == name {
+			c.forceClose(amqp.ConnectionForced, fmt.Sprintf("CONNECTION_FORCED - user '%s' is deleted", name), time.Second)
+		}
+	}
+	return nil
+}
+
+// ChangePassword sets a user's password.
+func (s *Server) ChangePassword(ctx context.Context, name, password string) error {
+	return s.updateUser(ctx, name, func(u *User) { u.PasswordHash = HashPassword(password) })
+}
+
+// SetUserTags replaces a user's tags.
+func (s *Server) SetUserTags(ctx context.Context, name string, tags []string) error {
+	return s.updateUser(ctx, name, func(u *User) { u.Tags = append([]string(nil), tags...) })
+}
+
+func (s *Server) updateUser(ctx context.Context, name string, f func(*User)) error {
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	u, ok := s.user(name)
+	if !ok {
+		return fmt.Errorf("broker: user %q: %w", name, ErrNotFound)
+	}
+	f(&u)
+	if err := s.defs.PutUser(ctx, u); err != nil {
+		return err
+	}
+	s.authMu.Lock()
+	s.users[name] = u
+	s.authMu.Unlock()
+	return nil
+}
+
+// Users lists the users, sorted by name.
+func (s *Server) Users() []User {
+	s.authMu.RLock()
+	defer s.authMu.RUnlock()
+	return sortedValues(s.users)
+}
+
+// AddVHost creates a vhost with its predefined exchanges.
+func (s *Server) AddVHost(ctx context.Context, name string) error {
+	if name == "" {
+		return errors.New("broker: empty vhost name")
+	}
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	if s.vhost(name) != nil {
+		return fmt.Errorf("broker: vhost %q: %w", name, ErrExists)
+	}
+	if err := s.defs.PutVHost(ctx, VHost{Name: name}); err != nil {
+		return err
+	}
+	s.vhMu.Lock()
+	s.vhosts[name] = newVHost(s, name)
+	s.vhMu.Unlock()
+	return nil
+}
+
+// DeleteVHost deletes a vhost with everything in it, closing its
+// connections with 320 "CONNECTION_FORCED - vhost 'v' is deleted".
+func (s *Server) DeleteVHost(ctx context.Context, name string) error {
+	s.adminMu.Lock()
+	vh := s.vhost(name)
+	if vh == nil {
+		s.adminMu.Unlock()
+		return fmt.Errorf("broker: vhost %q: %w", name, ErrNotFound)
+	}
+	if err := s.defs.DeleteVHost(ctx, name); err != nil {
+		s.adminMu.Unlock()
+		return err
+	}
+	s.vhMu.Lock()
+	delete(s.vhosts, name)
+	s.vhMu.Unlock()
+	s.authMu.Lock()
+	for k, p := range s.perms {
+		if p.p.VHost == name {
+			delete(s.perms, k)
+		}
+	}
+	s.authMu.Unlock()
+	s.permGen.Add(1)
+	s.adminMu.Unlock()
+	for _, c := range s.connections() {
+		if c.vhostName() == name {
+			c.forceClose(amqp.ConnectionForced, fmt.Sprintf("CONNECTION_FORCED - vhost '%s' is deleted", name), time.Second)
+		}
+	}
+	vh.destroy()
+	return nil
+}
+
+// VHosts lists the vhost names, sorted.
+func (s *Server) VHosts() []string {
+	s.vhMu.RLock()
+	defer s.vhMu.RUnlock()
+	out := make([]string, 0, len(s.vhosts))
+	for n := range s.vhosts {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SetPermissions sets a user's permissions on a vhost. The regular
+// expressions are Go (RE2) syntax, matched unanchored as RabbitMQ does.
+func (s *Server) SetPermissions(ctx context.Context, p Permission) error {
+	cp, err := compilePerm(p)
+	if err != nil {
+		return fmt.Errorf("broker: permission: %w", err)
+	}
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	if _, ok := s.user(p.User); !ok {
+		return fmt.Errorf("broker: user %q: %w", p.User, ErrNotFound)
+	}
+	if s.vhost(p.VHost) == nil {
+		return fmt.Errorf("broker: vhost %q: %w", p.VHost, ErrNotFound)
+	}
+	if err := s.defs.PutPermission(ctx, p); err != nil {
+		return err
+	}
+	s.authMu.Lock()
+	s.perms[vkey(p.VHost, p.User)] = cp
+	s.authMu.Unlock()
+	s.permGen.Add(1)
+	return nil
+}
+
+// ClearPermissions removes a user's permissions on a vhost.
+func (s *Server) ClearPermissions(ctx context.Context, user, vhost string) error {
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	if err := s.defs.DeletePermission(ctx, user, vhost); err != nil {
+		return err
+	}
+	s.authMu.Lock()
+	delete(s.perms, vkey(vhost, user))
+	s.authMu.Unlock()
+	s.permGen.Add(1)
+	return nil
+}
+
+// Permissions lists the permissions on a vhost ("" for all), sorted by user.
+func (s *Server) Permissions(vhost string) []Permission {
+	s.authMu.RLock()
+	defer s.authMu.RUnlock()
+	var out []Permission
+	for _, p := range s.perms {
+		if vhost == "" || p.p.VHost == vhost {
+			out = append(out, p.p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].VHost != out[j].VHost {
+			return out[i].VHost < out[j].VHost
+		}
+		return out[i].User < out[j].User
+	})
+	return out
+}
+
+// QueueInfo describes a queue for the admin API.
+type QueueInfo struct {
+	Name                   string
+	Durable                bool
+	AutoDelete             bool
+	Exclusive              bool
+	Arguments              map[string]any
+	Messages               int // ready + unacknowledged
+	MessagesReady          int
+	MessagesUnacknowledged int
+	Consumers              int
+}
+
+// ExchangeInfo describes an exchange for the admin API.
+type ExchangeInfo struct {
+	Name       string
+	Type       string
+	Durable    bool
+	AutoDelete bool
+	Internal   bool
+	Arguments  map[string]any
+}
+
+// ConnectionInfo describes a client connection for the admin API.
+type ConnectionInfo struct {
+	Name             string // "127.0.0.1:54321 -> 127.0.0.1:5672"
+	User             string
+	VHost            string
+	Peer             string
+	Channels         int
+	ClientProperties map[string]any
+}
+
+// Queues lists the queues of a vhost, sorted by name.
+func (s *Server) Queues(vhost string) []QueueInfo {
+	vh := s.vhost(vhost)
+	if vh == nil {
+		return nil
+	}
+	vh.mu.RLock()
+	qs := make([]*Queue, 0, len(vh.queues))
+	for _, q := range vh.queues {
+		qs = append(qs, q)
+	}
+	vh.mu.RUnlock()
+	out := make([]QueueInfo, 0, len(qs))
+	for _, q := range qs {
+		out = append(out, q.Info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Exchanges lists the exchanges of a vhost (the default one as ""),
+// sorted by name.
+func (s *Server) Exchanges(vhost string) []ExchangeInfo {
+	vh := s.vhost(vhost)
+	if vh == nil {
+		return nil
+	}
+	vh.mu.RLock()
+	defer vh.mu.RUnlock()
+	out := make([]ExchangeInfo, 0, len(vh.exchanges))
+	for _, x := range vh.exchanges {
+		out = append(out, ExchangeInfo{Name: x.name, Type: x.kind, Durable: x.durable, AutoDelete: x.autoDelete, Internal: x.internal, Arguments: copyArgs(x.args)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Bindings lists a vhost's explicit bindings (not the default exchange's
+// implicit ones), sorted by key.
+func (s *Server) Bindings(vhost string) []BindingDef {
+	vh := s.vhost(vhost)
+	if vh == nil {
+		return nil
+	}
+	vh.mu.RLock()
+	defer vh.mu.RUnlock()
+	var out []BindingDef
+	for _, x := range vh.exchanges {
+		for _, b := range x.bindings {
+			out = append(out, b.def(vhost, x.name))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+// Connections lists the client connections that completed the handshake.
+func (s *Server) Connections() []ConnectionInfo {
+	var out []ConnectionInfo
+	for _, c := range s.connections() {
+		if info, ok := c.info(); ok {
+			out = append(out, info)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// CloseConnection closes the named connection with 320
+// "CONNECTION_FORCED - " + reason.
+func (s *Server) CloseConnection(name, reason string) error {
+	for _, c := range s.connections() {
+		if c.name == name {
+			c.forceClose(amqp.ConnectionForced, "CONNECTION_FORCED - "+reason, time.Second)
+			return nil
+		}
+	}
+	return fmt.Errorf("broker: connection %q: %w", name, ErrNotFound)
+}
+
+// CloseAllConnections closes every client connection as CloseConnection
+// does and returns how many there were.
+func (s *Server) CloseAllConnections(reason string) int {
+	cs := s.connections()
+	for _, c := range cs {
+		c.forceClose(amqp.ConnectionForced, "CONNECTION_FORCED - "+reason, time.Second)
+	}
+	return len(cs)
+}
+
+func copyArgs(t map[string]any) map[string]any {
+	if len(t) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(t))
+	for k, v := range t {
+		out[k] = v
+	}
+	return out
+}
+
+// logLimiter lets through at most n per-connection log lines per period
+// and reports how many it dropped, so a reconnect storm does not flood
+// the log.
+type logLimiter struct {
+	log     *slog.Logger
+	n       int
+	period  time.Duration
+	mu      sync.Mutex
+	start   time.Time
+	count   int
+	dropped int
+}
+
+func newLogLimiter(l *slog.Logger, n int, period time.Duration) *logLimiter {
+	return &logLimiter{log: l, n: n, period: period}
+}
+
+func (l *logLimiter) Log(level slog.Level, msg string, args ...any) {
+	if !l.log.Enabled(context.Background(), level) {
+		return
+	}
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.start) >= l.period {
+		if l.dropped > 0 {
+			l.log.Warn("amqp: connection log lines suppressed", "count", l.dropped)
+		}
+		l.start, l.count, l.dropped = now, 0, 0
+	}
+	if l.count >= l.n {
+		l.dropped++
+		l.mu.Unlock()
+		return
+	}
+	l.count++
+	l.mu.Unlock()
+	l.log.Log(context.Background(), level, msg, args...)
+}
