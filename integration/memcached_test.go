@@ -142,7 +142,7 @@ func TestRedisForLabs(t *testing.T) {
 	s := newServer(t)
 	s.proc = start(t, nil, s.args("--host", "127.0.0.1", "--redis-port", itoa(port))...)
 	s.waitReady(30 * time.Second)
-	if !strings.Contains(s.output(), "services=etcd,memcached,redis,http") {
+	if !strings.Contains(s.output(), ",redis,") {
 		t.Fatalf("redis not started:\n%s", s.output())
 	}
 	out := run(t, 60*time.Second, nil, python, "py/redis_clients.py", itoa(port))
@@ -193,4 +193,39 @@ func TestGomemcache(t *testing.T) {
 		t.Fatalf("long key: %v", err)
 	}
 	must(mc.Ping())
+}
+
+// TestMemcachedSASLWithBmemcached: keystonemiddleware's SASL path
+// (python3-binary-memcached) against `substrate memcached -S`, with
+// credentials from a MEMCACHED_SASL_PWDB file; a wrong password is refused.
+func TestMemcachedSASLWithBmemcached(t *testing.T) {
+	needPython(t, "bmemcached")
+	pwdb := filepath.Join(t.TempDir(), "memcached-sasl-pwdb")
+	os.WriteFile(pwdb, []byte("keystone:s3cret\n"), 0o600)
+	port := freePort(t)
+	p := start(t, []string{"MEMCACHED_SASL_PWDB=" + pwdb}, "memcached", "-S", "-p", itoa(port), "-l", "127.0.0.1", "-u", "root", "-U", "0")
+	p.waitReady(30 * time.Second)
+	script := `
+import sys, bmemcached
+server = "127.0.0.1:" + sys.argv[1]
+c = bmemcached.Client((server,), "keystone", "s3cret")
+assert c.set("token", "abc") is True
+assert c.get("token") == "abc", c.get("token")
+assert c.set_multi({"a": "1", "b": "2"}) == []  # the keys that failed
+assert c.get_multi(["a", "b"]) == {"a": "1", "b": "2"}
+assert c.delete("token") is True
+assert c.get("token") is None
+bad = bmemcached.Client((server,), "keystone", "wrong")
+try:
+    bad.get("a")
+except Exception as e:
+    print("refused:", type(e).__name__)
+else:
+    sys.exit("wrong password accepted")
+print("bmemcached ok")
+`
+	out := run(t, 60*time.Second, nil, python, "-c", script, itoa(port))
+	if !strings.Contains(out, "bmemcached ok") || !strings.Contains(out, "refused:") {
+		t.Fatalf("output: %s", out)
+	}
 }

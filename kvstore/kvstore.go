@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -195,4 +196,22 @@ func aliasOf(from, to string) http.Handler {
 		r2.RequestURI = r2.URL.RequestURI()
 		srv.Handler.ServeHTTP(w, r2)
 	})
+}
+
+// Endpoints are addresses at which a client in this process or on this
+// machine reaches the member: its client listen URLs, with an unspecified
+// address (0.0.0.0, ::) replaced by loopback.
+func (s *Store) Endpoints() []string {
+	var out []string
+	for _, u := range s.ec.ListenClientUrls {
+		host, port, err := net.SplitHostPort(u.Host)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		out = append(out, u.Scheme+"://"+net.JoinHostPort(host, port))
+	}
+	return out
 }

@@ -43,6 +43,9 @@ func TestSeedEtcdConfValidatesWithoutBinding(t *testing.T) {
 			t.Errorf("%s = %q, want %q", what, c[0], c[1])
 		}
 	}
+	if got := s.Endpoints(); len(got) != 1 || got[0] != "http://10.0.0.11:2379" {
+		t.Errorf("Endpoints = %v", got)
+	}
 	if len(ec.ListenClientUrls) != 1 || len(ec.ListenPeerUrls) != 1 {
 		t.Errorf("listeners = %v / %v, want only the file's", ec.ListenClientUrls, ec.ListenPeerUrls)
 	}
@@ -64,6 +67,13 @@ func TestDefaults(t *testing.T) {
 	}
 	if got := urlsString(ec.AdvertiseClientUrls); got != "http://127.0.0.1:2379" {
 		t.Errorf("advertise = %s", got)
+	}
+	if got := strings.Join(s.Endpoints(), ","); got != "http://127.0.0.1:2379,http://[::1]:2379" {
+		t.Errorf("Endpoints = %s", got)
+	}
+	cfg.Args = []string{"--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://127.0.0.1:2379"}
+	if s2, err := New(cfg); err != nil || strings.Join(s2.Endpoints(), ",") != "http://127.0.0.1:2379" {
+		t.Errorf("unspecified listen address: %v %v", s2, err)
 	}
 	if ec.InitialCluster != "ctl1=http://127.0.0.1:2380" || ec.AutoCompactionRetention != "1h" || ec.LogLevel != "info" {
 		t.Errorf("initial cluster %q, retention %q, level %q", ec.InitialCluster, ec.AutoCompactionRetention, ec.LogLevel)

@@ -45,6 +45,7 @@ const usage = `usage:
   substrate serve [flags]          run the services (substrate serve -h lists the flags)
   substrate etcd [etcd's flags]    run only the kvstore, as the etcd daemon would
   substrate memcached [flags]      run only the cache, with memcached 1.6's flags
+  substrate ctl COMMAND ARGS...    rabbitmqctl's commands against a running serve (--data-dir DIR)
   substrate version
 `
 
@@ -55,6 +56,8 @@ func run(args []string, stop <-chan struct{}, stdout, stderr io.Writer) int {
 	switch filepath.Base(args[0]) {
 	case "etcd", "memcached": // installed as, or linked to, etcd or memcached
 		cmd = filepath.Base(args[0])
+	case "rabbitmqctl":
+		cmd = "ctl"
 	default:
 		if len(rest) == 0 {
 			fmt.Fprint(stderr, usage)
@@ -70,6 +73,8 @@ func run(args []string, stop <-chan struct{}, stdout, stderr io.Writer) int {
 		err = etcd(rest, stop, stderr)
 	case "memcached":
 		err = memcached(rest, stop, stdout, stderr)
+	case "ctl":
+		err = ctlCommand(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

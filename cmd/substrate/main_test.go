@@ -36,15 +36,15 @@ func TestVersionNamesEtcd(t *testing.T) {
 }
 
 func TestSelectServices(t *testing.T) {
-	run, missing, err := selectServices("etcd, amqp,http")
-	if err != nil || !run["etcd"] || !run["http"] || len(run) != 2 || len(missing) != 1 || missing[0] != "amqp" {
-		t.Fatalf("got %v %v %v", run, missing, err)
+	run, err := selectServices("etcd, amqp,,http")
+	if err != nil || !run["etcd"] || !run["amqp"] || !run["http"] || len(run) != 3 {
+		t.Fatalf("got %v %v", run, err)
 	}
-	if _, _, err := selectServices("etcd,kafka"); err == nil || !strings.Contains(err.Error(), `"kafka"`) {
+	if _, err := selectServices("etcd,kafka"); err == nil || !strings.Contains(err.Error(), `"kafka"`) {
 		t.Fatalf("unknown: %v", err)
 	}
-	if _, _, err := selectServices("amqp"); err == nil || !strings.Contains(err.Error(), "none of") {
-		t.Fatalf("only missing: %v", err)
+	if _, err := selectServices(" , "); err == nil || !strings.Contains(err.Error(), "no service named") {
+		t.Fatalf("empty: %v", err)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"os/user"
 	"strconv"
@@ -52,16 +51,10 @@ func (e exitError) Error() string { return e.msg }
 // command line asking for them is refused rather than silently half-run.
 func unsupported(o memcachedcli.Options) error {
 	switch {
-	case o.UnixSocket != "":
-		return errors.New("-s: unix sockets are not supported yet")
-	case o.UDPPort != 0:
-		return errors.New("-U: UDP is not supported yet (use -U 0)")
-	case o.SASL:
-		return errors.New("-S: SASL (binary protocol) is not supported yet")
 	case o.TLS:
 		return errors.New("-Z: TLS is not supported yet")
-	case o.Protocol == memcachedcli.ProtoBinary:
-		return errors.New("-B binary: the binary protocol is not supported yet")
+	case o.Protocol == memcachedcli.ProtoBinary && !o.SASL:
+		return errors.New("-B binary: a binary-only listener is not supported yet (the protocol is detected per connection; -S makes it binary-only)")
 	}
 	return nil
 }
@@ -83,12 +76,29 @@ func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []str
 	cfg.MaxItemSize = o.MaxItemSize
 	cfg.NoEvict = o.NoEvict
 	cfg.Addrs = nil
+	if o.SASL {
+		// memcached built with its password-file SASL reads this variable.
+		cfg.SASL = true
+		cfg.SASLPasswordFile = os.Getenv("MEMCACHED_SASL_PWDB")
+		if cfg.SASLPasswordFile == "" {
+			return cfg, errors.New("-S: set MEMCACHED_SASL_PWDB to a file of user:password lines")
+		}
+	}
+	if o.UnixSocket != "" {
+		// As memcached: a unix socket replaces the TCP and UDP listeners.
+		cfg.UnixSocket = o.UnixSocket
+		cfg.UnixMask = os.FileMode(o.UnixMask)
+		return cfg, cfg.Validate()
+	}
 	if o.Inter == "" && defaultHosts != nil {
 		port := defaultPort
 		if o.PortSet {
 			port = o.Port
 		}
 		cfg.Addrs = preflight.Addrs(defaultHosts, port)
+		if o.UDPPort != 0 {
+			cfg.UDPAddrs = preflight.Addrs(defaultHosts, o.UDPPort)
+		}
 		return cfg, cfg.Validate()
 	}
 	las, err := o.ListenAddrs()
@@ -96,17 +106,22 @@ func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []str
 		return cfg, err
 	}
 	for _, la := range las {
-		if la.Host == "" || la.Host == "*" {
-			cfg.Addrs = append(cfg.Addrs, net.JoinHostPort("", strconv.Itoa(la.Port)))
-			continue
-		}
-		ips, err := preflight.Hosts(ctx, la.Host)
-		if err != nil {
-			return cfg, fmt.Errorf("-l %s: %w", la.Item, err)
+		ips := []string{""} // "" or "*": every interface
+		if la.Host != "" && la.Host != "*" {
+			if ips, err = preflight.Hosts(ctx, la.Host); err != nil {
+				return cfg, fmt.Errorf("-l %s: %w", la.Item, err)
+			}
 		}
 		for _, a := range preflight.Addrs(ips, la.Port) {
 			if !contains(cfg.Addrs, a) {
 				cfg.Addrs = append(cfg.Addrs, a)
+			}
+		}
+		if o.UDPPort != 0 {
+			for _, a := range preflight.Addrs(ips, o.UDPPort) {
+				if !contains(cfg.UDPAddrs, a) {
+					cfg.UDPAddrs = append(cfg.UDPAddrs, a)
+				}
 			}
 		}
 	}

@@ -12,10 +12,15 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
+	"substrate/broker"
+	"substrate/broker/etcddefs"
 	"substrate/cache"
 	"substrate/cache/redis"
 	"substrate/internal/config"
+	"substrate/internal/ctl"
 	"substrate/internal/lifecycle"
 	"substrate/internal/logging"
 	"substrate/internal/memcachedcli"
@@ -27,13 +32,9 @@ import (
 // knownServices are the names --services accepts, in start order.
 var knownServices = []string{"etcd", "amqp", "memcached", "redis", "http"}
 
-// builtServices are the services this build can run; amqp joins when the
-// broker lands.
-var builtServices = []string{"etcd", "memcached", "redis", "http"}
-
 // defaultServices run when --services is not given. redis is for labs and
 // off unless asked for (--services ...,redis or --redis-port N).
-var defaultServices = []string{"etcd", "memcached", "http"}
+var defaultServices = []string{"etcd", "amqp", "memcached", "http"}
 
 // serveFlags are the flags of `substrate serve` (DESIGN.md's contract).
 type serveFlags struct {
@@ -103,27 +104,23 @@ func parseServe(args []string, env map[string]string, stderr io.Writer) (serveFl
 	return f, warnings, nil
 }
 
-// selectServices checks --services and says which of them will run.
-func selectServices(list string) (run map[string]bool, missing []string, err error) {
-	run = map[string]bool{}
+// selectServices checks --services and says which services will run.
+func selectServices(list string) (map[string]bool, error) {
+	run := map[string]bool{}
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
 		if name == "" {
 			continue
 		}
-		switch {
-		case contains(builtServices, name):
-			run[name] = true
-		case contains(knownServices, name):
-			missing = append(missing, name)
-		default:
-			return nil, nil, fmt.Errorf("--services: unknown service %q (known: %s)", name, strings.Join(knownServices, ", "))
+		if !contains(knownServices, name) {
+			return nil, fmt.Errorf("--services: unknown service %q (known: %s)", name, strings.Join(knownServices, ", "))
 		}
+		run[name] = true
 	}
 	if len(run) == 0 {
-		return nil, nil, fmt.Errorf("--services: none of %q is available in this build (available: %s)", list, strings.Join(builtServices, ", "))
+		return nil, fmt.Errorf("--services: no service named (known: %s)", strings.Join(knownServices, ", "))
 	}
-	return run, missing, nil
+	return run, nil
 }
 
 func contains(list []string, s string) bool {
@@ -153,7 +150,7 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	enabled, missing, err := selectServices(f.services)
+	enabled, err := selectServices(f.services)
 	if err != nil {
 		return err
 	}
@@ -162,9 +159,6 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 		enabled["redis"] = true
 	case enabled["redis"]:
 		f.redisPort = 6379
-	}
-	for _, name := range missing {
-		log.Warn("service not available in this build yet; not starting it", "service", name)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -187,6 +181,7 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 
 	var services []lifecycle.Service
 	var ports []preflight.Port
+	var kv *kvstore.Store
 	if enabled["etcd"] {
 		kc := kvstore.NewConfig()
 		kc.DataDir = filepath.Join(f.dataDir, "etcd")
@@ -199,7 +194,7 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 				return fmt.Errorf("--etcd-config: %w", err)
 			}
 		}
-		kv, err := kvstore.New(kc)
+		kv, err = kvstore.New(kc)
 		if err != nil {
 			if f.etcdConfig != "" {
 				return fmt.Errorf("--etcd-config %s: %w", f.etcdConfig, err)
@@ -208,6 +203,17 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 		}
 		services = append(services, kv)
 		ports = append(ports, kv.Ports()...)
+	}
+	if enabled["amqp"] {
+		b, closeDefs, err := serveBroker(f, hosts, kv, log)
+		if err != nil {
+			return err
+		}
+		defer closeDefs()
+		services = append(services, b, ctl.NewServer(f.dataDir, b))
+		for _, a := range preflight.Addrs(hosts, f.amqpPort) {
+			ports = append(ports, preflight.Port{What: "amqp port", Addr: a})
+		}
 	}
 	if enabled["memcached"] {
 		svc, err := serveCache(ctx, f, hosts, log.With("service", "memcached"))
@@ -248,6 +254,34 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 		return err
 	}
 	return runServices(ctx, log, t0, services, ports, nil)
+}
+
+// serveBroker builds the AMQP broker. Its definitions (users, vhosts,
+// permissions, durable entities) live in etcd when this process runs etcd,
+// reached through etcd's client API like any external etcd; otherwise in
+// memory, lost at exit. The returned func closes the etcd client after
+// the broker has stopped.
+func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, log *slog.Logger) (*broker.Server, func(), error) {
+	cfg := broker.NewConfig()
+	cfg.Addrs = preflight.Addrs(hosts, f.amqpPort)
+	cfg.Logger = log.With("service", "amqp")
+	closeDefs := func() {}
+	if kv != nil {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: kv.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			return nil, nil, fmt.Errorf("amqp: etcd client: %w", err)
+		}
+		cfg.Definitions = etcddefs.New(cli, "")
+		closeDefs = func() { cli.Close() }
+	} else {
+		log.Warn("amqp runs without etcd: users, vhosts, permissions and durable entities are kept in memory and lost at exit")
+	}
+	b, err := broker.New(cfg)
+	if err != nil {
+		closeDefs()
+		return nil, nil, fmt.Errorf("amqp: %w", err)
+	}
+	return b, closeDefs, nil
 }
 
 // serveCache builds the memcached service from --memcached-config (an

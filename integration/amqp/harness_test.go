@@ -7,8 +7,8 @@
 //   - rabbitmq: Debian's rabbitmq-server 3.10.8, started once per `go test`
 //     run on free loopback ports in a temporary directory. It proves the
 //     tests themselves.
-//   - substrate: `substrate serve --services amqp,etcd`. Skipped while the
-//     binary logs that the amqp service is not available in this build.
+//   - substrate: `substrate serve --services amqp,etcd`. A binary that logs
+//     that its amqp service is not available fails the target.
 //
 // A target that is not installed is skipped, unless
 // SUBSTRATE_REQUIRE_CLIENTS=1, which turns the skip into a failure so that
@@ -25,9 +25,7 @@
 //	    --amqp-port P --etcd-client-port C --etcd-peer-port Q --http-port H
 //
 // logs (stdout or stderr) a line containing msg="substrate ready" once AMQP
-// accepts on 127.0.0.1:P, and stops on SIGTERM. A line containing both
-// "service not available in this build yet" and service=amqp before that
-// makes the target skip. Then, with SUBSTRATE_HOST, SUBSTRATE_DATA_DIR,
+// accepts on 127.0.0.1:P, and stops on SIGTERM. Then, with SUBSTRATE_HOST, SUBSTRATE_DATA_DIR,
 // SUBSTRATE_AMQP_PORT, SUBSTRATE_ETCD_CLIENT_PORT and SUBSTRATE_HTTP_PORT in
 // the environment (the serve flags' names, DESIGN.md) and the working
 // directory the parent of DIR, these must exit 0:
@@ -651,9 +649,10 @@ func setupSubstrate() *target {
 	noAMQP := s.noAMQP
 	s.lineMu.Unlock()
 	if noAMQP {
+		// The broker is part of the build: a binary without it is broken.
 		s.stop()
 		tg.stop = nil
-		tg.skip = "substrate has no AMQP broker in this build yet"
+		tg.fail = "substrate says its amqp service is not available in this build"
 		return tg
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

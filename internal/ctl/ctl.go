@@ -1,0 +1,360 @@
+// Package ctl is `substrate ctl`: rabbitmqctl's commands, output and exit
+// codes, run against the broker of a running `substrate serve`.
+//
+// The client sends the command line over a unix socket in the data
+// directory (DATA/ctl.sock, mode 0600: whoever may read the data may
+// administer the broker, as with rabbitmqctl's Erlang cookie); the server
+// runs it and returns the output and exit code. All parsing and formatting
+// happens on the server side, in Run, which tests call directly.
+package ctl
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"substrate/broker"
+)
+
+// Broker is what ctl needs of the broker; *broker.Server implements it.
+type Broker interface {
+	AddUser(ctx context.Context, name, password string) error
+	DeleteUser(ctx context.Context, name string) error
+	ChangePassword(ctx context.Context, name, password string) error
+	SetUserTags(ctx context.Context, name string, tags []string) error
+	Users() []broker.User
+	AddVHost(ctx context.Context, name string) error
+	DeleteVHost(ctx context.Context, name string) error
+	VHosts() []string
+	SetPermissions(ctx context.Context, p broker.Permission) error
+	ClearPermissions(ctx context.Context, user, vhost string) error
+	Permissions(vhost string) []broker.Permission
+	Queues(vhost string) []broker.QueueInfo
+	Exchanges(vhost string) []broker.ExchangeInfo
+	Bindings(vhost string) []broker.BindingDef
+	Connections() []broker.ConnectionInfo
+	CloseConnection(name, reason string) error
+	CloseAllConnections(reason string) int
+}
+
+// rabbitmqctl's exit codes (sysexits.h).
+const (
+	ExitOK       = 0
+	ExitUsage    = 64
+	ExitDataErr  = 65
+	ExitNoUser   = 67
+	ExitSoftware = 70
+)
+
+// Result is what a command printed and how it ended.
+type Result struct {
+	Stdout string `json:"stdout"`
+	Stderr string `json:"stderr"`
+	Code   int    `json:"code"`
+}
+
+// SocketPath is where serve listens for ctl, given its data directory. A
+// path too long for a unix socket moves to the temp directory under a
+// name derived from the data directory, which both sides compute alike.
+func SocketPath(dataDir string) string {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	p := filepath.Join(abs, "ctl.sock")
+	if len(p) < 100 {
+		return p
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join(os.TempDir(), "substrate-ctl-"+hex.EncodeToString(sum[:8])+".sock")
+}
+
+type command struct {
+	args  string // usage after the name
+	min   int    // positional arguments
+	max   int    // -1: any
+	vhost bool   // takes -p/--vhost
+	run   func(ctx context.Context, b Broker, vhost string, args []string) (banner, out string, err error)
+}
+
+// cmdError is a failed command: rabbitmqctl prints "Error:\n" + msg.
+type cmdError struct {
+	code int
+	msg  string
+}
+
+func (e *cmdError) Error() string { return e.msg }
+
+var commands = map[string]command{
+	"add_user": {args: "<username> <password>", min: 2, max: 2, run: func(ctx context.Context, b Broker, _ string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Adding user %q ...", a[0])
+		if a[0] == "" {
+			return "", "", &cmdError{ExitUsage, "user cannot be an empty string"}
+		}
+		if exists(b, a[0]) {
+			return banner, "", &cmdError{ExitSoftware, fmt.Sprintf("User %q already exists", a[0])}
+		}
+		if err := b.AddUser(ctx, a[0], a[1]); err != nil {
+			return banner, "", err
+		}
+		return banner, "Done. Don't forget to grant the user permissions to some virtual hosts! See 'rabbitmqctl help set_permissions' to learn more.", nil
+	}},
+	"delete_user": {args: "<username>", min: 1, max: 1, run: func(ctx context.Context, b Broker, _ string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Deleting user %q ...", a[0])
+		if !exists(b, a[0]) {
+			return banner, "", noUser(a[0])
+		}
+		return banner, "", b.DeleteUser(ctx, a[0])
+	}},
+	"change_password": {args: "<username> <password>", min: 2, max: 2, run: func(ctx context.Context, b Broker, _ string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Changing password for user %q ...", a[0])
+		if !exists(b, a[0]) {
+			return banner, "", noUser(a[0])
+		}
+		return banner, "", b.ChangePassword(ctx, a[0], a[1])
+	}},
+	"set_user_tags": {args: "<username> <tag> [...]", min: 1, max: -1, run: func(ctx context.Context, b Broker, _ string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Setting tags for user %q to [%s] ...", a[0], strings.Join(a[1:], ", "))
+		if !exists(b, a[0]) {
+			return banner, "", noUser(a[0])
+		}
+		return banner, "", b.SetUserTags(ctx, a[0], a[1:])
+	}},
+	"list_users": {run: func(_ context.Context, b Broker, _ string, _ []string) (string, string, error) {
+		rows := [][]string{{"user", "tags"}}
+		for _, u := range b.Users() {
+			rows = append(rows, []string{u.Name, "[" + strings.Join(u.Tags, ", ") + "]"})
+		}
+		return "Listing users ...", table(rows), nil
+	}},
+	"add_vhost": {args: "<vhost>", min: 1, max: 1, run: func(ctx context.Context, b Broker, _ string, a []string) (string, string, error) {
+		return fmt.Sprintf("Adding vhost %q ...", a[0]), "", b.AddVHost(ctx, a[0])
+	}},
+	"delete_vhost": {args: "<vhost>", min: 1, max: 1, run: func(ctx context.Context, b Broker, _ string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Deleting vhost %q ...", a[0])
+		if !contains(b.VHosts(), a[0]) {
+			return banner, "", noVHost(a[0])
+		}
+		return banner, "", b.DeleteVHost(ctx, a[0])
+	}},
+	"list_vhosts": {run: func(_ context.Context, b Broker, _ string, _ []string) (string, string, error) {
+		rows := [][]string{{"name"}}
+		for _, v := range b.VHosts() {
+			rows = append(rows, []string{v})
+		}
+		return "Listing vhosts ...", table(rows), nil
+	}},
+	"set_permissions": {args: "<username> <conf> <write> <read>", min: 4, max: 4, vhost: true, run: func(ctx context.Context, b Broker, vhost string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Setting permissions for user %q in vhost %q ...", a[0], vhost)
+		switch {
+		case !exists(b, a[0]):
+			return banner, "", noUser(a[0])
+		case !contains(b.VHosts(), vhost):
+			return banner, "", noVHost(vhost)
+		}
+		return banner, "", b.SetPermissions(ctx, broker.Permission{User: a[0], VHost: vhost, Configure: a[1], Write: a[2], Read: a[3]})
+	}},
+	"clear_permissions": {args: "<username>", min: 1, max: 1, vhost: true, run: func(ctx context.Context, b Broker, vhost string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Clearing permissions for user %q in vhost %q ...", a[0], vhost)
+		if !exists(b, a[0]) {
+			return banner, "", noUser(a[0])
+		}
+		return banner, "", b.ClearPermissions(ctx, a[0], vhost)
+	}},
+	"list_permissions": {vhost: true, run: func(_ context.Context, b Broker, vhost string, _ []string) (string, string, error) {
+		rows := [][]string{{"user", "configure", "write", "read"}}
+		for _, p := range b.Permissions(vhost) {
+			rows = append(rows, []string{p.User, p.Configure, p.Write, p.Read})
+		}
+		return fmt.Sprintf("Listing permissions for vhost %q ...", vhost), table(rows), nil
+	}},
+	"list_user_permissions": {args: "<username>", min: 1, max: 1, run: func(_ context.Context, b Broker, _ string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Listing permissions for user %q ...", a[0])
+		if !exists(b, a[0]) {
+			return banner, "", noUser(a[0])
+		}
+		rows := [][]string{{"vhost", "configure", "write", "read"}}
+		for _, v := range b.VHosts() {
+			for _, p := range b.Permissions(v) {
+				if p.User == a[0] {
+					rows = append(rows, []string{p.VHost, p.Configure, p.Write, p.Read})
+				}
+			}
+		}
+		return banner, table(rows), nil
+	}},
+	"list_queues": {vhost: true, run: func(_ context.Context, b Broker, vhost string, _ []string) (string, string, error) {
+		rows := [][]string{{"name", "messages"}}
+		for _, q := range b.Queues(vhost) {
+			rows = append(rows, []string{q.Name, fmt.Sprint(q.Messages)})
+		}
+		return fmt.Sprintf("Timeout: 60.0 seconds ...\nListing queues for vhost %s ...", vhost), table(rows), nil
+	}},
+	"list_exchanges": {vhost: true, run: func(_ context.Context, b Broker, vhost string, _ []string) (string, string, error) {
+		rows := [][]string{{"name", "type"}}
+		for _, e := range b.Exchanges(vhost) {
+			rows = append(rows, []string{e.Name, e.Type})
+		}
+		return fmt.Sprintf("Listing exchanges for vhost %s ...", vhost), table(rows), nil
+	}},
+	"list_bindings": {vhost: true, run: func(_ context.Context, b Broker, vhost string, _ []string) (string, string, error) {
+		rows := [][]string{{"source_name", "source_kind", "destination_name", "destination_kind", "routing_key", "arguments"}}
+		for _, x := range b.Bindings(vhost) {
+			rows = append(rows, []string{x.Source, "exchange", x.Destination, x.DestinationType, x.RoutingKey, fmt.Sprint(args(x.Arguments))})
+		}
+		return fmt.Sprintf("Listing bindings for vhost %s...", vhost), table(rows), nil
+	}},
+	"list_connections": {run: func(_ context.Context, b Broker, _ string, _ []string) (string, string, error) {
+		rows := [][]string{{"user", "peer_host", "peer_port", "state"}}
+		for _, c := range b.Connections() {
+			host, port := splitPeer(c.Peer)
+			rows = append(rows, []string{c.User, host, port, "running"})
+		}
+		return "Listing connections ...", table(rows), nil
+	}},
+	"close_connection": {args: "<connection name> <explanation>", min: 2, max: 2, run: func(_ context.Context, b Broker, _ string, a []string) (string, string, error) {
+		return fmt.Sprintf("Closing connection %s, reason: %s...", a[0], a[1]), "", b.CloseConnection(a[0], a[1])
+	}},
+	"close_all_connections": {args: "<explanation>", min: 1, max: 1, run: func(_ context.Context, b Broker, _ string, a []string) (string, string, error) {
+		n := b.CloseAllConnections(a[0])
+		return "Closing all connections", fmt.Sprintf("Closed %d connections", n), nil
+	}},
+}
+
+func exists(b Broker, name string) bool {
+	for _, u := range b.Users() {
+		if u.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func noUser(name string) error {
+	return &cmdError{ExitNoUser, fmt.Sprintf("User %q does not exist", name)}
+}
+func noVHost(name string) error {
+	return &cmdError{ExitDataErr, fmt.Sprintf("Virtual host %q does not exist", name)}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// table renders rows as rabbitmqctl does: tab-separated, header first.
+func table(rows [][]string) string {
+	lines := make([]string, len(rows))
+	for i, r := range rows {
+		lines[i] = strings.Join(r, "\t")
+	}
+	return strings.Join(lines, "\n")
+}
+
+func args(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, fmt.Sprintf("{%s,%v}", k, v))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func splitPeer(peer string) (string, string) {
+	if i := strings.LastIndex(peer, ":"); i >= 0 {
+		return strings.Trim(peer[:i], "[]"), peer[i+1:]
+	}
+	return peer, ""
+}
+
+// Run executes one rabbitmqctl command line (without the program name).
+func Run(ctx context.Context, b Broker, argv []string) Result {
+	var quiet bool
+	vhost := "/"
+	var pos []string
+	for i := 0; i < len(argv); i++ {
+		a := argv[i]
+		switch {
+		case a == "-q" || a == "--quiet" || a == "-s" || a == "--silent":
+			quiet = true
+		case a == "-p" || a == "--vhost":
+			if i+1 >= len(argv) {
+				return usage("option " + a + " needs a value")
+			}
+			i++
+			vhost = argv[i]
+		case strings.HasPrefix(a, "--vhost="):
+			vhost = strings.TrimPrefix(a, "--vhost=")
+		case a == "-n" || a == "--node": // one node: accepted and ignored
+			i++
+		case a == "--no-table-headers", a == "--longnames":
+		case strings.HasPrefix(a, "-") && len(a) > 1 && len(pos) == 0:
+			return usage("invalid option " + a)
+		default:
+			pos = append(pos, a)
+		}
+	}
+	if len(pos) == 0 {
+		return usage("no command given")
+	}
+	name, rest := pos[0], pos[1:]
+	c, ok := commands[name]
+	if !ok {
+		return Result{Stderr: fmt.Sprintf("\nCommand '%s' not found.\n\nUsage: substrate ctl [-p <vhost>] [-q] <command> [<args>]\nCommands: %s\n", name, strings.Join(names(), ", ")), Code: ExitUsage}
+	}
+	switch {
+	case len(rest) < c.min:
+		return usageOf(name, c, "not enough arguments.")
+	case c.max >= 0 && len(rest) > c.max:
+		return usageOf(name, c, "too many arguments.")
+	}
+	banner, out, err := c.run(ctx, b, vhost, rest)
+	var res Result
+	if banner != "" && !quiet {
+		res.Stdout = banner + "\n"
+	}
+	if err != nil {
+		var ce *cmdError
+		if !errors.As(err, &ce) {
+			ce = &cmdError{ExitSoftware, err.Error()}
+		}
+		res.Stderr = "Error:\n" + ce.msg + "\n"
+		res.Code = ce.code
+		return res
+	}
+	if out != "" {
+		res.Stdout += out + "\n"
+	}
+	return res
+}
+
+func usage(msg string) Result {
+	return Result{Stderr: "Error: " + msg + "\nUsage: substrate ctl [-p <vhost>] [-q] <command> [<args>]\n", Code: ExitUsage}
+}
+
+func usageOf(name string, c command, msg string) Result {
+	opt := ""
+	if c.vhost {
+		opt = "[--vhost <vhost>] "
+	}
+	return Result{Stderr: fmt.Sprintf("Error (argument validation): %s\nUsage\n\nrabbitmqctl %s %s%s\n", msg, name, opt, c.args), Code: ExitUsage}
+}
+
+func names() []string {
+	out := make([]string, 0, len(commands))
+	for n := range commands {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,95 @@
+package ctl
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"substrate/broker"
+)
+
+func startBroker(t *testing.T) *broker.Server {
+	t.Helper()
+	cfg := broker.NewConfig()
+	cfg.Addrs = []string{"127.0.0.1:0"}
+	b, err := broker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Shutdown(context.Background()) })
+	return b
+}
+
+func TestCommandsAsRabbitmqctl(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		argv       string
+		code       int
+		stdout     string // exact
+		stderrPart string
+	}{
+		{"add_user openstack RABBIT_PASS", 0, "Adding user \"openstack\" ...\nDone. Don't forget to grant the user permissions to some virtual hosts! See 'rabbitmqctl help set_permissions' to learn more.\n", ""},
+		{"add_user openstack other", ExitSoftware, "Adding user \"openstack\" ...\n", "Error:\nUser \"openstack\" already exists\n"},
+		{"set_permissions openstack .* .* .*", 0, "Setting permissions for user \"openstack\" in vhost \"/\" ...\n", ""},
+		{"set_permissions -p nova openstack .* .* .*", ExitDataErr, "Setting permissions for user \"openstack\" in vhost \"nova\" ...\n", "Virtual host \"nova\" does not exist"},
+		{"set_permissions nobody .* .* .*", ExitNoUser, "Setting permissions for user \"nobody\" in vhost \"/\" ...\n", "User \"nobody\" does not exist"},
+		{"-q list_users", 0, "user\ttags\nguest\t[administrator]\nopenstack\t[]\n", ""},
+		{"set_user_tags openstack monitoring", 0, "Setting tags for user \"openstack\" to [monitoring] ...\n", ""},
+		{"list_permissions", 0, "Listing permissions for vhost \"/\" ...\nuser\tconfigure\twrite\tread\nguest\t.*\t.*\t.*\nopenstack\t.*\t.*\t.*\n", ""},
+		{"add_vhost nova", 0, "Adding vhost \"nova\" ...\n", ""},
+		{"list_vhosts", 0, "Listing vhosts ...\nname\n/\nnova\n", ""},
+		{"delete_vhost nova", 0, "Deleting vhost \"nova\" ...\n", ""},
+		{"list_user_permissions openstack", 0, "Listing permissions for user \"openstack\" ...\nvhost\tconfigure\twrite\tread\n/\t.*\t.*\t.*\n", ""},
+		{"clear_permissions openstack", 0, "Clearing permissions for user \"openstack\" in vhost \"/\" ...\n", ""},
+		{"change_password openstack NEW", 0, "Changing password for user \"openstack\" ...\n", ""},
+		{"close_all_connections maintenance", 0, "Closing all connections\nClosed 0 connections\n", ""},
+		{"delete_user openstack", 0, "Deleting user \"openstack\" ...\n", ""},
+		{"delete_user openstack", ExitNoUser, "Deleting user \"openstack\" ...\n", "User \"openstack\" does not exist"},
+		{"add_user onlyname", ExitUsage, "", "not enough arguments"},
+		{"frobnicate", ExitUsage, "", "Command 'frobnicate' not found"},
+		{"", ExitUsage, "", "no command given"},
+	} {
+		res := Run(ctx, b, strings.Fields(tc.argv))
+		if res.Code != tc.code || res.Stdout != tc.stdout || !strings.Contains(res.Stderr, tc.stderrPart) {
+			t.Errorf("%q:\n got code %d stdout %q stderr %q\nwant code %d stdout %q stderr containing %q", tc.argv, res.Code, res.Stdout, res.Stderr, tc.code, tc.stdout, tc.stderrPart)
+		}
+	}
+	// The password change took effect on the broker itself.
+	for _, u := range b.Users() {
+		if u.Name == "openstack" {
+			t.Fatal("deleted user still listed")
+		}
+	}
+}
+
+func TestSocketRoundTrip(t *testing.T) {
+	b := startBroker(t)
+	dir := t.TempDir()
+	s := NewServer(dir, b)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewServer(dir, b).Start(context.Background()); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second server on the same data dir: %v", err)
+	}
+	res := Call(context.Background(), dir, []string{"add_user", "u", "p"})
+	if res.Code != 0 || !strings.HasPrefix(res.Stdout, `Adding user "u" ...`) {
+		t.Fatalf("over the socket: %+v", res)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res = Call(context.Background(), dir, []string{"list_users"})
+	if res.Code != ExitUnavailable || !strings.Contains(res.Stderr, "Is `substrate serve` running") {
+		t.Fatalf("after shutdown: %+v", res)
+	}
+	// A long data directory still gets a usable socket.
+	long := dir + "/" + strings.Repeat("d", 120)
+	if p := SocketPath(long); len(p) >= 100 || !strings.Contains(p, "substrate-ctl-") {
+		t.Fatalf("long path socket = %q", p)
+	}
+}

@@ -1,0 +1,117 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// ExitUnavailable is rabbitmqctl's code when it cannot reach the node.
+const ExitUnavailable = 69
+
+// Server answers ctl clients on the unix socket of a data directory.
+type Server struct {
+	path string
+	b    Broker
+	srv  *http.Server
+	ln   net.Listener
+	wg   sync.WaitGroup
+	errc chan error
+	once sync.Once
+}
+
+// NewServer returns a ctl server for the broker of the process whose data
+// directory is dataDir.
+func NewServer(dataDir string, b Broker) *Server {
+	s := &Server{path: SocketPath(dataDir), b: b, errc: make(chan error, 1)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /run", s.run)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+func (s *Server) run(w http.ResponseWriter, r *http.Request) {
+	var argv []string
+	if err := json.NewDecoder(r.Body).Decode(&argv); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(Run(r.Context(), s.b, argv))
+}
+
+// Name is the service name in logs.
+func (s *Server) Name() string { return "ctl" }
+
+// Err reports a listener failure.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Start listens on the socket (mode 0600). A socket file left by a process
+// that is gone is replaced; one that answers means another substrate uses
+// this data directory, which is an error.
+func (s *Server) Start(ctx context.Context) error {
+	if c, err := net.DialTimeout("unix", s.path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("ctl socket %s is in use: is another substrate running on this data directory?", s.path)
+	}
+	os.Remove(s.path)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "unix", s.path)
+	if err != nil {
+		return fmt.Errorf("ctl socket: %w", err)
+	}
+	if err := os.Chmod(s.path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("ctl socket: %w", err)
+	}
+	s.ln = ln
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- err
+		}
+	}()
+	return nil
+}
+
+// Shutdown stops serving and removes the socket; it is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		err = s.srv.Shutdown(ctx)
+		s.wg.Wait()
+		if s.ln != nil {
+			os.Remove(s.path)
+		}
+	})
+	return err
+}
+
+// Call runs argv on the substrate whose data directory is dataDir.
+func Call(ctx context.Context, dataDir string, argv []string) Result {
+	path := SocketPath(dataDir)
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		},
+	}}
+	body, _ := json.Marshal(argv)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://substrate/run", bytes.NewReader(body))
+	resp, err := client.Do(req)
+	if err != nil {
+		return Result{Stderr: fmt.Sprintf("Error: unable to perform an operation on substrate: cannot reach %s (%v).\nIs `substrate serve` running with the amqp service and --data-dir %s?\n", path, err, dataDir), Code: ExitUnavailable}
+	}
+	defer resp.Body.Close()
+	var res Result
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&res) != nil {
+		return Result{Stderr: fmt.Sprintf("Error: substrate answered %s\n", resp.Status), Code: ExitSoftware}
+	}
+	return res
+}
