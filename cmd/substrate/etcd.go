@@ -17,7 +17,7 @@ import (
 // etcd runs only the kvstore with etcd's command line and ETCD_* environment,
 // so that an etcd unit file (Debian's etcd.service, RDO's) can point at
 // substrate unchanged.
-func etcd(args []string, stop <-chan struct{}, stderr io.Writer) error {
+func etcd(ctx context.Context, args []string, stderr io.Writer) error {
 	t0 := time.Now()
 	log := logging.New(stderr, slog.LevelInfo)
 	kc := kvstore.NewConfig()
@@ -36,14 +36,5 @@ func etcd(args []string, stop <-chan struct{}, stderr io.Writer) error {
 	if err := preflight.Ports(kv.Ports()); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	return runServices(ctx, log, t0, []lifecycle.Service{kv}, kv.Ports(), nil)
 }

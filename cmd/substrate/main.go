@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,16 +24,16 @@ var buildVersion = ""
 func main() {
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
-	stop := make(chan struct{})
+	ctx, stop := context.WithCancel(context.Background())
 	go handleSignals(sigc, stop, os.Stderr, os.Exit)
-	os.Exit(run(os.Args, stop, os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr))
 }
 
-// handleSignals closes stop at the first signal (graceful shutdown) and
-// calls exit(1) at the second, for an operator who does not want to wait.
-func handleSignals(sigc <-chan os.Signal, stop chan<- struct{}, stderr io.Writer, exit func(int)) {
+// handleSignals calls stop at the first signal (graceful shutdown) and
+// exit(1) at the second, for an operator who does not want to wait.
+func handleSignals(sigc <-chan os.Signal, stop func(), stderr io.Writer, exit func(int)) {
 	<-sigc
-	close(stop)
+	stop()
 	sig := <-sigc
 	fmt.Fprintf(stderr, "substrate: second signal (%v), exiting at once\n", sig)
 	exit(1)
@@ -49,9 +50,9 @@ const usage = `usage:
   substrate version
 `
 
-// run executes one command line and returns the exit status. stop is
-// closed when the process is asked to shut down.
-func run(args []string, stop <-chan struct{}, stdout, stderr io.Writer) int {
+// run executes one command line and returns the exit status. ctx is
+// cancelled when the process is asked to shut down.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd, rest := "", args[1:]
 	switch filepath.Base(args[0]) {
 	case "etcd", "memcached": // installed as, or linked to, etcd or memcached
@@ -68,11 +69,11 @@ func run(args []string, stop <-chan struct{}, stdout, stderr io.Writer) int {
 	var err error
 	switch cmd {
 	case "serve":
-		err = serve(rest, stop, stderr)
+		err = serve(ctx, rest, stderr)
 	case "etcd":
-		err = etcd(rest, stop, stderr)
+		err = etcd(ctx, rest, stderr)
 	case "memcached":
-		err = memcached(rest, stop, stdout, stderr)
+		err = memcached(ctx, rest, stdout, stderr)
 	case "ctl":
 		err = ctlCommand(rest, stdout, stderr)
 	case "version", "--version", "-version":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"strings"
 	"syscall"
@@ -22,7 +23,7 @@ func TestRunDispatch(t *testing.T) {
 		{args: []string{"/usr/local/bin/etcd", "--nope"}, status: 2, inErr: "substrate etcd: bad etcd flag: flag provided but not defined: -nope"},
 	} {
 		var stdout, stderr bytes.Buffer
-		status := run(tc.args, make(chan struct{}), &stdout, &stderr)
+		status := run(context.Background(), tc.args, &stdout, &stderr)
 		if status != tc.status || !strings.Contains(stdout.String(), tc.out) || !strings.Contains(stderr.String(), tc.inErr) {
 			t.Errorf("%v: status %d, stdout %q, stderr %q", tc.args, status, stdout.String(), stderr.String())
 		}
@@ -53,7 +54,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	stop := make(chan struct{})
 	exited := make(chan int, 1)
 	var stderr bytes.Buffer
-	go handleSignals(sigc, stop, &stderr, func(code int) { exited <- code })
+	go handleSignals(sigc, func() { close(stop) }, &stderr, func(code int) { exited <- code })
 
 	sigc <- syscall.SIGTERM
 	select {

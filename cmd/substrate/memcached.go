@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,13 +114,13 @@ func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []str
 			}
 		}
 		for _, a := range preflight.Addrs(ips, la.Port) {
-			if !contains(cfg.Addrs, a) {
+			if !slices.Contains(cfg.Addrs, a) {
 				cfg.Addrs = append(cfg.Addrs, a)
 			}
 		}
 		if o.UDPPort != 0 {
 			for _, a := range preflight.Addrs(ips, o.UDPPort) {
-				if !contains(cfg.UDPAddrs, a) {
+				if !slices.Contains(cfg.UDPAddrs, a) {
 					cfg.UDPAddrs = append(cfg.UDPAddrs, a)
 				}
 			}
@@ -130,7 +131,7 @@ func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []str
 
 // memcached runs only the cache with memcached 1.6.18's command line, so an
 // existing memcached unit (Debian's, RDO's) can point at substrate.
-func memcached(args []string, stop <-chan struct{}, stdout, stderr io.Writer) error {
+func memcached(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	t0 := time.Now()
 	o, err := memcachedcli.Parse(args)
 	for _, w := range o.Warnings {
@@ -160,15 +161,6 @@ func memcached(args []string, stop <-chan struct{}, stdout, stderr io.Writer) er
 		level = slog.LevelDebug
 	}
 	log := logging.New(stderr, level)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	cfg, err := cacheConfig(ctx, o, nil, 0)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -112,7 +113,7 @@ func selectServices(list string) (map[string]bool, error) {
 		if name == "" {
 			continue
 		}
-		if !contains(knownServices, name) {
+		if !slices.Contains(knownServices, name) {
 			return nil, fmt.Errorf("--services: unknown service %q (known: %s)", name, strings.Join(knownServices, ", "))
 		}
 		run[name] = true
@@ -123,16 +124,7 @@ func selectServices(list string) (map[string]bool, error) {
 	return run, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	t0 := time.Now()
 	f, warnings, err := parseServe(args, config.Environ("SUBSTRATE"), stderr)
 	if err != nil {
@@ -160,16 +152,6 @@ func serve(args []string, stop <-chan struct{}, stderr io.Writer) error {
 	case enabled["redis"]:
 		f.redisPort = 6379
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 
 	hosts, err := preflight.Hosts(ctx, f.host)
 	if err != nil {

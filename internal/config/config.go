@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -149,7 +150,7 @@ func ApplyFile(fs *flag.FlagSet, path string, values map[string]string, set map[
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if fs.Lookup(k) == nil || contains(forbidden, k) {
+		if fs.Lookup(k) == nil || slices.Contains(forbidden, k) {
 			return fmt.Errorf("%s: unknown key %q", path, k)
 		}
 		if set[k] {
@@ -161,13 +162,4 @@ func ApplyFile(fs *flag.FlagSet, path string, values map[string]string, set map[
 		set[k] = true
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

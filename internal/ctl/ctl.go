@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -138,7 +139,7 @@ var commands = map[string]command{
 	}},
 	"delete_vhost": {args: "<vhost>", min: 1, max: 1, run: func(ctx context.Context, b Broker, _ string, a []string) (string, string, error) {
 		banner := fmt.Sprintf("Deleting vhost %q ...", a[0])
-		if !contains(b.VHosts(), a[0]) {
+		if !slices.Contains(b.VHosts(), a[0]) {
 			return banner, "", noVHost(a[0])
 		}
 		return banner, "", b.DeleteVHost(ctx, a[0])
@@ -155,7 +156,7 @@ var commands = map[string]command{
 		switch {
 		case !exists(b, a[0]):
 			return banner, "", noUser(a[0])
-		case !contains(b.VHosts(), vhost):
+		case !slices.Contains(b.VHosts(), vhost):
 			return banner, "", noVHost(vhost)
 		}
 		return banner, "", b.SetPermissions(ctx, broker.Permission{User: a[0], VHost: vhost, Configure: a[1], Write: a[2], Read: a[3]})
@@ -241,15 +242,6 @@ func noUser(name string) error {
 }
 func noVHost(name string) error {
 	return &cmdError{ExitDataErr, fmt.Sprintf("Virtual host %q does not exist", name)}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // table renders rows as rabbitmqctl does: tab-separated, header first.
