@@ -229,3 +229,90 @@ print("bmemcached ok")
 		t.Fatalf("output: %s", out)
 	}
 }
+
+// rssKB reads a process's resident set size.
+func rssKB(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestMemcachedEvictionBoundsRSS: writing five times -m's worth of data
+// evicts the oldest items, keeps the newest, and the process's RSS stays
+// bounded by the limit (plus the runtime's headroom), not by what was
+// written.
+func TestMemcachedEvictionBoundsRSS(t *testing.T) {
+	port := freePort(t)
+	p := start(t, nil, "memcached", "-m", "16", "-p", itoa(port), "-l", "127.0.0.1", "-u", "root", "-U", "0")
+	p.waitReady(30 * time.Second)
+	base := rssKB(t, p.cmd.Process.Pid)
+
+	c, err := net.Dial("tcp", "127.0.0.1:"+itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := bufio.NewWriterSize(c, 1<<16)
+	r := bufio.NewReader(c)
+	value := strings.Repeat("v", 4000)
+	const n = 20000 // 80 MB of values into a 16 MB cache
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				done <- err
+				return
+			}
+			if line != "STORED\r\n" {
+				done <- fmt.Errorf("set %d: %q", i, line)
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(w, "set key%05d 0 0 %d\r\n%s\r\n", i, len(value), value)
+	}
+	w.Flush()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	grown := rssKB(t, p.cmd.Process.Pid) - base
+	t.Logf("RSS grew by %d KB writing %d MB into -m 16", grown, n*len(value)>>20)
+	if grown > 3*16*1024 {
+		t.Errorf("RSS grew by %d KB for a 16 MB cache", grown)
+	}
+	fmt.Fprintf(c, "get key00000\r\nget key%05d\r\nstats\r\n", n-1)
+	var lines []string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, line)
+		if strings.HasPrefix(line, "END") && len(lines) > 3 && strings.Contains(strings.Join(lines, ""), "STAT ") {
+			break
+		}
+	}
+	out := strings.Join(lines, "")
+	if strings.Contains(out, "VALUE key00000 ") {
+		t.Error("the oldest key survived writing five times the memory limit")
+	}
+	if !strings.Contains(out, fmt.Sprintf("VALUE key%05d ", n-1)) {
+		t.Error("the newest key was evicted")
+	}
+	if !strings.Contains(out, "STAT evictions ") || strings.Contains(out, "STAT evictions 0\r\n") {
+		t.Errorf("no evictions counted:\n%s", out)
+	}
+}
