@@ -29,11 +29,12 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Ours against the real daemons (Debian's etcd-server and memcached),
-# alternating rounds, medians and ratios. About 6 minutes.
+# Ours against the real daemons (Debian's etcd-server, memcached and
+# rabbitmq-server), alternating rounds, medians and ratios. About 9 minutes.
 bench: build
 	$(GO) run ./bench/kvbench -substrate bin/substrate
 	$(GO) run ./bench/cachebench -substrate bin/substrate
+	$(GO) run ./bench/amqpbench -substrate bin/substrate
 
 clean:
 	rm -rf bin substrate-data

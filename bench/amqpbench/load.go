@@ -1,0 +1,566 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Load shapes.
+const (
+	msgSize     = 1024            // transient throughput body size
+	inFlight    = 200             // unconfirmed publishes per publisher
+	prefetch    = 200             // basic.qos per consumer
+	ackEvery    = 50              // consumers ack with multiple=true every ackEvery deliveries
+	rpcCallers  = 8               // concurrent closed-loop RPC callers
+	rpcTimeout  = 5 * time.Second // a call without a reply by then is a timeout error
+	replyExpire = 1800000         // x-expires of reply queues, ms (oslo.messaging's default)
+	drainWait   = 5 * time.Second // publishers wait this long for outstanding confirms at the end
+)
+
+// errs counts failures of one load by kind; every kind is reported.
+type errs struct {
+	mu sync.Mutex
+	m  map[string]int64
+	// first keeps the first message of each kind, for the report.
+	first map[string]string
+}
+
+func (e *errs) add(kind string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m, e.first = map[string]int64{}, map[string]string{}
+	}
+	e.m[kind]++
+	if _, ok := e.first[kind]; !ok && err != nil {
+		e.first[kind] = err.Error()
+	}
+}
+
+func (e *errs) total() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var n int64
+	for _, v := range e.m {
+		n += v
+	}
+	return n
+}
+
+func (e *errs) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := ""
+	for k, v := range e.m {
+		if s != "" {
+			s += "; "
+		}
+		s += fmt.Sprintf("%s %d", k, v)
+		if f := e.first[k]; f != "" {
+			s += fmt.Sprintf(" (first: %s)", f)
+		}
+	}
+	return s
+}
+
+func dial(b *broker) (*amqp.Connection, error) {
+	return amqp.DialConfig(b.url(), amqp.Config{
+		Heartbeat: 60 * time.Second,
+		Locale:    "en_US",
+		Dial:      amqp.DefaultDial(10 * time.Second),
+	})
+}
+
+// watchClose counts a connection that closes while expected is false.
+func watchClose(c *amqp.Connection, closing *atomic.Bool, e *errs, who string) {
+	ch := c.NotifyClose(make(chan *amqp.Error, 1))
+	go func() {
+		if err, ok := <-ch; ok && err != nil && !closing.Load() {
+			e.add(who+" connection closed", err)
+		}
+	}()
+}
+
+// ---------------------------------------------------------------------------
+// 1. transient throughput
+
+type tpResult struct {
+	MsgsPerSec float64 // consumed in the measured window
+	PubPerSec  float64 // confirmed in the measured window
+	Backlog    int     // messages left in the queue at the end
+	PeakRSS    int64   // highest server VmRSS sampled while publishing, bytes
+	SrvCPU     float64 // server CPU time in the window / window (cores)
+	CliCPU     float64 // this process's CPU time in the window / window (cores)
+	Errors     *errs
+}
+
+// runThroughput runs n publishers and n consumers, each on its own
+// connection, on one fresh non-durable queue through the default exchange.
+// Publishers use publisher confirms with at most inFlight unconfirmed
+// messages each; consumers use prefetch and multiple acks. The queue is
+// deleted at the end.
+func runThroughput(ctx context.Context, b *broker, n int, warmup, dur time.Duration) (tpResult, error) {
+	res := tpResult{Errors: &errs{}}
+	e := res.Errors
+	queue := "amqpbench.tp." + randomHex(4)
+
+	admin, err := dial(b)
+	if err != nil {
+		return res, fmt.Errorf("dial: %w", err)
+	}
+	defer admin.Close()
+	ach, err := admin.Channel()
+	if err != nil {
+		return res, err
+	}
+	if _, err := ach.QueueDeclare(queue, false, false, false, false, nil); err != nil {
+		return res, fmt.Errorf("queue.declare: %w", err)
+	}
+
+	var closing atomic.Bool
+	var conns []*amqp.Connection
+	defer func() {
+		closing.Store(true)
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	var consumed, confirmed atomic.Int64
+	stopPub := make(chan struct{})
+	var pubWG, conWG sync.WaitGroup
+	body := make([]byte, msgSize)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+
+	for i := 0; i < n; i++ {
+		c, err := dial(b)
+		if err != nil {
+			return res, fmt.Errorf("consumer dial: %w", err)
+		}
+		conns = append(conns, c)
+		watchClose(c, &closing, e, "consumer")
+		ch, err := c.Channel()
+		if err != nil {
+			return res, err
+		}
+		if err := ch.Qos(prefetch, 0, false); err != nil {
+			return res, fmt.Errorf("basic.qos: %w", err)
+		}
+		dels, err := ch.Consume(queue, "", false, false, false, false, nil)
+		if err != nil {
+			return res, fmt.Errorf("basic.consume: %w", err)
+		}
+		conWG.Add(1)
+		go func() {
+			defer conWG.Done()
+			k := 0
+			for d := range dels {
+				if len(d.Body) != msgSize {
+					e.add("bad body", fmt.Errorf("%d bytes", len(d.Body)))
+				}
+				consumed.Add(1)
+				if k++; k%ackEvery == 0 {
+					if err := d.Ack(true); err != nil && !closing.Load() {
+						e.add("ack", err)
+					}
+				}
+			}
+		}()
+	}
+
+	for i := 0; i < n; i++ {
+		c, err := dial(b)
+		if err != nil {
+			return res, fmt.Errorf("publisher dial: %w", err)
+		}
+		conns = append(conns, c)
+		watchClose(c, &closing, e, "publisher")
+		ch, err := c.Channel()
+		if err != nil {
+			return res, err
+		}
+		if err := ch.Confirm(false); err != nil {
+			return res, fmt.Errorf("confirm.select: %w", err)
+		}
+		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, inFlight+1))
+		tokens := make(chan struct{}, inFlight)
+		pubWG.Add(1)
+		go func() {
+			defer pubWG.Done()
+			var published int64
+			done := make(chan struct{})
+			go func() { // settles confirms, one per delivery tag, in order
+				defer close(done)
+				for cf := range confirms {
+					if !cf.Ack {
+						e.add("nack", nil)
+					} else {
+						confirmed.Add(1)
+					}
+					<-tokens
+				}
+			}()
+		loop:
+			for {
+				select {
+				case <-stopPub:
+					break loop
+				case tokens <- struct{}{}:
+				}
+				err := ch.PublishWithContext(ctx, "", queue, false, false, amqp.Publishing{
+					DeliveryMode: amqp.Transient, ContentType: "application/octet-stream", Body: body,
+				})
+				if err != nil {
+					e.add("publish", err)
+					<-tokens
+					break
+				}
+				published++
+			}
+			// Wait for outstanding confirms (tokens drain as they settle).
+			deadline := time.After(drainWait)
+			for len(tokens) > 0 {
+				select {
+				case <-deadline:
+					e.add("confirm timeout", fmt.Errorf("%d of %d publishes unconfirmed %v after the end", len(tokens), published, drainWait))
+					return
+				case <-done:
+					if len(tokens) > 0 {
+						e.add("confirm timeout", errors.New("channel closed with publishes unconfirmed"))
+					}
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+	}
+
+	// Sample the server's RSS: a broker without publisher flow control
+	// lets the queue (and its memory) grow while consumers lag.
+	sampleDone := make(chan struct{})
+	go func() {
+		defer close(sampleDone)
+		pid := b.pid()
+		for {
+			res.PeakRSS = max(res.PeakRSS, rssOf(pid))
+			select {
+			case <-stopPub:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+
+	sleepCtx(ctx, warmup)
+	pid := b.pid()
+	s0, k0 := cpuOf(pid), cpuOf(os.Getpid())
+	c0, p0, t0 := consumed.Load(), confirmed.Load(), time.Now()
+	sleepCtx(ctx, dur)
+	c1, p1, el := consumed.Load(), confirmed.Load(), time.Since(t0)
+	res.SrvCPU, res.CliCPU = (cpuOf(pid)-s0).Seconds()/el.Seconds(), (cpuOf(os.Getpid())-k0).Seconds()/el.Seconds()
+	close(stopPub)
+	pubWG.Wait()
+	<-sampleDone
+	res.MsgsPerSec = float64(c1-c0) / el.Seconds()
+	res.PubPerSec = float64(p1-p0) / el.Seconds()
+
+	closing.Store(true)
+	for _, c := range conns {
+		c.Close()
+	}
+	conWG.Wait()
+	// Unacked messages go back to the queue when consumers close.
+	if q, err := ach.QueueDelete(queue, false, false, false); err != nil {
+		e.add("queue.delete", err)
+	} else {
+		res.Backlog = q
+	}
+	return res, ctx.Err()
+}
+
+// ---------------------------------------------------------------------------
+// 2. RPC round trip, shaped like oslo.messaging
+
+type rpcResult struct {
+	CallsPerSec float64
+	P50ms       float64
+	P99ms       float64
+	Errors      *errs
+}
+
+// runRPC runs one server consuming from a queue bound to a topic exchange
+// and rpcCallers closed-loop callers, each on its own connection with its
+// own exclusive reply queue (x-expires). Requests carry reply_to and
+// correlation_id; the server publishes each reply with mandatory set to the
+// default exchange. Exchange and queues are deleted at the end.
+func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResult, error) {
+	res := rpcResult{Errors: &errs{}}
+	e := res.Errors
+	tag := randomHex(4)
+	exchange, queue, key := "amqpbench_rpc_"+tag, "amqpbench_rpc_server_"+tag, "amqpbench.server"
+
+	var closing atomic.Bool
+	var conns []*amqp.Connection
+	defer func() {
+		closing.Store(true)
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+
+	// Server.
+	sc, err := dial(b)
+	if err != nil {
+		return res, fmt.Errorf("server dial: %w", err)
+	}
+	conns = append(conns, sc)
+	watchClose(sc, &closing, e, "server")
+	sch, err := sc.Channel()
+	if err != nil {
+		return res, err
+	}
+	if err := sch.ExchangeDeclare(exchange, "topic", false, false, false, false, nil); err != nil {
+		return res, fmt.Errorf("exchange.declare: %w", err)
+	}
+	if _, err := sch.QueueDeclare(queue, false, false, false, false, nil); err != nil {
+		return res, fmt.Errorf("queue.declare: %w", err)
+	}
+	if err := sch.QueueBind(queue, key, exchange, false, nil); err != nil {
+		return res, fmt.Errorf("queue.bind: %w", err)
+	}
+	if err := sch.Qos(64, 0, false); err != nil {
+		return res, err
+	}
+	returns := sch.NotifyReturn(make(chan amqp.Return, 16))
+	go func() {
+		for r := range returns {
+			e.add("reply returned", fmt.Errorf("%d %s", r.ReplyCode, r.ReplyText))
+		}
+	}()
+	reqs, err := sch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		return res, fmt.Errorf("basic.consume: %w", err)
+	}
+	go func() {
+		for d := range reqs {
+			err := sch.PublishWithContext(ctx, "", d.ReplyTo, true, false, amqp.Publishing{
+				ContentType: "application/json", CorrelationId: d.CorrelationId, Body: d.Body,
+			})
+			if err != nil && !closing.Load() {
+				e.add("reply publish", err)
+			}
+			if err := d.Ack(false); err != nil && !closing.Load() {
+				e.add("server ack", err)
+			}
+		}
+	}()
+
+	// Callers.
+	var measuring atomic.Bool
+	var calls atomic.Int64
+	hists := make([]*hdrhistogram.Histogram, rpcCallers)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < rpcCallers; i++ {
+		c, err := dial(b)
+		if err != nil {
+			return res, fmt.Errorf("caller dial: %w", err)
+		}
+		conns = append(conns, c)
+		watchClose(c, &closing, e, "caller")
+		ch, err := c.Channel()
+		if err != nil {
+			return res, err
+		}
+		rq, err := ch.QueueDeclare("amqpbench_reply_"+tag+"_"+strconv.Itoa(i), false, false, true, false,
+			amqp.Table{"x-expires": int32(replyExpire)})
+		if err != nil {
+			return res, fmt.Errorf("reply queue.declare: %w", err)
+		}
+		replies, err := ch.Consume(rq.Name, "", true, true, false, false, nil)
+		if err != nil {
+			return res, fmt.Errorf("reply basic.consume: %w", err)
+		}
+		h := hdrhistogram.New(1, int64(rpcTimeout/time.Microsecond)*2, 3)
+		hists[i] = h
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			body := []byte(`{"oslo.version": "2.0", "oslo.message": "{\"method\": \"ping\", \"args\": {}}"}`)
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				corr := fmt.Sprintf("%d-%d", i, n)
+				t0 := time.Now()
+				err := ch.PublishWithContext(ctx, exchange, key, false, false, amqp.Publishing{
+					ContentType: "application/json", ReplyTo: rq.Name, CorrelationId: corr, Body: body,
+				})
+				if err != nil {
+					e.add("request publish", err)
+					return
+				}
+				timeout := time.After(rpcTimeout)
+			wait:
+				for {
+					select {
+					case d, ok := <-replies:
+						if !ok {
+							e.add("reply consumer closed", nil)
+							return
+						}
+						if d.CorrelationId != corr {
+							// A late reply to a timed-out call.
+							e.add("stale reply", fmt.Errorf("got %s, want %s", d.CorrelationId, corr))
+							continue
+						}
+						break wait
+					case <-timeout:
+						e.add("timeout", fmt.Errorf("no reply within %v", rpcTimeout))
+						break wait
+					case <-stop:
+						return
+					}
+				}
+				if measuring.Load() {
+					h.RecordValue(int64(time.Since(t0) / time.Microsecond))
+					calls.Add(1)
+				}
+			}
+		}(i)
+	}
+
+	sleepCtx(ctx, warmup)
+	measuring.Store(true)
+	t0 := time.Now()
+	sleepCtx(ctx, dur)
+	measuring.Store(false)
+	n, el := calls.Load(), time.Since(t0)
+	close(stop)
+	wg.Wait()
+
+	all := hdrhistogram.New(1, int64(rpcTimeout/time.Microsecond)*2, 3)
+	for _, h := range hists {
+		all.Merge(h)
+	}
+	res.CallsPerSec = float64(n) / el.Seconds()
+	res.P50ms = float64(all.ValueAtQuantile(50)) / 1000
+	res.P99ms = float64(all.ValueAtQuantile(99)) / 1000
+
+	closing.Store(true)
+	if _, err := sch.QueueDelete(queue, false, false, false); err != nil {
+		e.add("queue.delete", err)
+	}
+	if err := sch.ExchangeDelete(exchange, false, false); err != nil {
+		e.add("exchange.delete", err)
+	}
+	return res, ctx.Err()
+}
+
+// ---------------------------------------------------------------------------
+// 3. RSS per idle connection
+
+type connResult struct {
+	PerConnKiB  float64 // (RSS after - RSS before) / conns
+	ConnsPerSec float64 // opening rate (connection + one channel)
+	Errors      *errs
+}
+
+// runConns opens n connections, each with one open channel, waits for the
+// server to settle, measures its RSS against the RSS before, and closes
+// them all.
+func runConns(ctx context.Context, b *broker, n int, settle time.Duration) (connResult, error) {
+	res := connResult{Errors: &errs{}}
+	e := res.Errors
+	pid := b.pid()
+	sleepCtx(ctx, settle)
+	before := rssOf(pid)
+
+	var closing atomic.Bool
+	conns := make([]*amqp.Connection, n)
+	defer func() {
+		closing.Store(true)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 32)
+		for _, c := range conns {
+			if c == nil {
+				continue
+			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() { defer wg.Done(); c.Close(); <-sem }()
+		}
+		wg.Wait()
+	}()
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				c, err := dial(b)
+				if err != nil {
+					e.add("dial", err)
+					continue
+				}
+				watchClose(c, &closing, e, "idle")
+				if _, err := c.Channel(); err != nil {
+					e.add("channel.open", err)
+				}
+				conns[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	res.ConnsPerSec = float64(n) / time.Since(t0).Seconds()
+	sleepCtx(ctx, settle)
+	after := rssOf(pid)
+	if before == 0 || after == 0 {
+		return res, fmt.Errorf("cannot read VmRSS of PID %d", pid)
+	}
+	res.PerConnKiB = float64(after-before) / float64(n) / 1024
+	return res, ctx.Err()
+}
+
+// cpuOf returns the user+system CPU time pid has used (0 if unavailable),
+// from /proc/PID/stat in clock ticks of 1/100 s (Linux's USER_HZ).
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
