@@ -13,6 +13,9 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"substrate/bench/internal/benchkit"
+	"substrate/internal/rabbitmqtest"
 )
 
 // Load shapes.
@@ -112,7 +115,7 @@ type tpResult struct {
 func runThroughput(ctx context.Context, b *broker, n int, warmup, dur time.Duration) (tpResult, error) {
 	res := tpResult{Errors: &errs{}}
 	e := res.Errors
-	queue := "amqpbench.tp." + randomHex(4)
+	queue := "amqpbench.tp." + rabbitmqtest.RandomHex(4)
 
 	admin, err := dial(b)
 	if err != nil {
@@ -253,7 +256,7 @@ func runThroughput(ctx context.Context, b *broker, n int, warmup, dur time.Durat
 		defer close(sampleDone)
 		pid := b.pid()
 		for {
-			res.PeakRSS = max(res.PeakRSS, rssOf(pid))
+			res.PeakRSS = max(res.PeakRSS, benchkit.RSS(pid))
 			select {
 			case <-stopPub:
 				return
@@ -307,7 +310,7 @@ type rpcResult struct {
 func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResult, error) {
 	res := rpcResult{Errors: &errs{}}
 	e := res.Errors
-	tag := randomHex(4)
+	tag := rabbitmqtest.RandomHex(4)
 	exchange, queue, key := "amqpbench_rpc_"+tag, "amqpbench_rpc_server_"+tag, "amqpbench.server"
 
 	var closing atomic.Bool
@@ -487,7 +490,7 @@ func runConns(ctx context.Context, b *broker, n int, settle time.Duration) (conn
 	e := res.Errors
 	pid := b.pid()
 	sleepCtx(ctx, settle)
-	before := rssOf(pid)
+	before := benchkit.RSS(pid)
 
 	var closing atomic.Bool
 	conns := make([]*amqp.Connection, n)
@@ -533,7 +536,7 @@ func runConns(ctx context.Context, b *broker, n int, settle time.Duration) (conn
 	wg.Wait()
 	res.ConnsPerSec = float64(n) / time.Since(t0).Seconds()
 	sleepCtx(ctx, settle)
-	after := rssOf(pid)
+	after := benchkit.RSS(pid)
 	if before == 0 || after == 0 {
 		return res, fmt.Errorf("cannot read VmRSS of PID %d", pid)
 	}

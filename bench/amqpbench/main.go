@@ -45,41 +45,37 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
+
+	"substrate/bench/internal/benchkit"
+	"substrate/internal/rabbitmqtest"
 )
 
-// metric describes one reported figure.
-type metric struct {
-	key  string
-	unit string // "msgs/s", "calls/s", "conns/s" (higher is better); "ms", "KiB", "MiB", "us/msg" (lower is better)
-	goal string // goal on the ratio substrate/rabbitmq of the medians, if any
-}
-
-var metrics = []metric{
-	{"ready", "ms", ""},
-	{"idle_rss", "MiB", ""},
-	{"conn_rss", "KiB", "ratio<=0.25"},
-	{"conn_open", "conns/s", ""},
-	{"tp1", "msgs/s", "ratio>=2.0"},
-	{"tp1_pub", "msgs/s", ""},
-	{"tp4", "msgs/s", "ratio>=2.0"},
-	{"tp4_pub", "msgs/s", ""},
-	{"tp4_rss", "MiB", ""},
-	{"tp4_cpu", "us/msg", ""},
-	{"rpc_calls", "calls/s", ""},
-	{"rpc_p50", "ms", "ratio<=0.5"},
-	{"rpc_p99", "ms", ""},
+// metrics are the reported figures. Units: "msgs/s", "calls/s", "conns/s"
+// (higher is better); "ms", "KiB", "MiB", "us/msg" (lower is better). Goals
+// are on the ratio substrate/rabbitmq of the medians.
+var metrics = []benchkit.Metric{
+	{Key: "ready", Unit: "ms"},
+	{Key: "idle_rss", Unit: "MiB"},
+	{Key: "conn_rss", Unit: "KiB", Goal: "ratio<=0.25"},
+	{Key: "conn_open", Unit: "conns/s"},
+	{Key: "tp1", Unit: "msgs/s", Goal: "ratio>=2.0"},
+	{Key: "tp1_pub", Unit: "msgs/s"},
+	{Key: "tp4", Unit: "msgs/s", Goal: "ratio>=2.0"},
+	{Key: "tp4_pub", Unit: "msgs/s"},
+	{Key: "tp4_rss", Unit: "MiB"},
+	{Key: "tp4_cpu", Unit: "us/msg"},
+	{Key: "rpc_calls", Unit: "calls/s"},
+	{Key: "rpc_p50", Unit: "ms", Goal: "ratio<=0.5"},
+	{Key: "rpc_p99", Unit: "ms"},
 }
 
 // loads whose failures are reported, in order.
@@ -88,7 +84,7 @@ var loadNames = []string{"conn", "tp1", "tp4", "rpc"}
 // figures holds one target's metrics in one round (metric key -> value),
 // plus "<load>_errors" counts when something failed and "tpN_backlog"
 // (messages left in the queue when it was deleted).
-type figures map[string]float64
+type figures = benchkit.Figures
 
 type round struct {
 	Round   int                          `json:"round"`
@@ -107,67 +103,47 @@ type report struct {
 		Conns     int    `json:"conns"`
 		NoFile    uint64 `json:"nofile"`
 	} `json:"config"`
-	Rounds []round             `json:"rounds"`
-	Median map[string]figures  `json:"median"`          // target -> metric -> median
-	Ratio  map[string]float64  `json:"ratio,omitempty"` // metric -> substrate/rabbitmq (of medians)
-	Goals  map[string]goalStat `json:"goals,omitempty"`
+	Rounds []round                      `json:"rounds"`
+	Median map[string]figures           `json:"median"`          // target -> metric -> median
+	Ratio  map[string]float64           `json:"ratio,omitempty"` // metric -> substrate/rabbitmq (of medians)
+	Goals  map[string]benchkit.GoalStat `json:"goals,omitempty"`
 	// Problems are warning and error lines substrate logged.
 	Problems []string `json:"substrate_log_problems,omitempty"`
-}
-
-type goalStat struct {
-	Goal string  `json:"goal"`
-	Got  float64 `json:"got"`
-	Met  bool    `json:"met"`
 }
 
 // cleanups run before the process exits, also on fail().
 var cleanups []func()
 
 func main() {
-	subBin := flag.String("substrate", "bin/substrate", "path to the substrate binary")
+	c := benchkit.CommonFlags("each throughput and RPC load", 2*time.Second)
 	noRabbit := flag.Bool("no-rabbitmq", false, "measure substrate only")
-	rounds := flag.Int("rounds", 3, "rounds; each runs both targets, alternating which goes first")
-	dur := flag.Duration("duration", 5*time.Second, "measured duration of each throughput and RPC load")
 	nConns := flag.Int("conns", 1000, "idle connections for conn_rss")
-	quick := flag.Bool("quick", false, "smoke test: 1 round of 2s loads (unless -rounds/-duration are given)")
-	jsonOut := flag.String("json", "", "also write the results as JSON to this file")
-	flag.Parse()
+	c.Parse()
 
-	set := map[string]bool{}
-	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if *quick {
-		if !set["rounds"] {
-			*rounds = 1
-		}
-		if !set["duration"] {
-			*dur = 2 * time.Second
-		}
-	}
-	if *rounds < 1 || *dur <= 0 || *nConns < 1 {
+	if c.Rounds < 1 || c.Duration <= 0 || *nConns < 1 {
 		fail("-rounds and -conns must be >= 1 and -duration > 0")
 	}
-	if !isExecutable(*subBin) {
-		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it with `go build -o bin/substrate ./cmd/substrate`, or pass -substrate PATH)", *subBin))
+	if !benchkit.IsExecutable(c.Substrate) {
+		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it with `go build -o bin/substrate ./cmd/substrate`, or pass -substrate PATH)", c.Substrate))
 	}
-	if abs, err := filepath.Abs(*subBin); err == nil {
-		*subBin = abs // substrate runs in its temp dir
+	if abs, err := filepath.Abs(c.Substrate); err == nil {
+		c.Substrate = abs // substrate runs in its temp dir
 	}
-	warmup := min(time.Second, *dur/4)
+	warmup := min(time.Second, c.Duration/4)
 	nofile := setNoFile()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	var rep report
-	rep.Config.Substrate, rep.Config.RabbitMQ = *subBin, rabbitWrapper
-	rep.Config.Rounds, rep.Config.Duration, rep.Config.Warmup = *rounds, dur.String(), warmup.String()
+	rep.Config.Substrate, rep.Config.RabbitMQ = c.Substrate, rabbitmqtest.Wrapper
+	rep.Config.Rounds, rep.Config.Duration, rep.Config.Warmup = c.Rounds, c.Duration.String(), warmup.String()
 	rep.Config.Conns, rep.Config.NoFile = *nConns, nofile
 
 	names := []string{"substrate"}
 	var rmq *broker
 	var rmqIdle figures
-	why := rabbitAvailable()
+	why := rabbitmqtest.Available()
 	if *noRabbit {
 		why = "-no-rabbitmq"
 	}
@@ -183,34 +159,31 @@ func main() {
 		}
 		cleanups = append(cleanups, func() { rmq.stop() })
 		sleepCtx(ctx, time.Second)
-		rmqIdle = figures{"ready": ms(rmq.ready), "idle_rss": mib(rssOf(rmq.pid()))}
+		rmqIdle = figures{"ready": benchkit.Ms(rmq.ready), "idle_rss": benchkit.MiB(benchkit.RSS(rmq.pid()))}
 		fmt.Printf("ready on %s after %.1f s, beam.smp PID %d, VmRSS %.0f MiB\n",
 			rmq.addr, rmq.ready.Seconds(), rmq.pid(), rmqIdle["idle_rss"])
 		names = append(names, "rabbitmq")
 	}
-	per := 3*(*dur+warmup) + 2*time.Second + time.Duration(*nConns)*5*time.Millisecond + 6*time.Second
-	est := time.Duration(*rounds*len(names)) * per
+	per := 3*(c.Duration+warmup) + 2*time.Second + time.Duration(*nConns)*5*time.Millisecond + 6*time.Second
+	est := time.Duration(c.Rounds*len(names)) * per
 	fmt.Printf("amqpbench: %d round(s) x %d target(s), %v per load (+%v warm-up), %d idle connections, RLIMIT_NOFILE %d; about %v\n",
-		*rounds, len(names), *dur, warmup, *nConns, nofile, est.Round(time.Second))
+		c.Rounds, len(names), c.Duration, warmup, *nConns, nofile, est.Round(time.Second))
 
-	for r := 0; r < *rounds; r++ {
-		order := slices.Clone(names)
-		if r%2 == 1 {
-			slices.Reverse(order)
-		}
+	for r := 0; r < c.Rounds; r++ {
+		order := benchkit.Order(names, r)
 		rd := round{Round: r + 1, First: order[0], Results: map[string]figures{}, Errors: map[string]map[string]string{}}
 		for _, name := range order {
-			fmt.Printf("round %d/%d %-9s ... ", r+1, *rounds, name)
+			fmt.Printf("round %d/%d %-9s ... ", r+1, c.Rounds, name)
 			var f figures
 			var errs map[string]string
 			var err error
 			if name == "substrate" {
 				var probs []string
-				f, errs, probs, err = benchSubstrate(ctx, *subBin, *nConns, *dur, warmup)
+				f, errs, probs, err = benchSubstrate(ctx, c.Substrate, *nConns, c.Duration, warmup)
 				rep.Problems = append(rep.Problems, probs...)
 			} else {
 				f = figures{"ready": rmqIdle["ready"], "idle_rss": rmqIdle["idle_rss"]}
-				errs, err = benchLoads(ctx, rmq, f, *nConns, *dur, warmup)
+				errs, err = benchLoads(ctx, rmq, f, *nConns, c.Duration, warmup)
 			}
 			if err != nil {
 				fmt.Println()
@@ -233,12 +206,10 @@ func main() {
 
 	summarize(&rep, names)
 	printReport(os.Stdout, &rep, names)
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(&rep, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+	if c.JSON != "" {
+		if err := benchkit.WriteJSON(c.JSON, &rep); err != nil {
 			fail(err.Error())
 		}
-		fmt.Printf("\nwrote %s\n", *jsonOut)
 	}
 }
 
@@ -250,9 +221,9 @@ func benchSubstrate(ctx context.Context, bin string, nConns int, dur, warmup tim
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	f := figures{"ready": ms(b.ready)}
+	f := figures{"ready": benchkit.Ms(b.ready)}
 	sleepCtx(ctx, time.Second)
-	f["idle_rss"] = mib(rssOf(b.pid()))
+	f["idle_rss"] = benchkit.MiB(benchkit.RSS(b.pid()))
 	errs, err := benchLoads(ctx, b, f, nConns, dur, warmup)
 	probs := b.problems()
 	if _, serr := b.stop(); serr != nil && err == nil {
@@ -289,7 +260,7 @@ func benchLoads(ctx context.Context, b *broker, f figures, nConns int, dur, warm
 			return failures, fmt.Errorf("%s: %w (failures: %s)", load, err, tr.Errors)
 		}
 		f[load], f[load+"_pub"], f[load+"_backlog"] = tr.MsgsPerSec, tr.PubPerSec, float64(tr.Backlog)
-		f[load+"_rss"] = mib(tr.PeakRSS)
+		f[load+"_rss"] = benchkit.MiB(tr.PeakRSS)
 		f[load+"_srv_cores"], f[load+"_cli_cores"] = tr.SrvCPU, tr.CliCPU
 		if tr.MsgsPerSec > 0 {
 			f[load+"_cpu"] = tr.SrvCPU / tr.MsgsPerSec * 1e6
@@ -308,94 +279,16 @@ func benchLoads(ctx context.Context, b *broker, f figures, nConns int, dur, warm
 
 // summarize fills in medians, ratios and goal checks.
 func summarize(rep *report, names []string) {
-	rep.Median = map[string]figures{}
-	for _, name := range names {
-		m := figures{}
-		for _, mt := range metrics {
-			var xs []float64
-			for _, rd := range rep.Rounds {
-				xs = append(xs, rd.Results[name][mt.key])
-			}
-			m[mt.key] = median(xs)
-		}
-		rep.Median[name] = m
-	}
-	if len(names) < 2 {
-		return
-	}
-	sub, rmq := rep.Median["substrate"], rep.Median["rabbitmq"]
-	rep.Ratio = map[string]float64{}
-	rep.Goals = map[string]goalStat{}
-	for _, mt := range metrics {
-		if rmq[mt.key] == 0 {
-			continue
-		}
-		r := sub[mt.key] / rmq[mt.key]
-		rep.Ratio[mt.key] = r
-		var limit float64
-		switch {
-		case mt.goal == "":
-		case strings.HasPrefix(mt.goal, "ratio>="):
-			fmt.Sscan(strings.TrimPrefix(mt.goal, "ratio>="), &limit)
-			rep.Goals[mt.key] = goalStat{Goal: mt.key + " substrate/rabbitmq " + mt.goal[5:], Got: r, Met: r >= limit}
-		case strings.HasPrefix(mt.goal, "ratio<="):
-			fmt.Sscan(strings.TrimPrefix(mt.goal, "ratio<="), &limit)
-			rep.Goals[mt.key] = goalStat{Goal: mt.key + " substrate/rabbitmq " + mt.goal[5:], Got: r, Met: r <= limit}
-		}
-	}
+	rep.Median, rep.Ratio, rep.Goals = benchkit.Summarize(metrics, names, kitRounds(rep.Rounds))
 }
 
 func printReport(w io.Writer, rep *report, names []string) {
-	both := len(names) == 2
 	fmt.Fprintf(w, "\nMedians of %d round(s), %s per load, loopback; msgs/s, calls/s, conns/s: higher is better; ms, KiB, MiB, us/msg: lower is better\n\n",
 		len(rep.Rounds), rep.Config.Duration)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	if both {
-		fmt.Fprintf(tw, "%-10s\tunit\tsubstrate\trabbitmq\tsubstrate/rabbitmq\tgoal\t\n", "metric")
-	} else {
-		fmt.Fprintf(tw, "%-10s\tunit\tsubstrate\t\n", "metric")
-	}
-	for _, mt := range metrics {
-		sub := rep.Median["substrate"][mt.key]
-		if !both {
-			fmt.Fprintf(tw, "%-10s\t%s\t%s\t\n", mt.key, mt.unit, num(sub))
-			continue
-		}
-		ratio, goal := "-", ""
-		if r, ok := rep.Ratio[mt.key]; ok {
-			ratio = fmt.Sprintf("%.2f", r)
-		}
-		if g, ok := rep.Goals[mt.key]; ok {
-			goal = strings.TrimPrefix(mt.goal, "ratio") + map[bool]string{true: " ok", false: " MISS"}[g.Met]
-		}
-		fmt.Fprintf(tw, "%-10s\t%s\t%s\t%s\t%s\t%s\t\n", mt.key, mt.unit, num(sub), num(rep.Median["rabbitmq"][mt.key]), ratio, goal)
-	}
-	tw.Flush()
-
-	// Per-round figures, so the spread is visible.
-	fmt.Fprintf(w, "\nPer round (first to run: ")
-	for i, rd := range rep.Rounds {
-		fmt.Fprintf(w, "%sr%d=%s", map[bool]string{true: ", ", false: ""}[i > 0], rd.Round, rd.First)
-	}
-	fmt.Fprintf(w, ")\n\n")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	hdr := fmt.Sprintf("%-10s\t", "metric")
-	for _, name := range names {
-		for _, rd := range rep.Rounds {
-			hdr += fmt.Sprintf("%s r%d\t", name, rd.Round)
-		}
-	}
-	fmt.Fprintln(tw, hdr)
-	for _, mt := range metrics {
-		line := fmt.Sprintf("%-10s\t", mt.key)
-		for _, name := range names {
-			for _, rd := range rep.Rounds {
-				line += num(rd.Results[name][mt.key]) + "\t"
-			}
-		}
-		fmt.Fprintln(tw, line)
-	}
-	tw.Flush()
+	t := &benchkit.Table{Width: 10, Names: names, Metrics: metrics,
+		Median: rep.Median, Ratio: rep.Ratio, Goals: rep.Goals, GoalTrim: "ratio"}
+	benchkit.PrintMedians(w, t)
+	benchkit.PrintRounds(w, t, kitRounds(rep.Rounds))
 
 	failures := false
 	for _, rd := range rep.Rounds {
@@ -458,4 +351,12 @@ func runCleanups() {
 		cleanups[i]()
 	}
 	cleanups = nil
+}
+
+func kitRounds(rounds []round) []benchkit.Round {
+	var rs []benchkit.Round
+	for _, rd := range rounds {
+		rs = append(rs, benchkit.Round{Round: rd.Round, First: rd.First, Results: rd.Results})
+	}
+	return rs
 }

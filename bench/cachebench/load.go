@@ -447,7 +447,7 @@ func measureMemory(s *server, items, valueSize int) (memResult, error) {
 	time.Sleep(200 * time.Millisecond) // let the last replies' buffers settle
 	rss := s.rss()
 	if rss == 0 || s.baseRSS == 0 {
-		return m, fmt.Errorf("cannot read VmRSS of PID %d", s.cmd.Process.Pid)
+		return m, fmt.Errorf("cannot read VmRSS of PID %d", s.Cmd.Process.Pid)
 	}
 	m.DeltaMiB = float64(rss-s.baseRSS) / (1 << 20)
 	m.PerItem = float64(rss-s.baseRSS) / float64(items)

@@ -28,7 +28,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -36,8 +35,9 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
+
+	"substrate/bench/internal/benchkit"
 )
 
 // Load shapes.
@@ -55,34 +55,30 @@ const (
 	openFrac   = 0.7  // open-loop rate as a fraction of the lower closed-loop token rate
 )
 
-// metric describes one reported figure.
-type metric struct {
-	key  string
-	unit string // "ops/s", "conns/s" (higher is better); "ms", "B", "MiB" (lower is better)
-	goal string // goal on the ratio substrate/memcached of the medians, if any
-}
-
-var metrics = []metric{
-	{"ready", "ms", ""},
-	{"token_ops", "ops/s", "ratio>=0.9"},
-	{"token_p50", "ms", ""},
-	{"token_p99", "ms", "ratio<=1.2"},
-	{"oslo_ops", "ops/s", "ratio>=0.9"},
-	{"oslo_p50", "ms", ""},
-	{"oslo_p99", "ms", "ratio<=1.2"},
-	{"pipe_ops", "ops/s", "ratio>=0.9"},
-	{"churn_conns", "conns/s", "ratio>=0.9"},
-	{"churn_p99", "ms", ""},
-	{"stop", "ms", ""},
-	{"open_rate", "ops/s", ""},
-	{"open_ops", "ops/s", ""},
-	{"open_p50", "ms", ""},
-	{"open_p99", "ms", "ratio<=1.2"},
-	{"open_p999", "ms", ""},
-	{"open_late_p50", "ms", ""},
-	{"open_late_p99", "ms", ""},
-	{"mem_per_item", "B", "ratio<=1.3"},
-	{"mem_rss", "MiB", ""},
+// metrics are the reported figures. Units: "ops/s", "conns/s" (higher is
+// better); "ms", "B", "MiB" (lower is better). Goals are on the ratio
+// substrate/memcached of the medians.
+var metrics = []benchkit.Metric{
+	{Key: "ready", Unit: "ms"},
+	{Key: "token_ops", Unit: "ops/s", Goal: "ratio>=0.9"},
+	{Key: "token_p50", Unit: "ms"},
+	{Key: "token_p99", Unit: "ms", Goal: "ratio<=1.2"},
+	{Key: "oslo_ops", Unit: "ops/s", Goal: "ratio>=0.9"},
+	{Key: "oslo_p50", Unit: "ms"},
+	{Key: "oslo_p99", Unit: "ms", Goal: "ratio<=1.2"},
+	{Key: "pipe_ops", Unit: "ops/s", Goal: "ratio>=0.9"},
+	{Key: "churn_conns", Unit: "conns/s", Goal: "ratio>=0.9"},
+	{Key: "churn_p99", Unit: "ms"},
+	{Key: "stop", Unit: "ms"},
+	{Key: "open_rate", Unit: "ops/s"},
+	{Key: "open_ops", Unit: "ops/s"},
+	{Key: "open_p50", Unit: "ms"},
+	{Key: "open_p99", Unit: "ms", Goal: "ratio<=1.2"},
+	{Key: "open_p999", Unit: "ms"},
+	{Key: "open_late_p50", Unit: "ms"},
+	{Key: "open_late_p99", Unit: "ms"},
+	{Key: "mem_per_item", Unit: "B", Goal: "ratio<=1.3"},
+	{Key: "mem_rss", Unit: "MiB"},
 }
 
 // loads whose failures are reported, in order.
@@ -90,7 +86,7 @@ var loadNames = []string{"token", "oslo", "pipe", "churn", "open", "mem"}
 
 // figures holds one target's metrics in one round (metric key -> value),
 // plus "<load>_errors", "<load>_misses" and "<load>_bad" counts when nonzero.
-type figures map[string]float64
+type figures = benchkit.Figures
 
 type round struct {
 	Round    int                `json:"round"`
@@ -107,74 +103,51 @@ type report struct {
 		Duration  string `json:"duration"`
 		Warmup    string `json:"warmup"`
 	} `json:"config"`
-	Rounds []round             `json:"rounds"`
-	Median map[string]figures  `json:"median"`          // target -> metric -> median
-	Ratio  map[string]float64  `json:"ratio,omitempty"` // metric -> substrate/memcached (of medians)
-	Goals  map[string]goalStat `json:"goals,omitempty"`
-}
-
-type goalStat struct {
-	Goal string  `json:"goal"`
-	Got  float64 `json:"got"`
-	Met  bool    `json:"met"`
+	Rounds []round                      `json:"rounds"`
+	Median map[string]figures           `json:"median"`          // target -> metric -> median
+	Ratio  map[string]float64           `json:"ratio,omitempty"` // metric -> substrate/memcached (of medians)
+	Goals  map[string]benchkit.GoalStat `json:"goals,omitempty"`
 }
 
 func main() {
-	subBin := flag.String("substrate", "bin/substrate", "path to the substrate binary")
+	c := benchkit.CommonFlags("each load", time.Second)
 	mcBin := flag.String("memcached", "/usr/bin/memcached", "path to memcached (skipped if missing)")
-	rounds := flag.Int("rounds", 3, "rounds; each runs both targets, alternating which goes first")
-	dur := flag.Duration("duration", 5*time.Second, "measured duration of each load")
 	rate := flag.Float64("rate", 0, "open-loop rate in ops/s (0: 70% of the lower closed-loop token rate of the round)")
 	churnWorkers := flag.Int("churn-workers", 16, "concurrent connect-get-close workers")
-	quick := flag.Bool("quick", false, "smoke test: 1 round of 1s loads (unless -rounds/-duration are given)")
-	jsonOut := flag.String("json", "", "also write the results as JSON to this file")
-	flag.Parse()
+	c.Parse()
 
-	set := map[string]bool{}
-	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if *quick {
-		if !set["rounds"] {
-			*rounds = 1
-		}
-		if !set["duration"] {
-			*dur = time.Second
-		}
-	}
-	if *rounds < 1 || *dur <= 0 || *rate < 0 || *churnWorkers < 1 {
+	if c.Rounds < 1 || c.Duration <= 0 || *rate < 0 || *churnWorkers < 1 {
 		fail("-rounds and -churn-workers must be >= 1, -duration > 0, -rate >= 0")
 	}
-	if !isExecutable(*subBin) {
-		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it with `go build -o bin/substrate ./cmd/substrate`, or pass -substrate PATH)", *subBin))
+	if !benchkit.IsExecutable(c.Substrate) {
+		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it with `go build -o bin/substrate ./cmd/substrate`, or pass -substrate PATH)", c.Substrate))
 	}
-	targets := []target{substrateTarget(*subBin)}
-	if isExecutable(*mcBin) {
+	targets := []target{substrateTarget(c.Substrate)}
+	if benchkit.IsExecutable(*mcBin) {
 		targets = append(targets, memcachedTarget(*mcBin))
 	} else {
 		fmt.Printf("cachebench: memcached binary %q not found; measuring substrate only (no ratios)\n", *mcBin)
 	}
-	warmup := min(time.Second, *dur/5)
+	warmup := min(time.Second, c.Duration/5)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	var rep report
-	rep.Config.Substrate, rep.Config.Memcached = *subBin, *mcBin
-	rep.Config.Rounds, rep.Config.Duration, rep.Config.Warmup = *rounds, dur.String(), warmup.String()
-	est := time.Duration(*rounds*len(targets)) * (5*(*dur+warmup) + 8*time.Second)
+	rep.Config.Substrate, rep.Config.Memcached = c.Substrate, *mcBin
+	rep.Config.Rounds, rep.Config.Duration, rep.Config.Warmup = c.Rounds, c.Duration.String(), warmup.String()
+	est := time.Duration(c.Rounds*len(targets)) * (5*(c.Duration+warmup) + 8*time.Second)
 	fmt.Printf("cachebench: %d round(s) x %d target(s), %v per load (+%v warm-up), about %v in total\n",
-		*rounds, len(targets), *dur, warmup, est.Round(time.Second))
+		c.Rounds, len(targets), c.Duration, warmup, est.Round(time.Second))
 
-	for r := 0; r < *rounds; r++ {
-		order := targets
-		if r%2 == 1 && len(targets) == 2 {
-			order = []target{targets[1], targets[0]}
-		}
+	for r := 0; r < c.Rounds; r++ {
+		order := benchkit.Order(targets, r)
 		rd := round{Round: r + 1, First: order[0].name, Results: map[string]figures{}}
 		for _, t := range order {
 			rd.Results[t.name] = figures{}
 		}
 		progress := func(phase string, t target) {
-			fmt.Printf("round %d/%d %-6s %-9s ... ", r+1, *rounds, phase, t.name)
+			fmt.Printf("round %d/%d %-6s %-9s ... ", r+1, c.Rounds, phase, t.name)
 		}
 		check := func(err error, phase string, t target) {
 			if err != nil {
@@ -186,7 +159,7 @@ func main() {
 		for _, t := range order {
 			progress("closed", t)
 			f := rd.Results[t.name]
-			check(benchClosed(ctx, t, f, *dur, warmup, *churnWorkers), "closed", t)
+			check(benchClosed(ctx, t, f, c.Duration, warmup, *churnWorkers), "closed", t)
 			fmt.Printf("token %.0f/s p99 %.2f ms, oslo %.0f/s, pipe %.0f/s, churn %.0f conns/s%s\n",
 				f["token_ops"], f["token_p99"], f["oslo_ops"], f["pipe_ops"], f["churn_conns"],
 				errNote(f, "token", "oslo", "pipe", "churn"))
@@ -203,7 +176,7 @@ func main() {
 		for _, t := range order {
 			progress("open", t)
 			f := rd.Results[t.name]
-			check(benchOpen(ctx, t, f, rd.OpenRate, *dur, warmup), "open", t)
+			check(benchOpen(ctx, t, f, rd.OpenRate, c.Duration, warmup), "open", t)
 			fmt.Printf("%.0f/s offered, %.0f/s done, p50 %.2f p99 %.2f p99.9 %.2f ms (client lateness p50 %.2f p99 %.2f ms)%s\n",
 				f["open_rate"], f["open_ops"], f["open_p50"], f["open_p99"], f["open_p999"],
 				f["open_late_p50"], f["open_late_p99"], errNote(f, "open"))
@@ -224,12 +197,10 @@ func main() {
 
 	summarize(&rep, targets)
 	printReport(os.Stdout, &rep, targets)
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(&rep, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+	if c.JSON != "" {
+		if err := benchkit.WriteJSON(c.JSON, &rep); err != nil {
 			fail(err.Error())
 		}
-		fmt.Printf("\nwrote %s\n", *jsonOut)
 	}
 }
 
@@ -241,15 +212,15 @@ func withServer(ctx context.Context, t target, f figures, record bool, fn func(s
 		return err
 	}
 	if err := fn(s); err != nil {
-		s.stop()
+		s.Stop()
 		return err
 	}
-	d, err := s.stop()
+	d, err := s.Stop()
 	if err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
 	if record {
-		f["ready"], f["stop"] = ms(s.ready), ms(d)
+		f["ready"], f["stop"] = benchkit.Ms(s.Ready), benchkit.Ms(d)
 	}
 	return ctx.Err()
 }
@@ -325,94 +296,16 @@ func record(f figures, name string, res result) {
 
 // summarize fills in medians, ratios and goal checks.
 func summarize(rep *report, targets []target) {
-	rep.Median = map[string]figures{}
-	for _, t := range targets {
-		m := figures{}
-		for _, mt := range metrics {
-			var xs []float64
-			for _, rd := range rep.Rounds {
-				xs = append(xs, rd.Results[t.name][mt.key])
-			}
-			m[mt.key] = median(xs)
-		}
-		rep.Median[t.name] = m
-	}
-	if len(targets) < 2 {
-		return
-	}
-	sub, mc := rep.Median["substrate"], rep.Median["memcached"]
-	rep.Ratio = map[string]float64{}
-	rep.Goals = map[string]goalStat{}
-	for _, mt := range metrics {
-		if mc[mt.key] == 0 {
-			continue
-		}
-		r := sub[mt.key] / mc[mt.key]
-		rep.Ratio[mt.key] = r
-		var limit float64
-		switch {
-		case mt.goal == "":
-		case strings.HasPrefix(mt.goal, "ratio>="):
-			fmt.Sscan(strings.TrimPrefix(mt.goal, "ratio>="), &limit)
-			rep.Goals[mt.key] = goalStat{Goal: mt.key + " substrate/memcached " + mt.goal[5:], Got: r, Met: r >= limit}
-		case strings.HasPrefix(mt.goal, "ratio<="):
-			fmt.Sscan(strings.TrimPrefix(mt.goal, "ratio<="), &limit)
-			rep.Goals[mt.key] = goalStat{Goal: mt.key + " substrate/memcached " + mt.goal[5:], Got: r, Met: r <= limit}
-		}
-	}
+	rep.Median, rep.Ratio, rep.Goals = benchkit.Summarize(metrics, names(targets), kitRounds(rep.Rounds))
 }
 
 func printReport(w io.Writer, rep *report, targets []target) {
-	both := len(targets) == 2
 	fmt.Fprintf(w, "\nMedians of %d round(s), %s per load, loopback; ops/s, conns/s: higher is better; ms, B, MiB: lower is better\n\n",
 		len(rep.Rounds), rep.Config.Duration)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	if both {
-		fmt.Fprintf(tw, "%-13s\tunit\tsubstrate\tmemcached\tsubstrate/memcached\tgoal\t\n", "metric")
-	} else {
-		fmt.Fprintf(tw, "%-13s\tunit\tsubstrate\t\n", "metric")
-	}
-	for _, mt := range metrics {
-		sub := rep.Median["substrate"][mt.key]
-		if !both {
-			fmt.Fprintf(tw, "%-13s\t%s\t%s\t\n", mt.key, mt.unit, num(sub))
-			continue
-		}
-		ratio, goal := "-", ""
-		if r, ok := rep.Ratio[mt.key]; ok {
-			ratio = fmt.Sprintf("%.2f", r)
-		}
-		if g, ok := rep.Goals[mt.key]; ok {
-			goal = strings.TrimPrefix(mt.goal, "ratio") + map[bool]string{true: " ok", false: " MISS"}[g.Met]
-		}
-		fmt.Fprintf(tw, "%-13s\t%s\t%s\t%s\t%s\t%s\t\n", mt.key, mt.unit, num(sub), num(rep.Median["memcached"][mt.key]), ratio, goal)
-	}
-	tw.Flush()
-
-	// Per-round figures, so the spread is visible.
-	fmt.Fprintf(w, "\nPer round (first to run: ")
-	for i, rd := range rep.Rounds {
-		fmt.Fprintf(w, "%sr%d=%s", map[bool]string{true: ", ", false: ""}[i > 0], rd.Round, rd.First)
-	}
-	fmt.Fprintf(w, ")\n\n")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	hdr := fmt.Sprintf("%-13s\t", "metric")
-	for _, t := range targets {
-		for _, rd := range rep.Rounds {
-			hdr += fmt.Sprintf("%s r%d\t", t.name, rd.Round)
-		}
-	}
-	fmt.Fprintln(tw, hdr)
-	for _, mt := range metrics {
-		line := fmt.Sprintf("%-13s\t", mt.key)
-		for _, t := range targets {
-			for _, rd := range rep.Rounds {
-				line += num(rd.Results[t.name][mt.key]) + "\t"
-			}
-		}
-		fmt.Fprintln(tw, line)
-	}
-	tw.Flush()
+	t := &benchkit.Table{Width: 13, Names: names(targets), Metrics: metrics,
+		Median: rep.Median, Ratio: rep.Ratio, Goals: rep.Goals, GoalTrim: "ratio"}
+	benchkit.PrintMedians(w, t)
+	benchkit.PrintRounds(w, t, kitRounds(rep.Rounds))
 	failures := false
 	for _, rd := range rep.Rounds {
 		for _, t := range targets {
@@ -442,3 +335,21 @@ func errNote(f figures, loads ...string) string {
 	}
 	return " (FAILURES: " + strings.Join(s, ", ") + ")"
 }
+
+func names(targets []target) []string {
+	var ns []string
+	for _, t := range targets {
+		ns = append(ns, t.name)
+	}
+	return ns
+}
+
+func kitRounds(rounds []round) []benchkit.Round {
+	var rs []benchkit.Round
+	for _, rd := range rounds {
+		rs = append(rs, benchkit.Round{Round: rd.Round, First: rd.First, Results: rd.Results})
+	}
+	return rs
+}
+
+func fail(msg string) { benchkit.Fail("cachebench", msg) }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"substrate/bench/internal/benchkit"
 )
 
 const (
@@ -99,34 +101,9 @@ func runLoad(ctx context.Context, conns []*clientv3.Client, clients int, warmup,
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	res := result{Ops: len(all), OpsPerSec: float64(len(all)) / elapsed.Seconds(),
-		P50ms: ms(percentile(all, 0.50)), P99ms: ms(percentile(all, 0.99))}
+		P50ms: benchkit.Ms(benchkit.Percentile(all, 0.50)), P99ms: benchkit.Ms(benchkit.Percentile(all, 0.99))}
 	for _, e := range errs {
 		res.Errors += e
 	}
 	return res
-}
-
-// percentile returns the q-quantile (0..1) of sorted samples (nearest rank).
-func percentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(q*float64(len(sorted))+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// median of xs (mean of the two middle values for even length); 0 if empty.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }

@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -20,46 +19,38 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"substrate/bench/internal/benchkit"
 )
 
-// metric describes one reported figure.
-type metric struct {
-	key  string
-	unit string // "ops/s" (higher is better), "ms" or "MiB" (lower is better)
-	goal string // goal checked against the medians, if any
-}
-
-var metrics = []metric{
-	{"ready", "ms", "abs<=1000"},
-	{"put_c1", "ops/s", "ratio>=1.0"},
-	{"put_c1_p50", "ms", ""},
-	{"put_c1_p99", "ms", ""},
-	{"put_c100", "ops/s", "ratio>=1.0"},
-	{"put_c100_p50", "ms", ""},
-	{"put_c100_p99", "ms", ""},
-	{"range_c1", "ops/s", ""},
-	{"range_c1_p50", "ms", ""},
-	{"range_c1_p99", "ms", ""},
-	{"range_c100", "ops/s", ""},
-	{"range_c100_p50", "ms", ""},
-	{"range_c100_p99", "ms", ""},
-	{"peak_rss", "MiB", ""},
-	{"stop", "ms", ""},
+// metrics are the reported figures. Units: "ops/s" (higher is better), "ms"
+// or "MiB" (lower is better). Goals are checked against the medians.
+var metrics = []benchkit.Metric{
+	{Key: "ready", Unit: "ms", Goal: "abs<=1000"},
+	{Key: "put_c1", Unit: "ops/s", Goal: "ratio>=1.0"},
+	{Key: "put_c1_p50", Unit: "ms"},
+	{Key: "put_c1_p99", Unit: "ms"},
+	{Key: "put_c100", Unit: "ops/s", Goal: "ratio>=1.0"},
+	{Key: "put_c100_p50", Unit: "ms"},
+	{Key: "put_c100_p99", Unit: "ms"},
+	{Key: "range_c1", Unit: "ops/s"},
+	{Key: "range_c1_p50", Unit: "ms"},
+	{Key: "range_c1_p99", Unit: "ms"},
+	{Key: "range_c100", Unit: "ops/s"},
+	{Key: "range_c100_p50", Unit: "ms"},
+	{Key: "range_c100_p99", Unit: "ms"},
+	{Key: "peak_rss", Unit: "MiB"},
+	{Key: "stop", Unit: "ms"},
 }
 
 // figures holds one target's metrics in one round (metric key -> value),
 // plus "<load>_errors" counts when requests failed.
-type figures map[string]float64
+type figures = benchkit.Figures
 
-type round struct {
-	Round   int                `json:"round"`
-	First   string             `json:"first"`
-	Results map[string]figures `json:"results"` // target name -> figures
-}
+type round = benchkit.Round
 
 type report struct {
 	Config struct {
@@ -69,70 +60,47 @@ type report struct {
 		Duration  string `json:"duration"`
 		Warmup    string `json:"warmup"`
 	} `json:"config"`
-	Rounds []round             `json:"rounds"`
-	Median map[string]figures  `json:"median"`          // target -> metric -> median
-	Ratio  map[string]float64  `json:"ratio,omitempty"` // metric -> substrate/etcd (of medians)
-	Goals  map[string]goalStat `json:"goals"`
-}
-
-type goalStat struct {
-	Goal string  `json:"goal"`
-	Got  float64 `json:"got"`
-	Met  bool    `json:"met"`
+	Rounds []round                      `json:"rounds"`
+	Median map[string]figures           `json:"median"`          // target -> metric -> median
+	Ratio  map[string]float64           `json:"ratio,omitempty"` // metric -> substrate/etcd (of medians)
+	Goals  map[string]benchkit.GoalStat `json:"goals"`
 }
 
 func main() {
-	subBin := flag.String("substrate", "bin/substrate", "path to the substrate binary")
+	c := benchkit.CommonFlags("each load", time.Second)
 	etcdBin := flag.String("etcd", "/usr/bin/etcd", "path to the stand-alone etcd binary (skipped if missing)")
-	rounds := flag.Int("rounds", 3, "rounds; each runs both targets, alternating which goes first")
-	dur := flag.Duration("duration", 5*time.Second, "measured duration of each load")
-	quick := flag.Bool("quick", false, "smoke test: 1 round of 1s loads (unless -rounds/-duration are given)")
-	jsonOut := flag.String("json", "", "also write the results as JSON to this file")
-	flag.Parse()
+	c.Parse()
 
-	set := map[string]bool{}
-	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if *quick {
-		if !set["rounds"] {
-			*rounds = 1
-		}
-		if !set["duration"] {
-			*dur = time.Second
-		}
-	}
-	if *rounds < 1 || *dur <= 0 {
+	if c.Rounds < 1 || c.Duration <= 0 {
 		fail("-rounds must be >= 1 and -duration > 0")
 	}
-	if !isExecutable(*subBin) {
-		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it first, or pass -substrate PATH)", *subBin))
+	if !benchkit.IsExecutable(c.Substrate) {
+		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it first, or pass -substrate PATH)", c.Substrate))
 	}
-	targets := []target{substrateTarget(*subBin)}
-	if isExecutable(*etcdBin) {
+	targets := []target{substrateTarget(c.Substrate)}
+	if benchkit.IsExecutable(*etcdBin) {
 		targets = append(targets, etcdTarget(*etcdBin))
 	} else {
 		fmt.Printf("kvbench: etcd binary %q not found; measuring substrate only (no ratios)\n", *etcdBin)
 	}
-	warmup := min(time.Second, *dur/5)
+	warmup := min(time.Second, c.Duration/5)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	var rep report
-	rep.Config.Substrate, rep.Config.Etcd = *subBin, *etcdBin
-	rep.Config.Rounds, rep.Config.Duration, rep.Config.Warmup = *rounds, dur.String(), warmup.String()
-	est := time.Duration(*rounds*len(targets)) * (4*(*dur+warmup) + 3*time.Second)
+	rep.Config.Substrate, rep.Config.Etcd = c.Substrate, *etcdBin
+	rep.Config.Rounds, rep.Config.Duration, rep.Config.Warmup = c.Rounds, c.Duration.String(), warmup.String()
+	est := time.Duration(c.Rounds*len(targets)) * (4*(c.Duration+warmup) + 3*time.Second)
 	fmt.Printf("kvbench: %d round(s) x %d target(s), %v per load (+%v warm-up), about %v in total\n",
-		*rounds, len(targets), *dur, warmup, est.Round(time.Second))
+		c.Rounds, len(targets), c.Duration, warmup, est.Round(time.Second))
 
-	for r := 0; r < *rounds; r++ {
-		order := targets
-		if r%2 == 1 && len(targets) == 2 {
-			order = []target{targets[1], targets[0]}
-		}
+	for r := 0; r < c.Rounds; r++ {
+		order := benchkit.Order(targets, r)
 		rd := round{Round: r + 1, First: order[0].name, Results: map[string]figures{}}
 		for _, t := range order {
-			fmt.Printf("round %d/%d: %-9s ... ", r+1, *rounds, t.name)
-			f, err := benchOne(ctx, t, *dur, warmup)
+			fmt.Printf("round %d/%d: %-9s ... ", r+1, c.Rounds, t.name)
+			f, err := benchOne(ctx, t, c.Duration, warmup)
 			if err != nil {
 				fmt.Println()
 				fail(fmt.Sprintf("round %d, %s: %v", r+1, t.name, err))
@@ -146,12 +114,10 @@ func main() {
 
 	summarize(&rep, targets)
 	printReport(os.Stdout, &rep, targets)
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(&rep, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+	if c.JSON != "" {
+		if err := benchkit.WriteJSON(c.JSON, &rep); err != nil {
 			fail(err.Error())
 		}
-		fmt.Printf("\nwrote %s\n", *jsonOut)
 	}
 }
 
@@ -164,10 +130,10 @@ func benchOne(ctx context.Context, t target, dur, warmup time.Duration) (f figur
 	stopped := false
 	defer func() {
 		if !stopped {
-			srv.stop()
+			srv.Stop()
 		}
 	}()
-	f = figures{"ready": ms(srv.ready)}
+	f = figures{"ready": benchkit.Ms(srv.Ready)}
 
 	conns := make([]*clientv3.Client, 0, numConns)
 	closeConns := func() {
@@ -214,97 +180,36 @@ func benchOne(ctx context.Context, t target, dur, warmup time.Duration) (f figur
 	f["peak_rss"] = srv.peakRSSMB()
 	closeConns() // before SIGTERM, so the server need not drain them
 	stopped = true
-	d, err := srv.stop()
+	d, err := srv.Stop()
 	if err != nil {
 		return nil, fmt.Errorf("stop: %w", err)
 	}
-	f["stop"] = ms(d)
+	f["stop"] = benchkit.Ms(d)
 	return f, nil
 }
 
 // summarize fills in medians, ratios and goal checks.
 func summarize(rep *report, targets []target) {
-	rep.Median = map[string]figures{}
-	for _, t := range targets {
-		m := figures{}
-		for _, mt := range metrics {
-			var xs []float64
-			for _, rd := range rep.Rounds {
-				xs = append(xs, rd.Results[t.name][mt.key])
-			}
-			m[mt.key] = median(xs)
-		}
-		rep.Median[t.name] = m
-	}
-	rep.Goals = map[string]goalStat{}
+	rep.Median = benchkit.Medians(metrics, names(targets), rep.Rounds)
+	rep.Goals = map[string]benchkit.GoalStat{}
 	sub := rep.Median["substrate"]
-	rep.Goals["ready"] = goalStat{Goal: "substrate ready <= 1000 ms", Got: sub["ready"], Met: sub["ready"] <= 1000}
+	rep.Goals["ready"] = benchkit.GoalStat{Goal: "substrate ready <= 1000 ms", Got: sub["ready"], Met: sub["ready"] <= 1000}
 	if len(targets) < 2 {
 		return
 	}
-	rep.Ratio = map[string]float64{}
-	for _, mt := range metrics {
-		if e := rep.Median["etcd"][mt.key]; e != 0 {
-			rep.Ratio[mt.key] = sub[mt.key] / e
-		}
-	}
+	rep.Ratio = benchkit.Ratios(metrics, sub, rep.Median["etcd"])
 	for _, k := range []string{"put_c1", "put_c100"} {
-		rep.Goals[k] = goalStat{Goal: k + " ratio substrate/etcd >= 1.0", Got: rep.Ratio[k], Met: rep.Ratio[k] >= 1.0}
+		rep.Goals[k] = benchkit.GoalStat{Goal: k + " ratio substrate/etcd >= 1.0", Got: rep.Ratio[k], Met: rep.Ratio[k] >= 1.0}
 	}
 }
 
 func printReport(w io.Writer, rep *report, targets []target) {
-	both := len(targets) == 2
 	fmt.Fprintf(w, "\nMedians of %d round(s), %s per load, 1 member, loopback; ops/s: higher is better, ms/MiB: lower is better\n\n",
 		len(rep.Rounds), rep.Config.Duration)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	if both {
-		fmt.Fprintf(tw, "%-15s\tunit\tsubstrate\tetcd\tsubstrate/etcd\tgoal\t\n", "metric")
-	} else {
-		fmt.Fprintf(tw, "%-15s\tunit\tsubstrate\tgoal\t\n", "metric")
-	}
-	for _, mt := range metrics {
-		sub := rep.Median["substrate"][mt.key]
-		goal := ""
-		if g, ok := rep.Goals[mt.key]; ok {
-			goal = strings.TrimPrefix(mt.goal, "abs") + map[bool]string{true: " ok", false: " MISS"}[g.Met]
-		}
-		if both {
-			ratio := "-"
-			if r, ok := rep.Ratio[mt.key]; ok {
-				ratio = fmt.Sprintf("%.2f", r)
-			}
-			fmt.Fprintf(tw, "%-15s\t%s\t%s\t%s\t%s\t%s\t\n", mt.key, mt.unit, num(sub), num(rep.Median["etcd"][mt.key]), ratio, goal)
-		} else {
-			fmt.Fprintf(tw, "%-15s\t%s\t%s\t%s\t\n", mt.key, mt.unit, num(sub), goal)
-		}
-	}
-	tw.Flush()
-
-	// Per-round figures, so the spread is visible.
-	fmt.Fprintf(w, "\nPer round (first to run: ")
-	for i, rd := range rep.Rounds {
-		fmt.Fprintf(w, "%sr%d=%s", map[bool]string{true: ", ", false: ""}[i > 0], rd.Round, rd.First)
-	}
-	fmt.Fprintf(w, ")\n\n")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	hdr := fmt.Sprintf("%-15s\t", "metric")
-	for _, t := range targets {
-		for _, rd := range rep.Rounds {
-			hdr += fmt.Sprintf("%s r%d\t", t.name, rd.Round)
-		}
-	}
-	fmt.Fprintln(tw, hdr)
-	for _, mt := range metrics {
-		line := fmt.Sprintf("%-15s\t", mt.key)
-		for _, t := range targets {
-			for _, rd := range rep.Rounds {
-				line += num(rd.Results[t.name][mt.key]) + "\t"
-			}
-		}
-		fmt.Fprintln(tw, line)
-	}
-	tw.Flush()
+	t := &benchkit.Table{Width: 15, Names: names(targets), Metrics: metrics,
+		Median: rep.Median, Ratio: rep.Ratio, Goals: rep.Goals, GoalTrim: "abs", GoalAlone: true}
+	benchkit.PrintMedians(w, t)
+	benchkit.PrintRounds(w, t, rep.Rounds)
 	for _, rd := range rep.Rounds {
 		for _, t := range targets {
 			if n := errNote(rd.Results[t.name]); n != "" {
@@ -328,24 +233,12 @@ func errNote(f figures) string {
 	return " (failed requests: " + strings.Join(s, ", ") + ")"
 }
 
-// num formats a figure with precision suited to its size.
-func num(x float64) string {
-	switch {
-	case x >= 100:
-		return fmt.Sprintf("%.0f", x)
-	case x >= 10:
-		return fmt.Sprintf("%.1f", x)
-	default:
-		return fmt.Sprintf("%.2f", x)
+func names(targets []target) []string {
+	var ns []string
+	for _, t := range targets {
+		ns = append(ns, t.name)
 	}
+	return ns
 }
 
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
-
-func fail(msg string) {
-	fmt.Fprintln(os.Stderr, "kvbench: "+msg)
-	os.Exit(1)
-}
+func fail(msg string) { benchkit.Fail("kvbench", msg) }

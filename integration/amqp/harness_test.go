@@ -41,17 +41,13 @@ package amqpit
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,6 +55,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"substrate/internal/rabbitmqtest"
 )
 
 // python is Debian's interpreter, which has the python3-* client packages.
@@ -186,371 +184,39 @@ func (tg *target) unavailable(why string) *target {
 	return tg
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func freePorts(n int) ([]int, error) {
-	// Hold all listeners until every port is picked so they differ.
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// waitAMQP waits until addr answers the AMQP 0-9-1 protocol header with a
-// frame of type 1 (method: connection.start), or until ctx ends or exited
-// is closed.
-func waitAMQP(ctx context.Context, addr string, exited <-chan struct{}) error {
-	var last error
-	for {
-		if last = probeAMQP(addr); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s does not speak AMQP: %v", addr, last)
-		case <-exited:
-			return fmt.Errorf("broker exited before it accepted AMQP on %s", addr)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
-func waitTCP(addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func probeAMQP(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
-		return err
-	}
-	var hdr [7]byte
-	if _, err := io.ReadFull(c, hdr[:]); err != nil {
-		return err
-	}
-	if hdr[0] != 1 || hdr[1] != 0 || hdr[2] != 0 {
-		return fmt.Errorf("first frame type %d channel %d, want connection.start on channel 0", hdr[0], int(hdr[1])<<8|int(hdr[2]))
-	}
-	return nil
-}
-
-// tail is a bounded, concurrency-safe buffer for a child's output.
-type tail struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *tail) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if b.buf.Len() > 1<<20 {
-		keep := b.buf.Bytes()[b.buf.Len()-1<<19:]
-		b.buf = *bytes.NewBuffer(append([]byte(nil), keep...))
-	}
-	return len(p), nil
-}
-
-func (b *tail) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // ---------------------------------------------------------------------------
 // rabbitmq: Debian's rabbitmq-server
 
-const (
-	rabbitServerScript = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-	rabbitCtlScript    = "/usr/lib/rabbitmq/bin/rabbitmqctl"
-	epmdBinary         = "/usr/bin/epmd"
-)
-
-type rabbit struct {
-	dir      string
-	node     string
-	env      []string
-	cred     *syscall.Credential
-	cmd      *exec.Cmd
-	out      tail
-	exited   chan struct{}
-	epmdPort int
-	epmd     *exec.Cmd  // our own epmd, so that it goes when we do
-	ctlMu    sync.Mutex // one rabbitmqctl at a time: they share one dist port
-}
-
-// setupRabbitMQ starts rabbitmq-server as the rabbitmq user (Debian's
-// /usr/sbin wrapper would `su` to it; switching here instead keeps the
-// server a direct child whose PID we hold) with its node name, ports, epmd
-// and data private to this run, so that it can run next to a system
-// RabbitMQ or another test run:
-//
-//   - AMQP, Erlang distribution, epmd and rabbitmqctl's distribution ports
-//     are all free loopback ports picked now; everything listens on
-//     127.0.0.1 only.
-//   - No plugins (so no management listener on 15672).
-//   - HOME is the temp dir, so the Erlang cookie is private too.
+// setupRabbitMQ starts a private rabbitmq-server (rabbitmqtest.Start: its
+// node name, ports, epmd, cookie and data private to this run, all on
+// 127.0.0.1, no plugins) and creates the user.
 func setupRabbitMQ() *target {
-	tg := &target{name: "rabbitmq", host: "127.0.0.1", user: amqpUser, password: "pw" + randomHex(8)}
-	for _, f := range []string{"/usr/sbin/rabbitmq-server", rabbitServerScript, rabbitCtlScript, epmdBinary} {
-		if _, err := os.Stat(f); err != nil {
-			return tg.unavailable("rabbitmq-server is not installed (" + f + ")")
-		}
+	tg := &target{name: "rabbitmq", host: "127.0.0.1", user: amqpUser, password: "pw" + rabbitmqtest.RandomHex(8)}
+	if why := rabbitmqtest.Available(); why != "" {
+		return tg.unavailable(why)
 	}
-	u, err := user.Lookup("rabbitmq")
+	r, err := rabbitmqtest.Start(context.Background(), rabbitmqtest.Options{
+		Name:     "amqpit",
+		LogLevel: "info",
+		Poll:     250 * time.Millisecond,
+		Ctl: [][]string{
+			{"add_user", amqpUser, tg.password},
+			{"set_permissions", "-p", "/", amqpUser, ".*", ".*", ".*"},
+		},
+	})
 	if err != nil {
-		return tg.unavailable("no rabbitmq user: " + err.Error())
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	r := &rabbit{exited: make(chan struct{})}
-	if os.Getuid() == 0 {
-		r.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	} else if os.Getuid() != uid {
-		return tg.unavailable("rabbitmq-server must be started as root or as the rabbitmq user")
-	}
-	if err := r.start(tg); err != nil {
 		tg.fail = err.Error()
-		if r.dir != "" {
-			tg.fail += "\nrabbitmq output:\n" + lastLines(r.logs(), 40)
-		}
-		r.stop()
 		return tg
 	}
+	tg.port = r.Port
+	fmt.Fprintf(os.Stderr, "amqpit: rabbitmq %s ready on %s after %v\n", r.Node, tg.addr(), time.Since(r.StartedAt).Round(100*time.Millisecond))
 	tg.forceClose = func(ctx context.Context) (string, error) {
 		// RabbitMQ sends connection.close 320 "CONNECTION_FORCED - test".
-		return r.ctl(ctx, "close_all_connections", "test")
+		return r.Ctl(ctx, "close_all_connections", "test")
 	}
-	tg.logs = func() string { return lastLines(r.logs(), 60) }
-	tg.stop = r.stop
+	tg.logs = func() string { return rabbitmqtest.LastLines(r.Logs(60), 60) }
+	tg.stop = func() { r.Stop() }
 	return tg
-}
-
-func (r *rabbit) start(tg *target) error {
-	var err error
-	if r.dir, err = os.MkdirTemp("", "amqpit-rabbitmq-"); err != nil {
-		return err
-	}
-	// MkdirTemp makes 0700 directories; the rabbitmq user must traverse
-	// and own them. Its parent (TMPDIR, usually /tmp) must be traversable.
-	if err := os.Chmod(r.dir, 0o755); err != nil {
-		return err
-	}
-	home := filepath.Join(r.dir, "home")
-	for _, d := range []string{"home", "mnesia", "log"} {
-		if err := os.Mkdir(filepath.Join(r.dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	ports, err := freePorts(4)
-	if err != nil {
-		return err
-	}
-	tg.port = ports[0]
-	distPort, ctlPort := ports[1], ports[2]
-	r.epmdPort = ports[3]
-	files := map[string]string{
-		"enabled_plugins":     "[].\n", // no management plugin, so no 15672/15692 listeners
-		"rabbitmq.conf":       "log.console = false\nlog.file.level = info\n",
-		"home/.erlang.cookie": strings.ToUpper(randomHex(10)),
-	}
-	for name, content := range files {
-		mode := os.FileMode(0o644)
-		if strings.HasSuffix(name, "cookie") {
-			mode = 0o400
-		}
-		if err := os.WriteFile(filepath.Join(r.dir, name), []byte(content), mode); err != nil {
-			return err
-		}
-	}
-	if r.cred != nil {
-		err := filepath.Walk(r.dir, func(p string, _ os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, int(r.cred.Uid), int(r.cred.Gid))
-		})
-		if err != nil {
-			return err
-		}
-	}
-	r.node = "amqpit" + strconv.Itoa(os.Getpid()) + "@localhost"
-	loopbackDist := "-kernel inet_dist_use_interface {127,0,0,1}"
-	r.env = []string{
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=" + home,
-		"LANG=C.UTF-8",
-		"LC_ALL=C.UTF-8",
-		"RABBITMQ_NODENAME=" + r.node,
-		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
-		"RABBITMQ_NODE_PORT=" + strconv.Itoa(tg.port),
-		"RABBITMQ_DIST_PORT=" + strconv.Itoa(distPort),
-		"RABBITMQ_CTL_DIST_PORT_MIN=" + strconv.Itoa(ctlPort),
-		"RABBITMQ_CTL_DIST_PORT_MAX=" + strconv.Itoa(ctlPort),
-		"ERL_EPMD_PORT=" + strconv.Itoa(r.epmdPort),
-		"ERL_EPMD_ADDRESS=127.0.0.1",
-		"RABBITMQ_MNESIA_BASE=" + filepath.Join(r.dir, "mnesia"),
-		"RABBITMQ_LOG_BASE=" + filepath.Join(r.dir, "log"),
-		"RABBITMQ_CONFIG_FILE=" + filepath.Join(r.dir, "rabbitmq.conf"),
-		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(r.dir, "advanced.config"),
-		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(r.dir, "enabled_plugins"),
-		"RABBITMQ_PID_FILE=" + filepath.Join(r.dir, "rabbitmq.pid"),
-		"RABBITMQ_CONF_ENV_FILE=" + filepath.Join(r.dir, "rabbitmq-env.conf"), // absent: ignore /etc's
-		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=" + loopbackDist,
-		"RABBITMQ_CTL_ERL_ARGS=" + loopbackDist,
-	}
-	// Run epmd ourselves, in the foreground on the private port: erl would
-	// otherwise start a daemon one that outlives this run.
-	r.epmd = exec.Command(epmdBinary, "-port", strconv.Itoa(r.epmdPort), "-address", "127.0.0.1")
-	r.epmd.Env = r.env
-	r.epmd.Stdout, r.epmd.Stderr = &r.out, &r.out
-	r.epmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := r.epmd.Start(); err != nil {
-		r.epmd = nil
-		return fmt.Errorf("starting epmd: %w", err)
-	}
-	if err := waitTCP(net.JoinHostPort("127.0.0.1", strconv.Itoa(r.epmdPort)), 10*time.Second); err != nil {
-		return fmt.Errorf("epmd: %w", err)
-	}
-
-	r.cmd = exec.Command(rabbitServerScript)
-	r.cmd.Dir = r.dir
-	r.cmd.Env = r.env
-	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
-	// Pdeathsig: if this test binary dies (say, -timeout), the wrapper
-	// script gets SIGTERM and stops the Erlang VM.
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred, Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	t0 := time.Now()
-	if err := r.cmd.Start(); err != nil {
-		return fmt.Errorf("starting rabbitmq-server: %w", err)
-	}
-	go func() { r.cmd.Wait(); close(r.exited) }()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	if err := waitAMQP(ctx, tg.addr(), r.exited); err != nil {
-		return err
-	}
-	// The listener opens before boot is complete; await_startup makes the
-	// CLI commands below reliable.
-	for _, args := range [][]string{
-		{"await_startup", "--timeout", "60"},
-		{"add_user", amqpUser, tg.password},
-		{"set_permissions", "-p", "/", amqpUser, ".*", ".*", ".*"},
-	} {
-		if out, err := r.ctl(ctx, args...); err != nil {
-			return fmt.Errorf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	fmt.Fprintf(os.Stderr, "amqpit: rabbitmq %s ready on %s after %v\n", r.node, tg.addr(), time.Since(t0).Round(100*time.Millisecond))
-	return nil
-}
-
-// ctl runs rabbitmqctl against the node, as the rabbitmq user with the
-// node's private HOME (cookie) and ports.
-func (r *rabbit) ctl(ctx context.Context, args ...string) (string, error) {
-	r.ctlMu.Lock()
-	defer r.ctlMu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, rabbitCtlScript, append([]string{"-n", r.node}, args...)...)
-	cmd.Dir = r.dir
-	cmd.Env = r.env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func (r *rabbit) logs() string {
-	s := r.out.String()
-	matches, _ := filepath.Glob(filepath.Join(r.dir, "log", "*.log"))
-	for _, m := range matches {
-		b, _ := os.ReadFile(m)
-		s += "\n== " + filepath.Base(m) + "\n" + lastLines(string(b), 60)
-	}
-	return s
-}
-
-// stop shuts the node down (rabbitmqctl stop, then SIGTERM and SIGKILL to
-// the process group started here), stops our epmd and removes the
-// directory.
-func (r *rabbit) stop() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		select {
-		case <-r.exited:
-		default:
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			r.ctl(ctx, "stop")
-			cancel()
-			select {
-			case <-r.exited:
-			case <-time.After(20 * time.Second):
-				syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
-				select {
-				case <-r.exited:
-				case <-time.After(10 * time.Second):
-					syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-					<-r.exited
-				}
-			}
-		}
-	}
-	if r.epmd != nil {
-		r.epmd.Process.Kill()
-		r.epmd.Wait()
-	}
-	if r.dir != "" {
-		os.RemoveAll(r.dir)
-	}
 }
 
 // ---------------------------------------------------------------------------
@@ -565,7 +231,7 @@ type substrate struct {
 	dataDir  string
 	ports    map[string]int
 	cmd      *exec.Cmd
-	out      tail
+	out      rabbitmqtest.Tail
 	ready    chan struct{}
 	exited   chan struct{}
 	waitErr  error
@@ -583,7 +249,7 @@ type substrate struct {
 // P, and creates the user with `substrate ctl add_user` and
 // `substrate ctl set_permissions` (rabbitmqctl's commands, DESIGN.md).
 func setupSubstrate() *target {
-	tg := &target{name: "substrate", host: "127.0.0.1", user: amqpUser, password: "pw" + randomHex(8)}
+	tg := &target{name: "substrate", host: "127.0.0.1", user: amqpUser, password: "pw" + rabbitmqtest.RandomHex(8)}
 	s := &substrate{ready: make(chan struct{}), exited: make(chan struct{})}
 	var err error
 	if s.tmp, err = os.MkdirTemp("", "amqpit-substrate-"); err != nil {
@@ -595,7 +261,7 @@ func setupSubstrate() *target {
 		tg.fail = err.Error()
 		return tg
 	}
-	ports, err := freePorts(4)
+	ports, err := rabbitmqtest.FreePorts(4)
 	if err != nil {
 		tg.fail = err.Error()
 		return tg
@@ -639,10 +305,10 @@ func setupSubstrate() *target {
 	select {
 	case <-s.ready:
 	case <-s.exited:
-		tg.fail = fmt.Sprintf("substrate exited before it was ready (%v):\n%s", s.waitErr, lastLines(s.out.String(), 40))
+		tg.fail = fmt.Sprintf("substrate exited before it was ready (%v):\n%s", s.waitErr, rabbitmqtest.LastLines(s.out.String(), 40))
 		return tg
 	case <-time.After(60 * time.Second):
-		tg.fail = "substrate not ready after 60s:\n" + lastLines(s.out.String(), 40)
+		tg.fail = "substrate not ready after 60s:\n" + rabbitmqtest.LastLines(s.out.String(), 40)
 		return tg
 	}
 	s.lineMu.Lock()
@@ -657,8 +323,8 @@ func setupSubstrate() *target {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := waitAMQP(ctx, tg.addr(), s.exited); err != nil {
-		tg.fail = err.Error() + "\n" + lastLines(s.out.String(), 40)
+	if err := rabbitmqtest.WaitAMQP(ctx, tg.addr(), s.exited, 250*time.Millisecond); err != nil {
+		tg.fail = err.Error() + "\n" + rabbitmqtest.LastLines(s.out.String(), 40)
 		return tg
 	}
 	for _, args := range [][]string{
@@ -673,7 +339,7 @@ func setupSubstrate() *target {
 	tg.forceClose = func(ctx context.Context) (string, error) {
 		return s.ctl(ctx, "close_all_connections", "test")
 	}
-	tg.logs = func() string { return lastLines(s.out.String(), 60) }
+	tg.logs = func() string { return rabbitmqtest.LastLines(s.out.String(), 60) }
 	fmt.Fprintf(os.Stderr, "amqpit: substrate ready on %s after %v\n", tg.addr(), time.Since(t0).Round(100*time.Millisecond))
 	return tg
 }
@@ -819,7 +485,7 @@ func runPyInteractive(t *testing.T, tg *target, timeout time.Duration, hook onLi
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	var stderr tail
+	var stderr rabbitmqtest.Tail
 	cmd.Stderr = &stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -854,7 +520,7 @@ func runPyInteractive(t *testing.T, tg *target, timeout time.Duration, hook onLi
 	res.elapsed = time.Since(t0)
 	res.stderr = stderr.String()
 	dump := func() string {
-		return fmt.Sprintf("stdout:\n%s\nstderr (tail):\n%s", strings.Join(res.lines, "\n"), lastLines(res.stderr, 60))
+		return fmt.Sprintf("stdout:\n%s\nstderr (tail):\n%s", strings.Join(res.lines, "\n"), rabbitmqtest.LastLines(res.stderr, 60))
 	}
 	if hookErr != nil {
 		t.Fatalf("%s: %v\n%s", script, hookErr, dump())
