@@ -1,0 +1,710 @@
+package store
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// entry is the in-memory index of one message: 20 bytes, no pointers.
+// Its ID is the segment's firstID plus its index in segment.ents.
+type entry struct {
+	off, size  uint32
+	queue      uint32 // index into Disk.qnames
+	deliveries uint32
+	flags      uint8
+}
+
+const (
+	eAcked       = 1
+	eRedelivered = 2
+)
+
+// segment is one segment file and its ack file. Fields up to f are
+// guarded by Disk.mu; ackf and ackSize belong to the committer (and to
+// Open before it starts).
+type segment struct {
+	num     uint64
+	path    string
+	firstID ID
+	ents    []entry
+	live    int
+	size    int64 // bytes appended, pending ones included
+	written int64 // bytes the committer has written to f (readable)
+	sealed  bool  // no more appends: a later segment exists
+	dead    bool  // all acknowledged: queued for removal, out of Disk.segs
+	removed bool  // files removed; f is closed when refs drops to 0
+	refs    int   // Reads in progress on f
+	f       *os.File
+
+	ackf    *os.File
+	ackSize int64
+}
+
+func (g *segment) ackPath() string { return g.path[:len(g.path)-len(".seg")] + ".ack" }
+
+// chunk is bytes to write to one segment at off.
+type chunk struct {
+	seg  *segment
+	off  int64
+	buf  []byte
+	nrec int
+}
+
+type idLists struct{ acked, delivered []ID }
+
+// batch is what one commit cycle writes.
+type batch struct {
+	chunks []chunk
+	commit *Commit
+	bytes  int
+	start  time.Time // clock time of the first append
+	acks   map[*segment]*idLists
+	dead   []*segment
+}
+
+func (b *batch) empty() bool { return len(b.chunks) == 0 && len(b.acks) == 0 && len(b.dead) == 0 }
+
+// Disk is the segment-log Log. See the package documentation.
+type Disk struct {
+	cfg   Config
+	clock Clock
+	log   *slog.Logger
+	lockf *os.File
+	dirf  *os.File
+
+	wake    chan struct{} // an append, ack or delete is pending (cap 1)
+	full    chan struct{} // MaxBatchBytes reached (cap 1)
+	quit    chan struct{} // closed by Close
+	stopped chan struct{} // closed when the committer returns
+
+	mu       sync.Mutex
+	space    *sync.Cond // appenders waiting for MaxPendingBytes
+	segs     []*segment // live segments in order, tail last
+	tail     *segment
+	nextID   ID
+	live     int
+	queues   map[string]uint32
+	qnames   []string
+	pend     batch
+	inflight *batch
+	spare    [][]byte // written chunk buffers, for reuse
+	closing  bool
+	crashed  bool // tests: stop without writing what is pending
+	failed   error
+}
+
+// Open opens (creating if needed) the store in cfg.Dir, recovers it and
+// starts its committer. The directory is locked against a second Open.
+func Open(cfg Config) (*Disk, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Disk{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, queues: map[string]uint32{}, nextID: 1,
+		wake: make(chan struct{}, 1), full: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{})}
+	if s.clock == nil {
+		s.clock = realClock{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.space = sync.NewCond(&s.mu)
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	lf, err := os.OpenFile(filepath.Join(cfg.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("store: %s is in use: %w", cfg.Dir, err)
+	}
+	s.lockf = lf
+	if s.dirf, err = os.Open(cfg.Dir); err == nil {
+		err = s.recover()
+	}
+	if err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	go s.run()
+	return s, nil
+}
+
+func (s *Disk) sync(f *os.File) error {
+	if s.cfg.SyncFile != nil {
+		return s.cfg.SyncFile(f)
+	}
+	return f.Sync()
+}
+
+func (s *Disk) segPath(num uint64) string {
+	return filepath.Join(s.cfg.Dir, fmt.Sprintf("%020d.seg", num))
+}
+
+func (s *Disk) queueLocked(name string) uint32 {
+	q, ok := s.queues[name]
+	if !ok {
+		q = uint32(len(s.qnames))
+		s.queues[name] = q
+		s.qnames = append(s.qnames, name)
+	}
+	return q
+}
+
+func (s *Disk) signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Disk) usableLocked() error {
+	if s.closing {
+		return ErrClosed
+	}
+	return s.failed
+}
+
+// Append implements Log.
+func (s *Disk) Append(m *Message) (ID, *Commit, error) {
+	psize := messageSize(m)
+	if psize > maxPayload {
+		return 0, nil, ErrTooLarge
+	}
+	rsize := headerSize + psize
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.pend.bytes > 0 && s.pend.bytes+rsize > s.cfg.MaxPendingBytes && s.usableLocked() == nil {
+		s.space.Wait()
+	}
+	if err := s.usableLocked(); err != nil {
+		return 0, nil, err
+	}
+	if s.tail.size > fileHeaderSize && s.tail.size+int64(rsize) > s.cfg.SegmentSize {
+		s.rotateLocked()
+	}
+	t := s.tail
+	c := s.chunkLocked(t)
+	typ := byte(typeMessage)
+	if c.nrec == 0 {
+		typ |= flagBatch // first record of this write
+	}
+	c.nrec++
+	id := s.nextID
+	s.nextID++
+	off := t.size
+	c.buf = appendRecord(c.buf, typ, psize, func(b []byte) []byte { return appendMessage(b, id, m) })
+	t.size += int64(rsize)
+	var fl uint8
+	if m.Redelivered {
+		fl = eRedelivered
+	}
+	t.ents = append(t.ents, entry{off: uint32(off), size: uint32(rsize), queue: s.queueLocked(m.Queue),
+		deliveries: m.Deliveries, flags: fl})
+	t.live++
+	s.live++
+	s.pend.bytes += rsize
+	if s.pend.commit == nil {
+		s.pend.commit = newCommit()
+		s.pend.start = s.clock.Now()
+	}
+	s.signal(s.wake)
+	if s.pend.bytes >= s.cfg.MaxBatchBytes {
+		s.signal(s.full)
+	}
+	return id, s.pend.commit, nil
+}
+
+// chunkLocked returns the pending chunk of t, starting one (with the file
+// header if t is new).
+func (s *Disk) chunkLocked(t *segment) *chunk {
+	if n := len(s.pend.chunks); n > 0 && s.pend.chunks[n-1].seg == t {
+		return &s.pend.chunks[n-1]
+	}
+	c := chunk{seg: t, off: t.size}
+	if n := len(s.spare); n > 0 {
+		c.buf, s.spare = s.spare[n-1], s.spare[:n-1]
+	}
+	if t.size == 0 {
+		c.buf = append(c.buf, segMagic[:]...)
+		t.size = fileHeaderSize
+	}
+	s.pend.chunks = append(s.pend.chunks, c)
+	return &s.pend.chunks[len(s.pend.chunks)-1]
+}
+
+func (s *Disk) rotateLocked() {
+	old := s.tail
+	old.sealed = true
+	s.tail = &segment{num: old.num + 1, path: s.segPath(old.num + 1), firstID: s.nextID}
+	s.segs = append(s.segs, s.tail)
+	if old.live == 0 {
+		s.deadLocked(old)
+	}
+}
+
+// deadLocked takes g, sealed and fully acknowledged, out of the index and
+// queues its removal.
+func (s *Disk) deadLocked(g *segment) {
+	g.dead = true
+	segs := make([]*segment, 0, len(s.segs))
+	for _, x := range s.segs {
+		if x != g {
+			segs = append(segs, x)
+		}
+	}
+	s.segs = segs
+	delete(s.pend.acks, g)
+	s.pend.dead = append(s.pend.dead, g)
+	s.signal(s.wake)
+}
+
+// findLocked returns the live entry of id.
+func (s *Disk) findLocked(id ID) (*segment, *entry) {
+	i := sort.Search(len(s.segs), func(i int) bool { return s.segs[i].firstID > id }) - 1
+	if i < 0 {
+		return nil, nil
+	}
+	g := s.segs[i]
+	k := uint64(id - g.firstID)
+	if k >= uint64(len(g.ents)) || g.ents[k].flags&eAcked != 0 {
+		return nil, nil
+	}
+	return g, &g.ents[k]
+}
+
+func (s *Disk) idsLocked(g *segment) *idLists {
+	if s.pend.acks == nil {
+		s.pend.acks = map[*segment]*idLists{}
+	}
+	l := s.pend.acks[g]
+	if l == nil {
+		l = &idLists{}
+		s.pend.acks[g] = l
+	}
+	return l
+}
+
+// Ack implements Log.
+func (s *Disk) Ack(id ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked(); err != nil {
+		return err
+	}
+	g, e := s.findLocked(id)
+	if e == nil {
+		return ErrNotFound
+	}
+	s.ackLocked(g, e, id)
+	s.signal(s.wake)
+	return nil
+}
+
+func (s *Disk) ackLocked(g *segment, e *entry, id ID) {
+	e.flags |= eAcked
+	g.live--
+	s.live--
+	if g.live == 0 && g.sealed {
+		s.deadLocked(g)
+		return
+	}
+	l := s.idsLocked(g)
+	l.acked = append(l.acked, id)
+}
+
+// Delivered implements Log.
+func (s *Disk) Delivered(id ID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked(); err != nil {
+		return err
+	}
+	g, e := s.findLocked(id)
+	if e == nil {
+		return ErrNotFound
+	}
+	e.flags |= eRedelivered
+	e.deliveries++
+	l := s.idsLocked(g)
+	l.delivered = append(l.delivered, id)
+	s.signal(s.wake)
+	return nil
+}
+
+// DropQueue implements Log.
+func (s *Disk) DropQueue(queue string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked(); err != nil {
+		return 0, err
+	}
+	q, ok := s.queues[queue]
+	if !ok {
+		return 0, nil
+	}
+	n := 0
+	for _, g := range s.segs { // deadLocked replaces s.segs, not this array
+		for i := range g.ents {
+			if e := &g.ents[i]; e.queue == q && e.flags&eAcked == 0 {
+				s.ackLocked(g, e, g.firstID+ID(i))
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		s.signal(s.wake)
+	}
+	return n, nil
+}
+
+// Recover implements Log.
+func (s *Disk) Recover(fn func(Entry) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return ErrClosed
+	}
+	for _, g := range s.segs {
+		for i, e := range g.ents {
+			if e.flags&eAcked != 0 {
+				continue
+			}
+			err := fn(Entry{ID: g.firstID + ID(i), Queue: s.qnames[e.queue], Redelivered: e.flags&eRedelivered != 0,
+				Deliveries: e.deliveries, Size: int(e.size)})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Len implements Log.
+func (s *Disk) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live
+}
+
+// Read implements Log. A message still waiting for the committer is
+// copied from memory; others are read from the segment file without
+// holding the lock.
+func (s *Disk) Read(id ID) (*Message, error) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	g, e := s.findLocked(id)
+	if e == nil {
+		s.mu.Unlock()
+		return nil, ErrNotFound
+	}
+	off, size := int64(e.off), int(e.size)
+	buf := make([]byte, size)
+	if off+int64(size) <= g.written {
+		g.refs++
+		f := g.f
+		s.mu.Unlock()
+		_, err := f.ReadAt(buf, off)
+		s.mu.Lock()
+		if g.refs--; g.refs == 0 && g.removed {
+			f.Close()
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("store: read %s at %d: %w", g.path, off, err)
+		}
+	} else {
+		found := false
+		for _, b := range []*batch{s.inflight, &s.pend} {
+			if b == nil {
+				continue
+			}
+			for _, c := range b.chunks {
+				if c.seg == g && off >= c.off && off+int64(size) <= c.off+int64(len(c.buf)) {
+					copy(buf, c.buf[off-c.off:])
+					found = true
+				}
+			}
+		}
+		failed := s.failed
+		s.mu.Unlock()
+		if !found { // its write failed
+			return nil, cmp.Or(failed, fmt.Errorf("store: message %d not found in pending writes", id))
+		}
+	}
+	typ, p, n, err := decodeRecord(buf)
+	if err == nil && (n != size || typ&typeMask != typeMessage) {
+		err = errType
+	}
+	var m *Message
+	var got ID
+	if err == nil {
+		got, m, err = decodeMessage(p, true)
+	}
+	if err == nil && got != id {
+		err = fmt.Errorf("record holds message %d", got)
+	}
+	if err != nil {
+		return nil, &CorruptError{File: g.path, Offset: off, Err: err}
+	}
+	return m, nil
+}
+
+// Close implements Log.
+func (s *Disk) Close() error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		<-s.stopped
+		return nil
+	}
+	s.closing = true
+	close(s.quit)
+	s.space.Broadcast()
+	s.mu.Unlock()
+	<-s.stopped
+	s.closeFiles()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	return nil
+}
+
+// crash stops the store as a crash would, for tests: what is pending is
+// never written, nothing more is synced, files are just closed.
+func (s *Disk) crash() {
+	s.mu.Lock()
+	s.closing, s.crashed = true, true
+	close(s.quit)
+	s.space.Broadcast()
+	s.mu.Unlock()
+	<-s.stopped
+	s.closeFiles()
+}
+
+func (s *Disk) closeFiles() {
+	s.mu.Lock()
+	for _, g := range append(s.segs, s.pend.dead...) {
+		s.closeSegLocked(g)
+	}
+	s.segs, s.pend.dead = nil, nil
+	s.mu.Unlock()
+	if s.dirf != nil {
+		s.dirf.Close()
+	}
+	if s.lockf != nil {
+		s.lockf.Close() // releases the flock
+	}
+}
+
+// closeSegLocked closes g's files (Close, or a failed store); a Read in
+// progress closes f when it is done.
+func (s *Disk) closeSegLocked(g *segment) {
+	if g.f != nil && !g.removed && g.refs == 0 {
+		g.f.Close()
+	}
+	g.removed = true
+	if g.ackf != nil {
+		g.ackf.Close()
+		g.ackf = nil
+	}
+}
+
+// run is the committer: it takes the pending batch, writes and syncs it,
+// then completes its Commit. Appends made meanwhile form the next batch.
+func (s *Disk) run() {
+	defer close(s.stopped)
+	for {
+		s.mu.Lock()
+		for s.pend.empty() && !s.closing {
+			s.mu.Unlock()
+			select {
+			case <-s.wake:
+			case <-s.quit:
+			}
+			s.mu.Lock()
+		}
+		if s.crashed || (s.pend.empty() && s.closing) {
+			c := s.pend.commit
+			s.pend = batch{}
+			s.mu.Unlock()
+			if c != nil {
+				c.complete(ErrClosed)
+			}
+			return
+		}
+		if d := s.cfg.MaxBatchDelay; d > 0 && !s.closing {
+			select {
+			case <-s.full: // stale
+			default:
+			}
+			if s.pend.bytes < s.cfg.MaxBatchBytes {
+				wait := d - s.clock.Now().Sub(s.pend.start)
+				if s.pend.commit == nil {
+					wait = d // acks only: no appender is waiting
+				}
+				s.mu.Unlock()
+				if wait > 0 {
+					select {
+					case <-s.clock.After(wait):
+					case <-s.full:
+					case <-s.quit:
+					}
+				}
+				s.mu.Lock()
+			}
+		}
+		b := s.pend
+		s.pend = batch{}
+		for g := range b.acks {
+			if g.dead {
+				delete(b.acks, g)
+			}
+		}
+		s.inflight = &b
+		err := s.failed
+		s.space.Broadcast()
+		s.mu.Unlock()
+
+		if err == nil {
+			err = s.write(&b)
+		}
+
+		s.mu.Lock()
+		if err != nil && s.failed == nil {
+			s.failed = err
+			s.space.Broadcast()
+		}
+		if err != nil {
+			for _, g := range b.dead { // never removed: just release them
+				s.closeSegLocked(g)
+			}
+		}
+		if err == nil {
+			for _, c := range b.chunks {
+				c.seg.written = max(c.seg.written, c.off+int64(len(c.buf)))
+			}
+		}
+		s.inflight = nil
+		for _, c := range b.chunks { // no Read can see them any more
+			if len(s.spare) < 4 && cap(c.buf) <= 2*s.cfg.MaxBatchBytes {
+				s.spare = append(s.spare, c.buf[:0])
+			}
+		}
+		s.mu.Unlock()
+		if b.commit != nil {
+			b.commit.complete(err)
+		}
+	}
+}
+
+// write writes and syncs b: message chunks first (each segment synced
+// before the next is created), then the ack files, then removes the dead
+// segments.
+func (s *Disk) write(b *batch) error {
+	for _, c := range b.chunks {
+		g := c.seg
+		created := false
+		if g.f == nil {
+			f, err := os.OpenFile(g.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+			if err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+			s.mu.Lock()
+			g.f = f
+			s.mu.Unlock()
+			created = true
+		}
+		if _, err := g.f.WriteAt(c.buf, c.off); err != nil {
+			return fmt.Errorf("store: write %s: %w", g.path, err)
+		}
+		if err := s.sync(g.f); err != nil {
+			return fmt.Errorf("store: sync %s: %w", g.path, err)
+		}
+		if created {
+			if err := s.sync(s.dirf); err != nil {
+				return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
+			}
+		}
+	}
+	if len(b.acks) > 0 {
+		var buf []byte
+		created := false
+		for g, l := range b.acks {
+			buf = buf[:0]
+			typ := byte(flagBatch)
+			if len(l.acked) > 0 {
+				buf = appendIDs(buf, typeAck|typ, l.acked)
+				typ = 0
+			}
+			if len(l.delivered) > 0 {
+				buf = appendIDs(buf, typeDelivered|typ, l.delivered)
+			}
+			if g.ackf == nil {
+				f, err := os.OpenFile(g.ackPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+				if err != nil {
+					return fmt.Errorf("store: %w", err)
+				}
+				g.ackf, g.ackSize, created = f, 0, true
+				buf = append(ackMagic[:len(ackMagic):len(ackMagic)], buf...)
+			}
+			if _, err := g.ackf.WriteAt(buf, g.ackSize); err != nil {
+				return fmt.Errorf("store: write %s: %w", g.ackPath(), err)
+			}
+			g.ackSize += int64(len(buf))
+			if err := s.sync(g.ackf); err != nil {
+				return fmt.Errorf("store: sync %s: %w", g.ackPath(), err)
+			}
+		}
+		if created {
+			if err := s.sync(s.dirf); err != nil {
+				return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
+			}
+		}
+	}
+	for _, g := range b.dead {
+		if err := s.remove(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// remove deletes a dead segment's files: the segment first (so a crash in
+// between cannot bring acknowledged messages back), then its ack file.
+func (s *Disk) remove(g *segment) error {
+	s.mu.Lock()
+	g.removed = true
+	if g.f != nil && g.refs == 0 {
+		g.f.Close()
+	}
+	s.mu.Unlock()
+	if g.ackf != nil {
+		g.ackf.Close()
+		g.ackf = nil
+	}
+	if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := s.sync(s.dirf); err != nil {
+		return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
+	}
+	if err := os.Remove(g.ackPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
