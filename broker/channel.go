@@ -99,7 +99,9 @@ func (ch *channel) canDeliver(cs *consumer) bool {
 }
 
 // deliver sends e to consumer cs; false if the channel closed meanwhile.
-func (ch *channel) deliver(cs *consumer, e entry) bool {
+// out, if not nil, is the message to send in place of e.m (e.m with an
+// x-delivery-count header); the delivery keeps e for a requeue.
+func (ch *channel) deliver(cs *consumer, e entry, out *message) bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed || ch.consumers[cs.tag] != cs {
@@ -112,12 +114,15 @@ func (ch *channel) deliver(cs *consumer, e entry) bool {
 	}
 	m := &amqp.BasicDeliver{ConsumerTag: cs.tag, DeliveryTag: ch.nextTag, Redelivered: e.redelivered,
 		Exchange: e.m.exchange, RoutingKey: e.m.routingKey}
-	ch.c.out.content(ch.id, m, e.m, ch.c.frameMax)
+	if out == nil {
+		out = e.m
+	}
+	ch.c.out.content(ch.id, m, out, ch.c.frameMax)
 	return true
 }
 
-// deliverGet sends basic.get-ok for e.
-func (ch *channel) deliverGet(q *Queue, e entry, noAck bool, left int) bool {
+// deliverGet sends basic.get-ok for e (out as for deliver).
+func (ch *channel) deliverGet(q *Queue, e entry, out *message, noAck bool, left int) bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.nextTag++
@@ -126,7 +131,10 @@ func (ch *channel) deliverGet(q *Queue, e entry, noAck bool, left int) bool {
 	}
 	m := &amqp.BasicGetOk{DeliveryTag: ch.nextTag, Redelivered: e.redelivered, Exchange: e.m.exchange,
 		RoutingKey: e.m.routingKey, MessageCount: uint32(left)}
-	ch.c.out.content(ch.id, m, e.m, ch.c.frameMax)
+	if out == nil {
+		out = e.m
+	}
+	ch.c.out.content(ch.id, m, out, ch.c.frameMax)
 	return true
 }
 
@@ -517,6 +525,11 @@ func (ch *channel) queueDeclare(m *amqp.QueueDeclare) *amqp.Error {
 		if err := ch.check("queue", m.Queue, permConfigure, cls, mth); err != nil {
 			return err
 		}
+		if vh.queue(m.Queue) == nil {
+			if err := ch.checkDLX(m.Queue, m.Arguments, cls, mth); err != nil {
+				return err
+			}
+		}
 		var err *amqp.Error
 		if q, err = vh.declareQueue(m, ch.c); err != nil {
 			return err
@@ -528,6 +541,26 @@ func (ch *channel) queueDeclare(m *amqp.QueueDeclare) *amqp.Error {
 		ch.c.out.method(ch.id, &amqp.QueueDeclareOk{Queue: q.name, MessageCount: uint32(n), ConsumerCount: uint32(c)})
 	}
 	return nil
+}
+
+// checkDLX is RabbitMQ's check of a new queue's dead-letter exchange
+// (rabbit_channel, before the queue is declared): the argument must be a
+// string, and the user needs read access to the queue and write access to
+// the exchange.
+func (ch *channel) checkDLX(queue string, args amqp.Table, cls, mth uint16) *amqp.Error {
+	v, ok := args["x-dead-letter-exchange"]
+	if !ok {
+		return nil
+	}
+	dlx, ok := v.(string)
+	if !ok {
+		return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid type '%s' for arg 'x-dead-letter-exchange' in %s",
+			fieldType(v), ch.vh().rs("queue", queue))
+	}
+	if err := ch.check("queue", queue, permRead, cls, mth); err != nil {
+		return err
+	}
+	return ch.check("exchange", dlx, permWrite, cls, mth)
 }
 
 func (ch *channel) queueBind(queue, exchange, key string, args amqp.Table, noWait, bind bool, cls, mth uint16) *amqp.Error {
@@ -670,11 +703,24 @@ func (ch *channel) basicConsume(m *amqp.BasicConsume) *amqp.Error {
 	if err != nil {
 		return err
 	}
+	ch.mu.Lock()
+	global := ch.globalPrefetch > 0
+	ch.mu.Unlock()
+	if global && q.quorum {
+		return amqp.NewError(amqp.NotImplemented, cls, mth, "%s does not support global qos", ch.vh().rs("queue", name))
+	}
+	var prio int64
+	if v, ok := m.Arguments["x-priority"]; ok {
+		if prio, ok = toInt(v); !ok {
+			return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid arg 'x-priority' for %s: \"expected integer, got %s\"",
+				ch.vh().rs("queue", name), fieldType(v))
+		}
+	}
 	tag := m.ConsumerTag
 	if tag == "" {
 		tag = randomName("amq.ctag")
 	}
-	cs := &consumer{tag: tag, q: q, ch: ch, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch}
+	cs := &consumer{tag: tag, q: q, ch: ch, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch, priority: prio}
 	ch.mu.Lock()
 	if ch.consumers == nil {
 		ch.consumers = map[string]*consumer{}
@@ -798,9 +844,14 @@ func (ch *channel) apply(ds []*delivery, ack, requeueIt bool) {
 	if len(ds) == 0 {
 		return
 	}
-	if !ack && requeueIt {
+	switch {
+	case !ack && requeueIt:
 		requeue(ds)
-	} else {
+	case !ack:
+		for q, l := range byQueue(ds) {
+			q.Reject(l)
+		}
+	default:
 		for q, l := range byQueue(ds) {
 			q.Ack(l)
 		}
@@ -859,7 +910,7 @@ func (ch *channel) publish() *amqp.Error {
 			return err
 		}
 	}
-	msg := &message{exchange: p.Exchange, routingKey: p.RoutingKey, props: ch.rawProps, body: ch.bodyBuf, ttl: ttl}
+	msg := &message{exchange: p.Exchange, routingKey: p.RoutingKey, props: ch.rawProps, body: ch.bodyBuf, ttl: ttl, priority: props.Priority}
 	if msg.body == nil {
 		msg.body = []byte{}
 	}
@@ -872,10 +923,12 @@ func (ch *channel) publish() *amqp.Error {
 		ch.txPubs = append(ch.txPubs, txPub{x: x, m: msg, mandatory: p.Mandatory, headers: headers})
 		return nil
 	}
-	ch.route(x, msg, p.Mandatory, headers)
+	rejected := ch.route(x, msg, p.Mandatory, headers)
 	if ch.confirm {
 		ch.publishSeq++
-		if !ch.dirty {
+		if rejected {
+			ch.nackLast()
+		} else if !ch.dirty {
 			ch.dirty = true
 			ch.c.dirty = append(ch.c.dirty, ch)
 		}
@@ -885,21 +938,40 @@ func (ch *channel) publish() *amqp.Error {
 
 // route delivers msg to the queues x routes it to; an unroutable mandatory
 // message goes back to the publisher (basic.return 312 NO_ROUTE) before
-// its confirm.
-func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp.Table) {
+// its confirm. It reports whether a queue refused the message
+// (x-overflow reject-publish): the confirm is then a basic.nack. A
+// refused message counts as routed, as in RabbitMQ.
+func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp.Table) (rejected bool) {
 	var buf [4]*Queue
 	qs := ch.vh().route(x, msg.routingKey, headers, buf[:0])
 	now := time.Now().UnixNano()
 	routed := false
 	for _, q := range qs {
-		if q.Publish(msg, now) {
+		switch q.Publish(msg, now) {
+		case pubQueued:
 			routed = true
+		case pubRejected:
+			routed, rejected = true, true
 		}
 	}
 	if !routed && mandatory {
 		ch.c.out.content(ch.id, &amqp.BasicReturn{ReplyCode: amqp.NoRoute, ReplyText: "NO_ROUTE",
 			Exchange: msg.exchange, RoutingKey: msg.routingKey}, msg, ch.c.frameMax)
 	}
+	return rejected
+}
+
+// nackLast confirms the publishes before the last one (basic.ack) and
+// refuses the last (basic.nack), at once, in order.
+func (ch *channel) nackLast() {
+	if ch.closing {
+		return
+	}
+	if prev := ch.publishSeq - 1; prev > ch.confirmed {
+		ch.c.out.method(ch.id, &amqp.BasicAck{DeliveryTag: prev, Multiple: prev-ch.confirmed > 1})
+	}
+	ch.confirmed = ch.publishSeq
+	ch.c.out.method(ch.id, &amqp.BasicNack{DeliveryTag: ch.publishSeq})
 }
 
 // flushConfirms acks every publish since the last flush, with one

@@ -47,7 +47,8 @@
 // Queues have no goroutine: a publish, an ack or a consume runs the
 // queue's code on the caller's goroutine under the queue's lock, and
 // deliveries are encoded straight into the consumer's connection buffer.
-// Timers (time.AfterFunc) run x-expires and message-TTL expiry. Accept
+// Timers (time.AfterFunc) run x-expires and message-TTL expiry (and
+// publish dead letters collected under vhost.mu, see below). Accept
 // loops run one per listener. Server.wg counts accept loops, readers and
 // writers; Shutdown waits for it.
 //
@@ -59,12 +60,41 @@
 // connection has more than outHardLimit bytes unsent (a client that does
 // not read its replies gets TCP backpressure).
 //
+// # Queue features (RabbitMQ 3.10)
+//
+// Queue arguments are validated on declare as RabbitMQ 3.10 does
+// (checkQueueArgs: its argument order, which arguments each queue type
+// takes, its reply texts; testdata/queue-args.golden). Implemented:
+//
+//   - dead-lettering (deadletter.go): x-dead-letter-exchange and
+//     -routing-key for messages rejected without requeue, expired
+//     (x-message-ttl, expiration), dropped by x-max-length(-bytes) or
+//     refused by reject-publish-dlx, and over a quorum queue's
+//     x-delivery-limit; x-death and x-first-death-* headers byte for byte
+//     as RabbitMQ writes them (testdata/dead-letter-headers.golden); the
+//     expiration property removed; cycles without a rejection broken;
+//   - x-max-length and x-max-length-bytes (ready messages, body bytes)
+//     with x-overflow drop-head, reject-publish (basic.nack to a confirming
+//     publisher) and reject-publish-dlx;
+//   - x-max-priority (priorityStore: one FIFO per priority; expiry and
+//     drop-head look at the head only, as rabbit_priority_queue);
+//   - consumer priorities (x-priority) and x-single-active-consumer
+//     (the first consumer is active; when it goes, the highest-priority,
+//     earliest one takes over);
+//   - quorum queues' delivery counting: x-delivery-count on redeliveries
+//     (always on basic.get), x-delivery-limit, no global QoS (540).
+//
+// Quorum queues are otherwise classic queues in memory: no replication,
+// no at-least-once dead-lettering.
+//
 // Publisher confirms are coalesced: the reader counts confirmable
 // publishes per channel and sends one basic.ack (multiple when it covers
 // several) when it has no more buffered input, before any other method on
 // the connection is handled, and before a channel.close. A basic.return
 // for an unroutable mandatory message is appended while the publish is
-// handled, so it always precedes its ack.
+// handled, so it always precedes its ack. A publish a queue refuses
+// (x-overflow reject-publish) is confirmed at once: basic.ack for the
+// publishes before it, then basic.nack for it.
 //
 // # Ownership and locks
 //
@@ -74,7 +104,7 @@
 //	Server.adminMu            admin changes and their Definitions writes
 //	  vhost.cfgMu             declare/delete/bind/unbind of one vhost, with their Definitions writes
 //	    vhost.mu (RW)         exchanges, queues map, bindings, routing indexes; publishers take it for reading
-//	      Queue.mu            ready messages, consumers, counters, expiry timers
+//	      Queue.mu            ready messages, consumers (active, priorities), counters, expiry timers, pending dead letters
 //	        channel.mu        delivery tags, unacked list, global prefetch, consumers map
 //	          outbound.mu     the connection's output buffer (leaf)
 //	Server.vhMu, Server.authMu, Server.connMu, conn.mu, conn.consMu
@@ -90,6 +120,14 @@
 // each target queue's lock in turn; there is no global lock on the publish
 // path. An ack takes channel.mu to remove the deliveries, releases it,
 // then takes each queue's lock to free credit and deliver more.
+//
+// Dead letters are never published under a queue's lock: a queue
+// collects them (Queue.dead) under Queue.mu and publishes them once it has
+// released it (Queue.unlock), taking vhost.mu for reading to route and
+// then each target queue's lock in turn, like a publish; a target may
+// dead-letter in turn (drop-head) the same way. Code that holds vhost.mu
+// while it takes a queue's lock (deleteQueue's checks, markDeleted) hands
+// collected dead letters to a timer goroutine (flushDeadLater) instead.
 //
 // # Errors
 //

@@ -15,24 +15,35 @@ type message struct {
 	props      []byte // raw content properties, forwarded byte for byte
 	body       []byte
 	ttl        int64 // per-message expiration in ms, -1 if none
+	priority   uint8 // priority property, 0 if none
 }
+
+// Queue limits and x-overflow modes, as RabbitMQ 3.10.
+const (
+	maxPriority              = 255 // highest x-max-priority
+	overflowDropHead         = "drop-head"
+	overflowRejectPublish    = "reject-publish"
+	overflowRejectPublishDLX = "reject-publish-dlx"
+)
 
 // entry is a message in one queue.
 type entry struct {
 	m           *message
 	expiresAt   int64 // unix nanoseconds, 0 if never
 	redelivered bool
+	returns     int64 // quorum queues: times returned (the x-delivery-count)
 }
 
-// store holds a queue's ready messages in order. memStore is the only
-// implementation in this step; a disk-backed one for persistent messages
-// will sit behind the same methods.
+// store holds a queue's ready messages in order: memStore in publish
+// order, priorityStore by priority, then publish order. A disk-backed one
+// for persistent messages will sit behind the same methods.
 type store interface {
 	push(e entry)
-	pushFront(es []entry) // es[0] becomes the head
+	pushFront(es []entry) // es[0] becomes the head (of its priority)
 	peek() (entry, bool)
 	pop() (entry, bool)
 	len() int
+	bytes() int64 // body bytes of the messages held
 	purge() int
 }
 
@@ -41,9 +52,12 @@ type memStore struct {
 	buf  []entry
 	head int
 	n    int
+	size int64 // body bytes
 }
 
 func (s *memStore) len() int { return s.n }
+
+func (s *memStore) bytes() int64 { return s.size }
 
 func (s *memStore) grow(need int) {
 	if s.n+need <= len(s.buf) {
@@ -60,6 +74,7 @@ func (s *memStore) push(e entry) {
 	s.grow(1)
 	s.buf[(s.head+s.n)%len(s.buf)] = e
 	s.n++
+	s.size += int64(len(e.m.body))
 }
 
 func (s *memStore) pushFront(es []entry) {
@@ -68,6 +83,7 @@ func (s *memStore) pushFront(es []entry) {
 		s.head = (s.head - 1 + len(s.buf)) % len(s.buf)
 		s.buf[s.head] = es[i]
 		s.n++
+		s.size += int64(len(es[i].m.body))
 	}
 }
 
@@ -86,6 +102,7 @@ func (s *memStore) pop() (entry, bool) {
 	s.buf[s.head] = entry{}
 	s.head = (s.head + 1) % len(s.buf)
 	s.n--
+	s.size -= int64(len(e.m.body))
 	if s.n == 0 && len(s.buf) > 64 {
 		s.buf, s.head = nil, 0 // give memory back after a burst
 	}
@@ -94,7 +111,82 @@ func (s *memStore) pop() (entry, bool) {
 
 func (s *memStore) purge() int {
 	n := s.n
-	s.buf, s.head, s.n = nil, 0, 0
+	s.buf, s.head, s.n, s.size = nil, 0, 0, 0
+	return n
+}
+
+// priorityStore is the store of a queue with x-max-priority: one FIFO per
+// priority 0..max; a message's priority is its priority property capped
+// at max. Higher priorities leave first, as in RabbitMQ's
+// rabbit_priority_queue (drop-head, too, takes the highest priority's
+// oldest message). Expiry, too, looks at the head only: an expired
+// message behind one of a higher priority stays until it is at the head
+// (rabbit_priority_queue:dropwhile stops at the first live head).
+type priorityStore struct {
+	levels []memStore
+	n      int
+	size   int64
+}
+
+func newPriorityStore(maxPrio int) *priorityStore {
+	return &priorityStore{levels: make([]memStore, maxPrio+1)}
+}
+
+func (s *priorityStore) level(e entry) *memStore {
+	return &s.levels[min(int(e.m.priority), len(s.levels)-1)]
+}
+
+func (s *priorityStore) push(e entry) {
+	s.level(e).push(e)
+	s.n++
+	s.size += int64(len(e.m.body))
+}
+
+func (s *priorityStore) pushFront(es []entry) {
+	// Each message goes back to the head of its priority, in order.
+	for i := len(es) - 1; i >= 0; i-- {
+		s.level(es[i]).pushFront(es[i : i+1])
+		s.n++
+		s.size += int64(len(es[i].m.body))
+	}
+}
+
+func (s *priorityStore) top() *memStore {
+	for i := len(s.levels) - 1; i >= 0; i-- {
+		if s.levels[i].n > 0 {
+			return &s.levels[i]
+		}
+	}
+	return nil
+}
+
+func (s *priorityStore) peek() (entry, bool) {
+	if l := s.top(); l != nil {
+		return l.peek()
+	}
+	return entry{}, false
+}
+
+func (s *priorityStore) pop() (entry, bool) {
+	l := s.top()
+	if l == nil {
+		return entry{}, false
+	}
+	e, _ := l.pop()
+	s.n--
+	s.size -= int64(len(e.m.body))
+	return e, true
+}
+
+func (s *priorityStore) len() int     { return s.n }
+func (s *priorityStore) bytes() int64 { return s.size }
+
+func (s *priorityStore) purge() int {
+	n := s.n
+	for i := range s.levels {
+		s.levels[i].purge()
+	}
+	s.n, s.size = 0, 0
 	return n
 }
 
@@ -105,8 +197,9 @@ type consumer struct {
 	ch        *channel
 	noAck     bool
 	exclusive bool
-	prefetch  int // per-consumer prefetch_count, 0 unlimited
-	unacked   int // guarded by q.mu
+	prefetch  int   // per-consumer prefetch_count, 0 unlimited
+	priority  int64 // x-priority consumer argument, 0 by default
+	unacked   int   // guarded by q.mu
 }
 
 // Queue is a message queue. Its state is behind mu; other code uses its
@@ -120,17 +213,26 @@ type Queue struct {
 	args       amqp.Table
 	owner      *conn // exclusive owner, nil otherwise (immutable)
 
-	expires    time.Duration // x-expires, 0 none
-	messageTTL int64         // x-message-ttl in ms, -1 none
-	maxLength  int           // x-max-length, -1 none
+	expires       time.Duration // x-expires, 0 none
+	messageTTL    int64         // x-message-ttl in ms, -1 none
+	maxLength     int           // x-max-length, -1 none
+	maxBytes      int64         // x-max-length-bytes, -1 none
+	overflow      string        // x-overflow: overflowDropHead (default), overflowRejectPublish(DLX)
+	dlx           *string       // x-dead-letter-exchange, nil none
+	dlrk          *string       // x-dead-letter-routing-key, nil: the message's own
+	sac           bool          // x-single-active-consumer
+	quorum        bool          // x-queue-type quorum: delivery counts
+	deliveryLimit int64         // quorum x-delivery-limit, -1 none
 
 	// bindings to this queue; guarded by vh.mu.
 	bindings map[*binding]struct{}
 
 	mu                sync.Mutex
 	msgs              store
-	consumers         []*consumer
+	consumers         []*consumer // in registration order
 	rr                int
+	mixedPrio         bool      // consumers have different x-priority values
+	active            *consumer // single active consumer (sac)
 	unacked           int
 	deleted           bool
 	hadConsumer       bool
@@ -139,11 +241,13 @@ type Queue struct {
 	expGen            uint64
 	ttlTimer          *time.Timer
 	ttlAt             int64
+	dead              []deadLetter // to publish once mu is released (unlock)
 }
 
 func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args amqp.Table, owner *conn) *Queue {
 	q := &Queue{vh: vh, name: name, durable: durable, exclusive: exclusive, autoDelete: autoDelete, args: args, owner: owner,
-		messageTTL: -1, maxLength: -1, bindings: map[*binding]struct{}{}, msgs: &memStore{}}
+		quorum:     args["x-queue-type"] == "quorum",
+		messageTTL: -1, maxLength: -1, maxBytes: -1, deliveryLimit: -1, overflow: overflowDropHead, bindings: map[*binding]struct{}{}, msgs: &memStore{}}
 	if v, ok := toInt(args["x-expires"]); ok && v > 0 {
 		q.expires = time.Duration(v) * time.Millisecond
 	}
@@ -152,6 +256,28 @@ func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args 
 	}
 	if v, ok := toInt(args["x-max-length"]); ok && v >= 0 {
 		q.maxLength = int(v)
+	}
+	if v, ok := toInt(args["x-max-priority"]); ok && v >= 0 && v <= maxPriority {
+		q.msgs = newPriorityStore(int(v))
+	}
+	if v, ok := toInt(args["x-max-length-bytes"]); ok && v >= 0 {
+		q.maxBytes = v
+	}
+	if v, ok := args["x-overflow"].(string); ok && (v == overflowRejectPublish || v == overflowRejectPublishDLX) {
+		q.overflow = v
+	}
+	if q.quorum && q.overflow == overflowRejectPublishDLX {
+		q.overflow = overflowDropHead // RabbitMQ 3.10.8's quorum queues do so
+	}
+	q.sac = args["x-single-active-consumer"] == true
+	if v, ok := toInt(args["x-delivery-limit"]); ok && q.quorum && v >= 0 {
+		q.deliveryLimit = v
+	}
+	if v, ok := args["x-dead-letter-exchange"].(string); ok {
+		q.dlx = &v
+	}
+	if v, ok := args["x-dead-letter-routing-key"].(string); ok {
+		q.dlrk = &v
 	}
 	return q
 }
@@ -162,7 +288,7 @@ func (q *Queue) Name() string { return q.name }
 // Info returns the queue's description and counters.
 func (q *Queue) Info() QueueInfo {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer q.unlock()
 	q.dropExpiredLocked(time.Now().UnixNano())
 	return QueueInfo{Name: q.name, Durable: q.durable, AutoDelete: q.autoDelete, Exclusive: q.exclusive,
 		Arguments: copyArgs(q.args), Messages: q.msgs.len() + q.unacked, MessagesReady: q.msgs.len(),
@@ -173,18 +299,39 @@ func (q *Queue) Info() QueueInfo {
 // reports them.
 func (q *Queue) Counts() (messages, consumers int) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer q.unlock()
 	q.dropExpiredLocked(time.Now().UnixNano())
 	return q.msgs.len(), len(q.consumers)
 }
 
-// Publish enqueues m (already routed here) and delivers what it can. It
-// returns false if the queue was deleted meanwhile.
-func (q *Queue) Publish(m *message, now int64) bool {
+// pubResult is what a queue did with a published message.
+type pubResult int
+
+const (
+	pubDeleted  pubResult = iota // the queue was deleted meanwhile
+	pubQueued                    // enqueued or delivered
+	pubRejected                  // refused by x-overflow reject-publish(-dlx)
+)
+
+// Publish enqueues m (already routed here) and delivers what it can.
+//
+// With x-max-length or x-max-length-bytes, overflow is RabbitMQ's: with
+// drop-head the oldest ready messages go (dead-lettered, reason maxlen)
+// until the queue is within its limits again; with reject-publish a
+// message that would take the queue over a limit is refused (the
+// publisher gets basic.nack), and with reject-publish-dlx it is also
+// dead-lettered.
+func (q *Queue) Publish(m *message, now int64) pubResult {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer q.unlock()
 	if q.deleted {
-		return false
+		return pubDeleted
+	}
+	if q.overflow != overflowDropHead && q.refuseLocked(m) {
+		if q.overflow == overflowRejectPublishDLX {
+			q.dropLocked(entry{m: m}, reasonMaxlen)
+		}
+		return pubRejected
 	}
 	e := entry{m: m}
 	ttl := m.ttl
@@ -198,24 +345,44 @@ func (q *Queue) Publish(m *message, now int64) bool {
 	// as in RabbitMQ.
 	if q.msgs.len() == 0 {
 		if c := q.nextConsumerLocked(); c != nil && q.deliverLocked(c, e) {
-			return true
+			return pubQueued
 		}
 		if ttl == 0 {
-			return true // expired at once
+			q.dropLocked(e, reasonExpired) // expired at once
+			return pubQueued
 		}
 	}
 	q.msgs.push(e)
-	if q.maxLength >= 0 {
-		for q.msgs.len() > q.maxLength {
-			q.msgs.pop() // overflow drop-head
-		}
+	for q.overflow == overflowDropHead && q.overLimitLocked() {
+		h, _ := q.msgs.pop() // overflow drop-head
+		q.dropLocked(h, reasonMaxlen)
 	}
 	q.dispatchLocked()
 	q.armTTLLocked()
-	return true
+	return pubQueued
 }
 
-// dropExpiredLocked drops expired messages at the head, as RabbitMQ does.
+// overLimitLocked reports whether the ready messages exceed x-max-length
+// or x-max-length-bytes.
+func (q *Queue) overLimitLocked() bool {
+	return q.maxLength >= 0 && q.msgs.len() > q.maxLength || q.maxBytes >= 0 && q.msgs.bytes() > q.maxBytes
+}
+
+// refuseLocked reports whether reject-publish refuses m: for a classic
+// queue when enqueueing it would exceed a limit
+// (rabbit_amqqueue_process:will_overflow; a consumer waiting makes no
+// difference); for a quorum queue when the queue is already over a limit
+// (rabbit_fifo accepts the message that takes it over).
+func (q *Queue) refuseLocked(m *message) bool {
+	if q.quorum {
+		return q.overLimitLocked()
+	}
+	return q.maxLength >= 0 && q.msgs.len()+1 > q.maxLength ||
+		q.maxBytes >= 0 && q.msgs.bytes()+int64(len(m.body)) > q.maxBytes
+}
+
+// dropExpiredLocked drops (dead-letters) expired messages at the head, as
+// RabbitMQ does.
 func (q *Queue) dropExpiredLocked(now int64) {
 	for {
 		e, ok := q.msgs.peek()
@@ -223,36 +390,66 @@ func (q *Queue) dropExpiredLocked(now int64) {
 			return
 		}
 		q.msgs.pop()
+		q.dropLocked(e, reasonExpired)
 	}
 }
 
 // armTTLLocked makes sure expired head messages are dropped even when no
 // one looks at the queue, so counts stay right.
 func (q *Queue) armTTLLocked() {
-	e, ok := q.msgs.peek()
-	if !ok || e.expiresAt == 0 || q.deleted {
+	e, _ := q.msgs.peek()
+	at := e.expiresAt
+	if at == 0 || q.deleted {
 		return
 	}
-	if q.ttlTimer != nil && q.ttlAt <= e.expiresAt && q.ttlAt > 0 {
+	if q.ttlTimer != nil && q.ttlAt <= at && q.ttlAt > 0 {
 		return
 	}
 	if q.ttlTimer != nil {
 		q.ttlTimer.Stop()
 	}
-	q.ttlAt = e.expiresAt
-	d := time.Duration(e.expiresAt-time.Now().UnixNano()) + time.Millisecond
+	q.ttlAt = at
+	d := time.Duration(at-time.Now().UnixNano()) + time.Millisecond
 	q.ttlTimer = time.AfterFunc(max(d, 0), func() {
 		q.mu.Lock()
-		defer q.mu.Unlock()
+		defer q.unlock()
 		q.ttlTimer, q.ttlAt = nil, 0
 		q.dropExpiredLocked(time.Now().UnixNano())
 		q.armTTLLocked()
 	})
 }
 
-// nextConsumerLocked picks the next consumer, round-robin, that has credit.
+// nextConsumerLocked picks the consumer for the next message: with
+// x-single-active-consumer the active one, if it has credit; otherwise,
+// among the consumers with credit, one of the highest x-priority,
+// round-robin between equals (a lower priority gets messages only while
+// every higher one is blocked), as RabbitMQ's rabbit_queue_consumers.
 func (q *Queue) nextConsumerLocked() *consumer {
+	if q.sac {
+		if q.active != nil && q.active.canTake() {
+			return q.active
+		}
+		return nil
+	}
 	n := len(q.consumers)
+	if q.mixedPrio {
+		var best *consumer
+		bestIdx := 0
+		for i := 0; i < n; i++ {
+			idx := (q.rr + i) % n
+			c := q.consumers[idx]
+			if best != nil && c.priority <= best.priority {
+				continue
+			}
+			if c.canTake() {
+				best, bestIdx = c, idx
+			}
+		}
+		if best != nil {
+			q.rr = (bestIdx + 1) % n
+		}
+		return best
+	}
 	for i := 0; i < n; i++ {
 		c := q.consumers[(q.rr+i)%n]
 		if c.canTake() {
@@ -272,7 +469,11 @@ func (c *consumer) canTake() bool {
 
 // deliverLocked hands e to c; false if c's channel closed meanwhile.
 func (q *Queue) deliverLocked(c *consumer, e entry) bool {
-	if !c.ch.deliver(c, e) {
+	var out *message
+	if q.quorum && e.returns > 0 {
+		out = e.m.withHeader("x-delivery-count", e.returns)
+	}
+	if !c.ch.deliver(c, e, out) {
 		return false
 	}
 	if !c.noAck {
@@ -295,20 +496,21 @@ func (q *Queue) dispatchLocked() {
 		}
 		c := q.nextConsumerLocked()
 		if c == nil {
-			return
+			break
 		}
 		e, _ := q.msgs.pop()
 		if !q.deliverLocked(c, e) {
 			q.msgs.pushFront([]entry{e})
 		}
 	}
+	q.armTTLLocked() // for the new head
 }
 
 // Dispatch delivers what it can; called when consumers gain credit.
 func (q *Queue) Dispatch() {
 	q.mu.Lock()
 	q.dispatchLocked()
-	q.mu.Unlock()
+	q.unlock()
 }
 
 // consumeError says why Consume refused.
@@ -324,7 +526,7 @@ const (
 // to c, so the channel can send basic.consume-ok ahead of them.
 func (q *Queue) Consume(c *consumer, onAdded func()) consumeError {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer q.unlock()
 	if q.deleted {
 		return consumeGone
 	}
@@ -332,6 +534,10 @@ func (q *Queue) Consume(c *consumer, onAdded func()) consumeError {
 		return consumeExclusiveInUse
 	}
 	q.consumers = append(q.consumers, c)
+	q.consumersChangedLocked()
+	if q.sac && q.active == nil {
+		q.active = c
+	}
 	q.hadConsumer = true
 	q.exclusiveConsumer = c.exclusive
 	q.stopExpiryLocked()
@@ -342,11 +548,26 @@ func (q *Queue) Consume(c *consumer, onAdded func()) consumeError {
 	return consumeOK
 }
 
+// consumersChangedLocked notes whether consumer priorities differ.
+func (q *Queue) consumersChangedLocked() {
+	q.mixedPrio = false
+	for _, c := range q.consumers {
+		if c.priority != q.consumers[0].priority {
+			q.mixedPrio = true
+		}
+	}
+	if q.rr >= len(q.consumers) {
+		q.rr = 0
+	}
+}
+
 // Cancel removes c. It reports whether the queue should now be
-// auto-deleted (it had consumers and has none left).
+// auto-deleted (it had consumers and has none left). When the single
+// active consumer goes, the next is the one of the highest x-priority
+// registered first (RabbitMQ 3.10); it gets the ready messages.
 func (q *Queue) Cancel(c *consumer) (autoDelete bool) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer q.unlock()
 	for i, x := range q.consumers {
 		if x == c {
 			q.consumers = append(q.consumers[:i:i], q.consumers[i+1:]...)
@@ -354,6 +575,18 @@ func (q *Queue) Cancel(c *consumer) (autoDelete bool) {
 				q.exclusiveConsumer = false
 			}
 			break
+		}
+	}
+	q.consumersChangedLocked()
+	if q.active == c {
+		q.active = nil
+		for _, x := range q.consumers {
+			if q.active == nil || x.priority > q.active.priority {
+				q.active = x
+			}
+		}
+		if !q.deleted {
+			q.dispatchLocked()
 		}
 	}
 	if q.deleted || len(q.consumers) > 0 {
@@ -368,7 +601,7 @@ func (q *Queue) Cancel(c *consumer) (autoDelete bool) {
 // queue's lock with the number of messages left.
 func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer q.unlock()
 	if q.deleted {
 		return false, consumeGone
 	}
@@ -378,9 +611,17 @@ func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 	if !ok {
 		return false, consumeOK
 	}
-	if ch.deliverGet(q, e, noAck, q.msgs.len()) && !noAck {
+	var out *message
+	if q.quorum { // basic.get always has the header, 0 included
+		out = e.m.withHeader("x-delivery-count", e.returns)
+	}
+	if ch.deliverGet(q, e, out, noAck, q.msgs.len()) && !noAck {
 		q.unacked++
 	}
+	// The new head may have expired behind the one taken (a priority
+	// queue), as after RabbitMQ's fetch.
+	q.dropExpiredLocked(time.Now().UnixNano())
+	q.armTTLLocked()
 	return true, consumeOK
 }
 
@@ -388,8 +629,23 @@ func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 // requeue): it frees consumer credit and delivers more.
 func (q *Queue) Ack(ds []*delivery) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer q.unlock()
 	q.settleLocked(ds)
+	q.dispatchLocked()
+}
+
+// Reject settles deliveries rejected without requeue (basic.reject or
+// basic.nack with requeue=false): they are dead-lettered if the queue has
+// a dead-letter exchange, dropped otherwise.
+func (q *Queue) Reject(ds []*delivery) {
+	q.mu.Lock()
+	defer q.unlock()
+	q.settleLocked(ds)
+	if !q.deleted {
+		for _, d := range ds {
+			q.dropLocked(d.e, reasonRejected)
+		}
+	}
 	q.dispatchLocked()
 }
 
@@ -403,18 +659,29 @@ func (q *Queue) settleLocked(ds []*delivery) {
 }
 
 // Requeue puts deliveries back at the head of the queue, in their order,
-// marked redelivered.
+// marked redelivered. A quorum queue counts the return (any: nack or
+// reject with requeue, channel close, recover); with x-delivery-limit, a
+// message returned more than the limit is dropped or dead-lettered
+// (reason delivery_limit) instead, as RabbitMQ 3.10's rabbit_fifo.
 func (q *Queue) Requeue(ds []*delivery) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer q.unlock()
 	q.settleLocked(ds)
 	if q.deleted {
 		return
 	}
-	es := make([]entry, len(ds))
-	for i, d := range ds {
-		es[i] = d.e
-		es[i].redelivered = true
+	es := make([]entry, 0, len(ds))
+	for _, d := range ds {
+		e := d.e
+		e.redelivered = true
+		if q.quorum {
+			e.returns++
+			if q.deliveryLimit >= 0 && e.returns > q.deliveryLimit {
+				q.dropLocked(e, reasonDeliveryLimit)
+				continue
+			}
+		}
+		es = append(es, e)
 	}
 	q.msgs.pushFront(es)
 	q.dispatchLocked()
@@ -435,8 +702,9 @@ func (q *Queue) markDeleted() (count int, cs []*consumer) {
 	defer q.mu.Unlock()
 	q.deleted = true
 	cs = q.consumers
-	q.consumers = nil
+	q.consumers, q.active = nil, nil
 	count = q.msgs.purge()
+	q.flushDeadLater()
 	q.stopExpiryLocked()
 	if q.ttlTimer != nil {
 		q.ttlTimer.Stop()
@@ -450,6 +718,7 @@ func (q *Queue) usage() (messages, consumers int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.dropExpiredLocked(time.Now().UnixNano())
+	q.flushDeadLater() // the caller holds vhost.mu
 	return q.msgs.len(), len(q.consumers)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -296,17 +297,53 @@ var queueArgsCompared = []string{
 	"x-stream-max-segment-size-bytes",
 }
 
-// checkQueueArgs validates the arguments RabbitMQ validates.
+// queueTypeArgs are the x-arguments each queue type takes
+// (rabbit_*_queue:capabilities in RabbitMQ 3.10). An argument another
+// type takes is refused; arguments no type knows are accepted.
+var queueTypeArgs = map[string][]string{
+	"classic": {"x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+		"x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode",
+		"x-single-active-consumer", "x-queue-type", "x-queue-master-locator", "x-queue-version"},
+	"quorum": {"x-dead-letter-exchange", "x-dead-letter-routing-key", "x-dead-letter-strategy",
+		"x-expires", "x-max-length", "x-max-length-bytes", "x-max-in-memory-length",
+		"x-max-in-memory-bytes", "x-overflow", "x-single-active-consumer", "x-queue-type",
+		"x-quorum-initial-group-size", "x-delivery-limit", "x-message-ttl", "x-queue-leader-locator"},
+	"stream": {"x-queue-type", "x-max-length-bytes", "x-max-age", "x-stream-max-segment-size-bytes",
+		"x-initial-cluster-size", "x-queue-leader-locator"},
+}
+
+// declareArgs are the arguments RabbitMQ 3.10 checks on declare, in its
+// order (rabbit_amqqueue:declare_args); typedOnly are those only a queue
+// type checks (after these).
+var (
+	declareArgs = []string{"x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+		"x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
+		"x-max-priority", "x-overflow", "x-queue-mode", "x-queue-version", "x-single-active-consumer",
+		"x-queue-type", "x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes",
+		"x-initial-cluster-size", "x-queue-leader-locator"}
+	typedOnlyArgs = []string{"x-delivery-limit", "x-dead-letter-strategy", "x-queue-master-locator"}
+)
+
+// queueType returns the x-queue-type argument ("classic" if absent).
+func queueType(args amqp.Table) string {
+	if t, ok := args["x-queue-type"].(string); ok {
+		return t
+	}
+	return "classic"
+}
+
+// checkQueueArgs validates a new queue's arguments as RabbitMQ 3.10 does:
+// each known argument in declareArgs order, first whether the queue type
+// takes it, then its value; then the type's own checks.
 func (vh *vhost) checkQueueArgs(name string, args amqp.Table, durable, exclusive, autoDelete bool) *amqp.Error {
 	const cls, mth = amqp.ClassQueue, amqp.MethodQueueDeclare
 	bad := func(key, reason string) *amqp.Error {
 		return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid arg '%s' for %s: %s", key, vh.rs("queue", name), reason)
 	}
-	intArg := func(key string, min int64) *amqp.Error {
-		v, present := args[key]
-		if !present {
-			return nil
-		}
+	unacceptable := func(key string, v any) *amqp.Error {
+		return bad(key, fmt.Sprintf("{unacceptable_type,%s}", fieldType(v)))
+	}
+	intArg := func(key string, v any, min int64) *amqp.Error {
 		n, ok := toInt(v)
 		if !ok {
 			return bad(key, fmt.Sprintf("\"expected integer, got %s\"", fieldType(v)))
@@ -319,29 +356,97 @@ func (vh *vhost) checkQueueArgs(name string, args amqp.Table, durable, exclusive
 		}
 		return nil
 	}
-	if err := intArg("x-expires", 1); err != nil {
-		return err
+	qt := "classic"
+	if v, ok := args["x-queue-type"]; ok {
+		t, isStr := v.(string)
+		if !isStr {
+			return unacceptable("x-queue-type", v)
+		}
+		if _, known := queueTypeArgs[t]; !known || t == "stream" {
+			return bad("x-queue-type", fmt.Sprintf("\"unsupported queue type '%s'\"", t))
+		}
+		qt = t
 	}
-	for _, k := range []string{"x-message-ttl", "x-max-length", "x-max-length-bytes", "x-max-priority", "x-delivery-limit"} {
-		if err := intArg(k, 0); err != nil {
+	supported := queueTypeArgs[qt]
+	wrongType := func(key string) *amqp.Error {
+		return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid arg '%s' for %s of queue type rabbit_%s_queue", key, vh.rs("queue", name), qt)
+	}
+	for _, k := range declareArgs {
+		v, ok := args[k]
+		if !ok {
+			continue
+		}
+		if !slices.Contains(supported, k) {
+			return wrongType(k)
+		}
+		var err *amqp.Error
+		switch k {
+		case "x-expires", "x-quorum-initial-group-size":
+			err = intArg(k, v, 1)
+		case "x-message-ttl", "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes":
+			err = intArg(k, v, 0)
+		case "x-dead-letter-exchange":
+			if _, ok := v.(string); !ok {
+				err = unacceptable(k, v)
+			}
+		case "x-dead-letter-routing-key":
+			if _, ok := v.(string); !ok {
+				err = unacceptable(k, v)
+			} else if _, ok := args["x-dead-letter-exchange"]; !ok {
+				err = bad(k, "routing_key_but_no_dlx_defined")
+			}
+		case "x-max-priority":
+			if err = intArg(k, v, 0); err == nil {
+				if n, _ := toInt(v); n > maxPriority {
+					err = bad(k, fmt.Sprintf("{max_value_exceeded,%d}", n))
+				}
+			}
+		case "x-overflow":
+			switch s, ok := v.(string); {
+			case !ok:
+				err = unacceptable(k, v)
+			case s != overflowDropHead && s != overflowRejectPublish && s != overflowRejectPublishDLX:
+				err = bad(k, "invalid_overflow")
+			}
+		case "x-queue-mode":
+			switch s, ok := v.(string); {
+			case !ok:
+				err = unacceptable(k, v)
+			case s != "default" && s != "lazy":
+				err = bad(k, fmt.Sprintf("\"unsupported queue mode '%s'\"", s))
+			}
+		case "x-queue-version":
+			switch n, ok := toInt(v); {
+			case !ok:
+				err = unacceptable(k, v)
+			case n != 1 && n != 2:
+				err = bad(k, fmt.Sprintf("\"unsupported queue version '%d'\"", n))
+			}
+		case "x-single-active-consumer":
+			if _, ok := v.(bool); !ok {
+				err = unacceptable(k, v)
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
-	if v, ok := args["x-queue-type"]; ok {
-		t, _ := v.(string)
-		switch t {
-		case "classic":
-		case "quorum":
-			switch {
-			case autoDelete:
-				return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid property 'auto-delete' for %s", vh.rs("queue", name))
-			case exclusive:
-				return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid property 'exclusive-owner' for %s", vh.rs("queue", name))
-			case !durable:
-				return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid property 'non-durable' for %s", vh.rs("queue", name))
-			}
-		default:
-			return bad("x-queue-type", fmt.Sprintf("\"unsupported queue type '%v'\"", v))
+	for _, k := range typedOnlyArgs {
+		if _, ok := args[k]; ok && !slices.Contains(supported, k) {
+			return wrongType(k)
+		}
+	}
+	if qt == "quorum" {
+		switch {
+		case autoDelete:
+			return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid property 'auto-delete' for %s", vh.rs("queue", name))
+		case exclusive:
+			return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid property 'exclusive-owner' for %s", vh.rs("queue", name))
+		case !durable:
+			return amqp.NewError(amqp.PreconditionFailed, cls, mth, "invalid property 'non-durable' for %s", vh.rs("queue", name))
+		}
+		if v, ok := args["x-dead-letter-strategy"]; ok && v != "at-most-once" && v != "at-least-once" {
+			return bad("x-dead-letter-strategy", "invalid_dlx_strategy")
 		}
 	}
 	return nil
@@ -640,14 +745,8 @@ func argsEquivalent(vh *vhost, kind, name string, current, received amqp.Table, 
 	for _, k := range keys {
 		cv, cok := current[k]
 		rv, rok := received[k]
-		if k == "x-queue-type" {
-			// Absent means classic.
-			if !cok {
-				cv, cok = "classic", true
-			}
-			if !rok {
-				rv, rok = "classic", true
-			}
+		if k == "x-queue-type" && cok != rok && (cv == "classic" || rv == "classic") {
+			continue // absent equals "classic", and only that
 		}
 		if cok == rok && (!cok || sameTypeClass(cv, rv) && valueEqual(cv, rv)) {
 			continue
