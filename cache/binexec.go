@@ -65,43 +65,10 @@ func (c *conn) serveBinary(buf []byte, start, end int) {
 				return
 			}
 		}
-		if start == end {
-			start, end = 0, 0
-			if len(buf) > maxIdleRead {
-				buf = make([]byte, readBufSize)
-			}
-		} else if start > 0 {
-			copy(buf, buf[start:end])
-			end -= start
-			start = 0
-		}
-		want := len(buf)
-		if b.p.Need > want {
-			want = b.p.Need
-		} else if end == len(buf) {
-			want = 2 * len(buf)
-		}
-		if want > len(buf) {
-			nb := make([]byte, want)
-			copy(nb, buf[:end])
-			buf = nb
-		}
-		if swallow == 0 && c.w != nil {
-			if c.w.Buffered() > 0 {
-				if err := c.w.Flush(); err != nil {
-					return
-				}
-			}
-			c.w.Reset(nil)
-			writerPool.Put(c.w)
-			c.w = nil
-		}
-		n, err := c.nc.Read(buf[end:])
-		if n > 0 {
-			end += n
-			c.s.stats.bytesRead.Add(uint64(n))
-		}
-		if err != nil {
+		var ok bool
+		buf, end, ok = c.refill(buf, start, end, b.p.Need, swallow == 0)
+		start = 0
+		if !ok {
 			return
 		}
 	}

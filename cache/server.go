@@ -337,47 +337,56 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		// Make room: move pending bytes to the front, grow for a long
-		// line or a large data block, shrink back when idle.
-		if start == end {
-			start, end = 0, 0
-			if len(buf) > maxIdleRead {
-				buf = make([]byte, readBufSize)
-			}
-		} else if start > 0 {
-			copy(buf, buf[start:end])
-			end -= start
-			start = 0
-		}
-		want := len(buf)
-		if c.p.Need > want {
-			want = c.p.Need
-		} else if end == len(buf) {
-			want = 2 * len(buf)
-		}
-		if want > len(buf) {
-			nb := make([]byte, want)
-			copy(nb, buf[:end])
-			buf = nb
-		}
-		if swallow == 0 && c.w != nil {
-			if c.w.Buffered() > 0 {
-				if err := c.w.Flush(); err != nil {
-					return
-				}
-			}
-			// Idle connections hold no write buffer.
-			c.w.Reset(nil)
-			writerPool.Put(c.w)
-			c.w = nil
-		}
-		n, err := c.nc.Read(buf[end:])
-		if n > 0 {
-			end += n
-			c.s.stats.bytesRead.Add(uint64(n))
-		}
-		if err != nil {
+		var ok bool
+		buf, end, ok = c.refill(buf, start, end, c.p.Need, swallow == 0)
+		start = 0
+		if !ok {
 			return
 		}
 	}
+}
+
+// refill makes room in buf for more input and reads once: pending bytes
+// move to the front, the buffer grows for a long line or a data block of
+// need bytes and shrinks back when empty; when idle (nothing half-sent),
+// the write buffer is flushed and returned to the pool, so idle
+// connections hold none. It returns the buffer, the end of its data (which
+// now starts at 0), and false when the connection is done.
+func (c *conn) refill(buf []byte, start, end, need int, idle bool) ([]byte, int, bool) {
+	if start == end {
+		end = 0
+		if len(buf) > maxIdleRead {
+			buf = make([]byte, readBufSize)
+		}
+	} else if start > 0 {
+		copy(buf, buf[start:end])
+		end -= start
+	}
+	want := len(buf)
+	if need > want {
+		want = need
+	} else if end == len(buf) {
+		want = 2 * len(buf)
+	}
+	if want > len(buf) {
+		nb := make([]byte, want)
+		copy(nb, buf[:end])
+		buf = nb
+	}
+	if idle && c.w != nil {
+		if c.w.Buffered() > 0 {
+			if err := c.w.Flush(); err != nil {
+				return buf, end, false
+			}
+		}
+		c.w.Reset(nil)
+		writerPool.Put(c.w)
+		c.w = nil
+	}
+	n, err := c.nc.Read(buf[end:])
+	if n > 0 {
+		end += n
+		c.s.stats.bytesRead.Add(uint64(n))
+	}
+	return buf, end, err == nil
 }
