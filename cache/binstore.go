@@ -24,22 +24,8 @@ func (c *clock) realtimeU(e uint32, now uint32) uint32 {
 // getRel fetches key; with touch it first sets the expiry to the
 // relative time rel (binary touch, gat).
 func (s *store) getRel(key []byte, touch bool, exptime uint32) (view, bool) {
-	sh := s.shardFor(key)
-	sh.mu.Lock()
 	now := s.clk.now()
-	idx := s.find(sh, key, now)
-	if idx == nilSlot {
-		sh.mu.Unlock()
-		return view{}, false
-	}
-	it := sh.at(idx)
-	if touch {
-		it.exptime = s.clk.realtimeU(exptime, now)
-	}
-	sh.bump(idx, now)
-	v := view{buf: it.buf(), klen: int(it.klen), flags: it.flags, cas: it.cas}
-	sh.mu.Unlock()
-	return v, true
+	return s.fetch(key, now, touch, s.clk.realtimeU(exptime, now))
 }
 
 // Results of deleteCAS.

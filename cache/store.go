@@ -589,9 +589,15 @@ func (v *view) value() []byte { return v.buf[v.klen:] }
 
 // get fetches key, optionally setting a new expiry first (gat).
 func (s *store) get(key []byte, touch bool, exptime int32) (view, bool) {
+	now := s.clk.now()
+	return s.fetch(key, now, touch, s.clk.realtime(exptime, now))
+}
+
+// fetch fetches key at time now; with touch it first sets the item's
+// expiry to exp (already converted to server time).
+func (s *store) fetch(key []byte, now uint32, touch bool, exp uint32) (view, bool) {
 	sh := s.shardFor(key)
 	sh.mu.Lock()
-	now := s.clk.now()
 	idx := s.find(sh, key, now)
 	if idx == nilSlot {
 		sh.mu.Unlock()
@@ -599,7 +605,7 @@ func (s *store) get(key []byte, touch bool, exptime int32) (view, bool) {
 	}
 	it := sh.at(idx)
 	if touch {
-		it.exptime = s.clk.realtime(exptime, now)
+		it.exptime = exp
 	}
 	sh.bump(idx, now)
 	v := view{buf: it.buf(), klen: int(it.klen), flags: it.flags, cas: it.cas}
