@@ -489,6 +489,24 @@ func (ch *channel) queueName(name string, cls, mth uint16) (string, *amqp.Error)
 	return ch.lastQueue, nil
 }
 
+// readableQueue resolves a queue argument ("" is the channel's last
+// declared queue), checks the read permission on it and looks it up, as
+// queue.purge, basic.consume and basic.get all do first.
+func (ch *channel) readableQueue(arg string, cls, mth uint16) (*Queue, string, *amqp.Error) {
+	name, err := ch.queueName(arg, cls, mth)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := ch.check("queue", name, permRead, cls, mth); err != nil {
+		return nil, "", err
+	}
+	q, err := ch.lookupQueue(name, cls, mth)
+	if err != nil {
+		return nil, "", err
+	}
+	return q, name, nil
+}
+
 // lookupQueue finds a queue this connection may use: 404 if missing, 405
 // if another connection's exclusive queue.
 func (ch *channel) lookupQueue(name string, cls, mth uint16) (*Queue, *amqp.Error) {
@@ -596,14 +614,7 @@ func (ch *channel) queueBind(queue, exchange, key string, args amqp.Table, noWai
 
 func (ch *channel) queuePurge(m *amqp.QueuePurge) *amqp.Error {
 	cls, mth := m.ClassID(), m.MethodID()
-	name, err := ch.queueName(m.Queue, cls, mth)
-	if err != nil {
-		return err
-	}
-	if err := ch.check("queue", name, permRead, cls, mth); err != nil {
-		return err
-	}
-	q, err := ch.lookupQueue(name, cls, mth)
+	q, _, err := ch.readableQueue(m.Queue, cls, mth)
 	if err != nil {
 		return err
 	}
@@ -692,14 +703,7 @@ func (ch *channel) basicConsume(m *amqp.BasicConsume) *amqp.Error {
 	if dup && m.ConsumerTag != "" {
 		return amqp.NewError(amqp.NotAllowed, cls, mth, "attempt to reuse consumer tag '%s'", m.ConsumerTag)
 	}
-	name, err := ch.queueName(m.Queue, cls, mth)
-	if err != nil {
-		return err
-	}
-	if err := ch.check("queue", name, permRead, cls, mth); err != nil {
-		return err
-	}
-	q, err := ch.lookupQueue(name, cls, mth)
+	q, name, err := ch.readableQueue(m.Queue, cls, mth)
 	if err != nil {
 		return err
 	}
@@ -769,14 +773,7 @@ func (ch *channel) basicCancel(m *amqp.BasicCancel) *amqp.Error {
 
 func (ch *channel) basicGet(m *amqp.BasicGet) *amqp.Error {
 	cls, mth := m.ClassID(), m.MethodID()
-	name, err := ch.queueName(m.Queue, cls, mth)
-	if err != nil {
-		return err
-	}
-	if err := ch.check("queue", name, permRead, cls, mth); err != nil {
-		return err
-	}
-	q, err := ch.lookupQueue(name, cls, mth)
+	q, name, err := ch.readableQueue(m.Queue, cls, mth)
 	if err != nil {
 		return err
 	}
