@@ -171,8 +171,18 @@ func TestLogLimiter(t *testing.T) {
 	}
 	l.start = time.Time{} // next period
 	l.Log(slog.LevelInfo, "again")
-	if !strings.Contains(buf.String(), "suppressed") || !strings.Contains(buf.String(), "count=1997") {
-		t.Fatalf("no summary of dropped lines:\n%s", buf.String())
+	if !strings.Contains(buf.String(), `level=INFO msg="amqp: connection log lines suppressed" count=1997`) {
+		t.Fatalf("no summary of dropped lines at their level:\n%s", buf.String())
+	}
+	// A dropped warning makes the summary a warning.
+	buf.Reset()
+	l.count = l.n
+	l.Log(slog.LevelInfo, "routine")
+	l.Log(slog.LevelWarn, "amqp: heartbeat timeout")
+	l.start = time.Time{}
+	l.Log(slog.LevelInfo, "again")
+	if !strings.Contains(buf.String(), `level=WARN msg="amqp: connection log lines suppressed" count=2`) {
+		t.Fatalf("summary of a dropped warning:\n%s", buf.String())
 	}
 }
 

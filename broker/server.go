@@ -741,15 +741,17 @@ func copyArgs(t map[string]any) map[string]any {
 
 // logLimiter lets through at most n per-connection log lines per period
 // and reports how many it dropped, so a reconnect storm does not flood
-// the log.
+// the log. The report has the level of the most severe dropped line, so a
+// burst of routine connection lines does not turn into a warning.
 type logLimiter struct {
-	log     *slog.Logger
-	n       int
-	period  time.Duration
-	mu      sync.Mutex
-	start   time.Time
-	count   int
-	dropped int
+	log      *slog.Logger
+	n        int
+	period   time.Duration
+	mu       sync.Mutex
+	start    time.Time
+	count    int
+	dropped  int
+	severest slog.Level // of the dropped lines
 }
 
 func newLogLimiter(l *slog.Logger, n int, period time.Duration) *logLimiter {
@@ -764,11 +766,14 @@ func (l *logLimiter) Log(level slog.Level, msg string, args ...any) {
 	now := time.Now()
 	if now.Sub(l.start) >= l.period {
 		if l.dropped > 0 {
-			l.log.Warn("amqp: connection log lines suppressed", "count", l.dropped)
+			l.log.Log(context.Background(), l.severest, "amqp: connection log lines suppressed", "count", l.dropped)
 		}
 		l.start, l.count, l.dropped = now, 0, 0
 	}
 	if l.count >= l.n {
+		if l.dropped == 0 || level > l.severest {
+			l.severest = level
+		}
 		l.dropped++
 		l.mu.Unlock()
 		return
