@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"substrate/broker/amqp"
+	"substrate/broker/store"
 )
 
 // delivery is a message delivered on a channel and not yet settled.
@@ -44,18 +45,16 @@ type channel struct {
 	seq     amqp.Sequence
 	closing bool // we sent channel.close; waiting for close-ok
 
-	confirm    bool
-	tx         bool
-	publishSeq uint64 // confirm: tag of the last publish
-	confirmed  uint64 // confirm: last tag acked to the client
-	dirty      bool   // in c.dirty
-	txPubs     []txPub
-	txAcks     []txAck
-	prefetch   int    // basic.qos global=false: for consumers created next
-	lastQueue  string // for the "" queue name shortcut
-	permGen    uint64
-	permValid  bool
-	permOK     string // exchange last allowed for write (when permValid)
+	confirm   bool
+	tx        bool
+	dirty     bool // in c.dirty
+	txPubs    []txPub
+	txAcks    []txAck
+	prefetch  int    // basic.qos global=false: for consumers created next
+	lastQueue string // for the "" queue name shortcut
+	permGen   uint64
+	permValid bool
+	permOK    string // exchange last allowed for write (when permValid)
 
 	// content being assembled
 	pub      amqp.BasicPublish
@@ -63,6 +62,8 @@ type channel struct {
 	rawProps []byte
 	bodySize uint64
 	bodyBuf  []byte
+
+	conf confirms // publisher confirms, shared with the store's committer
 
 	mu             sync.Mutex
 	closed         bool
@@ -162,6 +163,7 @@ func (ch *channel) teardown() {
 		return
 	}
 	ch.closed = true
+	ch.conf.close()
 	cs := ch.consumers
 	ch.consumers = nil
 	ds := ch.unacked
@@ -264,6 +266,7 @@ func (ch *channel) handle(m amqp.Method) *amqp.Error {
 	case *amqp.ChannelOpen:
 		return amqp.NewError(amqp.ChannelError, m.ClassID(), m.MethodID(), "second 'channel.open' seen")
 	case *amqp.ChannelClose:
+		ch.flushConfirms() // what is owed so far goes before close-ok
 		ch.teardown()
 		ch.c.out.method(ch.id, &amqp.ChannelCloseOk{})
 		ch.c.dropChannel(ch)
@@ -907,7 +910,8 @@ func (ch *channel) publish() *amqp.Error {
 			return err
 		}
 	}
-	msg := &message{exchange: p.Exchange, routingKey: p.RoutingKey, props: ch.rawProps, body: ch.bodyBuf, ttl: ttl, priority: props.Priority}
+	msg := &message{exchange: p.Exchange, routingKey: p.RoutingKey, props: ch.rawProps, body: ch.bodyBuf, ttl: ttl, priority: props.Priority,
+		persistent: props.DeliveryMode == 2}
 	if msg.body == nil {
 		msg.body = []byte{}
 	}
@@ -920,15 +924,9 @@ func (ch *channel) publish() *amqp.Error {
 		ch.txPubs = append(ch.txPubs, txPub{x: x, m: msg, mandatory: p.Mandatory, headers: headers})
 		return nil
 	}
-	rejected := ch.route(x, msg, p.Mandatory, headers)
+	rejected, commit := ch.route(x, msg, p.Mandatory, headers)
 	if ch.confirm {
-		ch.publishSeq++
-		if rejected {
-			ch.nackLast()
-		} else if !ch.dirty {
-			ch.dirty = true
-			ch.c.dirty = append(ch.c.dirty, ch)
-		}
+		ch.confirmPublish(rejected, commit)
 	}
 	return nil
 }
@@ -936,61 +934,51 @@ func (ch *channel) publish() *amqp.Error {
 // route delivers msg to the queues x routes it to; an unroutable mandatory
 // message goes back to the publisher (basic.return 312 NO_ROUTE) before
 // its confirm. It reports whether a queue refused the message
-// (x-overflow reject-publish): the confirm is then a basic.nack. A
-// refused message counts as routed, as in RabbitMQ.
-func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp.Table) (rejected bool) {
+// (x-overflow reject-publish, or the message store failed): the confirm
+// is then a basic.nack. A refused message counts as routed, as in
+// RabbitMQ. commit, if not nil, is the message store's commit the
+// confirm waits for (the latest of the queues'; commits complete in
+// order).
+func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp.Table) (rejected bool, commit *store.Commit) {
 	var buf [4]*Queue
 	qs := ch.vh().route(x, msg.routingKey, headers, buf[:0])
 	now := time.Now().UnixNano()
 	routed := false
 	for _, q := range qs {
-		switch q.Publish(msg, now) {
+		res, c := q.Publish(msg, now)
+		switch res {
 		case pubQueued:
 			routed = true
 		case pubRejected:
 			routed, rejected = true, true
+		}
+		if c != nil {
+			commit = c
 		}
 	}
 	if !routed && mandatory {
 		ch.c.out.content(ch.id, &amqp.BasicReturn{ReplyCode: amqp.NoRoute, ReplyText: "NO_ROUTE",
 			Exchange: msg.exchange, RoutingKey: msg.routingKey}, msg, ch.c.frameMax)
 	}
-	return rejected
+	return rejected, commit
 }
 
-// nackLast confirms the publishes before the last one (basic.ack) and
-// refuses the last (basic.nack), at once, in order.
-func (ch *channel) nackLast() {
-	if ch.closing {
-		return
-	}
-	if prev := ch.publishSeq - 1; prev > ch.confirmed {
-		ch.c.out.method(ch.id, &amqp.BasicAck{DeliveryTag: prev, Multiple: prev-ch.confirmed > 1})
-	}
-	ch.confirmed = ch.publishSeq
-	ch.c.out.method(ch.id, &amqp.BasicNack{DeliveryTag: ch.publishSeq})
-}
-
-// flushConfirms acks every publish since the last flush, with one
-// basic.ack (multiple when it covers several).
-func (ch *channel) flushConfirms() {
-	ch.dirty = false
-	if ch.closing || ch.publishSeq == ch.confirmed {
-		return
-	}
-	multiple := ch.publishSeq-ch.confirmed > 1
-	ch.confirmed = ch.publishSeq
-	ch.c.out.method(ch.id, &amqp.BasicAck{DeliveryTag: ch.publishSeq, Multiple: multiple})
-}
-
+// commit carries out a transaction: tx.commit-ok follows once the
+// persistent messages it published are durable, as with RabbitMQ.
 func (ch *channel) commit() {
 	pubs, acks := ch.txPubs, ch.txAcks
 	ch.txPubs, ch.txAcks = nil, nil
+	var last *store.Commit
 	for _, p := range pubs {
-		ch.route(p.x, p.m, p.mandatory, p.headers)
+		if _, c := ch.route(p.x, p.m, p.mandatory, p.headers); c != nil {
+			last = c
+		}
 	}
 	for _, a := range acks {
 		ch.apply(a.ds, a.ack, a.requeue)
+	}
+	if last != nil {
+		last.Wait() // a failed write is logged by the store's user; the messages are queued
 	}
 }
 

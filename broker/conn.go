@@ -700,6 +700,7 @@ func (c *conn) frame(f amqp.Frame) error {
 func (c *conn) channelError(ch *channel, e *amqp.Error) {
 	c.flushConfirms()
 	ch.closing = true
+	ch.conf.close()
 	ch.seq.Reset()
 	ch.teardown()
 	c.out.method(ch.id, e.CloseMethod())
@@ -747,6 +748,7 @@ func (c *conn) dropChannel(ch *channel) {
 // flushConfirms sends the publisher confirms owed on every channel.
 func (c *conn) flushConfirms() {
 	for _, ch := range c.dirty {
+		ch.dirty = false
 		ch.flushConfirms()
 	}
 	c.dirty = c.dirty[:0]

@@ -73,6 +73,7 @@ func (q *Queue) flushDeadLater() {
 // dropLocked removes e from the queue for reason, dead-lettering it if the
 // queue has a dead-letter exchange. Caller holds q.mu.
 func (q *Queue) dropLocked(e entry, reason string) {
+	q.forgetLocked(e)
 	if q.dlx != nil {
 		q.dead = append(q.dead, deadLetter{m: e.m, reason: reason})
 	}
@@ -98,7 +99,7 @@ func (vh *vhost) publishDead(q *Queue, dead []deadLetter) {
 				vh.srv.log.Debug("amqp: dead letter dropped: cycle", "vhost", vh.name, "queue", t.name)
 				continue
 			}
-			t.Publish(m, now.UnixNano()) // a refusal (reject-publish) drops it
+			t.Publish(m, now.UnixNano()) // a refusal (reject-publish) drops it; no confirm waits
 		}
 	}
 }
@@ -206,7 +207,7 @@ func deadLetterMessage(old *message, reason, queue, dlx string, dlrk *string, no
 		props = []byte{0, 0}
 	}
 	props = spliceHeaders(props, headers)
-	m := &message{exchange: dlx, routingKey: rk, props: props, body: old.body, ttl: -1, priority: old.priority}
+	m := &message{exchange: dlx, routingKey: rk, props: props, body: old.body, ttl: -1, priority: old.priority, persistent: old.persistent}
 	return m, routeHeaders, deaths
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"substrate/broker/amqp"
+	"substrate/broker/store"
 )
 
 // message is a published message. It is immutable once routed, so several
@@ -16,6 +17,7 @@ type message struct {
 	body       []byte
 	ttl        int64 // per-message expiration in ms, -1 if none
 	priority   uint8 // priority property, 0 if none
+	persistent bool  // delivery_mode 2
 }
 
 // Queue limits and x-overflow modes, as RabbitMQ 3.10.
@@ -31,20 +33,21 @@ type entry struct {
 	m           *message
 	expiresAt   int64 // unix nanoseconds, 0 if never
 	redelivered bool
-	returns     int64 // quorum queues: times returned (the x-delivery-count)
+	returns     int64    // quorum queues: times returned (the x-delivery-count)
+	sid         store.ID // the message in the server's message store, 0 if not stored
 }
 
-// store holds a queue's ready messages in order: memStore in publish
+// readyList holds a queue's ready messages in order: memStore in publish
 // order, priorityStore by priority, then publish order. A disk-backed one
 // for persistent messages will sit behind the same methods.
-type store interface {
+type readyList interface {
 	push(e entry)
 	pushFront(es []entry) // es[0] becomes the head (of its priority)
 	peek() (entry, bool)
 	pop() (entry, bool)
 	len() int
-	bytes() int64 // body bytes of the messages held
-	purge() int
+	bytes() int64             // body bytes of the messages held
+	purge(fn func(entry)) int // fn, if not nil, sees each message dropped
 }
 
 // memStore is a ring buffer of entries.
@@ -109,13 +112,18 @@ func (s *memStore) pop() (entry, bool) {
 	return e, true
 }
 
-func (s *memStore) purge() int {
+func (s *memStore) purge(fn func(entry)) int {
 	n := s.n
+	if fn != nil {
+		for i := 0; i < s.n; i++ {
+			fn(s.buf[(s.head+i)%len(s.buf)])
+		}
+	}
 	s.buf, s.head, s.n, s.size = nil, 0, 0, 0
 	return n
 }
 
-// priorityStore is the store of a queue with x-max-priority: one FIFO per
+// priorityStore is the readyList of a queue with x-max-priority: one FIFO per
 // priority 0..max; a message's priority is its priority property capped
 // at max. Higher priorities leave first, as in RabbitMQ's
 // rabbit_priority_queue (drop-head, too, takes the highest priority's
@@ -181,10 +189,10 @@ func (s *priorityStore) pop() (entry, bool) {
 func (s *priorityStore) len() int     { return s.n }
 func (s *priorityStore) bytes() int64 { return s.size }
 
-func (s *priorityStore) purge() int {
+func (s *priorityStore) purge(fn func(entry)) int {
 	n := s.n
 	for i := range s.levels {
-		s.levels[i].purge()
+		s.levels[i].purge(fn)
 	}
 	s.n, s.size = 0, 0
 	return n
@@ -212,6 +220,11 @@ type Queue struct {
 	autoDelete bool
 	args       amqp.Table
 	owner      *conn // exclusive owner, nil otherwise (immutable)
+	// log is the server's message store when the queue keeps messages
+	// there (durable, not exclusive); nil otherwise. key is the queue's
+	// name in it.
+	log store.Log
+	key string
 
 	expires       time.Duration // x-expires, 0 none
 	messageTTL    int64         // x-message-ttl in ms, -1 none
@@ -228,7 +241,7 @@ type Queue struct {
 	bindings map[*binding]struct{}
 
 	mu                sync.Mutex
-	msgs              store
+	msgs              readyList
 	consumers         []*consumer // in registration order
 	rr                int
 	mixedPrio         bool      // consumers have different x-priority values
@@ -248,6 +261,9 @@ func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args 
 	q := &Queue{vh: vh, name: name, durable: durable, exclusive: exclusive, autoDelete: autoDelete, args: args, owner: owner,
 		quorum:     args["x-queue-type"] == "quorum",
 		messageTTL: -1, maxLength: -1, maxBytes: -1, deliveryLimit: -1, overflow: overflowDropHead, bindings: map[*binding]struct{}{}, msgs: &memStore{}}
+	if durable && owner == nil && vh.srv.store != nil {
+		q.log, q.key = vh.srv.store, storeKey(vh.name, name)
+	}
 	if v, ok := toInt(args["x-expires"]); ok && v > 0 {
 		q.expires = time.Duration(v) * time.Millisecond
 	}
@@ -321,19 +337,28 @@ const (
 // message that would take the queue over a limit is refused (the
 // publisher gets basic.nack), and with reject-publish-dlx it is also
 // dead-lettered.
-func (q *Queue) Publish(m *message, now int64) pubResult {
+//
+// A message the queue keeps in the message store (see storeLocked) is
+// appended there first; the returned Commit, if not nil, is done when it
+// is durable, and the publisher's confirm waits for it. A message the
+// store refuses is not enqueued (pubRejected).
+func (q *Queue) Publish(m *message, now int64) (pubResult, *store.Commit) {
 	q.mu.Lock()
 	defer q.unlock()
 	if q.deleted {
-		return pubDeleted
+		return pubDeleted, nil
 	}
 	if q.overflow != overflowDropHead && q.refuseLocked(m) {
 		if q.overflow == overflowRejectPublishDLX {
 			q.dropLocked(entry{m: m}, reasonMaxlen)
 		}
-		return pubRejected
+		return pubRejected, nil
 	}
 	e := entry{m: m}
+	commit, err := q.storeLocked(&e)
+	if err != nil {
+		return pubRejected, nil
+	}
 	ttl := m.ttl
 	if q.messageTTL >= 0 && (ttl < 0 || q.messageTTL < ttl) {
 		ttl = q.messageTTL
@@ -345,11 +370,11 @@ func (q *Queue) Publish(m *message, now int64) pubResult {
 	// as in RabbitMQ.
 	if q.msgs.len() == 0 {
 		if c := q.nextConsumerLocked(); c != nil && q.deliverLocked(c, e) {
-			return pubQueued
+			return pubQueued, commit
 		}
 		if ttl == 0 {
 			q.dropLocked(e, reasonExpired) // expired at once
-			return pubQueued
+			return pubQueued, commit
 		}
 	}
 	q.msgs.push(e)
@@ -359,7 +384,7 @@ func (q *Queue) Publish(m *message, now int64) pubResult {
 	}
 	q.dispatchLocked()
 	q.armTTLLocked()
-	return pubQueued
+	return pubQueued, commit
 }
 
 // overLimitLocked reports whether the ready messages exceed x-max-length
@@ -476,6 +501,7 @@ func (q *Queue) deliverLocked(c *consumer, e entry) bool {
 	if !c.ch.deliver(c, e, out) {
 		return false
 	}
+	q.deliveredLocked(e, c.noAck)
 	if !c.noAck {
 		c.unacked++
 		q.unacked++
@@ -615,7 +641,9 @@ func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 	if q.quorum { // basic.get always has the header, 0 included
 		out = e.m.withHeader("x-delivery-count", e.returns)
 	}
-	if ch.deliverGet(q, e, out, noAck, q.msgs.len()) && !noAck {
+	ch.deliverGet(q, e, out, noAck, q.msgs.len())
+	q.deliveredLocked(e, noAck)
+	if !noAck {
 		q.unacked++
 	}
 	// The new head may have expired behind the one taken (a priority
@@ -631,6 +659,9 @@ func (q *Queue) Ack(ds []*delivery) {
 	q.mu.Lock()
 	defer q.unlock()
 	q.settleLocked(ds)
+	for _, d := range ds {
+		q.forgetLocked(d.e)
+	}
 	q.dispatchLocked()
 }
 
@@ -641,8 +672,10 @@ func (q *Queue) Reject(ds []*delivery) {
 	q.mu.Lock()
 	defer q.unlock()
 	q.settleLocked(ds)
-	if !q.deleted {
-		for _, d := range ds {
+	for _, d := range ds {
+		if q.deleted {
+			q.forgetLocked(d.e)
+		} else {
 			q.dropLocked(d.e, reasonRejected)
 		}
 	}
@@ -692,7 +725,10 @@ func (q *Queue) Requeue(ds []*delivery) {
 func (q *Queue) Purge() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.msgs.purge()
+	if q.log == nil {
+		return q.msgs.purge(nil)
+	}
+	return q.msgs.purge(q.forgetLocked)
 }
 
 // markDeleted ends the queue: it returns the consumers to notify. The
@@ -703,7 +739,8 @@ func (q *Queue) markDeleted() (count int, cs []*consumer) {
 	q.deleted = true
 	cs = q.consumers
 	q.consumers, q.active = nil, nil
-	count = q.msgs.purge()
+	count = q.msgs.purge(nil)
+	q.dropStoredLocked()
 	q.flushDeadLater()
 	q.stopExpiryLocked()
 	if q.ttlTimer != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"substrate/broker/amqp"
+	"substrate/broker/store"
 )
 
 // Config configures a Server. Build it with NewConfig and adjust fields.
@@ -24,6 +25,12 @@ type Config struct {
 	Heartbeat   time.Duration // proposed in connection.tune (whole seconds); 0 proposes none
 	FrameMax    uint32        // proposed in connection.tune; 0 means no limit (not recommended)
 	ChannelMax  uint16        // proposed in connection.tune; 0 means no limit
+	// StoreDir holds the message store (DATA/broker): persistent messages
+	// of durable queues live there across restarts, and their publisher
+	// confirms wait for its fsync. "" keeps every message in memory only.
+	StoreDir string
+
+	storeTweak func(*store.Config) // tests: adjust the message store's config
 }
 
 // NewConfig returns RabbitMQ's defaults: listen on 127.0.0.1:5672,
@@ -61,10 +68,11 @@ func (c Config) Validate() error {
 
 // Server is the AMQP 0-9-1 broker.
 type Server struct {
-	cfg  Config
-	defs Definitions
-	log  *slog.Logger
-	lim  *logLimiter
+	cfg   Config
+	defs  Definitions
+	log   *slog.Logger
+	lim   *logLimiter
+	store store.Log // nil without Config.StoreDir; set by Start before any queue exists
 
 	// auth is the in-memory copy of users, vhost names and permissions,
 	// written through to defs by the admin methods.
@@ -160,18 +168,28 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("broker: definitions: %w", err)
 	}
-	if err := s.loadDefinitions(set); err != nil {
+	if err := s.openStore(); err != nil {
 		return err
+	}
+	fail := func(err error) error {
+		for _, l := range s.listeners {
+			l.Close()
+		}
+		s.listeners = nil
+		s.closeStore()
+		return err
+	}
+	if err := s.loadDefinitions(set); err != nil {
+		return fail(err)
+	}
+	if err := s.recoverMessages(); err != nil {
+		return fail(err)
 	}
 	var lc net.ListenConfig
 	for _, a := range s.cfg.Addrs {
 		ln, err := lc.Listen(ctx, "tcp", a)
 		if err != nil {
-			for _, l := range s.listeners {
-				l.Close()
-			}
-			s.listeners = nil
-			return fmt.Errorf("broker: listen %s: %w", a, err)
+			return fail(fmt.Errorf("broker: listen %s: %w", a, err))
 		}
 		s.listeners = append(s.listeners, ln)
 	}
@@ -354,6 +372,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		vh.stopTimers()
 	}
 	s.vhMu.RUnlock()
+	if cerr := s.closeStore(); err == nil {
+		err = cerr
+	}
 	return err
 }
 

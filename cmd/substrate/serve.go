@@ -240,8 +240,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 // serveBroker builds the AMQP broker. Its definitions (users, vhosts,
 // permissions, durable entities) live in etcd when this process runs etcd,
-// reached through etcd's client API like any external etcd; otherwise in
-// memory, lost at exit. The returned func closes the etcd client after
+// reached through etcd's client API like any external etcd, and persistent
+// messages in DATA/broker; otherwise all in memory, lost at exit. The returned func closes the etcd client after
 // the broker has stopped.
 func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, log *slog.Logger) (*broker.Server, func(), error) {
 	cfg := broker.NewConfig()
@@ -254,9 +254,10 @@ func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, log *slog.Logg
 			return nil, nil, fmt.Errorf("amqp: etcd client: %w", err)
 		}
 		cfg.Definitions = etcddefs.New(cli, "")
+		cfg.StoreDir = filepath.Join(f.dataDir, "broker")
 		closeDefs = func() { cli.Close() }
 	} else {
-		log.Warn("amqp runs without etcd: users, vhosts, permissions and durable entities are kept in memory and lost at exit")
+		log.Warn("amqp runs without etcd: users, vhosts, permissions, durable entities and persistent messages are kept in memory and lost at exit")
 	}
 	b, err := broker.New(cfg)
 	if err != nil {

@@ -1,0 +1,224 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"substrate/broker/amqp"
+	"substrate/broker/store"
+)
+
+// Persistence. A durable, non-exclusive queue keeps in the server's
+// message store (Config.StoreDir) every persistent message (delivery_mode
+// 2) routed to it; a quorum queue keeps every message, as RabbitMQ's
+// quorum queues do. Transient messages and other queues never touch it.
+// A message routed to several such queues is stored once per queue, each
+// copy with its own store ID (entry.sid), so each queue acknowledges its
+// own.
+//
+// The queue talks to the store under its lock, so the store's append
+// order is the queue's order: Append on publish, Delivered when a
+// consumer gets a message (a restart then marks it redelivered), Ack when
+// it leaves the queue for good (acked, rejected, expired, dropped,
+// purged, dead-lettered), DropQueue when the queue is deleted. A requeue
+// needs no record. On Start every live message returns to its queue in
+// order (recoverMessages).
+
+// storeKey is a queue's name in the message store.
+func storeKey(vhost, queue string) string { return vhost + "\x00" + queue }
+
+// splitStoreKey undoes storeKey.
+func splitStoreKey(key string) (vhost, queue string, ok bool) {
+	return strings.Cut(key, "\x00")
+}
+
+// storeLocked appends e's message to the store if the queue keeps it
+// there, setting e.sid. It returns the commit to wait for.
+func (q *Queue) storeLocked(e *entry) (*store.Commit, error) {
+	if q.log == nil || !e.m.persistent && !q.quorum {
+		return nil, nil
+	}
+	m := e.m
+	id, c, err := q.log.Append(&store.Message{Queue: q.key, Exchange: m.exchange, RoutingKey: m.routingKey,
+		Props: m.props, Body: m.body})
+	if err != nil {
+		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store refused a message", "vhost", q.vh.name, "queue", q.name, "err", err)
+		return nil, err
+	}
+	e.sid = id
+	return c, nil
+}
+
+// forgetLocked records that e left the queue for good.
+func (q *Queue) forgetLocked(e entry) {
+	if e.sid == 0 || q.log == nil {
+		return
+	}
+	if err := q.log.Ack(e.sid); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrClosed) {
+		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store ack failed", "vhost", q.vh.name, "queue", q.name, "err", err)
+	}
+}
+
+// deliveredLocked records a delivery of e: with no-ack the message is
+// gone; otherwise it is recovered as redelivered after a restart.
+func (q *Queue) deliveredLocked(e entry, noAck bool) {
+	if e.sid == 0 || q.log == nil {
+		return
+	}
+	if noAck {
+		q.forgetLocked(e)
+		return
+	}
+	if err := q.log.Delivered(e.sid); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrClosed) {
+		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store delivery record failed", "vhost", q.vh.name, "queue", q.name, "err", err)
+	}
+}
+
+// dropStoredLocked removes every stored message of a deleted queue,
+// unacknowledged deliveries included.
+func (q *Queue) dropStoredLocked() {
+	if q.log == nil {
+		return
+	}
+	if _, err := q.log.DropQueue(q.key); err != nil && !errors.Is(err, store.ErrClosed) {
+		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store drop failed", "vhost", q.vh.name, "queue", q.name, "err", err)
+	}
+}
+
+// restoreLocked puts a recovered message at the tail of the queue. Its
+// TTL counts from now: the store keeps no publish time.
+func (q *Queue) restoreLocked(e entry, now int64) {
+	if q.quorum && q.deliveryLimit >= 0 && e.returns > q.deliveryLimit {
+		q.dropLocked(e, reasonDeliveryLimit)
+		return
+	}
+	ttl := e.m.ttl
+	if q.messageTTL >= 0 && (ttl < 0 || q.messageTTL < ttl) {
+		ttl = q.messageTTL
+	}
+	if ttl >= 0 {
+		e.expiresAt = now + ttl*int64(time.Millisecond)
+	}
+	q.msgs.push(e)
+}
+
+// messageFromStore rebuilds a message read back from the store.
+func messageFromStore(sm *store.Message) *message {
+	m := &message{exchange: sm.Exchange, routingKey: sm.RoutingKey, props: sm.Props, body: sm.Body, ttl: -1}
+	if m.body == nil {
+		m.body = []byte{}
+	}
+	if p, err := amqp.DecodeProperties(sm.Props); err == nil {
+		m.priority = p.Priority
+		m.persistent = p.DeliveryMode == 2
+		if p.Has(amqp.FlagExpiration) {
+			if ttl, err := parseExpiration(p.Expiration); err == nil {
+				m.ttl = ttl
+			}
+		}
+	}
+	return m
+}
+
+// openStore opens the message store in Config.StoreDir.
+func (s *Server) openStore() error {
+	if s.cfg.StoreDir == "" {
+		return nil
+	}
+	sc := store.NewConfig(s.cfg.StoreDir)
+	sc.Logger = s.log
+	if s.cfg.storeTweak != nil {
+		s.cfg.storeTweak(&sc)
+	}
+	st, err := store.Open(sc)
+	if err != nil {
+		return fmt.Errorf("broker: message store: %w", err)
+	}
+	s.store = st
+	return nil
+}
+
+// recoverMessages puts every live message of the store back in its queue,
+// in order; messages of queues that no longer exist are dropped.
+func (s *Server) recoverMessages() error {
+	if s.store == nil {
+		return nil
+	}
+	start := time.Now()
+	var ents []store.Entry
+	if err := s.store.Recover(func(e store.Entry) error {
+		ents = append(ents, e)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("broker: message store: %w", err)
+	}
+	orphans := map[string]int{}
+	now := time.Now().UnixNano()
+	restored := 0
+	for _, e := range ents {
+		var q *Queue
+		if vname, qname, ok := splitStoreKey(e.Queue); ok {
+			if vh := s.vhost(vname); vh != nil {
+				q = vh.queue(qname)
+			}
+		}
+		if q == nil || q.log == nil || q.key != e.Queue {
+			orphans[e.Queue]++
+			continue
+		}
+		sm, err := s.store.Read(e.ID)
+		if err != nil {
+			// Recovery checked every record's checksum, so this is a disk
+			// that failed since; the message cannot be delivered.
+			s.log.Error("amqp: cannot read a stored message; it is dropped", "queue", q.name, "err", err)
+			s.store.Ack(e.ID)
+			continue
+		}
+		en := entry{m: messageFromStore(sm), sid: e.ID, redelivered: e.Redelivered}
+		if q.quorum {
+			// Every delivery of a live message ended in a return (a
+			// requeue, a closed channel or the crash).
+			en.returns = int64(e.Deliveries)
+		}
+		q.mu.Lock()
+		q.restoreLocked(en, now)
+		q.unlock()
+		restored++
+	}
+	for key, n := range orphans {
+		vname, qname, _ := splitStoreKey(key)
+		s.log.Warn("amqp: dropping stored messages of a queue that no longer exists", "vhost", vname, "queue", qname, "messages", n)
+		if _, err := s.store.DropQueue(key); err != nil {
+			return fmt.Errorf("broker: message store: %w", err)
+		}
+	}
+	s.vhMu.RLock()
+	for _, vh := range s.vhosts {
+		vh.mu.RLock()
+		for _, q := range vh.queues {
+			q.mu.Lock()
+			q.armTTLLocked()
+			q.mu.Unlock()
+		}
+		vh.mu.RUnlock()
+	}
+	s.vhMu.RUnlock()
+	if restored > 0 || len(orphans) > 0 {
+		s.log.Info("amqp messages recovered", "messages", restored, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// closeStore syncs and closes the message store.
+func (s *Server) closeStore() error {
+	if s.store == nil {
+		return nil
+	}
+	if err := s.store.Close(); err != nil {
+		return fmt.Errorf("broker: message store: %w", err)
+	}
+	return nil
+}
