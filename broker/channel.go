@@ -881,6 +881,7 @@ func (ch *channel) recover(requeueIt, async bool, cls, mth uint16) *amqp.Error {
 // publish handles a complete basic.publish with its content.
 func (ch *channel) publish() *amqp.Error {
 	const cls, mth = amqp.ClassBasic, amqp.MethodBasicPublish
+	ch.c.published = true // the memory alarm blocks publishers
 	p := &ch.pub
 	if p.Immediate {
 		return amqp.NewError(amqp.NotImplemented, cls, mth, "immediate=true")

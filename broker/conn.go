@@ -124,12 +124,13 @@ type conn struct {
 	out  outbound
 
 	// Negotiated in the handshake, then read-only.
-	frameMax     uint32
-	channelMax   uint16
-	cancelNotify bool
-	authFailure  bool         // client has authentication_failure_close
-	hbTimeout    atomic.Int64 // reader: close after this long with nothing received (ns)
-	hbInterval   atomic.Int64 // writer: heartbeat after hbInterval/2 idle (ns)
+	frameMax      uint32
+	channelMax    uint16
+	cancelNotify  bool
+	authFailure   bool         // client has authentication_failure_close
+	blockedNotify bool         // client has connection.blocked
+	hbTimeout     atomic.Int64 // reader: close after this long with nothing received (ns)
+	hbInterval    atomic.Int64 // writer: heartbeat after hbInterval/2 idle (ns)
 
 	mu        sync.Mutex // guards the fields below
 	user      string
@@ -145,6 +146,7 @@ type conn struct {
 	channels  map[uint16]*channel // reader-owned
 	nchannels atomic.Int32
 	dirty     []*channel // channels with confirms to send; reader-owned
+	published bool       // the last frame completed a publish; reader-owned
 
 	consMu    sync.Mutex
 	consumers map[*consumer]struct{} // for backpressure wake-ups
@@ -485,6 +487,7 @@ func (c *conn) handshake() error {
 	if caps, ok := so.ClientProperties["capabilities"].(amqp.Table); ok {
 		c.cancelNotify, _ = caps["consumer_cancel_notify"].(bool)
 		c.authFailure, _ = caps["authentication_failure_close"].(bool)
+		c.blockedNotify, _ = caps["connection.blocked"].(bool)
 	}
 	user, err := c.authenticate(so)
 	if err != nil {
@@ -621,6 +624,10 @@ func (c *conn) loop() error {
 		}
 		if err := c.frame(f); err != nil {
 			return err
+		}
+		if c.published {
+			c.published = false
+			c.throttle()
 		}
 		if len(f.Payload) > 32<<10 && c.fr.Buffered() == 0 {
 			// Drop the reader's grown buffer after a large frame, so an idle

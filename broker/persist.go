@@ -212,6 +212,14 @@ func (s *Server) recoverMessages() error {
 	return nil
 }
 
+// StoreStats returns the message store's counters (zero without one).
+func (s *Server) StoreStats() store.Stats {
+	if s.store == nil {
+		return store.Stats{}
+	}
+	return s.store.Stats()
+}
+
 // closeStore syncs and closes the message store.
 func (s *Server) closeStore() error {
 	if s.store == nil {

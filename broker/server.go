@@ -29,8 +29,12 @@ type Config struct {
 	// of durable queues live there across restarts, and their publisher
 	// confirms wait for its fsync. "" keeps every message in memory only.
 	StoreDir string
+	// MemoryHighWatermark is the memory alarm's threshold in bytes of
+	// heap in use (see memory.go); 0 turns the alarm off.
+	MemoryHighWatermark uint64
 
 	storeTweak func(*store.Config) // tests: adjust the message store's config
+	memUsage   func() uint64       // tests: memory in use, in place of the heap's
 }
 
 // NewConfig returns RabbitMQ's defaults: listen on 127.0.0.1:5672,
@@ -73,6 +77,9 @@ type Server struct {
 	log   *slog.Logger
 	lim   *logLimiter
 	store store.Log // nil without Config.StoreDir; set by Start before any queue exists
+
+	alarm   alarm        // the memory alarm
+	blocked atomic.Int64 // connections blocked by it
 
 	// auth is the in-memory copy of users, vhost names and permissions,
 	// written through to defs by the admin methods.
@@ -194,6 +201,10 @@ func (s *Server) Start(ctx context.Context) error {
 		s.listeners = append(s.listeners, ln)
 	}
 	s.started = true
+	if s.cfg.MemoryHighWatermark > 0 {
+		s.wg.Add(1)
+		go s.watchMemory()
+	}
 	for _, ln := range s.listeners {
 		s.wg.Add(1)
 		go s.acceptLoop(ln)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -99,6 +100,16 @@ type Disk struct {
 	closing  bool
 	crashed  bool // tests: stop without writing what is pending
 	failed   error
+
+	syncs atomic.Uint64 // fsyncs issued (segment, ack and directory files)
+}
+
+// Stats implements Log.
+func (s *Disk) Stats() Stats {
+	s.mu.Lock()
+	live, segs := s.live, len(s.segs)
+	s.mu.Unlock()
+	return Stats{Syncs: s.syncs.Load(), Live: live, Segments: segs}
 }
 
 // Open opens (creating if needed) the store in cfg.Dir, recovers it and
@@ -140,6 +151,7 @@ func Open(cfg Config) (*Disk, error) {
 }
 
 func (s *Disk) sync(f *os.File) error {
+	s.syncs.Add(1)
 	if s.cfg.SyncFile != nil {
 		return s.cfg.SyncFile(f)
 	}

@@ -171,6 +171,9 @@ func (s *Memory) Len() int {
 	return s.st.live
 }
 
+// Stats implements Log: no syncs, no segments.
+func (s *Memory) Stats() Stats { return Stats{Live: s.Len()} }
+
 // Close implements Log.
 func (s *Memory) Close() error {
 	s.mu.Lock()

@@ -62,9 +62,18 @@ type Log interface {
 	Recover(fn func(Entry) error) error
 	// Len returns the number of live messages.
 	Len() int
+	// Stats returns counters for monitoring.
+	Stats() Stats
 	// Close writes and syncs what is pending, completes every Commit and
 	// releases the files. Further calls return ErrClosed. Idempotent.
 	Close() error
+}
+
+// Stats are a Log's counters.
+type Stats struct {
+	Syncs    uint64 // fsyncs issued since Open
+	Live     int    // live messages
+	Segments int    // segment files
 }
 
 // Errors.

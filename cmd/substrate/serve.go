@@ -46,6 +46,7 @@ type serveFlags struct {
 	etcdConfig, memcachedConfig     string
 	memcachedOptions                string
 	logLevel, etcdLogLevel          string
+	amqpMemoryHighWatermark         string
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -62,6 +63,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.etcdConfig, "etcd-config", "", "etcd.conf `file` of ETCD_*=\"value\" lines, applied as etcd would")
 	fs.StringVar(&f.memcachedConfig, "memcached-config", "", "/etc/sysconfig/memcached-style `file` (PORT USER MAXCONN CACHESIZE OPTIONS)")
 	fs.StringVar(&f.memcachedOptions, "memcached-options", "", "memcached 1.6 `flags` for the cache, e.g. \"-m 1024 -c 4096\" (after --memcached-config's)")
+	fs.StringVar(&f.amqpMemoryHighWatermark, "amqp-memory-high-watermark", "0.4",
+		"memory alarm `threshold`: a fraction of memory (RabbitMQ's vm_memory_high_watermark) or an amount such as 512MiB; 0: off")
 	fs.StringVar(&f.logLevel, "log-level", "info", "substrate's log `level`: debug, info, warn, error")
 	fs.StringVar(&f.etcdLogLevel, "etcd-log-level", "warn", "log `level` of the embedded etcd's own lines")
 }
@@ -138,6 +141,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--etcd-log-level: %w", err)
 	}
+	watermark, err := parseWatermark(f.amqpMemoryHighWatermark, totalMemory())
+	if err != nil {
+		return fmt.Errorf("--amqp-memory-high-watermark: %w", err)
+	}
 	log := logging.New(stderr, level)
 	for _, w := range warnings {
 		log.Warn(w)
@@ -187,7 +194,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		ports = append(ports, kv.Ports()...)
 	}
 	if enabled["amqp"] {
-		b, closeDefs, err := serveBroker(f, hosts, kv, log)
+		b, closeDefs, err := serveBroker(f, hosts, kv, watermark, log)
 		if err != nil {
 			return err
 		}
@@ -243,8 +250,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 // reached through etcd's client API like any external etcd, and persistent
 // messages in DATA/broker; otherwise all in memory, lost at exit. The returned func closes the etcd client after
 // the broker has stopped.
-func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, log *slog.Logger) (*broker.Server, func(), error) {
+func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark uint64, log *slog.Logger) (*broker.Server, func(), error) {
 	cfg := broker.NewConfig()
+	cfg.MemoryHighWatermark = watermark
 	cfg.Addrs = preflight.Addrs(hosts, f.amqpPort)
 	cfg.Logger = log.With("service", "amqp")
 	closeDefs := func() {}
@@ -264,6 +272,7 @@ func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, log *slog.Logg
 		closeDefs()
 		return nil, nil, fmt.Errorf("amqp: %w", err)
 	}
+	brokerMetrics.Store(b)
 	return b, closeDefs, nil
 }
 
