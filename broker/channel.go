@@ -99,9 +99,10 @@ func (ch *channel) canDeliver(cs *consumer) bool {
 	return true
 }
 
-// deliver sends e to consumer cs; false if the channel closed meanwhile.
-// out, if not nil, is the message to send in place of e.m (e.m with an
-// x-delivery-count header); the delivery keeps e for a requeue.
+// deliver sends out, the message of e, to consumer cs; false if the
+// channel closed meanwhile. out may differ from e.m: a paged-out message
+// read back from the store, or one with an x-delivery-count header; the
+// delivery keeps e for a requeue.
 func (ch *channel) deliver(cs *consumer, e entry, out *message) bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -114,10 +115,7 @@ func (ch *channel) deliver(cs *consumer, e entry, out *message) bool {
 		ch.globalUnacked++
 	}
 	m := &amqp.BasicDeliver{ConsumerTag: cs.tag, DeliveryTag: ch.nextTag, Redelivered: e.redelivered,
-		Exchange: e.m.exchange, RoutingKey: e.m.routingKey}
-	if out == nil {
-		out = e.m
-	}
+		Exchange: out.exchange, RoutingKey: out.routingKey}
 	ch.c.out.content(ch.id, m, out, ch.c.frameMax)
 	return true
 }
@@ -130,11 +128,8 @@ func (ch *channel) deliverGet(q *Queue, e entry, out *message, noAck bool, left 
 	if !noAck {
 		ch.unacked = append(ch.unacked, &delivery{tag: ch.nextTag, q: q, e: e})
 	}
-	m := &amqp.BasicGetOk{DeliveryTag: ch.nextTag, Redelivered: e.redelivered, Exchange: e.m.exchange,
-		RoutingKey: e.m.routingKey, MessageCount: uint32(left)}
-	if out == nil {
-		out = e.m
-	}
+	m := &amqp.BasicGetOk{DeliveryTag: ch.nextTag, Redelivered: e.redelivered, Exchange: out.exchange,
+		RoutingKey: out.routingKey, MessageCount: uint32(left)}
 	ch.c.out.content(ch.id, m, out, ch.c.frameMax)
 	return true
 }

@@ -73,10 +73,12 @@ func (q *Queue) flushDeadLater() {
 // dropLocked removes e from the queue for reason, dead-lettering it if the
 // queue has a dead-letter exchange. Caller holds q.mu.
 func (q *Queue) dropLocked(e entry, reason string) {
-	q.forgetLocked(e)
 	if q.dlx != nil {
-		q.dead = append(q.dead, deadLetter{m: e.m, reason: reason})
+		if m, ok := q.messageLocked(e); ok {
+			q.dead = append(q.dead, deadLetter{m: m, reason: reason})
+		}
 	}
+	q.forgetLocked(e)
 }
 
 // publishDead routes dead letters of q through its dead-letter exchange.

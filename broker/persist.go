@@ -88,10 +88,38 @@ func (q *Queue) dropStoredLocked() {
 	}
 }
 
+// pageBytes is how many bytes of stored message bodies a queue keeps in
+// memory; messages beyond are paged out and read back when delivered, so
+// a deep backlog of persistent messages costs memory for its index only.
+const pageBytes = 1 << 20
+
+// pageLocked drops e's body from memory if e is stored and the queue
+// already holds pageBytes of bodies ahead of it.
+func (q *Queue) pageLocked(e *entry) {
+	if e.sid != 0 && q.msgs.resident() >= pageBytes {
+		e.m = nil
+	}
+}
+
+// messageLocked returns e's message, reading it back from the store if it
+// is paged out. A message the store cannot read is dropped (logged).
+func (q *Queue) messageLocked(e entry) (*message, bool) {
+	if e.m != nil {
+		return e.m, true
+	}
+	sm, err := q.log.Read(e.sid)
+	if err != nil {
+		q.vh.srv.lim.Log(slog.LevelError, "amqp: cannot read a stored message; it is dropped", "vhost", q.vh.name, "queue", q.name, "err", err)
+		q.forgetLocked(e)
+		return nil, false
+	}
+	return messageFromStore(sm), true
+}
+
 // restoreLocked puts a recovered message at the tail of the queue. Its
 // TTL counts from now: the store keeps no publish time.
 func (q *Queue) restoreLocked(e entry, now int64) {
-	if q.quorum && q.deliveryLimit >= 0 && e.returns > q.deliveryLimit {
+	if q.quorum && q.deliveryLimit >= 0 && int64(e.returns) > q.deliveryLimit {
 		q.dropLocked(e, reasonDeliveryLimit)
 		return
 	}
@@ -102,6 +130,7 @@ func (q *Queue) restoreLocked(e entry, now int64) {
 	if ttl >= 0 {
 		e.expiresAt = now + ttl*int64(time.Millisecond)
 	}
+	q.pageLocked(&e)
 	q.msgs.push(e)
 }
 
@@ -177,11 +206,12 @@ func (s *Server) recoverMessages() error {
 			s.store.Ack(e.ID)
 			continue
 		}
-		en := entry{m: messageFromStore(sm), sid: e.ID, redelivered: e.Redelivered}
+		en := newEntry(messageFromStore(sm))
+		en.sid, en.redelivered = e.ID, e.Redelivered
 		if q.quorum {
 			// Every delivery of a live message ended in a return (a
 			// requeue, a closed channel or the crash).
-			en.returns = int64(e.Deliveries)
+			en.returns = int32(min(e.Deliveries, 1<<31-1))
 		}
 		q.mu.Lock()
 		q.restoreLocked(en, now)

@@ -367,3 +367,69 @@ func TestPersistenceDropsOrphans(t *testing.T) {
 		t.Fatalf("store holds %d messages of a queue that no longer exists", n)
 	}
 }
+
+// TestDeepBacklogIsPagedOut: bodies beyond pageBytes stay on disk, in the
+// queue and after a restart, and come back intact and in order, also
+// through dead-lettering.
+func TestDeepBacklogIsPagedOut(t *testing.T) {
+	b := newDurableBroker(t)
+	c := dial(t, b.start())
+	ch := channel091(t, c)
+	declareDurable(t, ch, "dlq", nil)
+	declareDurable(t, ch, "deep", amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"})
+	const n, size = 300, 10 << 10
+	body := func(i int) string {
+		p := make([]byte, size)
+		for j := range p {
+			p[j] = byte('a' + (i+j)%26)
+		}
+		return string(p)
+	}
+	bodies := make([]string, n)
+	for i := range bodies {
+		bodies[i] = body(i)
+	}
+	publishConfirmed(t, c, "deep", amqp091.Persistent, bodies...)
+	check := func(when string) {
+		t.Helper()
+		q := b.s.vhost("/").queue("deep")
+		q.mu.Lock()
+		res, all := q.msgs.resident(), q.msgs.bytes()
+		q.mu.Unlock()
+		if all != n*size || res > pageBytes+size {
+			t.Fatalf("%s: %d bytes in memory of %d; want at most %d", when, res, all, pageBytes+size)
+		}
+	}
+	check("after publishing")
+	c.Close()
+	c = dial(t, b.restart())
+	ch = channel091(t, c)
+	check("after a restart")
+	// Reject the first (paged-in) and the last (paged-out) message: the
+	// dead letters carry their bodies.
+	var got []string
+	for i := 0; i < n; i++ {
+		d, ok, err := ch.Get("deep", false)
+		if err != nil || !ok {
+			t.Fatalf("get %d: %v %v", i, ok, err)
+		}
+		got = append(got, string(d.Body))
+		if i == 0 || i == n-1 {
+			d.Reject(false)
+		} else {
+			d.Ack(false)
+		}
+	}
+	for i := range got {
+		if got[i] != bodies[i] {
+			t.Fatalf("message %d differs after paging", i)
+		}
+	}
+	dead, _ := drain(t, ch, "dlq")
+	if len(dead) != 2 || dead[0] != bodies[0] || dead[1] != bodies[n-1] {
+		t.Fatalf("dead letters: %d, want the first and last bodies", len(dead))
+	}
+	if live := b.s.store.Len(); live != 0 {
+		t.Fatalf("store holds %d messages after everything was consumed", live)
+	}
+}

@@ -28,18 +28,25 @@ const (
 	overflowRejectPublishDLX = "reject-publish-dlx"
 )
 
-// entry is a message in one queue.
+// entry is a message in one queue. A message kept in the message store
+// may be paged out: m is nil and the message is read back from the store
+// when it is delivered (see pageLocked).
 type entry struct {
 	m           *message
-	expiresAt   int64 // unix nanoseconds, 0 if never
-	redelivered bool
-	returns     int64    // quorum queues: times returned (the x-delivery-count)
+	expiresAt   int64    // unix nanoseconds, 0 if never
 	sid         store.ID // the message in the server's message store, 0 if not stored
+	returns     int32    // quorum queues: times returned (the x-delivery-count)
+	size        uint32   // body bytes
+	prio        uint8    // priority property
+	redelivered bool
+}
+
+func newEntry(m *message) entry {
+	return entry{m: m, size: uint32(len(m.body)), prio: m.priority}
 }
 
 // readyList holds a queue's ready messages in order: memStore in publish
-// order, priorityStore by priority, then publish order. A disk-backed one
-// for persistent messages will sit behind the same methods.
+// order, priorityStore by priority, then publish order.
 type readyList interface {
 	push(e entry)
 	pushFront(es []entry) // es[0] becomes the head (of its priority)
@@ -47,6 +54,7 @@ type readyList interface {
 	pop() (entry, bool)
 	len() int
 	bytes() int64             // body bytes of the messages held
+	resident() int64          // body bytes of those not paged out
 	purge(fn func(entry)) int // fn, if not nil, sees each message dropped
 }
 
@@ -56,11 +64,22 @@ type memStore struct {
 	head int
 	n    int
 	size int64 // body bytes
+	res  int64 // body bytes in memory
 }
 
 func (s *memStore) len() int { return s.n }
 
 func (s *memStore) bytes() int64 { return s.size }
+
+func (s *memStore) resident() int64 { return s.res }
+
+// account adds (sign 1) or removes (sign -1) e's bytes.
+func (s *memStore) account(e *entry, sign int64) {
+	s.size += sign * int64(e.size)
+	if e.m != nil {
+		s.res += sign * int64(e.size)
+	}
+}
 
 func (s *memStore) grow(need int) {
 	if s.n+need <= len(s.buf) {
@@ -77,7 +96,7 @@ func (s *memStore) push(e entry) {
 	s.grow(1)
 	s.buf[(s.head+s.n)%len(s.buf)] = e
 	s.n++
-	s.size += int64(len(e.m.body))
+	s.account(&e, 1)
 }
 
 func (s *memStore) pushFront(es []entry) {
@@ -86,7 +105,7 @@ func (s *memStore) pushFront(es []entry) {
 		s.head = (s.head - 1 + len(s.buf)) % len(s.buf)
 		s.buf[s.head] = es[i]
 		s.n++
-		s.size += int64(len(es[i].m.body))
+		s.account(&es[i], 1)
 	}
 }
 
@@ -105,7 +124,7 @@ func (s *memStore) pop() (entry, bool) {
 	s.buf[s.head] = entry{}
 	s.head = (s.head + 1) % len(s.buf)
 	s.n--
-	s.size -= int64(len(e.m.body))
+	s.account(&e, -1)
 	if s.n == 0 && len(s.buf) > 64 {
 		s.buf, s.head = nil, 0 // give memory back after a burst
 	}
@@ -119,7 +138,7 @@ func (s *memStore) purge(fn func(entry)) int {
 			fn(s.buf[(s.head+i)%len(s.buf)])
 		}
 	}
-	s.buf, s.head, s.n, s.size = nil, 0, 0, 0
+	s.buf, s.head, s.n, s.size, s.res = nil, 0, 0, 0, 0
 	return n
 }
 
@@ -133,7 +152,6 @@ func (s *memStore) purge(fn func(entry)) int {
 type priorityStore struct {
 	levels []memStore
 	n      int
-	size   int64
 }
 
 func newPriorityStore(maxPrio int) *priorityStore {
@@ -141,13 +159,12 @@ func newPriorityStore(maxPrio int) *priorityStore {
 }
 
 func (s *priorityStore) level(e entry) *memStore {
-	return &s.levels[min(int(e.m.priority), len(s.levels)-1)]
+	return &s.levels[min(int(e.prio), len(s.levels)-1)]
 }
 
 func (s *priorityStore) push(e entry) {
 	s.level(e).push(e)
 	s.n++
-	s.size += int64(len(e.m.body))
 }
 
 func (s *priorityStore) pushFront(es []entry) {
@@ -155,7 +172,6 @@ func (s *priorityStore) pushFront(es []entry) {
 	for i := len(es) - 1; i >= 0; i-- {
 		s.level(es[i]).pushFront(es[i : i+1])
 		s.n++
-		s.size += int64(len(es[i].m.body))
 	}
 }
 
@@ -182,19 +198,33 @@ func (s *priorityStore) pop() (entry, bool) {
 	}
 	e, _ := l.pop()
 	s.n--
-	s.size -= int64(len(e.m.body))
 	return e, true
 }
 
-func (s *priorityStore) len() int     { return s.n }
-func (s *priorityStore) bytes() int64 { return s.size }
+func (s *priorityStore) len() int { return s.n }
+
+func (s *priorityStore) bytes() int64 {
+	var n int64
+	for i := range s.levels {
+		n += s.levels[i].size
+	}
+	return n
+}
+
+func (s *priorityStore) resident() int64 {
+	var n int64
+	for i := range s.levels {
+		n += s.levels[i].res
+	}
+	return n
+}
 
 func (s *priorityStore) purge(fn func(entry)) int {
 	n := s.n
 	for i := range s.levels {
 		s.levels[i].purge(fn)
 	}
-	s.n, s.size = 0, 0
+	s.n = 0
 	return n
 }
 
@@ -350,11 +380,11 @@ func (q *Queue) Publish(m *message, now int64) (pubResult, *store.Commit) {
 	}
 	if q.overflow != overflowDropHead && q.refuseLocked(m) {
 		if q.overflow == overflowRejectPublishDLX {
-			q.dropLocked(entry{m: m}, reasonMaxlen)
+			q.dropLocked(newEntry(m), reasonMaxlen)
 		}
 		return pubRejected, nil
 	}
-	e := entry{m: m}
+	e := newEntry(m)
 	commit, err := q.storeLocked(&e)
 	if err != nil {
 		return pubRejected, nil
@@ -377,6 +407,7 @@ func (q *Queue) Publish(m *message, now int64) (pubResult, *store.Commit) {
 			return pubQueued, commit
 		}
 	}
+	q.pageLocked(&e)
 	q.msgs.push(e)
 	for q.overflow == overflowDropHead && q.overLimitLocked() {
 		h, _ := q.msgs.pop() // overflow drop-head
@@ -494,9 +525,12 @@ func (c *consumer) canTake() bool {
 
 // deliverLocked hands e to c; false if c's channel closed meanwhile.
 func (q *Queue) deliverLocked(c *consumer, e entry) bool {
-	var out *message
+	out, ok := q.messageLocked(e)
+	if !ok {
+		return true // unreadable: dropped
+	}
 	if q.quorum && e.returns > 0 {
-		out = e.m.withHeader("x-delivery-count", e.returns)
+		out = out.withHeader("x-delivery-count", int64(e.returns))
 	}
 	if !c.ch.deliver(c, e, out) {
 		return false
@@ -637,9 +671,13 @@ func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 	if !ok {
 		return false, consumeOK
 	}
-	var out *message
+	out, ok := q.messageLocked(e)
+	if !ok { // unreadable: dropped
+		ch.c.out.method(ch.id, &amqp.BasicGetEmpty{})
+		return true, consumeOK
+	}
 	if q.quorum { // basic.get always has the header, 0 included
-		out = e.m.withHeader("x-delivery-count", e.returns)
+		out = out.withHeader("x-delivery-count", int64(e.returns))
 	}
 	ch.deliverGet(q, e, out, noAck, q.msgs.len())
 	q.deliveredLocked(e, noAck)
@@ -709,7 +747,7 @@ func (q *Queue) Requeue(ds []*delivery) {
 		e.redelivered = true
 		if q.quorum {
 			e.returns++
-			if q.deliveryLimit >= 0 && e.returns > q.deliveryLimit {
+			if q.deliveryLimit >= 0 && int64(e.returns) > q.deliveryLimit {
 				q.dropLocked(e, reasonDeliveryLimit)
 				continue
 			}
