@@ -388,13 +388,13 @@ func (c *conn) binSASL(b *binConn, req *BinaryRequest) {
 			if len(req.Value) == 0 {
 				cont = true
 			} else {
-				ok = c.s.creds.checkPlain(req.Value)
+				ok = c.s.checkPlain(req.Value)
 			}
 		}
 		b.saslStarted = ok || cont
 	case BinSASLStep:
 		if b.saslStarted {
-			ok = c.s.creds.checkPlain(req.Value)
+			ok = c.s.checkPlain(req.Value)
 		}
 	}
 	switch {
@@ -413,6 +413,9 @@ func (c *conn) binSASL(b *binConn, req *BinaryRequest) {
 
 // remoteString is the peer address for logs ("" for unnamed unix peers).
 func remoteString(nc interface{ RemoteAddr() net.Addr }) string {
+	if nc == nil {
+		return "" // a UDP socket's pseudo-connection
+	}
 	if a := nc.RemoteAddr(); a != nil {
 		return a.String()
 	}

@@ -38,8 +38,15 @@ type Config struct {
 	UnixMask os.FileMode
 
 	// UDPAddrs are "host:port" UDP addresses served with memcached's UDP
-	// frame header, text protocol only (memcached -U). Empty disables UDP.
+	// frame header, text and binary protocols (memcached -U). Empty disables UDP.
 	UDPAddrs []string
+
+	// NoTLSAddrs are further "host:port" TCP addresses that always speak
+	// plain text, even with TLS (memcached's "-l notls:host:port").
+	NoTLSAddrs []string
+	// TLS, when set, makes every listener in Addrs speak TLS (memcached
+	// -Z). The files are loaded by New and again by refresh_certs.
+	TLS *TLSConfig
 
 	// SASL requires SASL PLAIN authentication (memcached -S): every
 	// listener speaks only the binary protocol, and binary commands other
@@ -48,7 +55,7 @@ type Config struct {
 	SASL bool
 	// SASLPasswordFile holds the accepted credentials, one "user:password"
 	// per line (memcached's MEMCACHED_SASL_PWDB format, see the package
-	// documentation). It is read once, by New.
+	// documentation). New checks it; every login reads it again.
 	SASLPasswordFile string
 }
 
@@ -67,7 +74,7 @@ func NewConfig() Config {
 // Validate reports the first problem with c. The rules follow memcached's
 // start-up checks (-I between 1k and 1024m and at most half of -m).
 func (c Config) Validate() error {
-	if len(c.Addrs) == 0 && c.UnixSocket == "" && len(c.UDPAddrs) == 0 {
+	if len(c.Addrs) == 0 && len(c.NoTLSAddrs) == 0 && c.UnixSocket == "" && len(c.UDPAddrs) == 0 {
 		return errors.New("cache: no listen addresses")
 	}
 	if c.UnixMask&^os.ModePerm != 0 {
@@ -89,7 +96,15 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
-	for _, a := range c.Addrs {
+	if t := c.TLS; t != nil {
+		if t.VerifyMode < 0 || t.VerifyMode > 3 {
+			return fmt.Errorf("cache: TLS verify mode %d is not 0..3", t.VerifyMode)
+		}
+		if t.MinVersion < 0 || t.MinVersion > 3 {
+			return fmt.Errorf("cache: TLS minimum version %d is not 0..3", t.MinVersion)
+		}
+	}
+	for _, a := range append(c.Addrs[:len(c.Addrs):len(c.Addrs)], c.NoTLSAddrs...) {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("cache: bad listen address %q: %w", a, err)
 		}

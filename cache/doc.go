@@ -26,20 +26,37 @@
 // the format of memcached's MEMCACHED_SASL_PWDB file: one "user:password"
 // per line, with anything after a further ':' ignored (so a password cannot
 // contain ':'), CR LF line ends accepted, blank lines skipped, the first
-// line for a user winning, lines at most 255 bytes. The file is read once,
-// by New; a malformed line is reported as file:line. A PLAIN authorization
+// line for a user winning, lines at most 255 bytes. New checks the file (a
+// malformed line is reported as file:line) and, as memcached does, every
+// login reads it again: users added after start can log in, removed ones
+// cannot (a login while the file is unreadable or malformed is refused). A PLAIN authorization
 // identity must be empty or equal to the user. Debian's memcached does not
 // read such a file (it is built with Cyrus SASL and reads a sasldb named in
 // $SASL_CONF_PATH/memcached.conf); the wire behaviour is the same.
+//
+// Config.TLS serves TLS on the Addrs listeners (memcached -Z and its -o
+// ssl_* options, with crypto/tls); Config.NoTLSAddrs stay plain (memcached's
+// "-l notls:"). New loads the certificate chain, key and CA file in
+// memcached's order and fails with a *TLSError carrying memcached's message
+// (OpenSSL's wording for the common failures); the text command
+// refresh_certs reloads them. ssl_verify_mode 1 verifies a client
+// certificate when one is sent, 2 and 3 require one; without ssl_ca_cert no
+// client certificate verifies. A client that does not speak TLS is dropped
+// without a reply. The connection limit is checked, and its error sent, in
+// plain text before the handshake, as memcached does.
 //
 // Config.UnixSocket listens on a unix socket too (memcached -s; memcached
 // then opens no TCP port, checked, nor per its source a UDP one; Config
 // leaves that choice to the caller);
 // a stale socket file is replaced, the mode is Config.UnixMask (-a) and the
-// file is removed at Shutdown. Config.UDPAddrs serve the text protocol over
-// UDP (-U) with memcached's 8-byte frame header: one run of datagrams of at
-// most 1400 bytes per response object (per command; for get, per hit, with
-// END on the last), sequence numbers from 0 in each run.
+// file is removed at Shutdown. Config.UDPAddrs serve the text and binary
+// protocols over UDP (-U) with memcached's 8-byte frame header: one run of
+// datagrams of at most 1400 bytes per response object (per command; for get, per hit, with
+// END on the last), sequence numbers from 0 in each run. A datagram whose
+// first byte is 0x80 holds binary requests (negotiated per datagram), one
+// response object each; a quiet request that answers nothing yields one
+// header-only datagram with a count of 0 if no response of that datagram
+// was sent before it, and nothing otherwise.
 //
 // # Concurrency
 //
@@ -64,8 +81,10 @@
 // and one reader per UDP socket (which owns that socket's parser and reply
 // buffers), all counted in Server.wg; Shutdown closes listeners, UDP
 // sockets and connections and waits for wg. A binary connection's parser
-// and SASL state (binConn) belong to its serve goroutine. The SASL
-// credentials are read-only after New.
+// and SASL state (binConn) belong to its serve goroutine; the SASL password
+// file is read by each login. The TLS configuration is swapped atomically by
+// refresh_certs (tlsState.cur); a handshake uses the one current at its
+// start. A UDP socket's binary state (udpConn.bin) belongs to its reader.
 //
 // # Differences from memcached
 //
@@ -80,13 +99,19 @@
 //   - Binary protocol: we check that a value fits in -I before reading it
 //     but reserve memory after, so with -M a set of a value larger than the
 //     free memory is read before ENOMEM (memcached answers at once and
-//     discards the value; the replies are the same). SASL credentials are
-//     read once at start (memcached's password-file mode reads the file at
-//     every authentication).
-//   - UDP: text protocol only (memcached also negotiates binary over UDP; we
-//     drop binary datagrams). A command cut at the end of a datagram is
-//     dropped; memcached keeps it in the socket's buffer and completes it
-//     with the next datagram from anyone.
+//     discards the value; the replies are the same).
+//   - UDP: a command cut at the end of a datagram is dropped; memcached
+//     keeps it in the socket's buffer and completes it with the next
+//     datagram from anyone. Likewise after a binary error or noop memcached
+//     only reads the rest of the datagram when the socket's next datagram
+//     wakes it; we answer the whole datagram at once.
+//   - TLS: ssl_ciphers, ssl_wbuf_size, ssl_session_cache and ssl_kernel_tls
+//     are reported by "stats settings" but not applied (Go's TLS stack
+//     chooses its cipher suites and always offers session tickets), so a
+//     cipher list memcached would refuse is accepted. A failed certificate
+//     load prints only memcached's own last line, not OpenSSL's error queue
+//     before it. memcached 1.6.18 can stall when a command follows a large
+//     value in the same TLS record stream; we do not.
 //   - A get with a key over 250 bytes answers CLIENT_ERROR like memcached,
 //     but memcached also drops replies of earlier pipelined commands that
 //     it had not sent yet; we keep them.

@@ -135,6 +135,18 @@ func (c *conn) exec(cmd *Command, err error) bool {
 		default:
 			c.line("NOSPARE source class has no spare pages")
 		}
+	case OpRefreshCerts:
+		// memcached answers errors even with noreply.
+		switch {
+		case s.tls == nil:
+			c.line(errTLSNotEnabled.Msg)
+		default:
+			if err := s.tls.refresh(); err != nil {
+				c.line(err.Msg)
+			} else {
+				c.reply(cmd, "OK")
+			}
+		}
 	case OpMetaNoop:
 		c.line("MN")
 	case OpMetaDebug:

@@ -89,6 +89,13 @@ func freePort(t testing.TB) int {
 // until it accepts, and kills it (by PID) when the test ends.
 func startMemcached(t testing.TB, o serverOpts) string {
 	t.Helper()
+	return startMemcachedEnv(t, o, nil)
+}
+
+// startMemcachedEnv is startMemcached with extra environment; with o.sasl
+// and a nil env it builds the SASL configuration itself (saslConf).
+func startMemcachedEnv(t testing.TB, o serverOpts, env []string) string {
+	t.Helper()
 	port := freePort(t)
 	args := []string{"-u", "nobody", "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "1"}
 	if o.memMB > 0 {
@@ -100,9 +107,10 @@ func startMemcached(t testing.TB, o serverOpts) string {
 	if o.conns > 0 {
 		args = append(args, "-c", strconv.Itoa(o.conns))
 	}
-	var env []string
 	if o.sasl {
-		env = saslConf(t)
+		if env == nil {
+			env = saslConf(t)
+		}
 		args = append(args, "-S")
 		args[1] = "root" // the sasldb in the test's temporary directory is private
 	}

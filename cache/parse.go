@@ -34,6 +34,7 @@ const (
 	OpCacheMemlimit
 	OpSlabsAutomove
 	OpSlabsReassign
+	OpRefreshCerts
 	OpMetaGet    // mg
 	OpMetaSet    // ms
 	OpMetaDelete // md
@@ -49,7 +50,7 @@ var opNames = [...]string{
 	OpDecr: "decr", OpTouch: "touch", OpFlushAll: "flush_all", OpVersion: "version",
 	OpVerbosity: "verbosity", OpQuit: "quit", OpStats: "stats", OpShutdown: "shutdown",
 	OpCacheMemlimit: "cache_memlimit", OpSlabsAutomove: "slabs automove",
-	OpSlabsReassign: "slabs reassign", OpMetaGet: "mg", OpMetaSet: "ms",
+	OpSlabsReassign: "slabs reassign", OpRefreshCerts: "refresh_certs", OpMetaGet: "mg", OpMetaSet: "ms",
 	OpMetaDelete: "md", OpMetaArith: "ma", OpMetaNoop: "mn", OpMetaDebug: "me",
 }
 
@@ -343,6 +344,10 @@ func (p *Parser) Parse(buf []byte) (*Command, int, error) {
 		return c, consumed, nil
 	case "quit":
 		c.Op = OpQuit
+		return c, consumed, nil
+	case "refresh_certs":
+		c.Op = OpRefreshCerts
+		c.NoReply = noreply(toks)
 		return c, consumed, nil
 	case "verbosity":
 		if ntokens != 3 && ntokens != 4 {

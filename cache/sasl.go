@@ -62,6 +62,22 @@ func loadPasswordFile(path string) (credentials, error) {
 	return creds, nil
 }
 
+// checkPlain verifies a SASL PLAIN message against the password file,
+// read afresh for every login as memcached reads MEMCACHED_SASL_PWDB: a
+// user added to the file can log in at once, a removed one no longer can.
+// A file that has become unreadable or malformed refuses every login (and
+// says why in the log, rate-limited).
+func (s *Server) checkPlain(msg []byte) bool {
+	creds, err := loadPasswordFile(s.cfg.SASLPasswordFile)
+	if err != nil {
+		if s.limit.allow() {
+			s.log.Warn("cache: SASL login refused", "err", err)
+		}
+		return false
+	}
+	return creds.checkPlain(msg)
+}
+
 // checkPlain verifies a SASL PLAIN message "authzid\0authcid\0passwd".
 // An authorization identity other than the user itself is refused, as
 // Cyrus SASL does without an authorization policy.

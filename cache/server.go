@@ -3,6 +3,7 @@ package cache
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +31,7 @@ type Server struct {
 	store *store
 	stats serverStats
 	limit logLimiter
-	creds credentials // SASL users, when cfg.SASL
+	tls   *tlsState // when cfg.TLS
 
 	mu        sync.Mutex
 	started   bool
@@ -61,8 +62,13 @@ func New(cfg Config) (*Server, error) {
 		conns: make(map[*conn]struct{}),
 	}
 	s.limit.perSecond = 10
+	if cfg.TLS != nil {
+		if s.tls, err = newTLSState(cfg.TLS); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.SASL {
-		if s.creds, err = loadPasswordFile(cfg.SASLPasswordFile); err != nil {
+		if _, err = loadPasswordFile(cfg.SASLPasswordFile); err != nil {
 			return nil, err
 		}
 	}
@@ -83,7 +89,8 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	var lc net.ListenConfig
 	var ls []net.Listener
-	for _, a := range s.cfg.Addrs {
+	var useTLS []bool
+	for i, a := range append(s.cfg.Addrs[:len(s.cfg.Addrs):len(s.cfg.Addrs)], s.cfg.NoTLSAddrs...) {
 		l, err := lc.Listen(ctx, "tcp", a)
 		if err != nil {
 			for _, l := range ls {
@@ -92,6 +99,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("cache: listen %s: %w", a, err)
 		}
 		ls = append(ls, l)
+		useTLS = append(useTLS, s.tls != nil && i < len(s.cfg.Addrs))
 	}
 	if s.cfg.UnixSocket != "" {
 		l, err := listenUnix(ctx, s.cfg.UnixSocket, s.cfg.UnixMask)
@@ -113,10 +121,11 @@ func (s *Server) Start(ctx context.Context) error {
 	s.started = true
 	s.listeners = ls
 	s.startUDP(udp)
-	for _, l := range ls {
+	for i, l := range ls {
 		s.wg.Add(1)
-		go s.acceptLoop(l)
-		s.log.Info("cache listening", "addr", l.Addr().String())
+		tlsOn := i < len(useTLS) && useTLS[i]
+		go s.acceptLoop(l, tlsOn)
+		s.log.Info("cache listening", "addr", l.Addr().String(), "tls", tlsOn)
 	}
 	return nil
 }
@@ -162,7 +171,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-func (s *Server) acceptLoop(l net.Listener) {
+// acceptLoop accepts clients of l; with tlsOn they speak TLS (after the
+// connection limit is checked in plain text, as memcached does).
+func (s *Server) acceptLoop(l net.Listener, tlsOn bool) {
 	defer s.wg.Done()
 	var delay time.Duration
 	for {
@@ -201,6 +212,9 @@ func (s *Server) acceptLoop(l net.Listener) {
 			io.WriteString(nc, ErrTooManyConns.Reply+"\r\n")
 			nc.Close()
 			continue
+		}
+		if tlsOn {
+			nc = tls.Server(nc, s.tls.base)
 		}
 		c := newConn(s, nc, l.Addr())
 		s.conns[c] = struct{}{}
@@ -285,6 +299,14 @@ func (c *conn) serve() {
 			c.w = nil
 		}
 	}()
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		if err := c.s.tls.handshake(tc); err != nil {
+			if c.s.limit.allow() {
+				c.s.log.Info("cache: TLS handshake failed", "remote", remoteString(c.nc), "err", err)
+			}
+			return
+		}
+	}
 	buf := make([]byte, readBufSize)
 	start, end := 0, 0
 	swallow := 0

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // serverStats are the connection-level counters; item counters live in
@@ -226,10 +227,18 @@ func (s *Server) generalStats(w *statWriter) {
 		"slab_reassign_evictions_nomem", "slab_reassign_inline_reclaim", "slab_reassign_busy_items",
 		"slab_reassign_busy_deletes", "slab_reassign_running", "slabs_moved", "lru_crawler_running",
 		"lru_crawler_starts", "lru_maintainer_juggles", "malloc_fails", "log_worker_dropped",
-		"log_worker_written", "log_watcher_skipped", "log_watcher_sent", "log_watchers",
-		"unexpected_napi_ids", "round_robin_fallback"} {
+		"log_worker_written", "log_watcher_skipped", "log_watcher_sent", "log_watchers"} {
 		w.u(k, 0)
 	}
+	if ts := s.tls; ts != nil {
+		if ts.cfg.SessionCache {
+			w.u("ssl_new_sessions", ts.newSessions.Load())
+		}
+		w.u("ssl_handshake_errors", ts.handshakeErrors.Load())
+		w.i("time_since_server_cert_refresh", time.Now().Unix()-ts.refreshedAt.Load())
+	}
+	w.u("unexpected_napi_ids", 0)
+	w.u("round_robin_fallback", 0)
 	w.i("bytes", t.bytes)
 	w.u("curr_items", t.currItems)
 	w.u("total_items", t.totalItems)
@@ -322,17 +331,24 @@ func (s *Server) settingsStats(w *statWriter) {
 	w.str("ext_max_frag", "0.80")
 	w.str("slab_automove_freeratio", "0.010")
 	w.str("ext_drop_unread", "no")
-	w.str("ssl_enabled", "no")
-	w.str("ssl_chain_cert", "(null)")
-	w.str("ssl_key", "(null)")
-	w.str("ssl_verify_mode", "0")
-	w.str("ssl_keyformat", "1")
-	w.str("ssl_ciphers", "NULL")
-	w.str("ssl_ca_cert", "NULL")
-	w.str("ssl_wbuf_size", "16384")
-	w.str("ssl_session_cache", "no")
-	w.str("ssl_kernel_tls", "no")
-	w.str("ssl_min_version", "tlsv1.2")
+	tc := s.cfg.TLS
+	if tc == nil {
+		tc = NewTLSConfig("", "")
+	}
+	orNull := func(v, null string) string { return onOff(v != "", v, null) }
+	w.str("ssl_enabled", onOff(s.cfg.TLS != nil, "yes", "no"))
+	w.str("ssl_chain_cert", orNull(tc.ChainCert, "(null)"))
+	w.str("ssl_key", orNull(tc.Key, "(null)"))
+	// memcached shows the OpenSSL flags: PEER 1, FAIL_IF_NO_PEER_CERT 2,
+	// CLIENT_ONCE 4.
+	w.i("ssl_verify_mode", int64([]int{0, 1, 3, 7}[min(max(tc.VerifyMode, 0), 3)]))
+	w.i("ssl_keyformat", int64(tc.KeyFormat))
+	w.str("ssl_ciphers", orNull(tc.Ciphers, "NULL"))
+	w.str("ssl_ca_cert", orNull(tc.CACert, "NULL"))
+	w.i("ssl_wbuf_size", int64(tc.WbufSize))
+	w.str("ssl_session_cache", onOff(tc.SessionCache, "yes", "no"))
+	w.str("ssl_kernel_tls", onOff(tc.KernelTLS, "yes", "no"))
+	w.str("ssl_min_version", []string{"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"}[min(max(tc.MinVersion, 0), 3)])
 	w.str("num_napi_ids", "(null)")
 	w.str("memory_file", "(null)")
 }

@@ -69,6 +69,7 @@ type udpConn struct {
 	pc   net.PacketConn
 	peer net.Addr
 	rid  uint16
+	bin  binConn // binary-protocol state, reset for every datagram
 }
 
 func (s *Server) serveUDP(pc net.PacketConn) {
@@ -106,7 +107,8 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 func (u *udpConn) datagram(b []byte) {
 	c := &u.conn
 	if b[0] == BinRequestMagic {
-		return // binary over UDP is not supported
+		u.binaryDatagram(b)
+		return
 	}
 	for len(b) > 0 {
 		cmd, n, err := c.p.Parse(b)
@@ -173,6 +175,66 @@ func (u *udpConn) sendBytes(b []byte) {
 		if _, err := u.pc.WriteTo(u.out, u.peer); err != nil {
 			return
 		}
+		u.conn.s.stats.bytesWritten.Add(uint64(len(u.out)))
+	}
+}
+
+// binaryDatagram executes the binary requests of one datagram as
+// memcached 1.6.18 does over UDP (checked on the wire):
+//   - each request's response is one response object, sent as its own run
+//     of datagrams (a stat reply is one object);
+//   - a request that answers nothing (a quiet command that succeeded, a
+//     getq miss) leaves an empty object: if no datagram has been sent for
+//     this request datagram yet, one carrying only the frame header with a
+//     datagram count of 0 is sent; later empty objects send nothing;
+//   - quit, and errors that close a TCP connection, drop the rest of the
+//     datagram, as does an incomplete request at its end.
+func (u *udpConn) binaryDatagram(b []byte) {
+	c := &u.conn
+	bc := &u.bin
+	bc.p = BinaryParser{MaxItemSize: c.s.cfg.MaxItemSize}
+	bc.saslStarted = false
+	sent := false
+	for len(b) > 0 {
+		req, n, err := bc.p.Parse(b)
+		if err == ErrIncomplete {
+			return
+		}
+		if be, ok := err.(*BinaryError); ok && be.Silent {
+			return
+		}
+		c.lastCmd.Store(c.s.clk.now())
+		closeConn := c.execBinary(bc, req, err)
+		c.w.Flush()
+		out := u.seg.Bytes()
+		switch {
+		case len(out) > 0:
+			u.sendBytes(out)
+			sent = true
+		case !sent:
+			u.sendEmpty()
+			sent = true
+		}
+		u.seg.Reset()
+		if closeConn {
+			return
+		}
+		if be, ok := err.(*BinaryError); ok && be.Swallow > 0 {
+			n += be.Swallow
+		}
+		if n >= len(b) {
+			return
+		}
+		b = b[n:]
+	}
+}
+
+// sendEmpty sends a datagram with only the frame header and a datagram
+// count of 0, memcached's answer to a request with an empty response.
+func (u *udpConn) sendEmpty() {
+	u.out = binary.BigEndian.AppendUint16(u.out[:0], u.rid)
+	u.out = append(u.out, 0, 0, 0, 0, 0, 0)
+	if _, err := u.pc.WriteTo(u.out, u.peer); err == nil {
 		u.conn.s.stats.bytesWritten.Add(uint64(len(u.out)))
 	}
 }

@@ -173,3 +173,85 @@ func TestUDPConfig(t *testing.T) {
 		t.Error("bad UDP address accepted")
 	}
 }
+
+// maskCAS zeroes the CAS field of a binary response at the start of a
+// "rid/seq/total:payload" datagram (the counters of two servers differ).
+func maskCAS(ds []string) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		p := strings.IndexByte(d, ':') + 1
+		if b := []byte(d[p:]); len(b) >= BinHeaderLen && b[0] == BinResponseMagic {
+			copy(b[16:24], make([]byte, 8))
+			d = d[:p] + string(b)
+		}
+		out[i] = d
+	}
+	return out
+}
+
+// TestUDPBinary: the binary protocol over UDP, negotiated per datagram,
+// with memcached 1.6.18's framing of quiet and error responses.
+func TestUDPBinary(t *testing.T) {
+	forEachUDPTarget(t, func(t *testing.T, addr string) {
+		u := dialUDP(t, addr)
+		d := func(rid uint16, total int, payload string) string {
+			return fmt.Sprintf("%d/0/%d:%s", rid, total, payload)
+		}
+		ex := setExtras(5, 0)
+		version := binRes(BinVersion, 0, "", "", "1.6.18", 9, 0)
+		for _, tc := range []struct {
+			name, req string
+			want      []string
+		}{
+			{"version", binReq(BinVersion, "", "", "", 9, 0), []string{d(1, 1, version)}},
+			{"set and get", binReq(BinSet, "k", ex, "hello", 1, 0) + binReq(BinGet, "k", "", "", 2, 0),
+				[]string{d(2, 1, binRes(BinSet, 0, "", "", "", 1, 0)), d(2, 1, binRes(BinGet, 0, u32(5), "", "hello", 2, 0))}},
+			{"quiet then noop", binReq(BinSetQ, "k2", ex, "v", 1, 0) + binReq(BinNoop, "", "", "", 2, 0),
+				[]string{d(3, 0, ""), d(3, 1, binRes(BinNoop, 0, "", "", "", 2, 0))}},
+			{"empty responses collapse", binReq(BinSetQ, "k2", ex, "v", 1, 0) + binReq(BinSetQ, "k2", ex, "v", 2, 0) + binReq(BinGetQ, "nope", "", "", 3, 0),
+				[]string{d(4, 0, "")}},
+			{"empty after a reply sends nothing", binReq(BinGetK, "k", "", "", 1, 0) + binReq(BinSetQ, "k2", ex, "v", 2, 0) + binReq(BinGetK, "k", "", "", 3, 0),
+				[]string{d(5, 1, binRes(BinGetK, 0, u32(5), "k", "hello", 1, 0)), d(5, 1, binRes(BinGetK, 0, u32(5), "k", "hello", 3, 0))}},
+			// memcached itself only reads on after an error or a noop
+			// when the socket's next datagram (the "mn" of exchange)
+			// wakes it; we go on at once.
+			{"error", binReq(BinDelete, "nope", "", "", 1, 0) + binReq(BinVersion, "", "", "", 9, 0),
+				[]string{d(6, 1, binErr(BinDelete, BinStatusKeyNotFound, 1)), d(6, 1, version)}},
+			{"getk miss does not", binReq(BinGetK, "nope", "", "", 1, 0) + binReq(BinVersion, "", "", "", 9, 0),
+				[]string{d(7, 1, binRes(BinGetK, BinStatusKeyNotFound, "", "nope", "", 1, 0)), d(7, 1, version)}},
+			{"noop", binReq(BinNoop, "", "", "", 1, 0) + binReq(BinVersion, "", "", "", 9, 0),
+				[]string{d(8, 1, binRes(BinNoop, 0, "", "", "", 1, 0)), d(8, 1, version)}},
+			{"quit drops the rest", binReq(BinQuit, "", "", "", 1, 0) + binReq(BinVersion, "", "", "", 9, 0),
+				[]string{d(11, 1, binRes(BinQuit, 0, "", "", "", 1, 0))}},
+			{"quitq", binReq(BinQuitQ, "", "", "", 1, 0) + binReq(BinVersion, "", "", "", 9, 0),
+				[]string{d(12, 0, "")}},
+			{"key longer than the body", binReq(BinVersion, "", "", "", 9, 0)[:2] + "\x00\x05" + binReq(BinVersion, "", "", "", 9, 0)[4:] + binReq(BinVersion, "", "", "", 9, 0),
+				[]string{d(13, 1, binErr(BinVersion, BinStatusUnknownCommand, 9))}},
+			{"incomplete request dropped", binReq(BinVersion, "", "", "", 9, 0) + binReq(BinVersion, "", "", "", 9, 0)[:10],
+				[]string{d(9, 1, version)}},
+			{"text after binary is not read", binReq(BinVersion, "", "", "", 9, 0) + "version\r\n", []string{d(10, 1, version)}},
+		} {
+			rid := strings.SplitN(tc.want[0], "/", 2)[0]
+			n, _ := strconv.Atoi(rid)
+			got := maskCAS(u.exchange(udpFrame(uint16(n), 0, 1, tc.req)))
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
+			}
+		}
+		// The next datagram may be text again.
+		if got := u.exchange(udpFrame(20, 0, 1, "get k\r\n")); len(got) != 1 || got[0] != "20/0/1:VALUE k 5 5\r\nhello\r\nEND\r\n" {
+			t.Errorf("text after a binary datagram: %q", got)
+		}
+		// A stat reply is one response object spanning datagrams; it does
+		// not end the request datagram.
+		got := u.exchange(udpFrame(21, 0, 1, binReq(BinStat, "", "", "", 4, 0)+binReq(BinVersion, "", "", "", 9, 0)))
+		if len(got) < 3 || got[len(got)-1] != d(21, 1, version) {
+			t.Fatalf("stat then version: %d datagrams, last %.40q", len(got), got[len(got)-1])
+		}
+		for i, g := range got[:len(got)-1] {
+			if p := fmt.Sprintf("21/%d/%d:", i, len(got)-1); !strings.HasPrefix(g, p) {
+				t.Errorf("stat datagram %d: %.20q, want prefix %q", i, g, p)
+			}
+		}
+	})
+}

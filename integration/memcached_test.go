@@ -2,7 +2,14 @@ package integration
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -314,5 +321,97 @@ func TestMemcachedEvictionBoundsRSS(t *testing.T) {
 	}
 	if !strings.Contains(out, "STAT evictions ") || strings.Contains(out, "STAT evictions 0\r\n") {
 		t.Errorf("no evictions counted:\n%s", out)
+	}
+}
+
+// writeTestPKI writes a throwaway CA and a server certificate for
+// 127.0.0.1 signed by it, as PEM files in dir.
+func writeTestPKI(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for path, b := range map[string]*pem.Block{
+		caFile:   {Type: "CERTIFICATE", Bytes: caDER},
+		certFile: {Type: "CERTIFICATE", Bytes: der},
+		keyFile:  {Type: "PRIVATE KEY", Bytes: kder},
+	} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
+}
+
+// TestMemcachedTLSClients: `substrate memcached -Z` serves pymemcache
+// (text protocol, tls_context) and python3-binary-memcached (binary
+// protocol, keystonemiddleware's memcache_tls_enabled path) over TLS, and
+// plain text on a notls listener; a missing certificate stops start-up
+// with memcached's last stderr line and exit status 64.
+func TestMemcachedTLSClients(t *testing.T) {
+	needPython(t, "pymemcache", "bmemcached")
+	caFile, certFile, keyFile := writeTestPKI(t, t.TempDir())
+	port, plain := freePort(t), freePort(t)
+	p := start(t, nil, "memcached", "-u", "root", "-U", "0", "-l", "127.0.0.1:"+itoa(port), "-l", "notls:127.0.0.1:"+itoa(plain),
+		"-Z", "-o", "ssl_chain_cert="+certFile+",ssl_key="+keyFile)
+	p.waitReady(30 * time.Second)
+	script := `
+import ssl, sys
+from pymemcache.client.base import Client
+import bmemcached
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+c = Client(("127.0.0.1", int(sys.argv[1])), tls_context=ctx, default_noreply=False)
+assert c.set("k", b"v1") is True
+assert c.get("k") == b"v1"
+assert c.get_many(["k", "nope"]) == {"k": b"v1"}
+assert c.delete("k") is True
+assert c.get("k") is None
+b = bmemcached.Client(("127.0.0.1:" + sys.argv[1],), tls_context=ctx)
+assert b.set("token", "abc") is True
+assert b.get("token") == "abc"
+assert b.get_multi(["token", "nope"]) == {"token": "abc"}
+plain = Client(("127.0.0.1", int(sys.argv[3])), default_noreply=False)
+assert plain.get("token") == b"abc", plain.get("token")
+print("tls clients ok")
+`
+	out := run(t, 60*time.Second, nil, python, "-c", script, itoa(port), caFile, itoa(plain))
+	if !strings.Contains(out, "tls clients ok") {
+		t.Fatalf("output: %s", out)
+	}
+
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	bad := start(t, nil, "memcached", "-u", "root", "-U", "0", "-l", "127.0.0.1", "-p", itoa(freePort(t)),
+		"-Z", "-o", "ssl_chain_cert="+missing+",ssl_key="+keyFile)
+	// memcached ends the line with "\r\n"; the harness reads lines with a
+	// bufio.Scanner, which drops the "\r".
+	want := "Error loading the certificate chain: " + missing + " : error:80000002:system library::No such file or directory\n"
+	if code := bad.wait(10 * time.Second); code != 64 || bad.output() != want {
+		t.Errorf("missing certificate: exit %d, output %q; want 64, %q", code, bad.output(), want)
 	}
 }
