@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -102,7 +103,13 @@ type Disk struct {
 	failed   error
 
 	syncs atomic.Uint64 // fsyncs issued (segment, ack and directory files)
+	// uncleanMax: after an unclean stop, the highest ID recovered at Open
+	// (all of them are reported redelivered); 0 after a clean one.
+	uncleanMax ID
 }
+
+// cleanName marks a store closed cleanly: every delivery record is on disk.
+const cleanName = "CLEAN"
 
 // Stats implements Log.
 func (s *Disk) Stats() Stats {
@@ -141,6 +148,9 @@ func Open(cfg Config) (*Disk, error) {
 	s.lockf = lf
 	if s.dirf, err = os.Open(cfg.Dir); err == nil {
 		err = s.recover()
+	}
+	if err == nil {
+		err = s.takeClean()
 	}
 	if err != nil {
 		s.closeFiles()
@@ -391,7 +401,7 @@ func (s *Disk) Recover(fn func(Entry) error) error {
 			if e.flags&eAcked != 0 {
 				continue
 			}
-			err := fn(Entry{ID: g.firstID + ID(i), Queue: s.qnames[e.queue], Redelivered: e.flags&eRedelivered != 0,
+			err := fn(Entry{ID: g.firstID + ID(i), Queue: s.qnames[e.queue], Redelivered: g.firstID+ID(i) <= s.uncleanMax || e.flags&eRedelivered != 0,
 				Deliveries: e.deliveries, Size: int(e.size)})
 			if err != nil {
 				return err
@@ -487,11 +497,47 @@ func (s *Disk) Close() error {
 	s.space.Broadcast()
 	s.mu.Unlock()
 	<-s.stopped
-	s.closeFiles()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.failed != nil {
-		return s.failed
+	failed := s.failed
+	s.mu.Unlock()
+	if failed == nil {
+		failed = s.markClean()
+	}
+	s.closeFiles()
+	return failed
+}
+
+// takeClean notes whether the store was closed cleanly and removes the
+// mark, durably, before anything can be written: a crash from now on is
+// an unclean stop.
+func (s *Disk) takeClean() error {
+	path := filepath.Join(s.cfg.Dir, cleanName)
+	err := os.Remove(path)
+	switch {
+	case err == nil:
+		return s.sync(s.dirf)
+	case errors.Is(err, fs.ErrNotExist):
+		s.uncleanMax = s.nextID - 1
+		return nil
+	default:
+		return fmt.Errorf("store: %w", err)
+	}
+}
+
+// markClean writes the CLEAN mark after the last commit cycle.
+func (s *Disk) markClean() error {
+	f, err := os.OpenFile(filepath.Join(s.cfg.Dir, cleanName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err == nil {
+		err = s.sync(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = s.sync(s.dirf)
+	}
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
 	}
 	return nil
 }

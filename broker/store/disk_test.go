@@ -277,8 +277,10 @@ func TestCrash(t *testing.T) {
 					t.Fatalf("acked %d came back", id)
 				case !acked[id] && !ok:
 					t.Fatalf("confirmed %d lost", id)
-				case ok && e.Redelivered != (id%3 == 1):
-					t.Fatalf("%d redelivered = %v", id, e.Redelivered)
+				case ok && !e.Redelivered:
+					// After a crash any message may have been handed out
+					// without its delivery record reaching the disk.
+					t.Fatalf("%d not redelivered after a crash", id)
 				}
 				if ok {
 					if _, err := s.Read(id); err != nil {
@@ -740,4 +742,52 @@ func zeroHeader(t *testing.T, path string) {
 	if _, err := f.WriteAt(make([]byte, fileHeaderSize), 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRedeliveredAfterCleanAndUncleanStop: after Close only recorded
+// deliveries mark a message redelivered; after a crash every recovered
+// message is, while messages appended since Open are not.
+func TestRedeliveredAfterCleanAndUncleanStop(t *testing.T) {
+	dir := t.TempDir()
+	cfg := NewConfig(dir)
+	s := mustOpen(t, cfg)
+	var ids []ID
+	for i := 0; i < 3; i++ {
+		id, c, err := s.Append(&Message{Queue: "q", Body: []byte{byte(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := s.Delivered(ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flags := func(s *Disk) map[ID]bool {
+		m := map[ID]bool{}
+		for _, e := range recovered(t, s) {
+			m[e.ID] = e.Redelivered
+		}
+		return m
+	}
+	s = mustOpen(t, cfg)
+	if got := flags(s); got[ids[0]] || !got[ids[1]] || got[ids[2]] {
+		t.Fatalf("after a clean stop: %v, want only %d redelivered", got, ids[1])
+	}
+	s.crash()
+	s = mustOpen(t, cfg)
+	id, c, err := s.Append(&Message{Queue: "q", Body: []byte("new")})
+	if err != nil || c.Wait() != nil {
+		t.Fatal(err)
+	}
+	got := flags(s)
+	if !got[ids[0]] || !got[ids[1]] || !got[ids[2]] || got[id] {
+		t.Fatalf("after a crash: %v, want the 3 recovered redelivered and %d not", got, id)
+	}
+	s.Close()
 }

@@ -26,7 +26,8 @@
 // # Files
 //
 // The directory holds LOCK (flock'ed while open, so two processes cannot
-// share a store), segment files NNNNNNNNNNNNNNNNNNNN.seg (20 decimal digits,
+// share a store), CLEAN (present only while closed after a clean Close),
+// segment files NNNNNNNNNNNNNNNNNNNN.seg (20 decimal digits,
 // numbered in creation order) and, for a segment with acknowledgements or
 // deliveries, an ack file with the same number and .ack.
 //
@@ -141,8 +142,12 @@
 //     repairing the file is an operator's decision;
 //   - ack files: a bad record ends the file (it is truncated there); lost
 //     acks or delivery counts bring messages back or undercount deliveries,
-//     never lose a message. A message is recovered as redelivered when a
-//     delivery of it was recorded;
+//     never lose a message. After a clean Close (the CLEAN file, written
+//     by Close and removed by Open) a message is recovered as redelivered
+//     when a delivery of it was recorded. After any other stop every live
+//     message is recovered as redelivered: delivery records are not waited
+//     for, so one that was handed out may have no record, and a client
+//     relies on redelivered=false meaning "never delivered before";
 //   - a segment whose messages are all acknowledged is removed; an ack file
 //     whose segment is gone is removed;
 //   - new IDs are above every ID still named in the files, so a recovered
