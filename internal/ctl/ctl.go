@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"substrate/broker"
@@ -190,10 +191,27 @@ var commands = map[string]command{
 		}
 		return banner, table(rows), nil
 	}},
-	"list_queues": {vhost: true, run: func(_ context.Context, b Broker, vhost string, _ []string) (string, string, error) {
-		rows := [][]string{{"name", "messages"}}
+	"list_queues": {args: "[<column> ...]", max: -1, vhost: true, run: func(_ context.Context, b Broker, vhost string, a []string) (string, string, error) {
+		cols := a
+		if len(cols) == 0 {
+			cols = []string{"name", "messages"}
+		}
+		var bad []string
+		for _, c := range cols {
+			if queueColumns[c] == nil {
+				bad = append(bad, c)
+			}
+		}
+		if len(bad) > 0 {
+			return "", "", &cmdError{ExitUsage, fmt.Sprintf("Info key(s) %s are not supported", strings.Join(bad, ","))}
+		}
+		rows := [][]string{cols}
 		for _, q := range b.Queues(vhost) {
-			rows = append(rows, []string{q.Name, fmt.Sprint(q.Messages)})
+			row := make([]string, len(cols))
+			for i, c := range cols {
+				row[i] = queueColumns[c](q)
+			}
+			rows = append(rows, row)
 		}
 		return fmt.Sprintf("Timeout: 60.0 seconds ...\nListing queues for vhost %s ...", vhost), table(rows), nil
 	}},
@@ -226,6 +244,47 @@ var commands = map[string]command{
 		n := b.CloseAllConnections(a[0])
 		return "Closing all connections", fmt.Sprintf("Closed %d connections", n), nil
 	}},
+}
+
+// queueColumns are the list_queues info items substrate answers, as
+// rabbitmqctl prints them.
+var queueColumns = map[string]func(q broker.QueueInfo) string{
+	"name":                    func(q broker.QueueInfo) string { return q.Name },
+	"durable":                 func(q broker.QueueInfo) string { return fmt.Sprint(q.Durable) },
+	"auto_delete":             func(q broker.QueueInfo) string { return fmt.Sprint(q.AutoDelete) },
+	"exclusive":               func(q broker.QueueInfo) string { return fmt.Sprint(q.Exclusive) },
+	"arguments":               func(q broker.QueueInfo) string { return erlangArgs(q.Arguments) },
+	"policy":                  func(q broker.QueueInfo) string { return "" },
+	"messages":                func(q broker.QueueInfo) string { return fmt.Sprint(q.Messages) },
+	"messages_ready":          func(q broker.QueueInfo) string { return fmt.Sprint(q.MessagesReady) },
+	"messages_unacknowledged": func(q broker.QueueInfo) string { return fmt.Sprint(q.MessagesUnacknowledged) },
+	"consumers":               func(q broker.QueueInfo) string { return fmt.Sprint(q.Consumers) },
+	"state":                   func(q broker.QueueInfo) string { return "running" },
+	"type": func(q broker.QueueInfo) string {
+		if q.Arguments["x-queue-type"] == "quorum" {
+			return "quorum"
+		}
+		return "classic"
+	},
+}
+
+// erlangArgs prints queue arguments as rabbitmqctl does:
+// [{"x-queue-type","quorum"},{"x-expires",1800000}], keys sorted.
+func erlangArgs(m map[string]any) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		v := m[k]
+		if s, ok := v.(string); ok {
+			v = strconv.Quote(s)
+		}
+		parts[i] = fmt.Sprintf("{%s,%v}", strconv.Quote(k), v)
+	}
+	return "[" + strings.Join(parts, ",") + "]"
 }
 
 func exists(b Broker, name string) bool {

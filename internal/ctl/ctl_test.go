@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
 	"substrate/broker"
 )
 
@@ -91,5 +93,51 @@ func TestSocketRoundTrip(t *testing.T) {
 	long := dir + "/" + strings.Repeat("d", 120)
 	if p := SocketPath(long); len(p) >= 100 || !strings.Contains(p, "substrate-ctl-") {
 		t.Fatalf("long path socket = %q", p)
+	}
+}
+
+func TestListQueuesColumns(t *testing.T) {
+	b := startBroker(t)
+	c, err := amqp091.Dial("amqp://guest:guest@" + b.Addrs()[0].String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("qq", true, false, false, false, amqp091.Table{"x-queue-type": "quorum"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("reply", false, false, false, false, amqp091.Table{"x-expires": int32(1800000)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Publish("", "qq", false, false, amqp091.Publishing{Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	// A round trip on the same channel: the publish is routed by now.
+	if _, err := ch.QueueDeclarePassive("qq", true, false, false, false, amqp091.Table{"x-queue-type": "quorum"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res := Run(ctx, b, []string{"-q", "list_queues", "name", "durable", "arguments", "type", "messages", "consumers"})
+	lines := strings.Split(strings.TrimSpace(res.Stdout), "\n")
+	want := map[string]bool{
+		"name\tdurable\targuments\ttype\tmessages\tconsumers":     true,
+		"qq\ttrue\t[{\"x-queue-type\",\"quorum\"}]\tquorum\t1\t0": true,
+		"reply\tfalse\t[{\"x-expires\",1800000}]\tclassic\t0\t0":  true,
+	}
+	if res.Code != 0 || len(lines) != len(want) {
+		t.Fatalf("code %d stdout %q stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	for _, l := range lines {
+		if !want[l] {
+			t.Errorf("unexpected line %q in\n%s", l, res.Stdout)
+		}
+	}
+	res = Run(ctx, b, []string{"list_queues", "name", "colour"})
+	if res.Code != ExitUsage || !strings.Contains(res.Stderr, "Info key(s) colour are not supported") {
+		t.Fatalf("bad column: code %d stderr %q", res.Code, res.Stderr)
 	}
 }
