@@ -95,7 +95,9 @@ func needPython(t *testing.T, modules ...string) {
 func childEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SUBSTRATE_BIN=") && !strings.HasPrefix(kv, "SUBSTRATE_REQUIRE_CLIENTS=") {
+		// The tests' own SUBSTRATE_* knobs (BIN, REQUIRE_CLIENTS, CRASH_*)
+		// are not serve settings; a test that wants one passes it itself.
+		if !strings.HasPrefix(kv, "SUBSTRATE_") {
 			env = append(env, kv)
 		}
 	}

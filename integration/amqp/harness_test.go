@@ -16,8 +16,10 @@
 // (absolute, or relative to the repository root); otherwise ../../cmd/substrate
 // is built into a temporary directory.
 //
-// Run: go test -count=1 ./integration/amqp/ (about 40-60 s on 2 cores, as
-// root or as the rabbitmq user, which rabbitmq-server needs).
+// Run: go test -count=1 ./integration/amqp/ (about 1.5-2 min on 2 cores,
+// as root or as the rabbitmq user, which rabbitmq-server needs).
+// TestOsloDurableRestart restarts each target in place (target.restart;
+// restart_test.go for RabbitMQ), alone on it.
 //
 // What the substrate target expects of the binary:
 //
@@ -25,7 +27,8 @@
 //	    --amqp-port P --etcd-client-port C --etcd-peer-port Q --http-port H
 //
 // logs (stdout or stderr) a line containing msg="substrate ready" once AMQP
-// accepts on 127.0.0.1:P, and stops on SIGTERM. Then, with SUBSTRATE_HOST, SUBSTRATE_DATA_DIR,
+// accepts on 127.0.0.1:P, and stops on SIGTERM (within 20 s; it is then
+// started again with the same arguments by TestOsloDurableRestart). Then, with SUBSTRATE_HOST, SUBSTRATE_DATA_DIR,
 // SUBSTRATE_AMQP_PORT, SUBSTRATE_ETCD_CLIENT_PORT and SUBSTRATE_HTTP_PORT in
 // the environment (the serve flags' names, DESIGN.md) and the working
 // directory the parent of DIR, these must exit 0:
@@ -42,6 +45,7 @@ package amqpit
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -84,6 +88,14 @@ type target struct {
 	logs func() string
 	// stop shuts the target down and removes its files.
 	stop func()
+	// ctl runs the broker's rabbitmqctl (`rabbitmqctl -n NODE` or
+	// `substrate ctl`) and returns its combined output.
+	ctl func(ctx context.Context, args ...string) (string, error)
+	// restart stops the broker as an operator would (rabbitmqctl stop;
+	// SIGTERM to substrate) and starts it again on the same data directory
+	// and ports, returning once it accepts AMQP again. Only bodies run by
+	// forEachTargetAlone may call it. It returns a one-line summary.
+	restart func(ctx context.Context) (string, error)
 
 	// mu is held shared by tests and exclusively by forEachTargetAlone.
 	mu sync.RWMutex
@@ -214,8 +226,11 @@ func setupRabbitMQ() *target {
 		// RabbitMQ sends connection.close 320 "CONNECTION_FORCED - test".
 		return r.Ctl(ctx, "close_all_connections", "test")
 	}
-	tg.logs = func() string { return rabbitmqtest.LastLines(r.Logs(60), 60) }
-	tg.stop = func() { r.Stop() }
+	rr := newRabbitRestarter(r)
+	tg.ctl = r.Ctl
+	tg.restart = rr.restart
+	tg.logs = func() string { return rabbitmqtest.LastLines(rr.logs(), 60) }
+	tg.stop = rr.stop
 	return tg
 }
 
@@ -226,18 +241,25 @@ func setupRabbitMQ() *target {
 const substrateNoAMQP = "service not available in this build yet"
 
 type substrate struct {
-	bin      string
-	tmp      string
-	dataDir  string
-	ports    map[string]int
-	cmd      *exec.Cmd
-	out      rabbitmqtest.Tail
-	ready    chan struct{}
-	exited   chan struct{}
-	waitErr  error
-	lineMu   sync.Mutex
-	noAMQP   bool
-	readyMsg string
+	bin     string
+	tmp     string
+	dataDir string
+	ports   map[string]int
+	args    []string // serve's arguments, the same for every launch
+	out     rabbitmqtest.Tail
+
+	mu  sync.Mutex
+	cur *substrateProc // the running (or last) server process
+}
+
+// substrateProc is one `substrate serve` process.
+type substrateProc struct {
+	cmd     *exec.Cmd
+	ready   chan struct{}
+	exited  chan struct{}
+	waitErr error // set before exited is closed
+	lineMu  sync.Mutex
+	noAMQP  bool
 }
 
 // setupSubstrate starts
@@ -250,7 +272,7 @@ type substrate struct {
 // `substrate ctl set_permissions` (rabbitmqctl's commands, DESIGN.md).
 func setupSubstrate() *target {
 	tg := &target{name: "substrate", host: "127.0.0.1", user: amqpUser, password: "pw" + rabbitmqtest.RandomHex(8)}
-	s := &substrate{ready: make(chan struct{}), exited: make(chan struct{})}
+	s := &substrate{}
 	var err error
 	if s.tmp, err = os.MkdirTemp("", "amqpit-substrate-"); err != nil {
 		tg.fail = err.Error()
@@ -269,64 +291,16 @@ func setupSubstrate() *target {
 	tg.port = ports[0]
 	s.ports = map[string]int{"amqp": ports[0], "etcd-client": ports[1], "etcd-peer": ports[2], "http": ports[3]}
 	s.dataDir = filepath.Join(s.tmp, "data")
-	args := []string{"serve", "--services", "amqp,etcd", "--host", "127.0.0.1", "--data-dir", s.dataDir,
+	s.args = []string{"serve", "--services", "amqp,etcd", "--host", "127.0.0.1", "--data-dir", s.dataDir,
 		"--amqp-port", strconv.Itoa(ports[0]), "--etcd-client-port", strconv.Itoa(ports[1]),
 		"--etcd-peer-port", strconv.Itoa(ports[2]), "--http-port", strconv.Itoa(ports[3])}
-	s.cmd = exec.Command(s.bin, args...)
-	s.cmd.Dir = s.tmp
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	pr, pw := io.Pipe()
-	s.cmd.Stdout, s.cmd.Stderr = pw, pw
 	t0 := time.Now()
-	if err := s.cmd.Start(); err != nil {
-		tg.fail = "starting substrate: " + err.Error()
-		return tg
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 1<<20)
-		var once sync.Once
-		for sc.Scan() {
-			line := sc.Text()
-			s.out.Write([]byte(line + "\n"))
-			if strings.Contains(line, substrateNoAMQP) && strings.Contains(line, "service=amqp") {
-				s.lineMu.Lock()
-				s.noAMQP = true
-				s.lineMu.Unlock()
-			}
-			if strings.Contains(line, `msg="substrate ready"`) {
-				once.Do(func() { close(s.ready) })
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	go func() { s.waitErr = s.cmd.Wait(); pw.Close(); close(s.exited) }()
-
-	select {
-	case <-s.ready:
-	case <-s.exited:
-		tg.fail = fmt.Sprintf("substrate exited before it was ready (%v):\n%s", s.waitErr, rabbitmqtest.LastLines(s.out.String(), 40))
-		return tg
-	case <-time.After(60 * time.Second):
-		tg.fail = "substrate not ready after 60s:\n" + rabbitmqtest.LastLines(s.out.String(), 40)
-		return tg
-	}
-	s.lineMu.Lock()
-	noAMQP := s.noAMQP
-	s.lineMu.Unlock()
-	if noAMQP {
-		// The broker is part of the build: a binary without it is broken.
-		s.stop()
-		tg.stop = nil
-		tg.fail = "substrate says its amqp service is not available in this build"
+	if err := s.launch(tg.addr()); err != nil {
+		tg.fail = err.Error()
 		return tg
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := rabbitmqtest.WaitAMQP(ctx, tg.addr(), s.exited, 250*time.Millisecond); err != nil {
-		tg.fail = err.Error() + "\n" + rabbitmqtest.LastLines(s.out.String(), 40)
-		return tg
-	}
 	for _, args := range [][]string{
 		{"add_user", amqpUser, tg.password},
 		{"set_permissions", amqpUser, ".*", ".*", ".*"},
@@ -339,9 +313,115 @@ func setupSubstrate() *target {
 	tg.forceClose = func(ctx context.Context) (string, error) {
 		return s.ctl(ctx, "close_all_connections", "test")
 	}
+	tg.ctl = s.ctl
+	tg.restart = func(ctx context.Context) (string, error) { return s.restart(tg.addr()) }
 	tg.logs = func() string { return rabbitmqtest.LastLines(s.out.String(), 60) }
 	fmt.Fprintf(os.Stderr, "amqpit: substrate ready on %s after %v\n", tg.addr(), time.Since(t0).Round(100*time.Millisecond))
 	return tg
+}
+
+// launch starts `substrate serve` with s.args and waits for its ready line
+// and then for AMQP on addr. On error the process may still be running;
+// stop ends it.
+func (s *substrate) launch(addr string) error {
+	p := &substrateProc{ready: make(chan struct{}), exited: make(chan struct{})}
+	p.cmd = exec.Command(s.bin, s.args...)
+	p.cmd.Dir = s.tmp
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	pr, pw := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("starting substrate: %w", err)
+	}
+	s.mu.Lock()
+	s.cur = p
+	s.mu.Unlock()
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		var once sync.Once
+		for sc.Scan() {
+			line := sc.Text()
+			s.out.Write([]byte(line + "\n"))
+			if strings.Contains(line, substrateNoAMQP) && strings.Contains(line, "service=amqp") {
+				p.lineMu.Lock()
+				p.noAMQP = true
+				p.lineMu.Unlock()
+			}
+			if strings.Contains(line, `msg="substrate ready"`) {
+				once.Do(func() { close(p.ready) })
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	go func() { p.waitErr = p.cmd.Wait(); pw.Close(); close(p.exited) }()
+
+	select {
+	case <-p.ready:
+	case <-p.exited:
+		return fmt.Errorf("substrate exited before it was ready (%v):\n%s", p.waitErr, rabbitmqtest.LastLines(s.out.String(), 40))
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("substrate not ready after 60s:\n%s", rabbitmqtest.LastLines(s.out.String(), 40))
+	}
+	p.lineMu.Lock()
+	noAMQP := p.noAMQP
+	p.lineMu.Unlock()
+	if noAMQP {
+		// The broker is part of the build: a binary without it is broken.
+		s.terminate()
+		return errors.New("substrate says its amqp service is not available in this build")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rabbitmqtest.WaitAMQP(ctx, addr, p.exited, 250*time.Millisecond); err != nil {
+		return fmt.Errorf("%v\n%s", err, rabbitmqtest.LastLines(s.out.String(), 40))
+	}
+	return nil
+}
+
+// restart sends SIGTERM, waits for the process to exit and launches it
+// again with the same data directory and ports.
+func (s *substrate) restart(addr string) (string, error) {
+	t0 := time.Now()
+	exit, err := s.terminate()
+	if err != nil {
+		return "", err
+	}
+	stopped := time.Since(t0)
+	s.out.Write([]byte("==== amqpit: restarting substrate on the same --data-dir and ports ====\n"))
+	if err := s.launch(addr); err != nil {
+		return "", fmt.Errorf("substrate did not come back after the restart: %w", err)
+	}
+	return fmt.Sprintf("substrate exited (%s) %v after SIGTERM, accepted AMQP again %v later",
+		exit, stopped.Round(10*time.Millisecond), (time.Since(t0) - stopped).Round(10*time.Millisecond)), nil
+}
+
+// terminate stops the current process with SIGTERM (SIGKILL to its group
+// after 20 s, which is an error) and reports its exit status.
+func (s *substrate) terminate() (string, error) {
+	s.mu.Lock()
+	p := s.cur
+	s.mu.Unlock()
+	if p == nil || p.cmd.Process == nil {
+		return "", errors.New("substrate is not running")
+	}
+	select {
+	case <-p.exited:
+		return "", fmt.Errorf("substrate had already exited (%v)", p.waitErr)
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+		return "", errors.New("substrate did not exit within 20s of SIGTERM; killed it")
+	}
+	if p.waitErr != nil {
+		return p.waitErr.Error(), nil
+	}
+	return "status 0", nil
 }
 
 // substrateBinary returns SUBSTRATE_BIN (absolute, or relative to the
@@ -384,17 +464,14 @@ func (s *substrate) ctl(ctx context.Context, args ...string) (string, error) {
 }
 
 func (s *substrate) stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
+	s.mu.Lock()
+	p := s.cur
+	s.mu.Unlock()
+	if p != nil && p.cmd.Process != nil {
 		select {
-		case <-s.exited:
+		case <-p.exited:
 		default:
-			s.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-s.exited:
-			case <-time.After(20 * time.Second):
-				syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-				<-s.exited
-			}
+			s.terminate()
 		}
 	}
 	if s.tmp != "" {
