@@ -78,14 +78,17 @@ func (q *Queue) deliveredLocked(e entry, noAck bool) {
 }
 
 // dropStoredLocked removes every stored message of a deleted queue,
-// unacknowledged deliveries included.
-func (q *Queue) dropStoredLocked() {
+// unacknowledged deliveries included, and returns the commit that makes
+// it durable (nil if there was nothing stored).
+func (q *Queue) dropStoredLocked() *store.Commit {
 	if q.log == nil {
-		return
+		return nil
 	}
-	if _, err := q.log.DropQueue(q.key); err != nil && !errors.Is(err, store.ErrClosed) {
+	_, c, err := q.log.DropQueue(q.key)
+	if err != nil && !errors.Is(err, store.ErrClosed) {
 		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store drop failed", "vhost", q.vh.name, "queue", q.name, "err", err)
 	}
+	return c
 }
 
 // pageBytes is how many bytes of stored message bodies a queue keeps in
@@ -221,7 +224,7 @@ func (s *Server) recoverMessages() error {
 	for key, n := range orphans {
 		vname, qname, _ := splitStoreKey(key)
 		s.log.Warn("amqp: dropping stored messages of a queue that no longer exists", "vhost", vname, "queue", qname, "messages", n)
-		if _, err := s.store.DropQueue(key); err != nil {
+		if _, _, err := s.store.DropQueue(key); err != nil {
 			return fmt.Errorf("broker: message store: %w", err)
 		}
 	}

@@ -769,23 +769,25 @@ func (q *Queue) Purge() int {
 	return q.msgs.purge(q.forgetLocked)
 }
 
-// markDeleted ends the queue: it returns the consumers to notify. The
-// caller (the vhost, holding its lock) has checked if-unused/if-empty.
-func (q *Queue) markDeleted() (count int, cs []*consumer) {
+// markDeleted ends the queue: it returns the consumers to notify and the
+// message store's commit that makes the removal of its stored messages
+// durable (nil if none). The caller (the vhost, holding its lock) has
+// checked if-unused/if-empty.
+func (q *Queue) markDeleted() (count int, cs []*consumer, dropped *store.Commit) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.deleted = true
 	cs = q.consumers
 	q.consumers, q.active = nil, nil
 	count = q.msgs.purge(nil)
-	q.dropStoredLocked()
+	dropped = q.dropStoredLocked()
 	q.flushDeadLater()
 	q.stopExpiryLocked()
 	if q.ttlTimer != nil {
 		q.ttlTimer.Stop()
 		q.ttlTimer = nil
 	}
-	return count, cs
+	return count, cs, dropped
 }
 
 // inUse reports the numbers if-unused and if-empty look at.

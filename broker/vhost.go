@@ -540,8 +540,13 @@ func (vh *vhost) deleteQueue(q *Queue, check func() *amqp.Error, cls, mth uint16
 	for b := range q.bindings {
 		ops = vh.removeBindingLocked(b, ops, false)
 	}
-	n, cs := q.markDeleted()
+	n, cs, dropped := q.markDeleted()
 	vh.mu.Unlock()
+	if dropped != nil {
+		// Still holding cfgMu: a redeclare under the same name waits
+		// until a crash can no longer bring these messages back into it.
+		dropped.Wait()
+	}
 	if q.owner != nil {
 		q.owner.removeExclusive(q)
 	}
@@ -721,7 +726,10 @@ func (vh *vhost) destroy() {
 	vh.queues = map[string]*Queue{}
 	vh.mu.Unlock()
 	for _, q := range qs {
-		_, cs := q.markDeleted()
+		_, cs, dropped := q.markDeleted()
+		if dropped != nil {
+			dropped.Wait()
+		}
 		notifyCancelled(cs)
 	}
 }

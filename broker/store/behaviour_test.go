@@ -169,11 +169,15 @@ func testBehaviour(t *testing.T, tg target) {
 			delete(live, id)
 		}
 	}
-	if n, err := l.DropQueue("q1"); err != nil || n != want {
-		t.Fatalf("DropQueue = %d, %v; want %d", n, err, want)
+	n, c, err := l.DropQueue("q1")
+	if err != nil || n != want || c == nil {
+		t.Fatalf("DropQueue = %d, %v, %v; want %d and a commit", n, c, err, want)
 	}
-	if n, _ := l.DropQueue("nope"); n != 0 {
-		t.Fatalf("DropQueue(nope) = %d", n)
+	if err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n, c, _ := l.DropQueue("nope"); n != 0 || c != nil {
+		t.Fatalf("DropQueue(nope) = %d, %v", n, c)
 	}
 	check(l, live, delivered)
 	l = tg.reopen(t, l)

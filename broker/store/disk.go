@@ -364,15 +364,15 @@ func (s *Disk) Delivered(id ID) error {
 }
 
 // DropQueue implements Log.
-func (s *Disk) DropQueue(queue string) (int, error) {
+func (s *Disk) DropQueue(queue string) (int, *Commit, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usableLocked(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	q, ok := s.queues[queue]
 	if !ok {
-		return 0, nil
+		return 0, nil, nil
 	}
 	n := 0
 	for _, g := range s.segs { // deadLocked replaces s.segs, not this array
@@ -383,10 +383,15 @@ func (s *Disk) DropQueue(queue string) (int, error) {
 			}
 		}
 	}
-	if n > 0 {
-		s.signal(s.wake)
+	if n == 0 {
+		return 0, nil, nil
 	}
-	return n, nil
+	if s.pend.commit == nil {
+		s.pend.commit = newCommit()
+		s.pend.start = s.clock.Now()
+	}
+	s.signal(s.wake)
+	return n, s.pend.commit, nil
 }
 
 // Recover implements Log.

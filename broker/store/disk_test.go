@@ -185,7 +185,7 @@ func TestAckDeletesSegments(t *testing.T) {
 	if _, err := os.Stat(first); !os.IsNotExist(err) {
 		t.Fatalf("fully acknowledged %s still there: %v", first, err)
 	}
-	if _, err := s.DropQueue("q"); err != nil {
+	if _, _, err := s.DropQueue("q"); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
@@ -790,4 +790,39 @@ func TestRedeliveredAfterCleanAndUncleanStop(t *testing.T) {
 		t.Fatalf("after a crash: %v, want the 3 recovered redelivered and %d not", got, id)
 	}
 	s.Close()
+}
+
+// TestDropQueueDurableAtCommit: once DropQueue's commit is done, a crash
+// does not bring the queue's messages back.
+func TestDropQueueDurableAtCommit(t *testing.T) {
+	cfg := NewConfig(t.TempDir())
+	s := mustOpen(t, cfg)
+	for i := 0; i < 5; i++ {
+		_, c, err := s.Append(&Message{Queue: "gone", Body: []byte{byte(i)}})
+		if err != nil || c.Wait() != nil {
+			t.Fatal(err)
+		}
+	}
+	_, c, err := s.Append(&Message{Queue: "kept", Body: []byte("k")})
+	if err != nil || c.Wait() != nil {
+		t.Fatal(err)
+	}
+	n, c, err := s.DropQueue("gone")
+	if err != nil || n != 5 || c == nil {
+		t.Fatalf("DropQueue = %d, %v, %v", n, c, err)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s.crash()
+	s = mustOpen(t, cfg)
+	defer s.Close()
+	for _, e := range recovered(t, s) {
+		if e.Queue != "kept" {
+			t.Fatalf("dropped queue's message %d came back after a crash", e.ID)
+		}
+	}
+	if s.Len() != 1 {
+		t.Fatalf("%d live, want 1", s.Len())
+	}
 }

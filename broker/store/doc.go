@@ -16,7 +16,7 @@
 //	m, err := s.Read(id)               // at delivery: body from disk
 //	s.Delivered(id)                    // handed to a consumer
 //	s.Ack(id)                          // acked, rejected, expired, dropped
-//	s.DropQueue(key)                   // queue.delete, queue.purge
+//	n, c, err := s.DropQueue(key)      // queue.delete; durable when c is done
 //	s.Close()                          // at shutdown: flush, sync, release
 //
 // Log is the seam: Disk (Open) is the segment log, Memory (NewMemory) the

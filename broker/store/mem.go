@@ -126,11 +126,11 @@ func (s *Memory) ackLocked(mm *memMsg) {
 }
 
 // DropQueue implements Log.
-func (s *Memory) DropQueue(queue string) (int, error) {
+func (s *Memory) DropQueue(queue string) (int, *Commit, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, ErrClosed
+		return 0, nil, ErrClosed
 	}
 	var ids []ID
 	for _, x := range s.st.msgs {
@@ -141,7 +141,10 @@ func (s *Memory) DropQueue(queue string) (int, error) {
 	for _, id := range ids { // ackLocked may compact msgs
 		s.ackLocked(&s.st.msgs[s.st.index[id]])
 	}
-	return len(ids), nil
+	if len(ids) == 0 {
+		return 0, nil, nil
+	}
+	return len(ids), doneCommit, nil
 }
 
 // Recover implements Log.

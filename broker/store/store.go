@@ -53,9 +53,12 @@ type Log interface {
 	Delivered(id ID) error
 	// Ack removes id (acknowledged, rejected, expired, dropped).
 	Ack(id ID) error
-	// DropQueue removes every live message of queue (queue.delete, purge)
-	// and returns how many there were.
-	DropQueue(queue string) (int, error)
+	// DropQueue removes every live message of queue (queue.delete) and
+	// returns how many there were. The removal is durable when the
+	// returned Commit is done (nil if there was nothing to remove): a
+	// queue redeclared under the same name must not find them after a
+	// crash.
+	DropQueue(queue string) (int, *Commit, error)
 	// Recover calls fn for every live message in append order, so each
 	// queue's messages come in their own append order. fn must not call
 	// the Log. A non-nil error from fn stops the walk and is returned.
