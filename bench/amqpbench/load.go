@@ -20,14 +20,14 @@ import (
 
 // Load shapes.
 const (
-	msgSize     = 1024            // transient throughput body size
-	inFlight    = 200             // unconfirmed publishes per publisher
-	prefetch    = 200             // basic.qos per consumer
-	ackEvery    = 50              // consumers ack with multiple=true every ackEvery deliveries
-	rpcCallers  = 8               // concurrent closed-loop RPC callers
-	rpcTimeout  = 5 * time.Second // a call without a reply by then is a timeout error
-	replyExpire = 1800000         // x-expires of reply queues, ms (oslo.messaging's default)
-	drainWait   = 5 * time.Second // publishers wait this long for outstanding confirms at the end
+	msgSize     = 1024             // throughput and backlog body size
+	inFlight    = 200              // unconfirmed publishes per publisher
+	prefetch    = 200              // basic.qos per consumer
+	ackEvery    = 50               // consumers ack with multiple=true every ackEvery deliveries
+	rpcCallers  = 8                // concurrent closed-loop RPC callers
+	rpcTimeout  = 5 * time.Second  // a call without a reply by then is a timeout error
+	replyExpire = 1800000          // x-expires of reply queues, ms (oslo.messaging's default)
+	drainWait   = 10 * time.Second // publishers wait this long for outstanding confirms at the end
 )
 
 // errs counts failures of one load by kind; every kind is reported.
@@ -95,27 +95,48 @@ func watchClose(c *amqp.Connection, closing *atomic.Bool, e *errs, who string) {
 }
 
 // ---------------------------------------------------------------------------
-// 1. transient throughput
+// 1. throughput: transient (tpN) and persistent (ptpN)
 
 type tpResult struct {
 	MsgsPerSec float64 // consumed in the measured window
 	PubPerSec  float64 // confirmed in the measured window
+	P50ms      float64 // publish -> confirm latency of publishes confirmed in the window
+	P99ms      float64
 	Backlog    int     // messages left in the queue at the end
 	PeakRSS    int64   // highest server VmRSS sampled while publishing, bytes
 	SrvCPU     float64 // server CPU time in the window / window (cores)
 	CliCPU     float64 // this process's CPU time in the window / window (cores)
-	Errors     *errs
+	// Fsyncs is the server's fsyncs per second while the load ran (see
+	// broker.fsyncs); FsyncNote says why it is missing when FsyncOK is false.
+	Fsyncs    float64
+	FsyncOK   bool
+	FsyncNote string
+	Errors    *errs
 }
 
-// runThroughput runs n publishers and n consumers, each on its own
-// connection, on one fresh non-durable queue through the default exchange.
-// Publishers use publisher confirms with at most inFlight unconfirmed
-// messages each; consumers use prefetch and multiple acks. The queue is
-// deleted at the end.
-func runThroughput(ctx context.Context, b *broker, n int, warmup, dur time.Duration) (tpResult, error) {
+// tpConfig is one throughput load's shape.
+type tpConfig struct {
+	n          int  // publishers, and as many consumers
+	persistent bool // durable queue and delivery_mode 2 (else non-durable, transient)
+	// fsyncs reads the server's fsync counter around the measured window
+	// (nil: not measured).
+	fsyncs fsyncReader
+}
+
+// runThroughput runs cfg.n publishers and cfg.n consumers, each on its own
+// connection, on one fresh queue through the default exchange. Publishers
+// use publisher confirms with at most inFlight unconfirmed messages each;
+// consumers use prefetch and multiple acks. The queue is deleted at the
+// end. With cfg.fsyncs, the counter is read once the load is running (before
+// the warm-up) and again after the measured window, before the load stops.
+func runThroughput(ctx context.Context, b *broker, cfg tpConfig, warmup, dur time.Duration) (tpResult, error) {
 	res := tpResult{Errors: &errs{}}
 	e := res.Errors
-	queue := "amqpbench.tp." + rabbitmqtest.RandomHex(4)
+	kind, mode := "tp", amqp.Transient
+	if cfg.persistent {
+		kind, mode = "ptp", amqp.Persistent
+	}
+	queue := "amqpbench." + kind + "." + rabbitmqtest.RandomHex(4)
 
 	admin, err := dial(b)
 	if err != nil {
@@ -126,7 +147,7 @@ func runThroughput(ctx context.Context, b *broker, n int, warmup, dur time.Durat
 	if err != nil {
 		return res, err
 	}
-	if _, err := ach.QueueDeclare(queue, false, false, false, false, nil); err != nil {
+	if _, err := ach.QueueDeclare(queue, cfg.persistent, false, false, false, nil); err != nil {
 		return res, fmt.Errorf("queue.declare: %w", err)
 	}
 
@@ -139,114 +160,37 @@ func runThroughput(ctx context.Context, b *broker, n int, warmup, dur time.Durat
 		}
 	}()
 	var consumed, confirmed atomic.Int64
+	var measuring atomic.Bool
 	stopPub := make(chan struct{})
 	var pubWG, conWG sync.WaitGroup
-	body := make([]byte, msgSize)
-	for i := range body {
-		body[i] = byte('a' + i%26)
-	}
+	body := testBody()
 
-	for i := 0; i < n; i++ {
+	for i := 0; i < cfg.n; i++ {
 		c, err := dial(b)
 		if err != nil {
 			return res, fmt.Errorf("consumer dial: %w", err)
 		}
 		conns = append(conns, c)
 		watchClose(c, &closing, e, "consumer")
-		ch, err := c.Channel()
-		if err != nil {
+		if err := startConsumer(c, queue, &consumed, &closing, e, &conWG); err != nil {
 			return res, err
 		}
-		if err := ch.Qos(prefetch, 0, false); err != nil {
-			return res, fmt.Errorf("basic.qos: %w", err)
-		}
-		dels, err := ch.Consume(queue, "", false, false, false, false, nil)
-		if err != nil {
-			return res, fmt.Errorf("basic.consume: %w", err)
-		}
-		conWG.Add(1)
-		go func() {
-			defer conWG.Done()
-			k := 0
-			for d := range dels {
-				if len(d.Body) != msgSize {
-					e.add("bad body", fmt.Errorf("%d bytes", len(d.Body)))
-				}
-				consumed.Add(1)
-				if k++; k%ackEvery == 0 {
-					if err := d.Ack(true); err != nil && !closing.Load() {
-						e.add("ack", err)
-					}
-				}
-			}
-		}()
 	}
 
-	for i := 0; i < n; i++ {
+	var lats []*latencies
+	for i := 0; i < cfg.n; i++ {
 		c, err := dial(b)
 		if err != nil {
 			return res, fmt.Errorf("publisher dial: %w", err)
 		}
 		conns = append(conns, c)
 		watchClose(c, &closing, e, "publisher")
-		ch, err := c.Channel()
-		if err != nil {
+		p := &publisher{queue: queue, mode: mode, body: body, stop: stopPub,
+			confirmed: &confirmed, lat: newLatencies(&measuring), e: e}
+		if err := p.start(ctx, c, &pubWG); err != nil {
 			return res, err
 		}
-		if err := ch.Confirm(false); err != nil {
-			return res, fmt.Errorf("confirm.select: %w", err)
-		}
-		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, inFlight+1))
-		tokens := make(chan struct{}, inFlight)
-		pubWG.Add(1)
-		go func() {
-			defer pubWG.Done()
-			var published int64
-			done := make(chan struct{})
-			go func() { // settles confirms, one per delivery tag, in order
-				defer close(done)
-				for cf := range confirms {
-					if !cf.Ack {
-						e.add("nack", nil)
-					} else {
-						confirmed.Add(1)
-					}
-					<-tokens
-				}
-			}()
-		loop:
-			for {
-				select {
-				case <-stopPub:
-					break loop
-				case tokens <- struct{}{}:
-				}
-				err := ch.PublishWithContext(ctx, "", queue, false, false, amqp.Publishing{
-					DeliveryMode: amqp.Transient, ContentType: "application/octet-stream", Body: body,
-				})
-				if err != nil {
-					e.add("publish", err)
-					<-tokens
-					break
-				}
-				published++
-			}
-			// Wait for outstanding confirms (tokens drain as they settle).
-			deadline := time.After(drainWait)
-			for len(tokens) > 0 {
-				select {
-				case <-deadline:
-					e.add("confirm timeout", fmt.Errorf("%d of %d publishes unconfirmed %v after the end", len(tokens), published, drainWait))
-					return
-				case <-done:
-					if len(tokens) > 0 {
-						e.add("confirm timeout", errors.New("channel closed with publishes unconfirmed"))
-					}
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-			}
-		}()
+		lats = append(lats, p.lat)
 	}
 
 	// Sample the server's RSS: a broker without publisher flow control
@@ -265,18 +209,42 @@ func runThroughput(ctx context.Context, b *broker, n int, warmup, dur time.Durat
 		}
 	}()
 
+	var f0 fsyncSample
+	var ferr error
+	if cfg.fsyncs != nil {
+		f0, ferr = cfg.fsyncs(ctx)
+	}
 	sleepCtx(ctx, warmup)
 	pid := b.pid()
 	s0, k0 := cpuOf(pid), cpuOf(os.Getpid())
 	c0, p0, t0 := consumed.Load(), confirmed.Load(), time.Now()
+	measuring.Store(true)
 	sleepCtx(ctx, dur)
+	measuring.Store(false)
 	c1, p1, el := consumed.Load(), confirmed.Load(), time.Since(t0)
 	res.SrvCPU, res.CliCPU = (cpuOf(pid)-s0).Seconds()/el.Seconds(), (cpuOf(os.Getpid())-k0).Seconds()/el.Seconds()
+	if cfg.fsyncs != nil && ferr == nil {
+		var f1 fsyncSample
+		if f1, ferr = cfg.fsyncs(ctx); ferr == nil {
+			res.Fsyncs, ferr = f1.rateSince(f0)
+		}
+	}
+	switch {
+	case cfg.fsyncs == nil:
+		res.FsyncNote = "not measured"
+	case ferr != nil:
+		res.FsyncNote = ferr.Error()
+	default:
+		res.FsyncOK = true
+	}
 	close(stopPub)
 	pubWG.Wait()
 	<-sampleDone
 	res.MsgsPerSec = float64(c1-c0) / el.Seconds()
 	res.PubPerSec = float64(p1-p0) / el.Seconds()
+	all := mergeLatencies(lats)
+	res.P50ms = float64(all.ValueAtQuantile(50)) / 1000
+	res.P99ms = float64(all.ValueAtQuantile(99)) / 1000
 
 	closing.Store(true)
 	for _, c := range conns {
@@ -290,6 +258,173 @@ func runThroughput(ctx context.Context, b *broker, n int, warmup, dur time.Durat
 		res.Backlog = q
 	}
 	return res, ctx.Err()
+}
+
+// testBody returns a msgSize body of letters.
+func testBody() []byte {
+	body := make([]byte, msgSize)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	return body
+}
+
+// startConsumer opens a channel on c with basic.qos prefetch and consumes
+// queue with manual acks (multiple=true every ackEvery deliveries), counting
+// deliveries in consumed until the channel closes. wg is done when it ends.
+func startConsumer(c *amqp.Connection, queue string, consumed *atomic.Int64, closing *atomic.Bool, e *errs, wg *sync.WaitGroup) error {
+	ch, err := c.Channel()
+	if err != nil {
+		return err
+	}
+	if err := ch.Qos(prefetch, 0, false); err != nil {
+		return fmt.Errorf("basic.qos: %w", err)
+	}
+	dels, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("basic.consume: %w", err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		k := 0
+		for d := range dels {
+			if len(d.Body) != msgSize {
+				e.add("bad body", fmt.Errorf("%d bytes", len(d.Body)))
+			}
+			consumed.Add(1)
+			if k++; k%ackEvery == 0 {
+				if err := d.Ack(true); err != nil && !closing.Load() {
+					e.add("ack", err)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// latencies is one publisher's publish -> confirm histogram, recorded while
+// measuring is set (µs, 1 µs to 2 minutes).
+type latencies struct {
+	mu        sync.Mutex
+	h         *hdrhistogram.Histogram
+	measuring *atomic.Bool
+}
+
+func newLatencies(measuring *atomic.Bool) *latencies {
+	return &latencies{h: hdrhistogram.New(1, int64(2*time.Minute/time.Microsecond), 3), measuring: measuring}
+}
+
+func (l *latencies) record(d time.Duration) {
+	if !l.measuring.Load() {
+		return
+	}
+	l.mu.Lock()
+	l.h.RecordValue(max(1, int64(d/time.Microsecond)))
+	l.mu.Unlock()
+}
+
+func mergeLatencies(ls []*latencies) *hdrhistogram.Histogram {
+	all := hdrhistogram.New(1, int64(2*time.Minute/time.Microsecond), 3)
+	for _, l := range ls {
+		l.mu.Lock()
+		all.Merge(l.h)
+		l.mu.Unlock()
+	}
+	return all
+}
+
+// publisher publishes body to queue through the default exchange with
+// publisher confirms and at most inFlight unconfirmed messages, until stop
+// is closed or claim (if set) returns false. Confirms arrive one per
+// delivery tag in order (amqp091-go resequences multiple acks), so the
+// publish times wait in a FIFO for theirs.
+type publisher struct {
+	queue     string
+	mode      uint8 // amqp.Transient or amqp.Persistent
+	body      []byte
+	stop      <-chan struct{}
+	claim     func() bool // nil: publish until stop
+	confirmed *atomic.Int64
+	lat       *latencies // nil: no latency recorded
+	e         *errs
+}
+
+// start opens the channel, selects confirms and starts publishing in a
+// goroutine; wg is done once the outstanding confirms settled (or
+// drainWait passed) after the last publish.
+func (p *publisher) start(ctx context.Context, c *amqp.Connection, wg *sync.WaitGroup) error {
+	ch, err := c.Channel()
+	if err != nil {
+		return err
+	}
+	if err := ch.Confirm(false); err != nil {
+		return fmt.Errorf("confirm.select: %w", err)
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, inFlight+1))
+	tokens := make(chan struct{}, inFlight)
+	sent := make(chan time.Time, inFlight) // publish times of unconfirmed messages, in order
+	e := p.e
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var published int64
+		done := make(chan struct{})
+		go func() { // settles confirms, one per delivery tag, in order
+			defer close(done)
+			for cf := range confirms {
+				t := <-sent
+				if !cf.Ack {
+					e.add("nack", nil)
+				} else {
+					p.confirmed.Add(1)
+					if p.lat != nil {
+						p.lat.record(time.Since(t))
+					}
+				}
+				<-tokens
+			}
+		}()
+	loop:
+		for {
+			select {
+			case <-p.stop:
+				break loop
+			case tokens <- struct{}{}:
+			}
+			if p.claim != nil && !p.claim() {
+				<-tokens
+				break
+			}
+			sent <- time.Now()
+			err := ch.PublishWithContext(ctx, "", p.queue, false, false, amqp.Publishing{
+				DeliveryMode: p.mode, ContentType: "application/octet-stream", Body: p.body,
+			})
+			if err != nil {
+				// The channel is unusable; its confirms will not come.
+				e.add("publish", err)
+				<-tokens
+				break
+			}
+			published++
+		}
+		// Wait for outstanding confirms (tokens drain as they settle).
+		deadline := time.After(drainWait)
+		for len(tokens) > 0 {
+			select {
+			case <-deadline:
+				e.add("confirm timeout", fmt.Errorf("%d of %d publishes unconfirmed %v after the end", len(tokens), published, drainWait))
+				return
+			case <-done:
+				if len(tokens) > 0 {
+					e.add("confirm timeout", errors.New("channel closed with publishes unconfirmed"))
+				}
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return nil
 }
 
 // ---------------------------------------------------------------------------

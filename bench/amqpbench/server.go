@@ -35,6 +35,8 @@ type broker struct {
 	// problems returns the server's warning/error log lines seen so far.
 	problems func() []string
 	stop     func() (time.Duration, error)
+	// fsyncs reads the server's cumulative fsync count (see persist.go).
+	fsyncs fsyncReader
 }
 
 func (b *broker) url() string { return "amqp://guest:guest@" + b.addr + "/" }
@@ -44,10 +46,12 @@ func (b *broker) url() string { return "amqp://guest:guest@" + b.addr + "/" }
 
 // startSubstrate starts
 //
-//	substrate serve --services amqp,etcd --host 127.0.0.1 --data-dir DIR
+//	substrate serve --services amqp,etcd,http --host 127.0.0.1 --data-dir DIR
 //	    --amqp-port P --etcd-client-port C --etcd-peer-port Q --http-port H
 //
 // in a fresh temp dir and waits for msg="substrate ready" and for AMQP on P.
+// The management HTTP service (http) is there for /metrics (the message
+// store's fsync counter); it costs no measurable RSS.
 func startSubstrate(ctx context.Context, bin string) (*broker, error) {
 	root, err := os.MkdirTemp("", "amqpbench-substrate-")
 	if err != nil {
@@ -58,7 +62,7 @@ func startSubstrate(ctx context.Context, bin string) (*broker, error) {
 		os.RemoveAll(root)
 		return nil, err
 	}
-	args := []string{"serve", "--services", "amqp,etcd", "--host", "127.0.0.1", "--data-dir", filepath.Join(root, "data"),
+	args := []string{"serve", "--services", "amqp,etcd,http", "--host", "127.0.0.1", "--data-dir", filepath.Join(root, "data"),
 		"--amqp-port", strconv.Itoa(ports[0]), "--etcd-client-port", strconv.Itoa(ports[1]),
 		"--etcd-peer-port", strconv.Itoa(ports[2]), "--http-port", strconv.Itoa(ports[3])}
 	cmd := exec.Command(bin, args...)
@@ -108,6 +112,7 @@ func startSubstrate(ctx context.Context, bin string) (*broker, error) {
 			defer probMu.Unlock()
 			return append([]string(nil), probs...)
 		},
+		fsyncs: substrateFsyncs(fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[3])),
 	}
 	b.stop = func() (time.Duration, error) {
 		defer os.RemoveAll(root)
@@ -173,6 +178,7 @@ func startRabbit(ctx context.Context) (*broker, error) {
 		logs:     func() string { return rabbitmqtest.LastLines(r.Logs(40), 40) },
 		problems: func() []string { return nil },
 		stop:     r.Stop,
+		fsyncs:   rabbitFsyncs(r),
 	}
 	if b.pid() == 0 {
 		logs := b.logs()
