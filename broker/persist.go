@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -119,9 +120,10 @@ func (q *Queue) messageLocked(e entry) (*message, bool) {
 	return messageFromStore(sm), true
 }
 
-// restoreLocked puts a recovered message at the tail of the queue. Its
-// TTL counts from now: the store keeps no publish time.
-func (q *Queue) restoreLocked(e entry, now int64) {
+// restoreLocked puts a recovered message at the tail of the queue; e.m
+// has no body if headOnly (the entry is then paged out). Its TTL counts
+// from now: the store keeps no publish time.
+func (q *Queue) restoreLocked(e entry, now int64, headOnly bool) {
 	if q.quorum && q.deliveryLimit >= 0 && int64(e.returns) > q.deliveryLimit {
 		q.dropLocked(e, reasonDeliveryLimit)
 		return
@@ -133,7 +135,11 @@ func (q *Queue) restoreLocked(e entry, now int64) {
 	if ttl >= 0 {
 		e.expiresAt = now + ttl*int64(time.Millisecond)
 	}
-	q.pageLocked(&e)
+	if headOnly {
+		e.m = nil
+	} else {
+		q.pageLocked(&e)
+	}
 	q.msgs.push(e)
 }
 
@@ -201,7 +207,19 @@ func (s *Server) recoverMessages() error {
 			orphans[e.Queue]++
 			continue
 		}
-		sm, err := s.store.Read(e.ID)
+		// Bodies beyond what the queue keeps in memory stay on disk:
+		// only the names and properties are read.
+		q.mu.Lock()
+		headOnly := q.msgs.resident() >= pageBytes
+		q.mu.Unlock()
+		var sm *store.Message
+		var size int
+		var err error
+		if headOnly {
+			sm, size, err = s.store.ReadHead(e.ID)
+		} else if sm, err = s.store.Read(e.ID); err == nil {
+			size = len(sm.Body)
+		}
 		if err != nil {
 			// Recovery checked every record's checksum, so this is a disk
 			// that failed since; the message cannot be delivered.
@@ -209,15 +227,15 @@ func (s *Server) recoverMessages() error {
 			s.store.Ack(e.ID)
 			continue
 		}
-		en := newEntry(messageFromStore(sm))
-		en.sid, en.redelivered = e.ID, e.Redelivered
+		m := messageFromStore(sm)
+		en := entry{m: m, size: uint32(size), prio: m.priority, sid: e.ID, redelivered: e.Redelivered}
 		if q.quorum {
 			// Every delivery of a live message ended in a return (a
 			// requeue, a closed channel or the crash).
 			en.returns = int32(min(e.Deliveries, 1<<31-1))
 		}
 		q.mu.Lock()
-		q.restoreLocked(en, now)
+		q.restoreLocked(en, now, headOnly)
 		q.unlock()
 		restored++
 	}
@@ -241,6 +259,13 @@ func (s *Server) recoverMessages() error {
 	s.vhMu.RUnlock()
 	if restored > 0 || len(orphans) > 0 {
 		s.log.Info("amqp messages recovered", "messages", restored, "took", time.Since(start).Round(time.Millisecond))
+	}
+	if len(ents) > 100_000 {
+		// Recovery read every record's head and built a list of all of
+		// them; hand that memory back now rather than at the scavenger's
+		// pace, so a restart with a deep backlog does not start bloated.
+		ents = nil
+		debug.FreeOSMemory()
 	}
 	return nil
 }

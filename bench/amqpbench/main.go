@@ -51,7 +51,8 @@
 // messages into a durable queue with nobody consuming, then 4 consumers
 // (prefetch 200, multiple acks) drain it. Each phase stops at -backlog-cap,
 // and what was reached is reported. Reported: VmRSS idle (just before),
-// peak while publishing, after publishing, peak while consuming, and peak
+// peak while publishing, after publishing, peak while consuming, peak while
+// consuming / after publishing (what consuming the backlog adds) and peak
 // while consuming / idle (goal: at most 2).
 //
 // Failures (publish errors, nacks, unconfirmed publishes, returned replies,
@@ -641,7 +642,7 @@ func printBacklog(w io.Writer, rep *report, names []string) {
 	fmt.Fprintf(w, "\nBacklog: %d persistent %d B messages into a durable queue by %d publishers (%d unconfirmed each), nobody consuming; then %d consumers (prefetch %d) drain it; each phase stops after %s. VmRSS in MiB; goal: peak while consuming <= %.0fx idle\n\n",
 		rep.Config.Backlog, msgSize, backlogConns, inFlight, backlogConns, prefetch, rep.Config.BacklogCap, backlogGoal)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "target\tpublished\tpub msgs/s\tconsumed\tcon msgs/s\tidle\tpeak pub\tafter pub\tpeak con\tpeak con/idle\tgoal\t\n")
+	fmt.Fprintf(tw, "target\tpublished\tpub msgs/s\tconsumed\tcon msgs/s\tidle\tpeak pub\tafter pub\tpeak con\tpeak con/after pub\tpeak con/idle\tgoal\t\n")
 	for _, name := range names {
 		b := rep.Backlog[name]
 		if b == nil {
@@ -651,11 +652,15 @@ func printBacklog(w io.Writer, rep *report, names []string) {
 		if ratio > 0 {
 			goal = fmt.Sprintf("<=%.1f %s", backlogGoal, map[bool]string{true: "ok", false: "MISS"}[ratio <= backlogGoal])
 		}
-		fmt.Fprintf(tw, "%s\t%d%s\t%s\t%d%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t\n", name,
+		growth := 0.0
+		if b.AfterPubRSS > 0 {
+			growth = float64(b.PeakConRSS) / float64(b.AfterPubRSS)
+		}
+		fmt.Fprintf(tw, "%s\t%d%s\t%s\t%d%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%s\t\n", name,
 			b.Published, map[bool]string{true: "*", false: ""}[b.PubCapped], benchkit.Num(b.pubRate()),
 			b.Consumed, map[bool]string{true: "*", false: ""}[b.ConCapped], benchkit.Num(b.conRate()),
 			benchkit.Num(benchkit.MiB(b.IdleRSS)), benchkit.Num(benchkit.MiB(b.PeakPubRSS)),
-			benchkit.Num(benchkit.MiB(b.AfterPubRSS)), benchkit.Num(benchkit.MiB(b.PeakConRSS)), ratio, goal)
+			benchkit.Num(benchkit.MiB(b.AfterPubRSS)), benchkit.Num(benchkit.MiB(b.PeakConRSS)), growth, ratio, goal)
 	}
 	tw.Flush()
 	for _, name := range names {

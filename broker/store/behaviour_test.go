@@ -108,6 +108,14 @@ func testBehaviour(t *testing.T, tg target) {
 				!bytes.Equal(got.Props, m.Props) || !bytes.Equal(got.Body, m.Body) {
 				t.Fatalf("Read(%d) = %+v, want %+v", e.ID, got, m)
 			}
+			head, n, err := l.ReadHead(e.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if head.Queue != m.Queue || head.Exchange != m.Exchange || head.RoutingKey != m.RoutingKey ||
+				!bytes.Equal(head.Props, m.Props) || head.Body != nil || n != len(m.Body) {
+				t.Fatalf("ReadHead(%d) = %+v, %d; want %+v without its body", e.ID, head, n, m)
+			}
 		}
 	}
 	live := map[ID]*Message{}

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -423,21 +425,89 @@ func (s *Disk) Len() int {
 	return s.live
 }
 
-// Read implements Log. A message still waiting for the committer is
-// copied from memory; others are read from the segment file without
-// holding the lock.
+// Read implements Log.
 func (s *Disk) Read(id ID) (*Message, error) {
+	buf, path, off, err := s.readRecord(id, 0)
+	if err != nil {
+		return nil, err
+	}
+	typ, p, n, err := decodeRecord(buf)
+	if err == nil && (n != len(buf) || typ&typeMask != typeMessage) {
+		err = errType
+	}
+	var m *Message
+	var got ID
+	if err == nil {
+		got, m, err = decodeMessage(p, true)
+	}
+	if err == nil && got != id {
+		err = fmt.Errorf("record holds message %d", got)
+	}
+	if err != nil {
+		return nil, &CorruptError{File: path, Offset: off, Err: err}
+	}
+	return m, nil
+}
+
+// headRead is how much of a record ReadHead reads: enough for the names
+// and properties of nearly every message.
+const headRead = 512
+
+// ReadHead implements Log. It reads the first headRead bytes of the
+// record; the checksum, which covers the whole record, was checked when
+// the store was opened or the record written. A record whose names and
+// properties do not fit is read whole.
+func (s *Disk) ReadHead(id ID) (*Message, int, error) {
+	buf, path, off, err := s.readRecord(id, headRead)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(buf) < headerSize+msgFixed {
+		return nil, 0, &CorruptError{File: path, Offset: off, Err: errShort}
+	}
+	plen := int(binary.LittleEndian.Uint32(buf[4:]))
+	if headerSize+plen < len(buf) || buf[8]&typeMask != typeMessage {
+		return nil, 0, &CorruptError{File: path, Offset: off, Err: errType}
+	}
+	got, m, err := decodeMessage(buf[headerSize:], true)
+	if err != nil || headerSize+plen == len(buf) {
+		// Whole record read, or the head did not fit: full decode.
+		m, err := s.Read(id)
+		if err != nil {
+			return nil, 0, err
+		}
+		n := len(m.Body)
+		m.Body = nil
+		return m, n, nil
+	}
+	if got != id {
+		return nil, 0, &CorruptError{File: path, Offset: off, Err: fmt.Errorf("record holds message %d", got)}
+	}
+	bodyLen := plen - (len(buf) - headerSize - len(m.Body))
+	m.Body = nil
+	m.Props = bytes.Clone(m.Props) // not the read buffer
+	return m, bodyLen, nil
+}
+
+// readRecord returns the record of id, or its first limit bytes if limit
+// is positive, with the file and offset for error reports. A record still
+// waiting for the committer is copied from memory; others are read from
+// the segment file without holding the lock.
+func (s *Disk) readRecord(id ID, limit int) ([]byte, string, int64, error) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return nil, ErrClosed
+		return nil, "", 0, ErrClosed
 	}
 	g, e := s.findLocked(id)
 	if e == nil {
 		s.mu.Unlock()
-		return nil, ErrNotFound
+		return nil, "", 0, ErrNotFound
 	}
 	off, size := int64(e.off), int(e.size)
+	if limit > 0 && limit < size {
+		size = limit
+	}
 	buf := make([]byte, size)
 	if off+int64(size) <= g.written {
 		g.refs++
@@ -450,7 +520,7 @@ func (s *Disk) Read(id ID) (*Message, error) {
 		}
 		s.mu.Unlock()
 		if err != nil {
-			return nil, fmt.Errorf("store: read %s at %d: %w", g.path, off, err)
+			return nil, "", 0, fmt.Errorf("store: read %s at %d: %w", g.path, off, err)
 		}
 	} else {
 		found := false
@@ -468,25 +538,10 @@ func (s *Disk) Read(id ID) (*Message, error) {
 		failed := s.failed
 		s.mu.Unlock()
 		if !found { // its write failed
-			return nil, cmp.Or(failed, fmt.Errorf("store: message %d not found in pending writes", id))
+			return nil, "", 0, cmp.Or(failed, fmt.Errorf("store: message %d not found in pending writes", id))
 		}
 	}
-	typ, p, n, err := decodeRecord(buf)
-	if err == nil && (n != size || typ&typeMask != typeMessage) {
-		err = errType
-	}
-	var m *Message
-	var got ID
-	if err == nil {
-		got, m, err = decodeMessage(p, true)
-	}
-	if err == nil && got != id {
-		err = fmt.Errorf("record holds message %d", got)
-	}
-	if err != nil {
-		return nil, &CorruptError{File: g.path, Offset: off, Err: err}
-	}
-	return m, nil
+	return buf, g.path, off, nil
 }
 
 // Close implements Log.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -824,5 +825,53 @@ func TestDropQueueDurableAtCommit(t *testing.T) {
 	}
 	if s.Len() != 1 {
 		t.Fatalf("%d live, want 1", s.Len())
+	}
+}
+
+// TestReadHead covers the head read's cases: a head that fits in
+// headRead, one that does not (long properties), a record shorter than
+// headRead, and a record still waiting for the committer.
+func TestReadHead(t *testing.T) {
+	cfg := NewConfig(t.TempDir())
+	cfg.MaxBatchDelay = time.Hour // keep the appends pending until the clock moves
+	clk := newFakeClock()
+	cfg.Clock = clk
+	s := mustOpen(t, cfg)
+	defer s.Close()
+	long := bytes.Repeat([]byte("p"), 2*headRead)
+	msgs := []*Message{
+		{Queue: "q", Exchange: "x", RoutingKey: "rk", Props: []byte{1, 2, 3}, Body: bytes.Repeat([]byte("b"), 4*headRead)},
+		{Queue: "q", Exchange: "x", RoutingKey: "rk", Props: long, Body: []byte("body")},
+		{Queue: "q", Body: []byte("tiny")},
+	}
+	for _, pending := range []bool{true, false} {
+		var ids []ID
+		var last *Commit
+		for _, m := range msgs {
+			id, c, err := s.Append(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids, last = append(ids, id), c
+		}
+		if !pending {
+			for clk.numWaiters() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			clk.Advance(time.Hour)
+			if err := last.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, id := range ids {
+			h, n, err := s.ReadHead(id)
+			if err != nil {
+				t.Fatalf("pending %v, message %d: %v", pending, i, err)
+			}
+			m := msgs[i]
+			if h.Exchange != m.Exchange || h.RoutingKey != m.RoutingKey || !bytes.Equal(h.Props, m.Props) || h.Body != nil || n != len(m.Body) {
+				t.Fatalf("pending %v, message %d: ReadHead = %+v, %d", pending, i, h, n)
+			}
+		}
 	}
 }

@@ -82,6 +82,17 @@ func (s *Memory) Read(id ID) (*Message, error) {
 	return &m, nil
 }
 
+// ReadHead implements Log.
+func (s *Memory) ReadHead(id ID) (*Message, int, error) {
+	m, err := s.Read(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	n := len(m.Body)
+	m.Body = nil
+	return m, n, nil
+}
+
 // Delivered implements Log.
 func (s *Memory) Delivered(id ID) error {
 	s.mu.Lock()

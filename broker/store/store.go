@@ -46,6 +46,9 @@ type Log interface {
 	Append(m *Message) (ID, *Commit, error)
 	// Read returns the message id, reading it back from disk if needed.
 	Read(id ID) (*Message, error)
+	// ReadHead returns the message id without its body, and the body's
+	// length: what a queue needs to keep a paged-out message in order.
+	ReadHead(id ID) (*Message, int, error)
 	// Delivered records that id was handed to a consumer: after a
 	// restart it is recovered as redelivered, its Deliveries one higher.
 	// A requeue needs no record of its own: the message stays live and its
