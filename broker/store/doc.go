@@ -14,6 +14,7 @@
 //	id, c, err := s.Append(&store.Message{Queue: key, Exchange: ex, RoutingKey: rk, Props: p, Body: b})
 //	c.AfterFunc(func(err error) { ... })          // or <-c.Done(): durable, send the confirm
 //	m, err := s.Read(id)               // at delivery: body from disk
+//	m, n, err := s.ReadHead(id)        // at recovery: names and properties, body length n
 //	s.Delivered(id)                    // handed to a consumer
 //	s.Ack(id)                          // acked, rejected, expired, dropped
 //	n, c, err := s.DropQueue(key)      // queue.delete; durable when c is done
