@@ -57,10 +57,13 @@ func publishRange(t *testing.T, ch *amqp091.Channel, q string, from, to int) {
 // Consumer priorities (x-priority): the highest-priority consumers with
 // credit get the messages, round-robin between equals; a lower one gets
 // messages only while every higher one is blocked by its prefetch.
-func TestConsumerPriorities(t *testing.T) {
-	c := dial(t, target(t))
+func TestConsumerPriorities(t *testing.T) { forTargets(t, testConsumerPriorities) }
+
+func testConsumerPriorities(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	q := uniq("cprio")
+	dropQueues(t, url, q)
 	declare(t, ch, q, nil)
 	_, low := consumeOn(t, c, q, "low", 0, nil)
 	_, hiA := consumeOn(t, c, q, "hiA", 2, int32(10))
@@ -93,10 +96,13 @@ func TestConsumerPriorities(t *testing.T) {
 // registered, whatever the priorities of later ones; when it goes, the
 // consumer of the highest priority (then the earliest) takes over, with
 // the requeued messages.
-func TestSingleActiveConsumer(t *testing.T) {
-	c := dial(t, target(t))
+func TestSingleActiveConsumer(t *testing.T) { forTargets(t, testSingleActiveConsumer) }
+
+func testSingleActiveConsumer(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	q := uniq("sac")
+	dropQueues(t, url, q)
 	declare(t, ch, q, amqp091.Table{"x-single-active-consumer": true})
 	chA, a := consumeOn(t, c, q, "A", 0, nil)
 	_, b := consumeOn(t, c, q, "B", 0, nil)

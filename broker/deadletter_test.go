@@ -88,10 +88,13 @@ func wantFirstDeath(t *testing.T, h amqp091.Table, reason, queue, exchange strin
 // the dead-letter exchange with x-dead-letter-routing-key; its headers
 // keep the publisher's and gain x-death and x-first-death-*, and its
 // expiration moves into the record as original-expiration.
-func TestDeadLetterRejected(t *testing.T) {
-	c := dial(t, target(t))
+func TestDeadLetterRejected(t *testing.T) { forTargets(t, testDeadLetterRejected) }
+
+func testDeadLetterRejected(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	src, dst := uniq("dl.src"), uniq("dl.dst")
+	dropQueues(t, url, src, dst)
 	declare(t, ch, dst, nil)
 	declare(t, ch, src, amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dst})
 	t0 := time.Now()
@@ -150,10 +153,14 @@ func TestDeadLetterRejected(t *testing.T) {
 // Expired messages (per-message expiration, then x-message-ttl) are
 // dead-lettered with reason expired through a fanout exchange, keeping
 // their routing key, with the exchange they were published to.
-func TestDeadLetterExpired(t *testing.T) {
-	c := dial(t, target(t))
+func TestDeadLetterExpired(t *testing.T) { forTargets(t, testDeadLetterExpired) }
+
+func testDeadLetterExpired(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	dlx, src, dst, in := uniq("dl.x"), uniq("dl.src"), uniq("dl.dst"), uniq("dl.in")
+	dropQueues(t, url, src, dst)
+	dropExchanges(t, url, dlx, in)
 	if err := ch.ExchangeDeclare(dlx, "fanout", false, true, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -188,10 +195,13 @@ func TestDeadLetterExpired(t *testing.T) {
 }
 
 // x-max-length drop-head dead-letters the oldest messages, reason maxlen.
-func TestDeadLetterMaxLength(t *testing.T) {
-	c := dial(t, target(t))
+func TestDeadLetterMaxLength(t *testing.T) { forTargets(t, testDeadLetterMaxLength) }
+
+func testDeadLetterMaxLength(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	src, dst := uniq("dl.src"), uniq("dl.dst")
+	dropQueues(t, url, src, dst)
 	declare(t, ch, dst, nil)
 	declare(t, ch, src, amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dst, "x-max-length": int32(2)})
 	t0 := time.Now()
@@ -218,10 +228,13 @@ func TestDeadLetterMaxLength(t *testing.T) {
 // Dying again in the same queue for the same reason increments the
 // record's count and keeps its time; x-first-death-* stay; a different
 // queue or reason adds a record at the front.
-func TestDeadLetterDeathCount(t *testing.T) {
-	c := dial(t, target(t))
+func TestDeadLetterDeathCount(t *testing.T) { forTargets(t, testDeadLetterDeathCount) }
+
+func testDeadLetterDeathCount(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	q1, q2 := uniq("dl.q1"), uniq("dl.q2")
+	dropQueues(t, url, q1, q2)
 	declare(t, ch, q1, amqp091.Table{"x-dead-letter-exchange": ""})                                                              // rejects go back to q1
 	declare(t, ch, q2, amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": q1, "x-message-ttl": int32(20)}) // expire into q1
 	t0 := time.Now()
@@ -264,21 +277,24 @@ func TestDeadLetterDeathCount(t *testing.T) {
 // messages expire into itself, or two queues expiring into each other,
 // drop the message when it would come back; a cycle with a rejection in
 // it goes on.
-func TestDeadLetterCycles(t *testing.T) {
-	c := dial(t, target(t))
+func TestDeadLetterCycles(t *testing.T) { forTargets(t, testDeadLetterCycles) }
+
+func testDeadLetterCycles(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	t0 := time.Now()
 	self := uniq("dl.self")
+	a2, b2 := uniq("dl.a2"), uniq("dl.b2")
+	a, b := uniq("dl.a"), uniq("dl.b")
+	dropQueues(t, url, self, a2, b2, a, b)
 	declare(t, ch, self, amqp091.Table{"x-dead-letter-exchange": "", "x-message-ttl": int32(10)})
 	publishTo(t, ch, "", self, amqp091.Publishing{Body: []byte("x")})
 
-	a2, b2 := uniq("dl.a2"), uniq("dl.b2")
 	declare(t, ch, a2, amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": b2, "x-message-ttl": int32(10)})
 	declare(t, ch, b2, amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": a2, "x-message-ttl": int32(10)})
 	publishTo(t, ch, "", a2, amqp091.Publishing{Body: []byte("y")})
 
 	// a rejects into b, b expires into a: the rejection keeps it going.
-	a, b := uniq("dl.a"), uniq("dl.b")
 	declare(t, ch, a, amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": b})
 	declare(t, ch, b, amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": a, "x-message-ttl": int32(10)})
 	publishTo(t, ch, "", a, amqp091.Publishing{Body: []byte("z")})
@@ -300,10 +316,13 @@ func TestDeadLetterCycles(t *testing.T) {
 }
 
 // A dead-letter exchange that does not exist drops the message.
-func TestDeadLetterMissingExchange(t *testing.T) {
-	c := dial(t, target(t))
+func TestDeadLetterMissingExchange(t *testing.T) { forTargets(t, testDeadLetterMissingExchange) }
+
+func testDeadLetterMissingExchange(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	src := uniq("dl.src")
+	dropQueues(t, url, src)
 	declare(t, ch, src, amqp091.Table{"x-dead-letter-exchange": uniq("dl.none")})
 	publishTo(t, ch, "", src, amqp091.Publishing{Body: []byte("b")})
 	d, _, _ := ch.Get(src, false)

@@ -11,9 +11,13 @@ import (
 	"substrate/broker/amqp"
 )
 
-func declareQ(t *testing.T, ch *amqp091.Channel, prefix string) string {
+// declareQ declares a queue with a unique name, deleted (through url) when
+// the test ends.
+func declareQ(t *testing.T, url string, ch *amqp091.Channel, prefix string) string {
 	t.Helper()
-	q, err := ch.QueueDeclare(uniq(prefix), false, false, false, false, amqp091.Table{"x-expires": int32(60000)})
+	name := uniq(prefix)
+	dropQueues(t, url, name)
+	q, err := ch.QueueDeclare(name, false, false, false, false, amqp091.Table{"x-expires": int32(60000)})
 	must(t, err)
 	return q.Name
 }
@@ -25,11 +29,12 @@ func publishN(t *testing.T, ch *amqp091.Channel, q string, n int) {
 	}
 }
 
-func TestConsumeAckAndProperties(t *testing.T) {
-	url := target(t)
+func TestConsumeAckAndProperties(t *testing.T) { forTargets(t, testConsumeAckAndProperties) }
+
+func testConsumeAckAndProperties(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "cons")
+	q := declareQ(t, url, ch, "cons")
 	dl, err := ch.Consume(q, "", false, false, false, false, nil)
 	must(t, err)
 	props := amqp091.Publishing{ContentType: "application/json", ContentEncoding: "utf-8", Headers: amqp091.Table{},
@@ -85,11 +90,12 @@ func TestConsumeOkBeforeDeliver(t *testing.T) {
 	}
 }
 
-func TestRoundRobinAndPrefetch(t *testing.T) {
-	url := target(t)
+func TestRoundRobinAndPrefetch(t *testing.T) { forTargets(t, testRoundRobinAndPrefetch) }
+
+func testRoundRobinAndPrefetch(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "rr")
+	q := declareQ(t, url, ch, "rr")
 	must(t, ch.Qos(2, 0, false))
 	d1, err := ch.Consume(q, "a", false, false, false, false, nil)
 	must(t, err)
@@ -124,11 +130,12 @@ func TestRoundRobinAndPrefetch(t *testing.T) {
 	}
 }
 
-func TestGlobalPrefetch(t *testing.T) {
-	url := target(t)
+func TestGlobalPrefetch(t *testing.T) { forTargets(t, testGlobalPrefetch) }
+
+func testGlobalPrefetch(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q1, q2 := declareQ(t, ch, "g1"), declareQ(t, ch, "g2")
+	q1, q2 := declareQ(t, url, ch, "g1"), declareQ(t, url, ch, "g2")
 	must(t, ch.Qos(3, 0, true))
 	d1, _ := ch.Consume(q1, "a", false, false, false, false, nil)
 	d2, _ := ch.Consume(q2, "b", false, false, false, false, nil)
@@ -160,11 +167,12 @@ loop:
 	}
 }
 
-func TestRejectNackRequeueAndRecover(t *testing.T) {
-	url := target(t)
+func TestRejectNackRequeueAndRecover(t *testing.T) { forTargets(t, testRejectNackRequeueAndRecover) }
+
+func testRejectNackRequeueAndRecover(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "rej")
+	q := declareQ(t, url, ch, "rej")
 	publishN(t, ch, q, 3)
 	time.Sleep(50 * time.Millisecond)
 	get := func() amqp091.Delivery {
@@ -208,11 +216,12 @@ func TestRejectNackRequeueAndRecover(t *testing.T) {
 	must(t, m2.Ack(false))
 }
 
-func TestRequeueOnChannelClose(t *testing.T) {
-	url := target(t)
+func TestRequeueOnChannelClose(t *testing.T) { forTargets(t, testRequeueOnChannelClose) }
+
+func testRequeueOnChannelClose(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "rq")
+	q := declareQ(t, url, ch, "rq")
 	publishN(t, ch, q, 4)
 	cch := channel091(t, c)
 	dl, _ := cch.Consume(q, "", false, false, false, false, nil)
@@ -248,11 +257,12 @@ func TestRequeueOnChannelClose(t *testing.T) {
 	}, "requeue on connection close")
 }
 
-func TestNoAckAndCancel(t *testing.T) {
-	url := target(t)
+func TestNoAckAndCancel(t *testing.T) { forTargets(t, testNoAckAndCancel) }
+
+func testNoAckAndCancel(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "noack")
+	q := declareQ(t, url, ch, "noack")
 	dl, err := ch.Consume(q, "tag1", true, false, false, false, nil)
 	must(t, err)
 	publishN(t, ch, q, 3)
@@ -272,27 +282,29 @@ func TestNoAckAndCancel(t *testing.T) {
 	must(t, ch.Cancel("unknown", false))
 }
 
-func TestExclusiveConsumer(t *testing.T) {
-	url := target(t)
+func TestExclusiveConsumer(t *testing.T) { forTargets(t, testExclusiveConsumer) }
+
+func testExclusiveConsumer(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "exc")
+	q := declareQ(t, url, ch, "exc")
 	_, err := ch.Consume(q, "", false, true, false, false, nil)
 	must(t, err)
 	_, err = channel091(t, c).Consume(q, "", false, false, false, false, nil)
 	wantAMQPError(t, err, 403, "ACCESS_REFUSED - queue '"+q+"' in vhost '/' in exclusive use")
-	q2 := declareQ(t, ch, "exc2")
+	q2 := declareQ(t, url, ch, "exc2")
 	_, err = ch.Consume(q2, "", false, false, false, false, nil)
 	must(t, err)
 	_, err = channel091(t, c).Consume(q2, "", false, true, false, false, nil)
 	wantAMQPError(t, err, 403, "ACCESS_REFUSED - queue '"+q2+"' in vhost '/' in exclusive use")
 }
 
-func TestGetEmptyAndMissing(t *testing.T) {
-	url := target(t)
+func TestGetEmptyAndMissing(t *testing.T) { forTargets(t, testGetEmptyAndMissing) }
+
+func testGetEmptyAndMissing(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "get")
+	q := declareQ(t, url, ch, "get")
 	if _, ok, err := ch.Get(q, false); ok || err != nil {
 		t.Fatalf("get on empty: %v %v", ok, err)
 	}
@@ -371,18 +383,20 @@ func TestImmediateIs540(t *testing.T) {
 	wantClose(t, expect[*amqp.ConnectionClose](r, 0), 540, "NOT_IMPLEMENTED - immediate=true", 60, 40)
 }
 
-func TestPublisherConfirms(t *testing.T) {
-	url := target(t)
+func TestPublisherConfirms(t *testing.T) { forTargets(t, testPublisherConfirms) }
+
+func testPublisherConfirms(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "conf")
+	q := declareQ(t, url, ch, "conf")
+	nowhere := uniq("nowhere") // no queue has this name
 	must(t, ch.Confirm(false))
 	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, 1000))
 	returns := ch.NotifyReturn(make(chan amqp091.Return, 10))
 	for i := 0; i < 500; i++ {
 		key := q
 		if i%100 == 0 {
-			key = "nowhere"
+			key = nowhere
 		}
 		must(t, ch.Publish("", key, i%100 == 0, false, amqp091.Publishing{Body: []byte("x")}))
 	}
@@ -393,7 +407,7 @@ func TestPublisherConfirms(t *testing.T) {
 		}
 	}
 	for i := 0; i < 5; i++ {
-		if r := recvTimeout(t, returns, 2*time.Second); r.ReplyCode != 312 || r.RoutingKey != "nowhere" {
+		if r := recvTimeout(t, returns, 2*time.Second); r.ReplyCode != 312 || r.RoutingKey != nowhere {
 			t.Fatalf("%+v", r)
 		}
 	}
@@ -405,11 +419,12 @@ func TestPublisherConfirms(t *testing.T) {
 	wantAMQPError(t, ch.Confirm(false), 406, "PRECONDITION_FAILED - cannot switch from tx to confirm mode")
 }
 
-func TestTransactions(t *testing.T) {
-	url := target(t)
+func TestTransactions(t *testing.T) { forTargets(t, testTransactions) }
+
+func testTransactions(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "tx")
+	q := declareQ(t, url, ch, "tx")
 	other := channel091(t, c)
 	count := func() int {
 		t.Helper()
@@ -448,11 +463,12 @@ func TestTransactions(t *testing.T) {
 	wantAMQPError(t, channel091(t, c).TxCommit(), 406, "PRECONDITION_FAILED - channel is not transactional")
 }
 
-func TestBigMessage(t *testing.T) {
-	url := target(t)
+func TestBigMessage(t *testing.T) { forTargets(t, testBigMessage) }
+
+func testBigMessage(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "big")
+	q := declareQ(t, url, ch, "big")
 	body := []byte(strings.Repeat("0123456789", 300000)) // 3 MB, many frames
 	must(t, ch.Publish("", q, false, false, amqp091.Publishing{Body: body}))
 	dl, _ := ch.Consume(q, "", true, false, false, false, nil)
@@ -465,11 +481,12 @@ func TestBigMessage(t *testing.T) {
 // TestCancelKeepsUnacked: as in RabbitMQ, basic.cancel does not requeue
 // what the consumer has not acked yet; the channel still holds it (it can
 // be acked) until the channel closes.
-func TestCancelKeepsUnacked(t *testing.T) {
-	url := target(t)
+func TestCancelKeepsUnacked(t *testing.T) { forTargets(t, testCancelKeepsUnacked) }
+
+func testCancelKeepsUnacked(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	q := declareQ(t, ch, "cku")
+	q := declareQ(t, url, ch, "cku")
 	publishN(t, ch, q, 2)
 	cch := channel091(t, c)
 	dl, err := cch.Consume(q, "k", false, false, false, false, nil)

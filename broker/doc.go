@@ -147,8 +147,10 @@
 // # Tests
 //
 // Client-level tests use github.com/rabbitmq/amqp091-go on loopback; those
-// that call target(t) also run against a real RabbitMQ when
-// SUBSTRATE_TEST_RABBITMQ=amqp://guest:guest@127.0.0.1:5672/ is set, which
-// checks the tests themselves. Frame-order tests use a raw client built
-// on the codec.
+// that call forTargets run their body twice, against a fresh substrate
+// broker and against a private RabbitMQ node that TestMain starts when
+// Debian's rabbitmq-server is installed (or the one named by
+// SUBSTRATE_TEST_RABBITMQ=amqp://…), which checks the tests themselves.
+// With SUBSTRATE_REQUIRE_CLIENTS=1 a missing RabbitMQ fails them. Frame-order
+// tests use a raw client built on the codec.
 package broker

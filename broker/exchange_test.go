@@ -53,12 +53,15 @@ func TestHeadersMatch(t *testing.T) {
 }
 
 // routes publishes one message per key and reports which queues got which.
-func TestExchangeRouting(t *testing.T) {
-	url := target(t)
+func TestExchangeRouting(t *testing.T) { forTargets(t, testExchangeRouting) }
+
+func testExchangeRouting(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	x := uniq("rt")
 	q1, q2 := uniq("rq1"), uniq("rq2")
+	dropQueues(t, url, q1, q2)
+	dropExchanges(t, url, x+".t", x+".d", x+".f", x+".h", x+".src")
 	for _, q := range []string{q1, q2} {
 		if _, err := ch.QueueDeclare(q, false, true, false, false, nil); err != nil {
 			t.Fatal(err)
@@ -158,10 +161,14 @@ func must(t testing.TB, err error) {
 	}
 }
 
-func TestExchangeErrors(t *testing.T) {
-	url := target(t)
+func TestExchangeErrors(t *testing.T) { forTargets(t, testExchangeErrors) }
+
+func testExchangeErrors(t *testing.T, url string) {
 	c := dial(t, url)
 	x := uniq("xerr")
+	q := uniq("xq")
+	dropQueues(t, url, q)
+	dropExchanges(t, url, x, x+".u", x+".bad")
 	try := func(f func(ch *amqp091.Channel) error, code int, text string) {
 		t.Helper()
 		ch := channel091(t, c)
@@ -169,7 +176,6 @@ func TestExchangeErrors(t *testing.T) {
 	}
 	ch := channel091(t, c)
 	must(t, ch.ExchangeDeclare(x, "topic", false, false, false, false, nil))
-	defer ch.ExchangeDelete(x, false, false)
 	try(func(ch *amqp091.Channel) error {
 		return ch.ExchangeDeclare(x, "fanout", false, false, false, false, nil)
 	},
@@ -195,7 +201,6 @@ func TestExchangeErrors(t *testing.T) {
 	// Redeclaring a predefined exchange identically is fine.
 	must(t, channel091(t, c).ExchangeDeclare("amq.direct", "direct", true, false, false, false, nil))
 	// if-unused
-	q := uniq("xq")
 	ch = channel091(t, c)
 	must(t, ch.ExchangeDeclare(x+".u", "direct", false, false, false, false, nil))
 	_, err := ch.QueueDeclare(q, false, true, false, false, nil)
@@ -266,11 +271,13 @@ func hasExchange(s *Server, name string) bool {
 	return false
 }
 
-func TestInternalExchange(t *testing.T) {
-	url := target(t)
+func TestInternalExchange(t *testing.T) { forTargets(t, testInternalExchange) }
+
+func testInternalExchange(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	x := uniq("int")
+	dropExchanges(t, url, x)
 	must(t, ch.ExchangeDeclare(x, "fanout", false, true, true, false, nil))
 	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	ch.Publish(x, "", false, false, amqp091.Publishing{})

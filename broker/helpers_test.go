@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -14,12 +15,8 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"substrate/broker/amqp"
+	"substrate/internal/rabbitmqtest"
 )
-
-// SUBSTRATE_TEST_RABBITMQ=amqp://guest:guest@127.0.0.1:5672/ runs the
-// client-level tests (those using target) against a real RabbitMQ too,
-// which checks the tests themselves.
-var rabbitURL = os.Getenv("SUBSTRATE_TEST_RABBITMQ")
 
 func startServer(t testing.TB, mod ...func(*Config)) *Server {
 	t.Helper()
@@ -50,14 +47,175 @@ func addrOf(s *Server) string { return s.Addrs()[0].String() }
 
 func urlOf(s *Server) string { return "amqp://guest:guest@" + addrOf(s) + "/" }
 
-// target returns the URL the client-level tests run against: a fresh
-// substrate broker, or RabbitMQ when SUBSTRATE_TEST_RABBITMQ is set.
-func target(t *testing.T) string {
-	t.Helper()
-	if rabbitURL != "" {
-		return rabbitURL
+// ---- targets: substrate and RabbitMQ ----
+
+// The client-level tests (forTargets) run their body twice, as subtests:
+//
+//   - substrate: a fresh broker of this package, started for the subtest.
+//   - rabbitmq: the RabbitMQ at SUBSTRATE_TEST_RABBITMQ (amqp://...) if
+//     set; otherwise one private Debian rabbitmq-server for the whole
+//     package run, started by TestMain in the background on free loopback
+//     ports (rabbitmqtest.Start) and stopped, its files removed, when the
+//     tests end. The first subtest that needs it waits for it to boot
+//     (10-30 s). Not started with -short. When rabbitmq-server is not
+//     installed (or cannot run here) the subtests are skipped, unless
+//     SUBSTRATE_REQUIRE_CLIENTS=1, which makes them fail.
+//
+// It proves the tests themselves: the same assertions hold on both. Bodies
+// share the RabbitMQ node, so they use uniq names and delete what they
+// declare (dropQueues, dropExchanges).
+var rabbit struct {
+	ready      chan struct{} // closed once url, skip or fail is set
+	url        string
+	skip, fail string
+	waited     atomic.Bool // a test needed it
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	stop := startRabbit()
+	defer stop()
+	return m.Run()
+}
+
+// requireClients reports whether missing clients or daemons must fail.
+func requireClients() bool { return os.Getenv("SUBSTRATE_REQUIRE_CLIENTS") == "1" }
+
+// startRabbit sets up the rabbitmq target, starting rabbitmq-server in the
+// background if needed; stop stops it.
+func startRabbit() (stop func()) {
+	rabbit.ready = make(chan struct{})
+	noop := func() {}
+	if u := os.Getenv("SUBSTRATE_TEST_RABBITMQ"); u != "" {
+		rabbit.url = u
+		close(rabbit.ready)
+		return noop
 	}
-	return urlOf(startServer(t))
+	if testing.Short() {
+		rabbit.skip = "-short: RabbitMQ not started"
+		close(rabbit.ready)
+		return noop
+	}
+	if why := rabbitmqtest.Available(); why != "" {
+		if requireClients() {
+			rabbit.fail = "RabbitMQ not available: " + why + " (SUBSTRATE_REQUIRE_CLIENTS=1)"
+		} else {
+			rabbit.skip = "RabbitMQ not available: " + why + " (SUBSTRATE_REQUIRE_CLIENTS=1 makes this a failure)"
+		}
+		close(rabbit.ready)
+		return noop
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var srv *rabbitmqtest.Server
+	go func() {
+		defer close(rabbit.ready)
+		r, err := rabbitmqtest.Start(ctx, rabbitmqtest.Options{Name: "brokertest", LogLevel: "warning", Poll: 100 * time.Millisecond})
+		if err != nil {
+			rabbit.fail = "starting rabbitmq-server: " + err.Error()
+			return
+		}
+		srv = r
+		rabbit.url = "amqp://guest:guest@" + r.Addr + "/"
+		if testing.Verbose() {
+			fmt.Fprintf(os.Stderr, "broker: rabbitmq %s ready on %s after %v\n", r.Node, r.Addr, time.Since(r.StartedAt).Round(100*time.Millisecond))
+		}
+	}()
+	return func() {
+		if !rabbit.waited.Load() {
+			cancel() // nobody needed it: stop booting
+		}
+		<-rabbit.ready
+		cancel()
+		if srv != nil {
+			if d, err := srv.Stop(); err != nil || testing.Verbose() {
+				fmt.Fprintf(os.Stderr, "broker: rabbitmq stopped in %v (%v)\n", d.Round(100*time.Millisecond), err)
+			}
+		}
+	}
+}
+
+// forTargets runs body as the subtests substrate (a fresh broker) and
+// rabbitmq (shared; see rabbit), each with the URL to dial.
+func forTargets(t *testing.T, body func(t *testing.T, url string)) {
+	t.Helper()
+	t.Run("substrate", func(t *testing.T) {
+		body(t, urlOf(startServer(t)))
+	})
+	t.Run("rabbitmq", func(t *testing.T) {
+		rabbit.waited.Store(true)
+		if t0 := time.Now(); !isClosed(rabbit.ready) {
+			<-rabbit.ready
+			t.Logf("waited %v for rabbitmq-server to start", time.Since(t0).Round(100*time.Millisecond))
+		}
+		if rabbit.fail != "" {
+			t.Fatal(rabbit.fail)
+		}
+		if rabbit.skip != "" {
+			t.Skip(rabbit.skip)
+		}
+		body(t, rabbit.url)
+	})
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// dropQueues deletes the named queues when t ends, through a connection of
+// its own (the test's may be closed by then), so that tests sharing
+// RabbitMQ leave nothing behind. Missing queues are fine.
+func dropQueues(t testing.TB, url string, names ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		drop(t, url, names, func(ch *amqp091.Channel, n string) error {
+			_, err := ch.QueueDelete(n, false, false, false)
+			return err
+		})
+	})
+}
+
+// dropExchanges is dropQueues for exchanges.
+func dropExchanges(t testing.TB, url string, names ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		drop(t, url, names, func(ch *amqp091.Channel, n string) error { return ch.ExchangeDelete(n, false, false) })
+	})
+}
+
+func drop(t testing.TB, url string, names []string, del func(*amqp091.Channel, string) error) {
+	c, err := amqp091.Dial(url)
+	if err != nil {
+		t.Errorf("cleanup: dial %s: %v", url, err)
+		return
+	}
+	defer c.Close()
+	for _, n := range names {
+		ch, err := c.Channel()
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		// An exclusive queue of a connection still open refuses (405);
+		// it goes with that connection.
+		if err := del(ch, n); err != nil && !isCode(err, 405) {
+			t.Errorf("cleanup: delete %q: %v", n, err)
+		}
+		ch.Close()
+	}
+}
+
+func isCode(err error, code int) bool {
+	var e *amqp091.Error
+	return errors.As(err, &e) && e.Code == code
 }
 
 var nameSeq atomic.Int64

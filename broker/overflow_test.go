@@ -58,10 +58,13 @@ func wantConfirms(t *testing.T, cs chan amqp091.Confirmation, first uint64, acks
 
 // x-max-length-bytes with drop-head counts body bytes of ready messages
 // and drops (dead-letters, reason maxlen) from the head.
-func TestMaxLengthBytesDropHead(t *testing.T) {
-	c := dial(t, target(t))
+func TestMaxLengthBytesDropHead(t *testing.T) { forTargets(t, testMaxLengthBytesDropHead) }
+
+func testMaxLengthBytesDropHead(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	src, dst := uniq("ov.src"), uniq("ov.dst")
+	dropQueues(t, url, src, dst)
 	declare(t, ch, dst, nil)
 	declare(t, ch, src, amqp091.Table{"x-max-length-bytes": int32(10), "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dst})
 	for _, b := range []string{"aaaa", "bbbb", "cccc", "dd", "this-is-too-big"} {
@@ -87,10 +90,13 @@ func TestMaxLengthBytesDropHead(t *testing.T) {
 // refused with basic.nack (earlier ones acked, in order) and dropped;
 // the queue keeps its messages; without confirms it is dropped silently;
 // a refused mandatory message is not returned.
-func TestOverflowRejectPublish(t *testing.T) {
-	c := dial(t, target(t))
+func TestOverflowRejectPublish(t *testing.T) { forTargets(t, testOverflowRejectPublish) }
+
+func testOverflowRejectPublish(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	q := uniq("ov.rp")
+	dropQueues(t, url, q)
 	declare(t, ch, q, amqp091.Table{"x-max-length": int32(2), "x-overflow": "reject-publish"})
 	returns := ch.NotifyReturn(make(chan amqp091.Return, 10))
 	cs := confirmCh(t, ch)
@@ -122,9 +128,15 @@ func TestOverflowRejectPublish(t *testing.T) {
 // reject-publish with x-max-length-bytes, and a fanout where one queue
 // refuses: the publish is nacked, the other queue has the message.
 func TestOverflowRejectPublishBytesFanout(t *testing.T) {
-	c := dial(t, target(t))
+	forTargets(t, testOverflowRejectPublishBytesFanout)
+}
+
+func testOverflowRejectPublishBytesFanout(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	x, full, free := uniq("ov.x"), uniq("ov.full"), uniq("ov.free")
+	dropQueues(t, url, full, free)
+	dropExchanges(t, url, x)
 	if err := ch.ExchangeDeclare(x, "fanout", false, true, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -143,10 +155,13 @@ func TestOverflowRejectPublishBytesFanout(t *testing.T) {
 
 // reject-publish-dlx refuses like reject-publish and dead-letters the
 // refused message (reason maxlen).
-func TestOverflowRejectPublishDLX(t *testing.T) {
-	c := dial(t, target(t))
+func TestOverflowRejectPublishDLX(t *testing.T) { forTargets(t, testOverflowRejectPublishDLX) }
+
+func testOverflowRejectPublishDLX(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	src, dst := uniq("ov.src"), uniq("ov.dst")
+	dropQueues(t, url, src, dst)
 	declare(t, ch, dst, nil)
 	declare(t, ch, src, amqp091.Table{"x-max-length": int32(1), "x-overflow": "reject-publish-dlx",
 		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dst})

@@ -26,10 +26,13 @@ func publishPrio(t *testing.T, ch *amqp091.Channel, q string, ms ...prioMsg) {
 // x-max-priority: higher priorities first, FIFO within one, priorities
 // above the maximum count as the maximum, no property as 0; the message
 // keeps its priority property.
-func TestPriorityOrder(t *testing.T) {
-	c := dial(t, target(t))
+func TestPriorityOrder(t *testing.T) { forTargets(t, testPriorityOrder) }
+
+func testPriorityOrder(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	q := uniq("prio")
+	dropQueues(t, url, q)
 	declare(t, ch, q, amqp091.Table{"x-max-priority": int32(5)})
 	publishPrio(t, ch, q, prioMsg{"a", -1}, prioMsg{"b", 1}, prioMsg{"c", 5}, prioMsg{"d", 9}, prioMsg{"e", 3},
 		prioMsg{"f", 5}, prioMsg{"g", 0}, prioMsg{"h", 1})
@@ -58,10 +61,13 @@ func TestPriorityOrder(t *testing.T) {
 
 // Requeued messages go back to the head of their priority, in order,
 // ahead of that priority's other messages and behind higher ones.
-func TestPriorityRequeue(t *testing.T) {
-	c := dial(t, target(t))
+func TestPriorityRequeue(t *testing.T) { forTargets(t, testPriorityRequeue) }
+
+func testPriorityRequeue(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	q := uniq("prio")
+	dropQueues(t, url, q)
 	declare(t, ch, q, amqp091.Table{"x-max-priority": int32(10)})
 	publishPrio(t, ch, q, prioMsg{"a1", 2}, prioMsg{"a2", 2}, prioMsg{"b1", 7})
 	b1, _, _ := ch.Get(q, false)
@@ -90,10 +96,13 @@ func TestPriorityRequeue(t *testing.T) {
 
 // With x-max-length drop-head, a priority queue drops the head: the
 // oldest message of the highest priority (rabbit_priority_queue:drop).
-func TestPriorityMaxLength(t *testing.T) {
-	c := dial(t, target(t))
+func TestPriorityMaxLength(t *testing.T) { forTargets(t, testPriorityMaxLength) }
+
+func testPriorityMaxLength(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	q := uniq("prio")
+	dropQueues(t, url, q)
 	declare(t, ch, q, amqp091.Table{"x-max-priority": int32(5), "x-max-length": int32(2)})
 	publishPrio(t, ch, q, prioMsg{"x", 1}, prioMsg{"y", 5}, prioMsg{"z", 3})
 	wantBodies(t, bodies(t, ch, q), "z", "x")
@@ -102,10 +111,13 @@ func TestPriorityMaxLength(t *testing.T) {
 // Expiry looks at the head only, as in RabbitMQ: an expired message
 // behind a live one of a higher priority stays (and counts) until it is
 // at the head, then goes (dead-lettered, reason expired).
-func TestPriorityExpiry(t *testing.T) {
-	c := dial(t, target(t))
+func TestPriorityExpiry(t *testing.T) { forTargets(t, testPriorityExpiry) }
+
+func testPriorityExpiry(t *testing.T, url string) {
+	c := dial(t, url)
 	ch := channel091(t, c)
 	q, dst := uniq("prio"), uniq("prio.dl")
+	dropQueues(t, url, q, dst)
 	declare(t, ch, dst, nil)
 	declare(t, ch, q, amqp091.Table{"x-max-priority": int32(5), "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dst})
 	publishTo(t, ch, "", q, amqp091.Publishing{Body: []byte("old"), Priority: 1, Expiration: "20"})

@@ -12,8 +12,9 @@ import (
 	"substrate/broker/amqp"
 )
 
-func TestQueueDeclare(t *testing.T) {
-	url := target(t)
+func TestQueueDeclare(t *testing.T) { forTargets(t, testQueueDeclare) }
+
+func testQueueDeclare(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	// Server-named.
@@ -24,13 +25,14 @@ func TestQueueDeclare(t *testing.T) {
 	}
 	// Names with @ and dots, over 127 bytes, any UTF-8.
 	long := uniq("cinder-volume.host@backend") + strings.Repeat("é", 100)
+	dropQueues(t, url, long)
 	_, err = ch.QueueDeclare(long, false, true, false, false, nil)
 	must(t, err)
 	// Counts.
 	name := uniq("qd")
+	dropQueues(t, url, name)
 	_, err = ch.QueueDeclare(name, false, false, false, false, amqp091.Table{"x-expires": int32(600000), "x-ha-policy": "all"})
 	must(t, err)
-	defer ch.QueueDelete(name, false, false, false)
 	must(t, ch.Publish("", name, false, false, amqp091.Publishing{Body: []byte("a")}))
 	must(t, ch.Publish("", name, false, false, amqp091.Publishing{Body: []byte("b")}))
 	eventually(t, 2*time.Second, func() bool {
@@ -91,11 +93,13 @@ func TestQueueDeclare(t *testing.T) {
 	}, 406, "")
 }
 
-func TestQueueExclusive(t *testing.T) {
-	url := target(t)
+func TestQueueExclusive(t *testing.T) { forTargets(t, testQueueExclusive) }
+
+func testQueueExclusive(t *testing.T, url string) {
 	c1, c2 := dial(t, url), dial(t, url)
 	ch1 := channel091(t, c1)
 	name := uniq("excl")
+	dropQueues(t, url, name)
 	_, err := ch1.QueueDeclare(name, false, false, true, false, nil)
 	must(t, err)
 	locked := "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '" + name + "' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
@@ -116,11 +120,13 @@ func TestQueueExclusive(t *testing.T) {
 	}, "exclusive queue deleted")
 }
 
-func TestQueueDeleteAndPurge(t *testing.T) {
-	url := target(t)
+func TestQueueDeleteAndPurge(t *testing.T) { forTargets(t, testQueueDeleteAndPurge) }
+
+func testQueueDeleteAndPurge(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	name := uniq("qdel")
+	dropQueues(t, url, name, name+"2")
 	_, err := ch.QueueDeclare(name, false, false, false, false, nil)
 	must(t, err)
 	for i := 0; i < 3; i++ {
@@ -159,11 +165,13 @@ func TestQueueDeleteAndPurge(t *testing.T) {
 	must(t, err)
 }
 
-func TestQueueAutoDelete(t *testing.T) {
-	url := target(t)
+func TestQueueAutoDelete(t *testing.T) { forTargets(t, testQueueAutoDelete) }
+
+func testQueueAutoDelete(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	name := uniq("ad")
+	dropQueues(t, url, name)
 	_, err := ch.QueueDeclare(name, false, true, false, false, nil)
 	must(t, err)
 	// Not deleted before it had a consumer.
@@ -184,11 +192,13 @@ func TestQueueAutoDelete(t *testing.T) {
 	}, "auto-delete queue deleted after its last consumer")
 }
 
-func TestQueueExpires(t *testing.T) {
-	url := target(t)
+func TestQueueExpires(t *testing.T) { forTargets(t, testQueueExpires) }
+
+func testQueueExpires(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	name := uniq("exp")
+	dropQueues(t, url, name)
 	args := amqp091.Table{"x-expires": int32(300)}
 	_, err := ch.QueueDeclare(name, false, false, false, false, args)
 	must(t, err)
@@ -215,16 +225,17 @@ func TestQueueExpires(t *testing.T) {
 	wantAMQPError(t, err, 404, "NOT_FOUND - no queue '"+name+"' in vhost '/'")
 }
 
-func TestMessageTTL(t *testing.T) {
-	url := target(t)
+func TestMessageTTL(t *testing.T) { forTargets(t, testMessageTTL) }
+
+func testMessageTTL(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
-	name := uniq("ttl")
+	name, name2 := uniq("ttl"), uniq("ttl2")
+	dropQueues(t, url, name, name2)
 	_, err := ch.QueueDeclare(name, false, true, false, false, amqp091.Table{"x-message-ttl": int32(200)})
 	must(t, err)
 	must(t, ch.Publish("", name, false, false, amqp091.Publishing{Body: []byte("queue-ttl")}))
 	must(t, ch.Publish("", name, false, false, amqp091.Publishing{Body: []byte("msg-ttl"), Expiration: "100"}))
-	name2 := uniq("ttl2")
 	_, err = ch.QueueDeclare(name2, false, true, false, false, nil)
 	must(t, err)
 	must(t, ch.Publish("", name2, false, false, amqp091.Publishing{Body: []byte("short"), Expiration: "100"}))

@@ -12,6 +12,7 @@ import (
 // when the test ends.
 func declareQuorum(t *testing.T, url string, ch *amqp091.Channel, name string, args amqp091.Table) {
 	t.Helper()
+	dropQueues(t, url, name)
 	a := amqp091.Table{"x-queue-type": "quorum"}
 	for k, v := range args {
 		a[k] = v
@@ -19,22 +20,15 @@ func declareQuorum(t *testing.T, url string, ch *amqp091.Channel, name string, a
 	if _, err := ch.QueueDeclare(name, true, false, false, false, a); err != nil {
 		t.Fatalf("declare %s: %v", name, err)
 	}
-	t.Cleanup(func() {
-		if c, err := amqp091.Dial(url); err == nil {
-			if ch, err := c.Channel(); err == nil {
-				ch.QueueDelete(name, false, false, false)
-			}
-			c.Close()
-		}
-	})
 }
 
 // A quorum queue counts returns: a redelivery carries x-delivery-count
 // (a long) with the number of earlier returns, whether the message came
 // back by nack, reject or a closed channel; basic.get always carries it,
 // 0 included; a first delivery to a consumer has none.
-func TestQuorumDeliveryCount(t *testing.T) {
-	url := target(t)
+func TestQuorumDeliveryCount(t *testing.T) { forTargets(t, testQuorumDeliveryCount) }
+
+func testQuorumDeliveryCount(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	q := uniq("qq")
@@ -74,11 +68,13 @@ func TestQuorumDeliveryCount(t *testing.T) {
 // x-delivery-limit N: a message returned more than N times is
 // dead-lettered (reason delivery_limit, without x-delivery-count) or, with
 // no dead-letter exchange, dropped.
-func TestQuorumDeliveryLimit(t *testing.T) {
-	url := target(t)
+func TestQuorumDeliveryLimit(t *testing.T) { forTargets(t, testQuorumDeliveryLimit) }
+
+func testQuorumDeliveryLimit(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	q, dst, q2 := uniq("qq"), uniq("qq.dl"), uniq("qq2")
+	dropQueues(t, url, dst)
 	declare(t, ch, dst, nil)
 	declareQuorum(t, url, ch, q, amqp091.Table{"x-delivery-limit": int32(2), "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dst})
 	t0 := time.Now()
@@ -111,11 +107,13 @@ func TestQuorumDeliveryLimit(t *testing.T) {
 // with RabbitMQ's texts; an absent x-queue-type equals "classic" only;
 // global QoS is refused on consume (540, closing
 // the connection).
-func TestQuorumRedeclareAndGlobalQos(t *testing.T) {
-	url := target(t)
+func TestQuorumRedeclareAndGlobalQos(t *testing.T) { forTargets(t, testQuorumRedeclareAndGlobalQos) }
+
+func testQuorumRedeclareAndGlobalQos(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	q, cq := uniq("qq"), uniq("cq")
+	dropQueues(t, url, cq)
 	declareQuorum(t, url, ch, q, nil)
 	for _, tc := range []struct {
 		args      amqp091.Table
@@ -167,11 +165,13 @@ func getAckWait(t *testing.T, ch *amqp091.Channel, q string) amqp091.Delivery {
 // Overflow in a quorum queue (RabbitMQ 3.10.8): reject-publish refuses
 // publishes once the queue is over its limit (the publish that takes it
 // over is accepted); reject-publish-dlx behaves as drop-head.
-func TestQuorumOverflow(t *testing.T) {
-	url := target(t)
+func TestQuorumOverflow(t *testing.T) { forTargets(t, testQuorumOverflow) }
+
+func testQuorumOverflow(t *testing.T, url string) {
 	c := dial(t, url)
 	ch := channel091(t, c)
 	q, q2, dst := uniq("qq"), uniq("qq2"), uniq("qq.dl")
+	dropQueues(t, url, dst)
 	declare(t, ch, dst, nil)
 	declareQuorum(t, url, ch, q, amqp091.Table{"x-max-length": int32(1), "x-overflow": "reject-publish"})
 	declareQuorum(t, url, ch, q2, amqp091.Table{"x-max-length": int32(1), "x-overflow": "reject-publish-dlx",

@@ -120,7 +120,9 @@ func credential() (*syscall.Credential, string) {
 // a fresh temp dir, waits until it answers AMQP and `rabbitmqctl
 // await_startup` succeeds (at most 120 s, or until ctx ends), then runs
 // opts.Ctl. On error everything is already stopped and removed, and the
-// error includes the tail of the server's output and logs.
+// error includes the tail of the server's output and logs. Cancelling ctx
+// during the start kills the node (SIGTERM to its process group) instead
+// of stopping it gracefully, so that an unneeded node goes at once.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	cred, why := credential()
 	if why != "" {
@@ -131,6 +133,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		msg := err.Error()
 		if r.dir != "" {
 			msg += "\nrabbitmq output:\n" + LastLines(r.Logs(40), 40)
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			// Nobody wants this node any more: no graceful stop (which
+			// waits 20 s for a node still booting).
+			r.terminate()
 		}
 		r.Stop()
 		return nil, errors.New(msg)
@@ -325,6 +332,21 @@ func (r *Server) stop() (time.Duration, error) {
 		os.RemoveAll(r.dir)
 	}
 	return time.Since(t0), err
+}
+
+// terminate sends SIGTERM to the server's process group and waits for it
+// to exit, sending SIGKILL after termTimeout.
+func (r *Server) terminate() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-r.exited:
+	case <-time.After(termTimeout):
+		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+		<-r.exited
+	}
 }
 
 // BeamPID finds the beam.smp process (the Erlang VM, whose memory is the
