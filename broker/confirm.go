@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"substrate/broker/amqp"
 	"substrate/broker/store"
@@ -21,9 +22,13 @@ import (
 // Commits of one store complete in append order, so one hook per
 // (channel, commit) is enough: when it runs, every earlier commit is done.
 type confirms struct {
+	// published is the tag of the last publish routed. The reader adds a
+	// plain publish without mu (the flush may ack it at once); one that
+	// waits is added under mu together with its wait.
+	published atomic.Uint64
+
 	mu        sync.Mutex
 	closed    bool          // channel closed or closing: send nothing more
-	published uint64        // tag of the last publish routed
 	confirmed uint64        // last tag acked or nacked to the client
 	waits     []confirmWait // publishes the plain ack must not cover, by tag
 	hooked    *store.Commit // the last commit this channel hooked a flush on
@@ -57,18 +62,21 @@ func (ch *channel) confirmPublish(nack bool, commit *store.Commit) {
 		}
 	}
 	hook := false
-	cf.mu.Lock()
-	cf.published++
-	switch {
-	case nack:
-		cf.waits = append(cf.waits, confirmWait{tag: cf.published})
-	case commit != nil:
-		cf.waits = append(cf.waits, confirmWait{tag: cf.published, commit: commit})
-		if cf.hooked != commit {
-			cf.hooked, hook = commit, true
+	if nack || commit != nil {
+		cf.mu.Lock()
+		tag := cf.published.Add(1)
+		if nack {
+			cf.waits = append(cf.waits, confirmWait{tag: tag})
+		} else {
+			cf.waits = append(cf.waits, confirmWait{tag: tag, commit: commit})
+			if cf.hooked != commit {
+				cf.hooked, hook = commit, true
+			}
 		}
+		cf.mu.Unlock()
+	} else {
+		cf.published.Add(1)
 	}
-	cf.mu.Unlock()
 	if hook {
 		commit.AfterFunc(func(error) { ch.flushConfirms() })
 	}
@@ -119,5 +127,5 @@ func (ch *channel) flushConfirms() {
 		cf.waits = cf.waits[1:]
 	}
 	cf.waits = nil
-	ack(cf.published)
+	ack(cf.published.Load())
 }

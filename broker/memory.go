@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"substrate/broker/amqp"
@@ -37,6 +38,7 @@ const (
 
 // alarm is the server's memory alarm state.
 type alarm struct {
+	active  atomic.Bool // on, for the publish path's lock-free check
 	mu      sync.Mutex
 	on      bool
 	cleared chan struct{} // closed when the alarm goes off; new one each time it goes on
@@ -49,6 +51,7 @@ func (a *alarm) set(on bool) (changed bool) {
 		return false
 	}
 	a.on = on
+	a.active.Store(on)
 	if on {
 		a.cleared = make(chan struct{})
 	} else {
@@ -128,6 +131,9 @@ func (s *Server) MemoryAlarm() bool {
 // the memory alarm is on, until it clears (or the server stops or the
 // connection's writer ends).
 func (c *conn) throttle() {
+	if !c.srv.alarm.active.Load() {
+		return
+	}
 	on, cleared := c.srv.alarm.state()
 	if !on {
 		return
