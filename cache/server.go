@@ -255,6 +255,7 @@ func (l *logLimiter) allow() bool {
 type conn struct {
 	s       *Server
 	nc      net.Conn
+	in      io.Reader // nc, or its rawIO
 	listen  net.Addr
 	w       *bufio.Writer // from writerPool; returned while the conn waits for input
 	out     countingWriter
@@ -276,8 +277,11 @@ func (cw countingWriter) Write(b []byte) (int, error) {
 }
 
 func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
-	c := &conn{s: s, nc: nc, listen: listen}
+	c := &conn{s: s, nc: nc, in: nc, listen: listen}
 	c.out = countingWriter{nc, &s.stats.bytesWritten}
+	if r := newRawIO(nc); r != nil {
+		c.in, c.out.w = r, r
+	}
 	c.w = writerPool.Get().(*bufio.Writer)
 	c.w.Reset(c.out)
 	c.p.MaxItemSize = s.cfg.MaxItemSize
@@ -405,7 +409,7 @@ func (c *conn) refill(buf []byte, start, end, need int, idle bool) ([]byte, int,
 		writerPool.Put(c.w)
 		c.w = nil
 	}
-	n, err := c.nc.Read(buf[end:])
+	n, err := c.in.Read(buf[end:])
 	if n > 0 {
 		end += n
 		c.s.stats.bytesRead.Add(uint64(n))
