@@ -62,8 +62,8 @@
 //
 // Ownership:
 //   - Server.mu guards started, closed, listeners and the conns set.
-//   - Each connection's buffers, Parser and writer belong to its own serve
-//     goroutine; only conn.nc.Close (Shutdown) and the atomics lastCmd
+//   - Each connection's buffers, Parser, writer and raw socket I/O state
+//     (rawIO) belong to its own serve goroutine; only conn.nc.Close (Shutdown) and the atomics lastCmd
 //     (stats conns) are touched from elsewhere.
 //   - The store has 64 shards; shard.mu guards that shard's hash index,
 //     item chunks, free list, LRU list and shard counters. Item buffers (key+value) are
@@ -89,8 +89,10 @@
 // # Differences from memcached
 //
 //   - Eviction is per shard LRU (the writer's shard first, then others)
-//     rather than memcached's per-slab-class segmented LRU; an item hit
-//     moves to the head of its shard's list.
+//     rather than memcached's per-slab-class segmented LRU. As there, a
+//     hit does not relink the item but marks it active; an active item
+//     that reaches its shard's tail goes back to the head once (second
+//     chance) instead of being evicted.
 //   - Memory is counted as memcached's "stats bytes" (a 48 B header, 8 B of
 //     CAS, the key and value with their terminators, 4 B for non-zero
 //     flags) without slab rounding, so slightly more items fit in one -m.

@@ -176,8 +176,11 @@ func (c *conn) getKeys(cmd *Command, discard bool) {
 	touch := cmd.Op == OpGat || cmd.Op == OpGats
 	withCAS := cmd.Op == OpGets || cmd.Op == OpGats
 	var hits, misses uint64
+	// One clock reading serves every key, as memcached's current_time.
+	now := c.s.clk.now()
+	exp := c.s.clk.realtime(cmd.Exptime, now)
 	for _, k := range cmd.Keys {
-		v, ok := c.s.store.get(k, touch, cmd.Exptime)
+		v, ok := c.s.store.fetch(k, now, touch, exp)
 		if !ok {
 			misses++
 			continue

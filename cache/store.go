@@ -13,10 +13,10 @@ import (
 // Storage layout (see doc.go for the locking rules).
 //
 // Items live in per-shard chunks of fixed-size 48-byte item records. A
-// pointer-free map from the 64-bit key hash to a slot number indexes them
-// (collisions chain through item.hnext), so each item costs one allocation
-// (key+value), one 16-byte map slot and one record, and the GC never scans
-// the index. LRU links are slot numbers too.
+// pointer-free open-addressing table of 8-byte entries (index.go) maps the
+// key hash to a slot number, so each item costs one allocation
+// (key+value), one index entry and one record, and the GC never scans the
+// index. LRU links are slot numbers too.
 
 const (
 	numShards          = 64
@@ -25,6 +25,7 @@ const (
 	nilSlot            = -1
 	maxIncrGrowth      = 20 // digits of the largest uint64
 	tailSearch         = 5  // expired items looked for at an LRU tail
+	activeSearch       = 32 // read items given a second chance per eviction
 	chunkShift         = 8
 	chunkItems         = 1 << chunkShift
 )
@@ -36,6 +37,7 @@ const (
 	bitStale
 	bitTokenSent
 	bitKeyBinary
+	bitActive // read since it last reached its LRU tail
 )
 
 type item struct {
@@ -47,7 +49,6 @@ type item struct {
 	time    uint32 // last access, updated at most every 60 s, as memcached
 	prev    int32  // LRU neighbours
 	next    int32
-	hnext   int32 // next slot with the same key hash
 	klen    uint8
 	bits    itemBits
 }
@@ -108,7 +109,7 @@ type shardStats struct {
 
 type shard struct {
 	mu    sync.Mutex
-	index map[uint64]int32    // key hash -> first slot of its collision chain (item.hnext)
+	index index               // key hash -> slot
 	items []*[chunkItems]item // fixed-size chunks: growing never copies
 	slots int32               // slots handed out so far
 	free  int32               // free-slot list through item.next
@@ -138,7 +139,6 @@ func newStore(limit int64, noEvict bool, clk *clock) *store {
 	s.limit.Store(limit)
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.index = make(map[uint64]int32)
 		sh.free, sh.head, sh.tail = nilSlot, nilSlot, nilSlot
 	}
 	return s
@@ -150,18 +150,32 @@ func (s *store) shardFor(key []byte) *shard {
 	return &s.shards[s.hash(key)%numShards]
 }
 
+// hashTag is the part of a key's hash that the shard's index keeps (the
+// low bits pick the shard).
+func hashTag(h uint64) uint32 { return uint32(h >> 32) }
+
 // lookup returns the slot holding key in sh (locked), or nilSlot.
-func (s *store) lookup(sh *shard, key []byte) int32 {
-	idx, ok := sh.index[s.hash(key)]
-	if !ok {
+func (s *store) lookup(sh *shard, key []byte) int32 { return s.lookupHash(sh, s.hash(key), key) }
+
+// lookupHash is lookup for a key whose hash h the caller has.
+func (s *store) lookupHash(sh *shard, h uint64, key []byte) int32 {
+	tab := sh.index.tab
+	if len(tab) == 0 {
 		return nilSlot
 	}
-	for ; idx != nilSlot; idx = sh.at(idx).hnext {
-		if bytes.Equal(sh.at(idx).key(), key) {
-			return idx
+	tag := hashTag(h)
+	mask := len(tab) - 1
+	for i := int(tag) & mask; ; i = (i + 1) & mask {
+		e := tab[i]
+		if e == 0 {
+			return nilSlot
+		}
+		if entryTag(e) == tag {
+			if idx := entrySlot(e); bytes.Equal(sh.at(idx).key(), key) {
+				return idx
+			}
 		}
 	}
-	return nilSlot
 }
 
 func (s *store) nextCAS() uint64 { return s.casID.Add(1) }
@@ -245,6 +259,19 @@ func (s *store) evictFrom(sh *shard, now uint32) bool {
 	if s.noEvict || sh.tail == nilSlot {
 		return false
 	}
+	// Second chance: an item read since it last reached the tail goes back
+	// to the head (as memcached's segmented LRU keeps ACTIVE items) instead
+	// of being evicted; after activeSearch of them the tail goes anyway.
+	for i := 0; i < activeSearch && sh.head != sh.tail; i++ {
+		t := sh.tail
+		it := sh.at(t)
+		if it.bits&bitActive == 0 {
+			break
+		}
+		it.bits &^= bitActive
+		sh.remove(t)
+		sh.pushHead(t)
+	}
 	it := sh.at(sh.tail)
 	sh.st.evictions++
 	if it.bits&bitFetched == 0 {
@@ -257,7 +284,12 @@ func (s *store) evictFrom(sh *shard, now uint32) bool {
 // find looks key up with sh locked, dropping it if expired or flushed
 // (counted as memcached's get_expired/get_flushed).
 func (s *store) find(sh *shard, key []byte, now uint32) int32 {
-	idx := s.lookup(sh, key)
+	return s.findHash(sh, s.hash(key), key, now)
+}
+
+// findHash is find for a key whose hash h the caller has.
+func (s *store) findHash(sh *shard, h uint64, key []byte, now uint32) int32 {
+	idx := s.lookupHash(sh, h, key)
 	if idx == nilSlot {
 		return nilSlot
 	}
@@ -288,12 +320,8 @@ func (s *store) link(sh *shard, buf []byte, klen int, flags, exptime uint32, cas
 		idx = sh.slots
 		sh.slots++
 	}
-	*sh.at(idx) = item{data: &buf[0], size: uint32(len(buf)), cas: cas, flags: flags, exptime: exptime, time: now, klen: uint8(klen), prev: nilSlot, next: nilSlot, hnext: nilSlot}
-	h := s.hash(buf[:klen])
-	if head, ok := sh.index[h]; ok {
-		sh.at(idx).hnext = head
-	}
-	sh.index[h] = idx
+	*sh.at(idx) = item{data: &buf[0], size: uint32(len(buf)), cas: cas, flags: flags, exptime: exptime, time: now, klen: uint8(klen), prev: nilSlot, next: nilSlot}
+	sh.index.insert(hashTag(s.hash(buf[:klen])), idx)
 	sh.pushHead(idx)
 	sh.st.currItems++
 	sh.st.totalItems++
@@ -304,20 +332,7 @@ func (s *store) link(sh *shard, buf []byte, klen int, flags, exptime uint32, cas
 func (s *store) unlink(sh *shard, idx int32) {
 	it := sh.at(idx)
 	s.release(it.total())
-	h := s.hash(it.key())
-	if head := sh.index[h]; head == idx {
-		if it.hnext == nilSlot {
-			delete(sh.index, h)
-		} else {
-			sh.index[h] = it.hnext
-		}
-	} else {
-		p := head
-		for sh.at(p).hnext != idx {
-			p = sh.at(p).hnext
-		}
-		sh.at(p).hnext = it.hnext
-	}
+	sh.index.remove(hashTag(s.hash(it.key())), idx)
 	sh.remove(idx)
 	*it = item{next: sh.free}
 	sh.free = idx
@@ -331,15 +346,19 @@ func (s *store) replace(sh *shard, idx int32, buf []byte, flags, exptime uint32,
 	s.release(it.total())
 	klen := int(it.klen)
 	bits := it.bits & bitKeyBinary
-	*it = item{data: &buf[0], size: uint32(len(buf)), cas: cas, flags: flags, exptime: exptime, time: now, klen: uint8(klen), prev: it.prev, next: it.next, hnext: it.hnext, bits: bits}
+	*it = item{data: &buf[0], size: uint32(len(buf)), cas: cas, flags: flags, exptime: exptime, time: now, klen: uint8(klen), prev: it.prev, next: it.next, bits: bits}
 	sh.remove(idx)
 	sh.pushHead(idx)
 	sh.st.totalItems++
 }
 
 // bump records a fetch as memcached's segmented LRU does: the first fetch
-// sets FETCHED, later ones refresh the access time. We also move the item
-// to the LRU head.
+// sets FETCHED, later ones refresh the access time; every fetch marks the
+// item active, so eviction gives it a second chance (evictFrom). Like
+// memcached, a hit does not relink the item: moving it to the head also
+// wrote both LRU neighbours' records, random cache lines, under the shard
+// lock, which the multi-get load takes ten times a request (a shorter hold
+// also means fewer waits behind a holder that the OS preempted).
 func (sh *shard) bump(idx int32, now uint32) {
 	it := sh.at(idx)
 	if it.bits&bitFetched == 0 {
@@ -347,10 +366,7 @@ func (sh *shard) bump(idx int32, now uint32) {
 	} else if it.time < now-itemUpdateInterval {
 		it.time = now
 	}
-	if sh.head != idx {
-		sh.remove(idx)
-		sh.pushHead(idx)
-	}
+	it.bits |= bitActive
 }
 
 func (sh *shard) at(idx int32) *item {
@@ -596,9 +612,10 @@ func (s *store) get(key []byte, touch bool, exptime int32) (view, bool) {
 // fetch fetches key at time now; with touch it first sets the item's
 // expiry to exp (already converted to server time).
 func (s *store) fetch(key []byte, now uint32, touch bool, exp uint32) (view, bool) {
-	sh := s.shardFor(key)
+	h := s.hash(key)
+	sh := &s.shards[h%numShards]
 	sh.mu.Lock()
-	idx := s.find(sh, key, now)
+	idx := s.findHash(sh, h, key, now)
 	if idx == nilSlot {
 		sh.mu.Unlock()
 		return view{}, false

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"sync"
@@ -101,41 +102,95 @@ func TestStoreLRUOrder(t *testing.T) {
 	}
 }
 
-// TestStoreHashCollisions splices three items into one hash chain (as a
-// 64-bit hash collision would) and checks lookup and unlink walk it.
-func TestStoreHashCollisions(t *testing.T) {
+// TestStoreTagCollisions stores keys whose hashes share the index tag (as
+// a 32-bit collision would) in one shard and checks that lookup tells them
+// apart by key and that unlinking one keeps the others reachable.
+func TestStoreTagCollisions(t *testing.T) {
 	s := newTestStore(1<<20, false)
+	seen := map[uint32]string{}
+	var k1, k2 string
+	for i := 0; k2 == ""; i++ {
+		k := "k" + strconv.Itoa(i)
+		tag := hashTag(s.hash([]byte(k)))
+		if o, ok := seen[tag]; ok {
+			k1, k2 = o, k
+		}
+		seen[tag] = k
+	}
 	sh := &s.shards[0]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.clk.now()
+	keys := []string{k1, "other", k2}
 	var idx [3]int32
-	for i, k := range []string{"a", "b", "c"} {
-		s.used.Add(int64(itemTotal(1, 1, 0)))
-		idx[i] = s.link(sh, []byte(k+"v"), 1, 0, 0, s.nextCAS(), now)
+	for i, k := range keys {
+		s.used.Add(int64(itemTotal(len(k), 1, 0)))
+		idx[i] = s.link(sh, []byte(k+"v"), len(k), 0, 0, s.nextCAS(), now)
 	}
-	ha, hb, hc := s.hash([]byte("a")), s.hash([]byte("b")), s.hash([]byte("c"))
-	// Chain a -> b -> c under every one of the three hashes.
-	sh.at(idx[0]).hnext = idx[1]
-	sh.at(idx[1]).hnext = idx[2]
-	sh.index[hb], sh.index[hc] = idx[0], idx[0]
-	if got := s.lookup(sh, []byte("c")); got != idx[2] {
-		t.Fatalf("lookup c = %d, want %d", got, idx[2])
+	for i, k := range keys {
+		if got := s.lookup(sh, []byte(k)); got != idx[i] {
+			t.Fatalf("lookup %s = %d, want %d", k, got, idx[i])
+		}
 	}
-	s.unlink(sh, idx[1]) // middle of the chain
-	if sh.at(idx[0]).hnext != idx[2] {
-		t.Fatalf("a.hnext = %d after unlinking b", sh.at(idx[0]).hnext)
+	s.unlink(sh, idx[0])
+	if got := s.lookup(sh, []byte(k1)); got != nilSlot {
+		t.Fatalf("lookup %s after unlink = %d", k1, got)
 	}
-	s.unlink(sh, idx[0]) // head of the chain
-	if got := sh.index[ha]; got != idx[2] {
-		t.Fatalf("chain head = %d, want %d", got, idx[2])
+	if got := s.lookup(sh, []byte(k2)); got != idx[2] {
+		t.Fatalf("lookup %s after unlinking %s = %d, want %d", k2, k1, got, idx[2])
 	}
-	if got := s.lookup(sh, []byte("a")); got != nilSlot {
-		t.Fatalf("lookup a after unlink = %d", got)
+	s.unlink(sh, idx[2])
+	s.unlink(sh, idx[1])
+	if sh.index.n != 0 {
+		t.Fatalf("index holds %d entries after unlinking all", sh.index.n)
 	}
-	// Drop the spliced aliases so the shard is consistent again.
-	delete(sh.index, hb)
-	sh.index[hc] = idx[2]
+}
+
+// TestIndexChurn inserts and removes entries with tags from a small range
+// (long probe runs, equal tags, wrap-around at the table's end, growing and
+// shrinking) and checks after every step that each entry is reachable from
+// its home position and nothing else is in the table.
+func TestIndexChurn(t *testing.T) {
+	var x index
+	live := map[int32]uint32{} // slot -> tag
+	r := rand.New(rand.NewPCG(1, 2))
+	next := int32(0)
+	for step := range 20000 {
+		if len(live) == 0 || r.IntN(100) < 55-(step/4000)*10 {
+			tag := uint32(r.IntN(24)) | uint32(r.IntN(2))<<31
+			x.insert(tag, next)
+			live[next] = tag
+			next++
+		} else {
+			for idx, tag := range live {
+				x.remove(tag, idx)
+				delete(live, idx)
+				break
+			}
+		}
+		if x.n != len(live) {
+			t.Fatalf("step %d: n = %d, want %d", step, x.n, len(live))
+		}
+		used := 0
+		for _, e := range x.tab {
+			if e != 0 {
+				used++
+			}
+		}
+		if used != len(live) {
+			t.Fatalf("step %d: %d entries in the table, want %d", step, used, len(live))
+		}
+		for idx, tag := range live {
+			mask := len(x.tab) - 1
+			i := int(tag) & mask
+			for x.tab[i] != indexEntry(tag, idx) {
+				if x.tab[i] == 0 {
+					t.Fatalf("step %d: slot %d (tag %d) not reachable from its home", step, idx, tag)
+				}
+				i = (i + 1) & mask
+			}
+		}
+	}
 }
 
 func TestStoreConcurrent(t *testing.T) {
