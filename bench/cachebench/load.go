@@ -58,6 +58,9 @@ type result struct {
 	// in the latencies above and is the same for both targets: a floor.
 	LateP50ms float64 `json:"late_p50_ms,omitempty"`
 	LateP99ms float64 `json:"late_p99_ms,omitempty"`
+	// Open loop only: the part of that lateness not spent waiting for the
+	// connection's previous reply, i.e. the client's own wake-up delay.
+	WakeP99ms float64 `json:"wake_p99_ms,omitempty"`
 	Ops       int64   `json:"ops"`
 	Errors    int64   `json:"errors"` // I/O or protocol errors (connection dropped and redialled)
 	Misses    int64   `json:"misses"` // gets of pre-populated keys that found nothing
@@ -73,6 +76,7 @@ type worker struct {
 	r        *rand.Rand
 	hist     *hdrhistogram.Histogram // latency in µs
 	late     *hdrhistogram.Histogram // open loop: send time - scheduled time, µs
+	wake     *hdrhistogram.Histogram // open loop: send time - max(scheduled time, previous reply), µs
 	ops      int64
 	errs     int64
 	misses   int64
@@ -106,6 +110,52 @@ type opFunc func(w *worker) (n int, err error)
 
 func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) } // 1 µs .. 60 s
 
+// run is the raw outcome of runLoad: histograms and counters, which add
+// up over the time slices that one target's load is split into.
+type run struct {
+	hist    *hdrhistogram.Histogram // latency, µs
+	late    *hdrhistogram.Histogram // open loop: send time - scheduled time, µs
+	wake    *hdrhistogram.Histogram // open loop: the part of late not spent waiting for a reply
+	ops     int64
+	errs    int64
+	misses  int64
+	bad     int64
+	elapsed time.Duration // measured time (open loop: scheduled time)
+	open    bool
+}
+
+func newRun() *run { return &run{hist: newHist(), late: newHist(), wake: newHist()} }
+
+// add merges o into r.
+func (r *run) add(o *run) {
+	r.hist.Merge(o.hist)
+	r.late.Merge(o.late)
+	r.wake.Merge(o.wake)
+	r.ops += o.ops
+	r.errs += o.errs
+	r.misses += o.misses
+	r.bad += o.bad
+	r.elapsed += o.elapsed
+	r.open = r.open || o.open
+}
+
+// result turns r into the reported figures.
+func (r *run) result() result {
+	res := result{Ops: r.ops, Errors: r.errs, Misses: r.misses, Bad: r.bad}
+	if r.elapsed > 0 {
+		res.OpsPerSec = float64(r.ops) / r.elapsed.Seconds()
+	}
+	res.P50ms = float64(r.hist.ValueAtQuantile(50)) / 1000
+	res.P99ms = float64(r.hist.ValueAtQuantile(99)) / 1000
+	res.P999ms = float64(r.hist.ValueAtQuantile(99.9)) / 1000
+	if r.open {
+		res.LateP50ms = float64(r.late.ValueAtQuantile(50)) / 1000
+		res.LateP99ms = float64(r.late.ValueAtQuantile(99)) / 1000
+		res.WakeP99ms = float64(r.wake.ValueAtQuantile(99)) / 1000
+	}
+	return res
+}
+
 // runLoad runs op from `clients` workers for warmup+dur. Only ops that start
 // (closed loop) or are scheduled (open loop) after the warm-up are counted.
 //
@@ -117,7 +167,7 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 
 //
 // Workers stop issuing at the deadline; every connection has an I/O deadline
 // 10 s later, so the load always ends by itself.
-func runLoad(ctx context.Context, addr string, clients int, rate float64, warmup, dur time.Duration, op opFunc) result {
+func runLoad(ctx context.Context, addr string, clients int, rate float64, warmup, dur time.Duration, op opFunc) *run {
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(dur)
@@ -126,7 +176,7 @@ func runLoad(ctx context.Context, addr string, clients int, rate float64, warmup
 	ws := make([]*worker, clients)
 	var wg sync.WaitGroup
 	for i := range ws {
-		w := &worker{id: i, addr: addr, deadline: hardStop, hist: newHist(), late: newHist(),
+		w := &worker{id: i, addr: addr, deadline: hardStop, hist: newHist(), late: newHist(), wake: newHist(),
 			r:        rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano()))),
 			checkKey: fmt.Sprintf("cachebench:check:%d:%d", start.UnixNano(), i)}
 		ws[i] = w
@@ -139,6 +189,7 @@ func runLoad(ctx context.Context, addr string, clients int, rate float64, warmup
 				}
 			}()
 			var interval time.Duration
+			var done time.Time // when the previous op completed
 			next := start
 			if rate > 0 {
 				interval = time.Duration(float64(clients) / rate * float64(time.Second))
@@ -167,7 +218,13 @@ func runLoad(ctx context.Context, addr string, clients int, rate float64, warmup
 				}
 				sent := time.Now()
 				n, err := op(w)
-				lat := time.Since(t0)
+				now := time.Now()
+				lat := now.Sub(t0)
+				ready := t0 // when this op could have been sent at the earliest
+				if done.After(ready) {
+					ready = done
+				}
+				done = now
 				if err != nil {
 					if w.c != nil {
 						w.c.Close()
@@ -186,35 +243,22 @@ func runLoad(ctx context.Context, addr string, clients int, rate float64, warmup
 				w.hist.RecordValue(max(1, lat.Microseconds()))
 				if rate > 0 {
 					w.late.RecordValue(max(1, sent.Sub(t0).Microseconds()))
+					w.wake.RecordValue(max(1, sent.Sub(ready).Microseconds()))
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(measureFrom)
+	r := newRun()
+	r.elapsed = time.Since(measureFrom)
 	if rate > 0 {
-		elapsed = dur // ops were scheduled over exactly dur
+		r.elapsed = dur // ops were scheduled over exactly dur
+		r.open = true
 	}
-
-	h, late := newHist(), newHist()
-	var res result
 	for _, w := range ws {
-		h.Merge(w.hist)
-		late.Merge(w.late)
-		res.Ops += w.ops
-		res.Errors += w.errs
-		res.Misses += w.misses
-		res.Bad += w.bad
+		r.add(&run{hist: w.hist, late: w.late, wake: w.wake, ops: w.ops, errs: w.errs, misses: w.misses, bad: w.bad})
 	}
-	res.OpsPerSec = float64(res.Ops) / elapsed.Seconds()
-	res.P50ms = float64(h.ValueAtQuantile(50)) / 1000
-	res.P99ms = float64(h.ValueAtQuantile(99)) / 1000
-	res.P999ms = float64(h.ValueAtQuantile(99.9)) / 1000
-	if rate > 0 {
-		res.LateP50ms = float64(late.ValueAtQuantile(50)) / 1000
-		res.LateP99ms = float64(late.ValueAtQuantile(99)) / 1000
-	}
-	return res
+	return r
 }
 
 // setOp stores a fresh value for key, reads the reply and returns the

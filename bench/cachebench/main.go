@@ -1,12 +1,17 @@
 // Command cachebench compares the memcached protocol served by
 // `substrate memcached` with Debian's memcached 1.6.18, side by side in one run.
 //
-// Each round runs three phases; in every phase each target is started fresh
-// (same memcached flags, free loopback port), loaded, and stopped with
-// SIGTERM. The order of the targets alternates every round, and medians over
-// rounds are reported, because the host is small, shared and noisy.
+// Each round runs three phases. In the closed- and open-loop phases every
+// target is started fresh (same memcached flags, free loopback port) and
+// pre-populated, then each load runs on the targets in turn in one-second
+// slices (A B B A A B ...), each after a short warm-up, and a target's
+// slices are added up: the host is small, shared and noisy, and slicing
+// spreads a neighbour's burst over both targets instead of charging it to
+// whichever happened to be running. The memory phase runs one fresh
+// target at a time. Servers are stopped with SIGTERM. The order of the
+// targets alternates every round, and medians over rounds are reported.
 //
-//  1. closed loop, on one server pre-populated with both key spaces:
+//  1. closed loop, on servers pre-populated with both key spaces:
 //     token  keystone-token shape: 32 conns, 95% get / 5% set, 1-4 KB values, 40-hex keys
 //     oslo   oslo.cache shape: 16 conns, 90% get of 10 keys / 10% set, 100-500 B values
 //     pipe   4 conns, each writing 100 gets without waiting, then reading the 100 replies
@@ -14,8 +19,13 @@
 //  2. open loop: the token shape at a fixed rate, 70% of the lower of the two
 //     targets' closed-loop token rates in this round (or -rate), the same
 //     rate for both; latency is measured from each request's scheduled time.
-//     open_late_* is how late the client itself sent (timer wake-up, CPU
-//     contention with the server on a small host): a floor under open_p*.
+//     open_late_* is how late the client sent: its own timer wake-up and
+//     CPU contention with the server on a small host, and, as each
+//     connection has one request outstanding, an earlier reply that came
+//     back after the next request was due. open_p* include it.
+//     open_wake_p99 is the part of it not spent waiting for a reply: the
+//     client's own wake-up delay, which on a 2-core host mostly measures
+//     how the server's threads share the CPUs with the client's.
 //  3. memory: 1,000,000 items of 100 B (20 B keys) into -m 1024; growth of
 //     VmRSS over the RSS right after start, per item.
 //
@@ -24,6 +34,10 @@
 // printed, never measured as successes.
 //
 //	go run ./bench/cachebench [-rounds 3] [-duration 5s] [-quick] [-json out.json]
+//	go run ./bench/cachebench -addr 127.0.0.1:11211 -load token [-rate N] [-clients N]
+//
+// The second form drives one load against a server that is already running
+// (to profile it under that load) and prints its figures.
 package main
 
 import (
@@ -77,6 +91,7 @@ var metrics = []benchkit.Metric{
 	{Key: "open_p999", Unit: "ms"},
 	{Key: "open_late_p50", Unit: "ms"},
 	{Key: "open_late_p99", Unit: "ms"},
+	{Key: "open_wake_p99", Unit: "ms"},
 	{Key: "mem_per_item", Unit: "B", Goal: "ratio<=1.3"},
 	{Key: "mem_rss", Unit: "MiB"},
 }
@@ -114,10 +129,21 @@ func main() {
 	mcBin := flag.String("memcached", "/usr/bin/memcached", "path to memcached (skipped if missing)")
 	rate := flag.Float64("rate", 0, "open-loop rate in ops/s (0: 70% of the lower closed-loop token rate of the round)")
 	churnWorkers := flag.Int("churn-workers", 16, "concurrent connect-get-close workers")
+	addr := flag.String("addr", "", "drive one -load against the server already running at this address (for profiling) instead of comparing")
+	load := flag.String("load", "token", "with -addr: token, oslo, pipe or churn")
+	clients := flag.Int("clients", 0, "with -addr: connections or workers (0: the load's default)")
 	c.Parse()
 
 	if c.Rounds < 1 || c.Duration <= 0 || *rate < 0 || *churnWorkers < 1 {
 		fail("-rounds and -churn-workers must be >= 1, -duration > 0, -rate >= 0")
+	}
+	if *addr != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := drive(ctx, *addr, *load, *clients, *rate, c.Duration, min(time.Second, c.Duration/5)); err != nil {
+			fail(err.Error())
+		}
+		return
 	}
 	if !benchkit.IsExecutable(c.Substrate) {
 		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it with `go build -o bin/substrate ./cmd/substrate`, or pass -substrate PATH)", c.Substrate))
@@ -156,12 +182,13 @@ func main() {
 			}
 		}
 
+		fmt.Printf("round %d/%d closed    %s ... ", r+1, c.Rounds, strings.Join(names(order), " + "))
+		check(benchClosed(ctx, order, rd.Results, c.Duration, warmup, *churnWorkers), "closed", order[0])
+		fmt.Println()
 		for _, t := range order {
-			progress("closed", t)
 			f := rd.Results[t.name]
-			check(benchClosed(ctx, t, f, c.Duration, warmup, *churnWorkers), "closed", t)
-			fmt.Printf("token %.0f/s p99 %.2f ms, oslo %.0f/s, pipe %.0f/s, churn %.0f conns/s%s\n",
-				f["token_ops"], f["token_p99"], f["oslo_ops"], f["pipe_ops"], f["churn_conns"],
+			fmt.Printf("  %-9s token %.0f/s p99 %.2f ms, oslo %.0f/s p99 %.2f ms, pipe %.0f/s, churn %.0f conns/s%s\n",
+				t.name, f["token_ops"], f["token_p99"], f["oslo_ops"], f["oslo_p99"], f["pipe_ops"], f["churn_conns"],
 				errNote(f, "token", "oslo", "pipe", "churn"))
 		}
 
@@ -173,13 +200,14 @@ func main() {
 				}
 			}
 		}
+		fmt.Printf("round %d/%d open      %s at %.0f/s ... ", r+1, c.Rounds, strings.Join(names(order), " + "), rd.OpenRate)
+		check(benchOpen(ctx, order, rd.Results, rd.OpenRate, c.Duration, warmup), "open", order[0])
+		fmt.Println()
 		for _, t := range order {
-			progress("open", t)
 			f := rd.Results[t.name]
-			check(benchOpen(ctx, t, f, rd.OpenRate, c.Duration, warmup), "open", t)
-			fmt.Printf("%.0f/s offered, %.0f/s done, p50 %.2f p99 %.2f p99.9 %.2f ms (client lateness p50 %.2f p99 %.2f ms)%s\n",
-				f["open_rate"], f["open_ops"], f["open_p50"], f["open_p99"], f["open_p999"],
-				f["open_late_p50"], f["open_late_p99"], errNote(f, "open"))
+			fmt.Printf("  %-9s %.0f/s done, p50 %.2f p99 %.2f p99.9 %.2f ms (client lateness p50 %.2f p99 %.2f ms, of which not waiting for a reply p99 %.2f ms)%s\n",
+				t.name, f["open_ops"], f["open_p50"], f["open_p99"], f["open_p999"],
+				f["open_late_p50"], f["open_late_p99"], f["open_wake_p99"], errNote(f, "open"))
 		}
 
 		for _, t := range order {
@@ -225,14 +253,79 @@ func withServer(ctx context.Context, t target, f figures, record bool, fn func(s
 	return ctx.Err()
 }
 
-// benchClosed runs the closed-loop loads on one pre-populated server.
-func benchClosed(ctx context.Context, t target, f figures, dur, warmup time.Duration, churnWorkers int) error {
-	return withServer(ctx, t, f, true, func(s *server) error {
-		if err := populate(s.addr, tokenKS, 4); err != nil {
-			return fmt.Errorf("populate token keys: %w", err)
+// withServers starts a fresh server of every target (in the given order),
+// runs fn against them and stops them, recording "ready" and "stop" times
+// in figs.
+func withServers(ctx context.Context, ts []target, figs map[string]figures, fn func(ss []*server) error) error {
+	var ss []*server
+	stopAll := func() {
+		for _, s := range ss {
+			s.Stop()
 		}
-		if err := populate(s.addr, osloKS, 4); err != nil {
-			return fmt.Errorf("populate oslo keys: %w", err)
+	}
+	for _, t := range ts {
+		s, err := startServer(ctx, t, memMB)
+		if err != nil {
+			stopAll()
+			return err
+		}
+		ss = append(ss, s)
+	}
+	if err := fn(ss); err != nil {
+		stopAll()
+		return err
+	}
+	for i, s := range ss {
+		d, err := s.Stop()
+		if err != nil {
+			for _, s := range ss[i+1:] {
+				s.Stop()
+			}
+			return fmt.Errorf("stop %s: %w", ts[i].name, err)
+		}
+		f := figs[ts[i].name]
+		f["ready"], f["stop"] = benchkit.Ms(s.Ready), benchkit.Ms(d)
+	}
+	return ctx.Err()
+}
+
+// interleave runs one load against every server in turn, in slices of
+// dur/slices (at least one second each) with a warm-up before each, and
+// returns each server's slices added up. The order flips every slice
+// (A B B A A B ...), so that noise from a shared host (other processes,
+// CPU frequency, a neighbour's burst) falls on every target alike instead
+// of on whichever ran during it, and neither always follows the other.
+func interleave(ctx context.Context, ss []*server, dur, warmup time.Duration, load func(s *server, warmup, dur time.Duration) *run) []*run {
+	slices := max(1, int(dur/time.Second))
+	slice := dur / time.Duration(slices)
+	warm := max(100*time.Millisecond, warmup/time.Duration(slices))
+	runs := make([]*run, len(ss))
+	for i := range runs {
+		runs[i] = newRun()
+	}
+	for k := 0; k < slices && ctx.Err() == nil; k++ {
+		for j := range ss {
+			i := j
+			if k%2 == 1 {
+				i = len(ss) - 1 - j
+			}
+			runs[i].add(load(ss[i], warm, slice))
+		}
+	}
+	return runs
+}
+
+// benchClosed runs the closed-loop loads on fresh servers of every target,
+// each pre-populated, interleaving the targets (see interleave).
+func benchClosed(ctx context.Context, ts []target, figs map[string]figures, dur, warmup time.Duration, churnWorkers int) error {
+	return withServers(ctx, ts, figs, func(ss []*server) error {
+		for _, s := range ss {
+			if err := populate(s.addr, tokenKS, 4); err != nil {
+				return fmt.Errorf("%s: populate token keys: %w", s.Name, err)
+			}
+			if err := populate(s.addr, osloKS, 4); err != nil {
+				return fmt.Errorf("%s: populate oslo keys: %w", s.Name, err)
+			}
 		}
 		loads := []struct {
 			name    string
@@ -245,26 +338,44 @@ func benchClosed(ctx context.Context, t target, f figures, dur, warmup time.Dura
 			{"churn", churnWorkers, churnOp(osloKS)},
 		}
 		for _, l := range loads {
-			res := runLoad(ctx, s.addr, l.clients, 0, warmup, dur, l.op)
+			runs := interleave(ctx, ss, dur, warmup, func(s *server, warm, d time.Duration) *run {
+				return runLoad(ctx, s.addr, l.clients, 0, warm, d, l.op)
+			})
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			record(f, l.name, res)
+			for i, s := range ss {
+				record(figs[s.Name], l.name, runs[i].result())
+			}
 		}
-		f["churn_conns"] = f["churn_ops"]
+		for _, s := range ss {
+			figs[s.Name]["churn_conns"] = figs[s.Name]["churn_ops"]
+		}
 		return nil
 	})
 }
 
-// benchOpen runs the token shape open-loop at rate ops/s on a fresh server.
-func benchOpen(ctx context.Context, t target, f figures, rate float64, dur, warmup time.Duration) error {
-	return withServer(ctx, t, f, false, func(s *server) error {
-		if err := populate(s.addr, tokenKS, 4); err != nil {
-			return fmt.Errorf("populate token keys: %w", err)
+// benchOpen runs the token shape open-loop at rate ops/s on fresh servers
+// of every target, interleaved.
+func benchOpen(ctx context.Context, ts []target, figs map[string]figures, rate float64, dur, warmup time.Duration) error {
+	scratch := map[string]figures{}
+	for _, t := range ts {
+		scratch[t.name] = figures{}
+	}
+	return withServers(ctx, ts, scratch, func(ss []*server) error {
+		for _, s := range ss {
+			if err := populate(s.addr, tokenKS, 4); err != nil {
+				return fmt.Errorf("%s: populate token keys: %w", s.Name, err)
+			}
 		}
-		res := runLoad(ctx, s.addr, tokenConns, rate, warmup, dur, getSetOp(tokenKS, tokenSet))
-		record(f, "open", res)
-		f["open_rate"], f["open_late_p50"], f["open_late_p99"] = rate, res.LateP50ms, res.LateP99ms
+		runs := interleave(ctx, ss, dur, warmup, func(s *server, warm, d time.Duration) *run {
+			return runLoad(ctx, s.addr, tokenConns, rate, warm, d, getSetOp(tokenKS, tokenSet))
+		})
+		for i, s := range ss {
+			f, res := figs[s.Name], runs[i].result()
+			record(f, "open", res)
+			f["open_rate"], f["open_late_p50"], f["open_late_p99"], f["open_wake_p99"] = rate, res.LateP50ms, res.LateP99ms, res.WakeP99ms
+		}
 		return nil
 	})
 }
