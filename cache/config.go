@@ -48,6 +48,12 @@ type Config struct {
 	// -Z). The files are loaded by New and again by refresh_certs.
 	TLS *TLSConfig
 
+	// Protocol is memcached's -B: "auto" (or "") picks the protocol of
+	// each connection (and UDP datagram) from its first byte, "binary"
+	// speaks only the binary protocol, "ascii" only the text ones (a
+	// binary request is then parsed as text, as memcached does).
+	Protocol string
+
 	// SASL requires SASL PLAIN authentication (memcached -S): every
 	// listener speaks only the binary protocol, and binary commands other
 	// than the SASL ones and version fail until the connection has
@@ -79,6 +85,11 @@ func (c Config) Validate() error {
 	}
 	if c.UnixMask&^os.ModePerm != 0 {
 		return fmt.Errorf("cache: unix socket mask %#o has bits outside 0777", uint32(c.UnixMask))
+	}
+	switch c.Protocol {
+	case "", "auto", "binary", "ascii":
+	default:
+		return fmt.Errorf("cache: unknown protocol %q (auto, binary or ascii)", c.Protocol)
 	}
 	for _, a := range c.UDPAddrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {
@@ -125,4 +136,29 @@ func (c Config) Validate() error {
 		return fmt.Errorf("cache: item max size %d must not exceed half the memory limit %d", c.MaxItemSize, c.MemoryLimit)
 	}
 	return nil
+}
+
+// binaryOnly reports whether every connection speaks the binary protocol
+// (-B binary, or -S).
+func (c *Config) binaryOnly() bool { return c.SASL || c.Protocol == "binary" }
+
+// binaryFirst reports whether a connection or datagram whose first byte
+// is b speaks the binary protocol.
+func (s *Server) binaryFirst(b byte) bool {
+	if s.cfg.binaryOnly() {
+		return true
+	}
+	return b == BinRequestMagic && s.cfg.Protocol != "ascii"
+}
+
+// bindingProtocol is stats settings' binding_protocol, as memcached names
+// it.
+func (s *Server) bindingProtocol() string {
+	switch {
+	case s.cfg.binaryOnly():
+		return "binary"
+	case s.cfg.Protocol == "ascii":
+		return "ascii"
+	}
+	return "auto-negotiate"
 }

@@ -25,11 +25,12 @@ type target struct {
 }
 
 type serverOpts struct {
-	memMB   int  // -m
-	noEvict bool // -M
-	conns   int  // -c
-	sasl    bool // -S with the users in saslUsers
-	unix    bool // -s <temp dir>/sock instead of TCP; the address is the path
+	memMB   int    // -m
+	noEvict bool   // -M
+	conns   int    // -c
+	sasl    bool   // -S with the users in saslUsers
+	unix    bool   // -s <temp dir>/sock instead of TCP; the address is the path
+	proto   string // -B, if set
 }
 
 // saslUsers are the credentials of SASL test servers.
@@ -44,6 +45,7 @@ func startOurs(t testing.TB, o serverOpts) string {
 		cfg.MemoryLimit = int64(o.memMB) << 20
 	}
 	cfg.NoEvict = o.noEvict
+	cfg.Protocol = o.proto
 	if o.conns > 0 {
 		cfg.MaxConns = o.conns
 	}
@@ -106,6 +108,9 @@ func startMemcachedEnv(t testing.TB, o serverOpts, env []string) string {
 	}
 	if o.conns > 0 {
 		args = append(args, "-c", strconv.Itoa(o.conns))
+	}
+	if o.proto != "" {
+		args = append(args, "-B", o.proto)
 	}
 	if o.sasl {
 		if env == nil {

@@ -331,8 +331,8 @@ func (c *conn) serve() {
 			if first {
 				first = false
 				// memcached -B auto: the first byte picks the protocol;
-				// with SASL only binary is spoken.
-				if buf[start] == BinRequestMagic || c.s.cfg.SASL {
+				// -B binary or SASL: only binary; -B ascii: only text.
+				if c.s.binaryFirst(buf[start]) {
 					c.serveBinary(buf, start, end)
 					return
 				}

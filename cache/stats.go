@@ -288,7 +288,7 @@ func (s *Server) settingsStats(w *statWriter) {
 	w.str("reqs_per_event", "20")
 	w.str("cas_enabled", "yes")
 	w.str("tcp_backlog", "1024")
-	w.str("binding_protocol", onOff(s.cfg.SASL, "binary", "auto-negotiate"))
+	w.str("binding_protocol", s.bindingProtocol())
 	w.str("auth_enabled_sasl", onOff(s.cfg.SASL, "yes", "no"))
 	w.str("auth_enabled_ascii", "no")
 	w.i("item_size_max", int64(s.cfg.MaxItemSize))

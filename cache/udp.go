@@ -106,7 +106,7 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 // next datagram of the same socket, whoever sends it).
 func (u *udpConn) datagram(b []byte) {
 	c := &u.conn
-	if b[0] == BinRequestMagic {
+	if c.s.binaryFirst(b[0]) {
 		u.binaryDatagram(b)
 		return
 	}

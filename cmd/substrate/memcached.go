@@ -49,24 +49,12 @@ type exitError struct {
 
 func (e exitError) Error() string { return e.msg }
 
-// unsupported lists memcached features the cache does not serve yet: a
-// command line asking for them is refused rather than silently half-run.
-func unsupported(o memcachedcli.Options) error {
-	switch {
-	case o.Protocol == memcachedcli.ProtoBinary && !o.SASL:
-		return errors.New("-B binary: a binary-only listener is not supported yet (the protocol is detected per connection; -S makes it binary-only)")
-	}
-	return nil
-}
-
 // cacheConfig builds the cache's configuration from memcached's options.
 // Without -l, memcached listens on every interface; serve passes its --host
 // addresses as defaultHosts instead.
 func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []string, defaultPort int) (cache.Config, error) {
 	cfg := cache.NewConfig()
-	if err := unsupported(o); err != nil {
-		return cfg, err
-	}
+	cfg.Protocol = o.Protocol
 	limit := o.MaxBytes()
 	if limit > math.MaxInt64 {
 		limit = math.MaxInt64
