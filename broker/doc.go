@@ -105,13 +105,19 @@
 //	  vhost.cfgMu             declare/delete/bind/unbind of one vhost, with their Definitions writes
 //	    vhost.mu (RW)         exchanges, queues map, bindings, routing indexes; publishers take it for reading
 //	      Queue.mu            ready messages, consumers (active, priorities), counters, expiry timers, pending dead letters
+//	        store (Disk.mu)   the message store, called under Queue.mu so its order is the queue's (leaf inside the store)
 //	        channel.mu        delivery tags, unacked list, global prefetch, consumers map
 //	          outbound.mu     the connection's output buffer (leaf)
+//	confirms.mu               a channel's publisher confirms; taken by the reader and by the store's
+//	                          committer (Commit.AfterFunc), with only outbound.mu below it
 //	Server.vhMu, Server.authMu, Server.connMu, conn.mu, conn.consMu
 //	                          leaves: held only to read or update their maps, never while taking another lock
 //
 // Definitions are called with only adminMu or vhost.cfgMu held, never a
-// queue's, exchange's or vhost.mu. conn.mu guards the connection's user,
+// queue's, exchange's or vhost.mu. Two waits on the store's fsync happen
+// with a lock held, and the committer never needs either: deleteQueue
+// waits for the drop of a durable queue's messages holding vhost.cfgMu,
+// and tx.commit for its messages on the reader goroutine. conn.mu guards the connection's user,
 // vhost, client properties and exclusive queues for other goroutines
 // (admin listing, DeleteUser). Channel state before channel.mu in the
 // struct belongs to the reader goroutine only.
