@@ -337,7 +337,7 @@ func (q *Queue) Info() QueueInfo {
 	defer q.unlock()
 	q.dropExpiredLocked(time.Now().UnixNano())
 	return QueueInfo{Name: q.name, Durable: q.durable, AutoDelete: q.autoDelete, Exclusive: q.exclusive,
-		Arguments: copyArgs(q.args), Messages: q.msgs.len() + q.unacked, MessagesReady: q.msgs.len(),
+		Type: queueType(q.args), Arguments: copyArgs(q.args), Messages: q.msgs.len() + q.unacked, MessagesReady: q.msgs.len(),
 		MessagesUnacknowledged: q.unacked, Consumers: len(q.consumers)}
 }
 
@@ -389,13 +389,7 @@ func (q *Queue) Publish(m *message, now int64) (pubResult, *store.Commit) {
 	if err != nil {
 		return pubRejected, nil
 	}
-	ttl := m.ttl
-	if q.messageTTL >= 0 && (ttl < 0 || q.messageTTL < ttl) {
-		ttl = q.messageTTL
-	}
-	if ttl >= 0 {
-		e.expiresAt = now + ttl*int64(time.Millisecond)
-	}
+	ttl := q.setExpiry(&e, now)
 	// A message that can go straight to a consumer does, even with TTL 0,
 	// as in RabbitMQ.
 	if q.msgs.len() == 0 {
@@ -416,6 +410,20 @@ func (q *Queue) Publish(m *message, now int64) (pubResult, *store.Commit) {
 	q.dispatchLocked()
 	q.armTTLLocked()
 	return pubQueued, commit
+}
+
+// setExpiry sets e.expiresAt from the TTL that applies to its message in
+// this queue, the lower of its expiration property and x-message-ttl, and
+// returns that TTL in ms (-1 if none).
+func (q *Queue) setExpiry(e *entry, now int64) int64 {
+	ttl := e.m.ttl
+	if q.messageTTL >= 0 && (ttl < 0 || q.messageTTL < ttl) {
+		ttl = q.messageTTL
+	}
+	if ttl >= 0 {
+		e.expiresAt = now + ttl*int64(time.Millisecond)
+	}
+	return ttl
 }
 
 // overLimitLocked reports whether the ready messages exceed x-max-length

@@ -643,6 +643,7 @@ type QueueInfo struct {
 	Durable                bool
 	AutoDelete             bool
 	Exclusive              bool
+	Type                   string // x-queue-type: "classic" (also when absent) or "quorum"
 	Arguments              map[string]any
 	Messages               int // ready + unacknowledged
 	MessagesReady          int

@@ -260,12 +260,7 @@ var queueColumns = map[string]func(q broker.QueueInfo) string{
 	"messages_unacknowledged": func(q broker.QueueInfo) string { return fmt.Sprint(q.MessagesUnacknowledged) },
 	"consumers":               func(q broker.QueueInfo) string { return fmt.Sprint(q.Consumers) },
 	"state":                   func(q broker.QueueInfo) string { return "running" },
-	"type": func(q broker.QueueInfo) string {
-		if q.Arguments["x-queue-type"] == "quorum" {
-			return "quorum"
-		}
-		return "classic"
-	},
+	"type":                    func(q broker.QueueInfo) string { return q.Type },
 }
 
 // erlangArgs prints queue arguments as rabbitmqctl does:
