@@ -70,13 +70,8 @@ func (a *alarm) state() (bool, <-chan struct{}) {
 
 // heapInUse returns the bytes of heap objects, live or not yet swept.
 func heapInUse() uint64 {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}} // in every Go since 1.16
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	return s[0].Value.Uint64()
 }
 

@@ -58,8 +58,14 @@ func (q *Queue) forgetLocked(e entry) {
 	if e.sid == 0 || q.log == nil {
 		return
 	}
-	if err := q.log.Ack(e.sid); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrClosed) {
-		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store ack failed", "vhost", q.vh.name, "queue", q.name, "err", err)
+	q.storeFailed("ack", q.log.Ack(e.sid))
+}
+
+// storeFailed logs err from the message store, unless the message or the
+// store is already gone (a settle after a queue.delete, or at shutdown).
+func (q *Queue) storeFailed(what string, err error) {
+	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrClosed) {
+		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store "+what+" failed", "vhost", q.vh.name, "queue", q.name, "err", err)
 	}
 }
 
@@ -73,9 +79,7 @@ func (q *Queue) deliveredLocked(e entry, noAck bool) {
 		q.forgetLocked(e)
 		return
 	}
-	if err := q.log.Delivered(e.sid); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrClosed) {
-		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store delivery record failed", "vhost", q.vh.name, "queue", q.name, "err", err)
-	}
+	q.storeFailed("delivery record", q.log.Delivered(e.sid))
 }
 
 // dropStoredLocked removes every stored message of a deleted queue,
@@ -86,9 +90,7 @@ func (q *Queue) dropStoredLocked() *store.Commit {
 		return nil
 	}
 	_, c, err := q.log.DropQueue(q.key)
-	if err != nil && !errors.Is(err, store.ErrClosed) {
-		q.vh.srv.lim.Log(slog.LevelError, "amqp: message store drop failed", "vhost", q.vh.name, "queue", q.name, "err", err)
-	}
+	q.storeFailed("drop", err)
 	return c
 }
 
@@ -113,34 +115,58 @@ func (q *Queue) messageLocked(e entry) (*message, bool) {
 	}
 	sm, err := q.log.Read(e.sid)
 	if err != nil {
-		q.vh.srv.lim.Log(slog.LevelError, "amqp: cannot read a stored message; it is dropped", "vhost", q.vh.name, "queue", q.name, "err", err)
-		q.forgetLocked(e)
+		q.unreadableLocked(e.sid, err)
 		return nil, false
 	}
 	return messageFromStore(sm), true
 }
 
-// restoreLocked puts a recovered message at the tail of the queue; e.m
-// has no body if headOnly (the entry is then paged out). Its TTL counts
-// from now: the store keeps no publish time.
-func (q *Queue) restoreLocked(e entry, now int64, headOnly bool) {
-	if q.quorum && q.deliveryLimit >= 0 && int64(e.returns) > q.deliveryLimit {
-		q.dropLocked(e, reasonDeliveryLimit)
-		return
+// unreadableLocked drops a stored message the store cannot read back.
+// The store checked every record's checksum when it opened or wrote it,
+// so this is a disk that failed since.
+func (q *Queue) unreadableLocked(id store.ID, err error) {
+	q.vh.srv.lim.Log(slog.LevelError, "amqp: cannot read a stored message; it is dropped", "vhost", q.vh.name, "queue", q.name, "err", err)
+	q.forgetLocked(entry{sid: id})
+}
+
+// recoverLocked puts a message the store recovered at the tail of the
+// queue. Bodies beyond what the queue keeps in memory stay on disk: for
+// those only the names and properties are read. Its TTL counts from now:
+// the store keeps no publish time. It reports whether the message could
+// be read.
+func (q *Queue) recoverLocked(se store.Entry, now int64) bool {
+	headOnly := q.msgs.resident() >= pageBytes
+	var sm *store.Message
+	var size int
+	var err error
+	if headOnly {
+		sm, size, err = q.log.ReadHead(se.ID)
+	} else if sm, err = q.log.Read(se.ID); err == nil {
+		size = len(sm.Body)
 	}
-	ttl := e.m.ttl
-	if q.messageTTL >= 0 && (ttl < 0 || q.messageTTL < ttl) {
-		ttl = q.messageTTL
+	if err != nil {
+		q.unreadableLocked(se.ID, err)
+		return false
 	}
-	if ttl >= 0 {
-		e.expiresAt = now + ttl*int64(time.Millisecond)
+	m := messageFromStore(sm)
+	e := entry{m: m, size: uint32(size), prio: m.priority, sid: se.ID, redelivered: se.Redelivered}
+	if q.quorum {
+		// Every delivery of a live message ended in a return (a requeue,
+		// a closed channel or the crash).
+		e.returns = int32(min(se.Deliveries, 1<<31-1))
+		if q.deliveryLimit >= 0 && int64(e.returns) > q.deliveryLimit {
+			q.dropLocked(e, reasonDeliveryLimit)
+			return true
+		}
 	}
+	q.setExpiry(&e, now)
 	if headOnly {
 		e.m = nil
 	} else {
 		q.pageLocked(&e)
 	}
 	q.msgs.push(e)
+	return true
 }
 
 // messageFromStore rebuilds a message read back from the store.
@@ -207,37 +233,11 @@ func (s *Server) recoverMessages() error {
 			orphans[e.Queue]++
 			continue
 		}
-		// Bodies beyond what the queue keeps in memory stay on disk:
-		// only the names and properties are read.
 		q.mu.Lock()
-		headOnly := q.msgs.resident() >= pageBytes
-		q.mu.Unlock()
-		var sm *store.Message
-		var size int
-		var err error
-		if headOnly {
-			sm, size, err = s.store.ReadHead(e.ID)
-		} else if sm, err = s.store.Read(e.ID); err == nil {
-			size = len(sm.Body)
+		if q.recoverLocked(e, now) {
+			restored++
 		}
-		if err != nil {
-			// Recovery checked every record's checksum, so this is a disk
-			// that failed since; the message cannot be delivered.
-			s.log.Error("amqp: cannot read a stored message; it is dropped", "queue", q.name, "err", err)
-			s.store.Ack(e.ID)
-			continue
-		}
-		m := messageFromStore(sm)
-		en := entry{m: m, size: uint32(size), prio: m.priority, sid: e.ID, redelivered: e.Redelivered}
-		if q.quorum {
-			// Every delivery of a live message ended in a return (a
-			// requeue, a closed channel or the crash).
-			en.returns = int32(min(e.Deliveries, 1<<31-1))
-		}
-		q.mu.Lock()
-		q.restoreLocked(en, now, headOnly)
 		q.unlock()
-		restored++
 	}
 	for key, n := range orphans {
 		vname, qname, _ := splitStoreKey(key)
