@@ -18,10 +18,11 @@ func parseWatermark(s string, total uint64) (uint64, error) {
 	if s == "" {
 		return 0, errors.New("empty value")
 	}
+	bad := fmt.Errorf("%q is neither a fraction of memory in [0, 1] nor an amount such as 512MiB", s)
 	if strings.Contains(s, ".") {
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || f < 0 || f > 1 {
-			return 0, fmt.Errorf("%q is neither a fraction of memory in [0, 1] nor an amount such as 512MiB", s)
+			return 0, bad
 		}
 		return uint64(f * float64(total)), nil
 	}
@@ -40,7 +41,7 @@ func parseWatermark(s string, total uint64) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(num, 10, 64)
 	if err != nil || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is neither a fraction of memory in [0, 1] nor an amount such as 512MiB", s)
+		return 0, bad
 	}
 	return n * mult, nil
 }
