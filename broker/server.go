@@ -32,6 +32,14 @@ type Config struct {
 	// MemoryHighWatermark is the memory alarm's threshold in bytes of
 	// heap in use (see memory.go); 0 turns the alarm off.
 	MemoryHighWatermark uint64
+	// DiskFreeLimit is RabbitMQ's disk_free_limit in bytes: while the
+	// filesystem of StoreDir has less free space, publishers are blocked
+	// ("low on disk resource"), as with the memory alarm; 0 turns the
+	// disk alarm off.
+	DiskFreeLimit uint64
+	// MaxConnections is RabbitMQ's connection_max: connections beyond it
+	// are refused as RabbitMQ refuses them; 0 means no limit.
+	MaxConnections int
 
 	storeTweak func(*store.Config) // tests: adjust the message store's config
 	memUsage   func() uint64       // tests: memory in use, in place of the heap's
