@@ -117,6 +117,7 @@ func (c *conn) execBinary(b *binConn, req *BinaryRequest, err error) bool {
 		}
 		return be.Close
 	}
+	point(SiteBinary, req.Key, nil)
 	switch req.Cmd {
 	case BinGet, BinGetK, BinTouch, BinGAT, BinGATK:
 		c.binGet(b, req)

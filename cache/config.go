@@ -29,6 +29,12 @@ type Config struct {
 	NoEvict     bool         // memcached -M: refuse writes when full instead of evicting
 	Logger      *slog.Logger // nil discards
 
+	// MaxMemoryLimit caps what cache_memlimit may set (0: no cap, as in
+	// memcached). substrate serve sets it to MemoryLimit, the cache's
+	// share of the process's memory budget; a larger request answers a
+	// CLIENT_ERROR line and leaves the limit unchanged.
+	MaxMemoryLimit int64
+
 	// UnixSocket, when set, also listens on this unix stream socket path
 	// (memcached -s). A stale socket file there is replaced; the file is
 	// removed at Shutdown. Addrs may be empty when it is set.

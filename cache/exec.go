@@ -56,6 +56,7 @@ func (c *conn) exec(cmd *Command, err error) bool {
 		return false
 	}
 
+	point(SiteConn, cmd.Key, cmd.Keys)
 	switch cmd.Op {
 	case OpGet, OpGets, OpGat, OpGats:
 		c.getKeys(cmd, false)
@@ -117,6 +118,8 @@ func (c *conn) exec(cmd *Command, err error) bool {
 			c.reply(cmd, ErrMemlimitSmall.Reply)
 		case cmd.Value > 1000000000:
 			c.reply(cmd, ErrMemlimitUnits.Reply)
+		case s.cfg.MaxMemoryLimit > 0 && int64(cmd.Value)<<20 > s.cfg.MaxMemoryLimit:
+			c.reply(cmd, memlimitCapReply(s.cfg.MaxMemoryLimit))
 		default:
 			s.store.limit.Store(int64(cmd.Value) << 20)
 			c.reply(cmd, "OK")

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"substrate/internal/faults"
 )
 
 const (
@@ -295,6 +297,10 @@ var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, wri
 // the buffer, execute it, and flush replies only before blocking on the
 // socket again (so a pipelined batch costs one write).
 func (c *conn) serve() {
+	// A panic while serving this client closes only this connection
+	// (memcached has no error reply for it): logged once, counted, and
+	// the deferred close below still runs.
+	defer faults.Recover(c.s.log, faults.Memcached, remoteString(c.nc), nil)
 	defer func() {
 		c.nc.Close()
 		if c.w != nil {

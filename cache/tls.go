@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"substrate/internal/faults"
 )
 
 // TLSConfig enables TLS on the TCP listeners (memcached -Z with the -o
@@ -277,7 +279,8 @@ func newTLSState(tc *TLSConfig) (*tlsState, error) {
 	st.refreshedAt.Store(time.Now().Unix())
 	st.base = &tls.Config{
 		MinVersion: cfg.MinVersion,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			faults.Point(SiteTLS, hello.ServerName)
 			return st.cur.Load(), nil
 		},
 	}

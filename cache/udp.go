@@ -97,8 +97,14 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 		}
 		u.peer = peer
 		u.rid = binary.BigEndian.Uint16(d)
-		u.datagram(d[udpHeaderLen:])
+		u.safeDatagram(d[udpHeaderLen:])
 	}
+}
+
+// safeDatagram executes one datagram; a panic drops only that datagram.
+func (u *udpConn) safeDatagram(b []byte) {
+	defer u.recoverDatagram()
+	u.datagram(b)
 }
 
 // datagram executes every complete text command in one request datagram.
@@ -136,6 +142,7 @@ func (u *udpConn) get(cmd *Command) {
 	keys := cmd.Keys
 	one := *cmd
 	var last []byte
+	point(SiteConn, nil, keys)
 	for i := range keys {
 		one.Keys = keys[i : i+1]
 		c.getKeys(&one, false)
