@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"substrate/internal/faults"
 	"substrate/internal/logging"
 	"substrate/internal/preflight"
 )
@@ -55,8 +56,34 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /{$}", s.status)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: recoverPanics(cfg.Logger, mux), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
+}
+
+// SiteHandler is the fault-injection site of every request
+// (internal/faults); subject: the request's path.
+const SiteHandler = "http.handler"
+
+// recoverPanics answers a request whose handler panics with 500 (when no
+// reply has started; otherwise the reply is cut short), logs the panic
+// once with the peer and counts it for "http". net/http would recover
+// too, but only by dropping the connection and without counting it.
+func recoverPanics(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler { // net/http's way to abort a reply on purpose
+				panic(v)
+			}
+			faults.Handle(log, faults.HTTP, r.RemoteAddr+" "+r.Method+" "+r.URL.Path, v, nil)
+			http.Error(w, "500 internal server error", http.StatusInternalServerError)
+		}()
+		faults.Point(SiteHandler, r.URL.Path)
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

@@ -1,11 +1,16 @@
 package mgmt
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+
+	"substrate/internal/faults"
 )
 
 func TestServesMetricsHealthStatusAndNothingElse(t *testing.T) {
@@ -47,4 +52,61 @@ func TestServesMetricsHealthStatusAndNothingElse(t *testing.T) {
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal("second Shutdown:", err)
 	}
+}
+
+// TestPanicAnswers500: a handler that panics answers 500, is counted for
+// "http" and logged once; the server goes on serving.
+func TestPanicAnswers500(t *testing.T) {
+	var logs lockedBuffer
+	s, err := New(Config{Addrs: []string{"127.0.0.1:0"}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	defer faults.Arm(SiteHandler, "/healthz")()
+	base := "http://" + s.Addrs()[0].String()
+	before := faults.Count(faults.HTTP)
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("armed /healthz: %d, want 500", resp.StatusCode)
+	}
+	if got := faults.Count(faults.HTTP) - before; got != 1 {
+		t.Errorf("http panics counted: %d, want 1", got)
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n != 1 || !strings.Contains(logs.String(), "/healthz") {
+		t.Errorf("want one ERROR line naming the path:\n%s", logs.String())
+	}
+	resp, err = http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "go_goroutines") {
+		t.Errorf("/metrics after the panic: %d", resp.StatusCode)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
