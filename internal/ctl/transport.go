@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
+
+	"substrate/internal/faults"
 )
 
 // ExitUnavailable is rabbitmqctl's code when it cannot reach the node.
@@ -20,6 +24,7 @@ const ExitUnavailable = 69
 type Server struct {
 	path string
 	b    Broker
+	log  *slog.Logger
 	srv  *http.Server
 	ln   net.Listener
 	wg   sync.WaitGroup
@@ -30,10 +35,21 @@ type Server struct {
 // NewServer returns a ctl server for the broker of the process whose data
 // directory is dataDir.
 func NewServer(dataDir string, b Broker) *Server {
-	s := &Server{path: SocketPath(dataDir), b: b, errc: make(chan error, 1)}
+	s := &Server{path: SocketPath(dataDir), b: b, log: slog.New(slog.DiscardHandler), errc: make(chan error, 1)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /run", s.run)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// SiteRun is the fault-injection site of a ctl command (internal/faults);
+// subject: the command line, words joined by spaces.
+const SiteRun = "ctl.run"
+
+// WithLogger sets the logger of panics recovered while running a command
+// (default: discard) and returns s.
+func (s *Server) WithLogger(log *slog.Logger) *Server {
+	s.log = log
 	return s
 }
 
@@ -44,7 +60,22 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(Run(r.Context(), s.b, argv))
+	json.NewEncoder(w).Encode(s.runSafely(r.Context(), argv))
+}
+
+// runSafely runs one command; a panic in it answers this request with an
+// error (code 70, as rabbitmqctl's internal errors) and the server goes
+// on serving others.
+func (s *Server) runSafely(ctx context.Context, argv []string) (res Result) {
+	line := strings.Join(argv, " ")
+	defer func() {
+		if v := recover(); v != nil {
+			faults.Handle(s.log, faults.Ctl, "ctl: "+line, v, nil)
+			res = Result{Stderr: fmt.Sprintf("Error:\ninternal error in substrate while running %q: %v\n", line, v), Code: ExitSoftware}
+		}
+	}()
+	faults.Point(SiteRun, line)
+	return Run(ctx, s.b, argv)
 }
 
 // Name is the service name in logs.
