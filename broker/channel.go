@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strconv"
@@ -113,6 +114,7 @@ func (ch *channel) deliver(cs *consumer, e entry, out *message) bool {
 	if !cs.noAck {
 		ch.unacked = append(ch.unacked, &delivery{tag: ch.nextTag, q: cs.q, c: cs, e: e})
 		ch.globalUnacked++
+		ch.holdLocked(e)
 	}
 	m := &amqp.BasicDeliver{ConsumerTag: cs.tag, DeliveryTag: ch.nextTag, Redelivered: e.redelivered,
 		Exchange: out.exchange, RoutingKey: out.routingKey}
@@ -127,11 +129,29 @@ func (ch *channel) deliverGet(q *Queue, e entry, out *message, noAck bool, left 
 	ch.nextTag++
 	if !noAck {
 		ch.unacked = append(ch.unacked, &delivery{tag: ch.nextTag, q: q, e: e})
+		ch.holdLocked(e)
 	}
 	m := &amqp.BasicGetOk{DeliveryTag: ch.nextTag, Redelivered: e.redelivered, Exchange: out.exchange,
 		RoutingKey: out.routingKey, MessageCount: uint32(left)}
 	ch.c.out.content(ch.id, m, out, ch.c.frameMax)
 	return true
+}
+
+// holdLocked counts an unacknowledged delivery's body, if it keeps one in
+// memory, in the broker's memory until the delivery is settled (take,
+// teardown).
+func (ch *channel) holdLocked(e entry) {
+	if e.m != nil {
+		ch.c.srv.mem.hold(e.m)
+	}
+}
+
+func (ch *channel) releaseDeliveries(ds []*delivery) {
+	for _, d := range ds {
+		if d.e.m != nil {
+			ch.c.srv.mem.release(d.e.m)
+		}
+	}
 }
 
 // serverCancel ends a consumer whose queue was deleted, telling the client
@@ -164,10 +184,13 @@ func (ch *channel) teardown() {
 	ds := ch.unacked
 	ch.unacked = nil
 	ch.mu.Unlock()
+	ch.releaseDeliveries(ds) // requeue holds them again
+	ch.dropBody()
 	for _, ta := range ch.txAcks { // held acks of an open transaction are void
 		ds = append(ds, ta.ds...)
 	}
-	ch.txAcks, ch.txPubs = nil, nil
+	ch.dropTxPubs()
+	ch.txAcks = nil
 	sort.Slice(ds, func(i, j int) bool { return ds[i].tag < ds[j].tag })
 	var autoDel []*Queue
 	for _, c := range cs {
@@ -240,20 +263,54 @@ func (ch *channel) header(payload []byte, complete bool) *amqp.Error {
 	ch.props = h.Properties
 	ch.rawProps = append([]byte(nil), h.RawProperties...)
 	ch.bodySize = h.BodySize
-	ch.bodyBuf = nil
+	ch.dropBody()
 	if complete {
 		return ch.publish()
 	}
-	ch.bodyBuf = make([]byte, 0, h.BodySize)
+	// The body buffer grows with the frames that arrive (growBody), never
+	// to the declared size up front: a header declaring 128 MiB costs
+	// nothing until the bytes come. A header read while an alarm is on
+	// blocks the connection before its body is read (conn.throttle).
+	ch.c.published = true
 	return nil
 }
 
 func (ch *channel) body(payload []byte, complete bool) *amqp.Error {
+	ch.growBody(len(payload))
 	ch.bodyBuf = append(ch.bodyBuf, payload...)
 	if complete {
 		return ch.publish()
 	}
+	ch.c.published = true // an alarm stops a publisher between body frames too
 	return nil
+}
+
+// growBody makes room for n more body bytes: the capacity doubles (so a
+// body costs amortized O(size) copying) but never passes the declared
+// size, and at most doubles what has arrived; the bytes count toward the
+// broker's memory while the body is assembled.
+func (ch *channel) growBody(n int) {
+	need := len(ch.bodyBuf) + n
+	if need <= cap(ch.bodyBuf) {
+		return
+	}
+	c := min(max(need, 2*cap(ch.bodyBuf)), int(ch.bodySize))
+	if c < need { // cannot happen: Sequence checks the declared size
+		c = need
+	}
+	nb := make([]byte, len(ch.bodyBuf), c)
+	copy(nb, ch.bodyBuf)
+	ch.c.srv.mem.assembling.Add(int64(c - cap(ch.bodyBuf)))
+	ch.bodyBuf = nb
+}
+
+// dropBody forgets a body being assembled (a new header, the channel's
+// end).
+func (ch *channel) dropBody() {
+	if ch.bodyBuf != nil {
+		ch.c.srv.mem.assembling.Add(-int64(cap(ch.bodyBuf)))
+		ch.bodyBuf = nil
+	}
 }
 
 func (ch *channel) handle(m amqp.Method) *amqp.Error {
@@ -335,7 +392,9 @@ func (ch *channel) handle(m amqp.Method) *amqp.Error {
 		if !ch.tx {
 			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "channel is not transactional")
 		}
-		ch.commit()
+		if err := ch.commit(m.ClassID(), m.MethodID()); err != nil {
+			return err
+		}
 		ch.c.out.method(ch.id, &amqp.TxCommitOk{})
 		return nil
 	case *amqp.TxRollback:
@@ -819,6 +878,7 @@ func (ch *channel) take(tag uint64, multiple bool) ([]*delivery, bool) {
 			ch.globalUnacked--
 		}
 	}
+	ch.releaseDeliveries(ds)
 	return ds, true
 }
 
@@ -911,6 +971,7 @@ func (ch *channel) publish() *amqp.Error {
 	if msg.body == nil {
 		msg.body = []byte{}
 	}
+	ch.c.srv.mem.assembling.Add(-int64(cap(ch.bodyBuf))) // the message owns it now
 	ch.rawProps, ch.bodyBuf = nil, nil
 	var headers amqp.Table
 	if props.Has(amqp.FlagHeaders) {
@@ -918,6 +979,7 @@ func (ch *channel) publish() *amqp.Error {
 	}
 	if ch.tx {
 		ch.txPubs = append(ch.txPubs, txPub{x: x, m: msg, mandatory: p.Mandatory, headers: headers})
+		ch.c.srv.mem.assembling.Add(msg.memSize()) // held by the transaction
 		return nil
 	}
 	rejected, commit := ch.route(x, msg, p.Mandatory, headers)
@@ -945,7 +1007,7 @@ func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp
 		switch res {
 		case pubQueued:
 			routed = true
-		case pubRejected:
+		case pubRejected, pubStoreFailed:
 			routed, rejected = true, true
 		}
 		if c != nil {
@@ -959,28 +1021,85 @@ func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp
 	return rejected, commit
 }
 
-// commit carries out a transaction: tx.commit-ok follows once the
-// persistent messages it published are durable, as with RabbitMQ.
-func (ch *channel) commit() {
+// commit carries out a transaction. Its messages are staged first
+// (checked, and appended to the message store where a queue keeps them)
+// and made visible only once every stored one is durable, so tx.commit-ok
+// always means stored, as with RabbitMQ. If the store fails, none of them
+// is delivered, the held acks are void (the channel's teardown requeues
+// them), and the channel is closed with RabbitMQ's error for a
+// transaction a queue could not take (rabbit_channel:complete_tx):
+// 406 PRECONDITION_FAILED "partial tx completion".
+func (ch *channel) commit(cls, mth uint16) *amqp.Error {
 	pubs, acks := ch.txPubs, ch.txAcks
-	ch.txPubs, ch.txAcks = nil, nil
+	ch.dropTxPubs()
+	ch.txAcks = nil
+	type staged struct {
+		q *Queue
+		e entry
+	}
+	var st []staged
 	var last *store.Commit
+	failed := false
+	var returns []*message
 	for _, p := range pubs {
-		if _, c := ch.route(p.x, p.m, p.mandatory, p.headers); c != nil {
-			last = c
+		var buf [4]*Queue
+		qs := ch.vh().route(p.x, p.m.routingKey, p.headers, buf[:0])
+		routed := false
+		for _, q := range qs {
+			e, res, c := q.Stage(p.m)
+			switch res {
+			case pubQueued:
+				routed = true
+				st = append(st, staged{q, e})
+			case pubRejected: // x-overflow: dropped, as outside a transaction
+				routed = true
+			case pubStoreFailed:
+				routed, failed = true, true
+			}
+			if c != nil {
+				last = c
+			}
 		}
+		if !routed && p.mandatory {
+			returns = append(returns, p.m)
+		}
+	}
+	if last != nil && last.Wait() != nil {
+		failed = true
+	}
+	if failed {
+		for _, s := range st {
+			s.q.Unstage(s.e)
+		}
+		ch.c.srv.lim.Log(slog.LevelError, "amqp: transaction not committed: the message store failed", "conn", ch.c.name, "channel", ch.id)
+		return amqp.NewError(amqp.PreconditionFailed, cls, mth, "partial tx completion")
+	}
+	now := time.Now().UnixNano()
+	for _, m := range returns {
+		ch.c.out.content(ch.id, &amqp.BasicReturn{ReplyCode: amqp.NoRoute, ReplyText: "NO_ROUTE",
+			Exchange: m.exchange, RoutingKey: m.routingKey}, m, ch.c.frameMax)
+	}
+	for _, s := range st {
+		s.q.Enqueue(s.e, now)
 	}
 	for _, a := range acks {
 		ch.apply(a.ds, a.ack, a.requeue)
 	}
-	if last != nil {
-		last.Wait() // a failed write is logged by the store's user; the messages are queued
+	return nil
+}
+
+// dropTxPubs forgets the publishes an open transaction holds.
+func (ch *channel) dropTxPubs() {
+	for _, p := range ch.txPubs {
+		ch.c.srv.mem.assembling.Add(-p.m.memSize())
 	}
+	ch.txPubs = nil
 }
 
 func (ch *channel) rollback() {
 	acks := ch.txAcks
-	ch.txPubs, ch.txAcks = nil, nil
+	ch.dropTxPubs()
+	ch.txAcks = nil
 	if len(acks) == 0 {
 		return
 	}
@@ -991,6 +1110,7 @@ func (ch *channel) rollback() {
 			if d.c != nil {
 				ch.globalUnacked++
 			}
+			ch.holdLocked(d.e)
 		}
 	}
 	sort.Slice(ch.unacked, func(i, j int) bool { return ch.unacked[i].tag < ch.unacked[j].tag })

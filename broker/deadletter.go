@@ -401,9 +401,8 @@ func (m *message) withHeader(key string, v any) *message {
 	if err != nil {
 		return m
 	}
-	out := *m
-	out.props = spliceHeaders(props, headers)
-	return &out
+	return &message{exchange: m.exchange, routingKey: m.routingKey, props: spliceHeaders(props, headers), body: m.body,
+		ttl: m.ttl, priority: m.priority, persistent: m.persistent} // a fresh message: refs starts at 0
 }
 
 // rawValue is an encoded field value (type letter and value), written as

@@ -9,9 +9,9 @@ import (
 )
 
 // TestMemoryAlarmBlocksPublishers drives the alarm with a fake memory
-// reading: a publisher gets connection.blocked after its publish and is
-// not read until the alarm clears; a consumer on another connection goes
-// on meanwhile.
+// reading: a publisher gets connection.blocked after the content header
+// of its next publish and is not read until the alarm clears; a consumer
+// on another connection goes on meanwhile.
 func TestMemoryAlarmBlocksPublishers(t *testing.T) {
 	var used atomic.Uint64
 	s := startServer(t, func(c *Config) {
@@ -34,16 +34,17 @@ func TestMemoryAlarmBlocksPublishers(t *testing.T) {
 		return q.Messages
 	}
 
-	used.Store(2000)
-	eventually(t, 2*time.Second, s.MemoryAlarm, "alarm on")
 	pub := &amqp.BasicPublish{RoutingKey: "q"}
 	r.publish(1, pub, &amqp.Properties{}, []byte("first"), 4096)
+	eventually(t, 2*time.Second, func() bool { return ready() == 1 }, "first publish")
+	used.Store(2000)
+	eventually(t, 2*time.Second, s.MemoryAlarm, "alarm on")
+	r.publish(1, pub, &amqp.Properties{}, []byte("second"), 4096)
 	blocked := expect[*amqp.ConnectionBlocked](r, 0)
 	if blocked.Reason != "low on memory" {
 		t.Fatalf("blocked reason %q", blocked.Reason)
 	}
-	r.publish(1, pub, &amqp.Properties{}, []byte("second"), 4096)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a negative check: nothing may arrive
 	if n := ready(); n != 1 {
 		t.Fatalf("%d messages while blocked, want 1: the second publish must wait", n)
 	}

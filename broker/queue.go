@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"substrate/broker/amqp"
@@ -18,6 +19,10 @@ type message struct {
 	ttl        int64 // per-message expiration in ms, -1 if none
 	priority   uint8 // priority property, 0 if none
 	persistent bool  // delivery_mode 2
+	// refs counts the queue entries and deliveries holding the body in
+	// memory, so the broker's memory counts a fanout's message once
+	// (Server.hold, release).
+	refs atomic.Int32
 }
 
 // Queue limits and x-overflow modes, as RabbitMQ 3.10.
@@ -63,8 +68,9 @@ type memStore struct {
 	buf  []entry
 	head int
 	n    int
-	size int64 // body bytes
-	res  int64 // body bytes in memory
+	size int64       // body bytes
+	res  int64       // body bytes in memory
+	acct *memAccount // the broker's memory: messages in memory are held (nil: not counted)
 }
 
 func (s *memStore) len() int { return s.n }
@@ -78,6 +84,13 @@ func (s *memStore) account(e *entry, sign int64) {
 	s.size += sign * int64(e.size)
 	if e.m != nil {
 		s.res += sign * int64(e.size)
+		if s.acct != nil {
+			if sign > 0 {
+				s.acct.hold(e.m)
+			} else {
+				s.acct.release(e.m)
+			}
+		}
 	}
 }
 
@@ -133,9 +146,15 @@ func (s *memStore) pop() (entry, bool) {
 
 func (s *memStore) purge(fn func(entry)) int {
 	n := s.n
-	if fn != nil {
+	if fn != nil || s.acct != nil && s.res > 0 {
 		for i := 0; i < s.n; i++ {
-			fn(s.buf[(s.head+i)%len(s.buf)])
+			e := s.buf[(s.head+i)%len(s.buf)]
+			if e.m != nil && s.acct != nil {
+				s.acct.release(e.m)
+			}
+			if fn != nil {
+				fn(e)
+			}
 		}
 	}
 	s.buf, s.head, s.n, s.size, s.res = nil, 0, 0, 0, 0
@@ -154,8 +173,12 @@ type priorityStore struct {
 	n      int
 }
 
-func newPriorityStore(maxPrio int) *priorityStore {
-	return &priorityStore{levels: make([]memStore, maxPrio+1)}
+func newPriorityStore(maxPrio int, acct *memAccount) *priorityStore {
+	s := &priorityStore{levels: make([]memStore, maxPrio+1)}
+	for i := range s.levels {
+		s.levels[i].acct = acct
+	}
+	return s
 }
 
 func (s *priorityStore) level(e entry) *memStore {
@@ -290,7 +313,12 @@ type Queue struct {
 func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args amqp.Table, owner *conn) *Queue {
 	q := &Queue{vh: vh, name: name, durable: durable, exclusive: exclusive, autoDelete: autoDelete, args: args, owner: owner,
 		quorum:     args["x-queue-type"] == "quorum",
-		messageTTL: -1, maxLength: -1, maxBytes: -1, deliveryLimit: -1, overflow: overflowDropHead, bindings: map[*binding]struct{}{}, msgs: &memStore{}}
+		messageTTL: -1, maxLength: -1, maxBytes: -1, deliveryLimit: -1, overflow: overflowDropHead, bindings: map[*binding]struct{}{}}
+	var acct *memAccount
+	if vh.srv != nil {
+		acct = &vh.srv.mem
+	}
+	q.msgs = &memStore{acct: acct}
 	if durable && owner == nil && vh.srv.store != nil {
 		q.log, q.key = vh.srv.store, storeKey(vh.name, name)
 	}
@@ -304,7 +332,7 @@ func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args 
 		q.maxLength = int(v)
 	}
 	if v, ok := toInt(args["x-max-priority"]); ok && v >= 0 && v <= maxPriority {
-		q.msgs = newPriorityStore(int(v))
+		q.msgs = newPriorityStore(int(v), acct)
 	}
 	if v, ok := toInt(args["x-max-length-bytes"]); ok && v >= 0 {
 		q.maxBytes = v
@@ -357,6 +385,7 @@ const (
 	pubDeleted  pubResult = iota // the queue was deleted meanwhile
 	pubQueued                    // enqueued or delivered
 	pubRejected                  // refused by x-overflow reject-publish(-dlx)
+	pubStoreFailed               // the message store refused it
 )
 
 // Publish enqueues m (already routed here) and delivers what it can.
@@ -371,34 +400,51 @@ const (
 // A message the queue keeps in the message store (see storeLocked) is
 // appended there first; the returned Commit, if not nil, is done when it
 // is durable, and the publisher's confirm waits for it. A message the
-// store refuses is not enqueued (pubRejected).
+// store refuses is not enqueued (pubStoreFailed).
 func (q *Queue) Publish(m *message, now int64) (pubResult, *store.Commit) {
 	q.mu.Lock()
 	defer q.unlock()
+	e, res, commit := q.stageLocked(m)
+	if res != pubQueued {
+		return res, nil
+	}
+	q.enqueueLocked(e, now)
+	return pubQueued, commit
+}
+
+// stageLocked checks m against the queue's limits and appends it to the
+// message store if the queue keeps it there: the first half of Publish.
+func (q *Queue) stageLocked(m *message) (entry, pubResult, *store.Commit) {
 	if q.deleted {
-		return pubDeleted, nil
+		return entry{}, pubDeleted, nil
 	}
 	if q.overflow != overflowDropHead && q.refuseLocked(m) {
 		if q.overflow == overflowRejectPublishDLX {
 			q.dropLocked(newEntry(m), reasonMaxlen)
 		}
-		return pubRejected, nil
+		return entry{}, pubRejected, nil
 	}
 	e := newEntry(m)
 	commit, err := q.storeLocked(&e)
 	if err != nil {
-		return pubRejected, nil
+		return entry{}, pubStoreFailed, nil
 	}
+	return e, pubQueued, commit
+}
+
+// enqueueLocked makes a staged message ready (or delivers it): the second
+// half of Publish.
+func (q *Queue) enqueueLocked(e entry, now int64) {
 	ttl := q.setExpiry(&e, now)
 	// A message that can go straight to a consumer does, even with TTL 0,
 	// as in RabbitMQ.
 	if q.msgs.len() == 0 {
 		if c := q.nextConsumerLocked(); c != nil && q.deliverLocked(c, e) {
-			return pubQueued, commit
+			return
 		}
 		if ttl == 0 {
 			q.dropLocked(e, reasonExpired) // expired at once
-			return pubQueued, commit
+			return
 		}
 	}
 	q.pageLocked(&e)
@@ -409,7 +455,35 @@ func (q *Queue) Publish(m *message, now int64) (pubResult, *store.Commit) {
 	}
 	q.dispatchLocked()
 	q.armTTLLocked()
-	return pubQueued, commit
+}
+
+// Stage is the first half of a publish held back until its storage is
+// durable (tx.commit): the message is checked and stored, not yet
+// visible. Enqueue or Unstage must follow.
+func (q *Queue) Stage(m *message) (entry, pubResult, *store.Commit) {
+	q.mu.Lock()
+	defer q.unlock()
+	return q.stageLocked(m)
+}
+
+// Enqueue makes a staged message visible; a queue deleted meanwhile
+// forgets it.
+func (q *Queue) Enqueue(e entry, now int64) {
+	q.mu.Lock()
+	defer q.unlock()
+	if q.deleted {
+		q.forgetLocked(e)
+		return
+	}
+	q.enqueueLocked(e, now)
+}
+
+// Unstage withdraws a staged message whose storage failed: it is never
+// delivered, and its store record, if any, is acknowledged away.
+func (q *Queue) Unstage(e entry) {
+	q.mu.Lock()
+	defer q.unlock()
+	q.forgetLocked(e)
 }
 
 // setExpiry sets e.expiresAt from the TTL that applies to its message in

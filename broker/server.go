@@ -30,7 +30,8 @@ type Config struct {
 	// confirms wait for its fsync. "" keeps every message in memory only.
 	StoreDir string
 	// MemoryHighWatermark is the memory alarm's threshold in bytes of
-	// heap in use (see memory.go); 0 turns the alarm off.
+	// the broker's own memory: queued and in-flight bodies, bodies being
+	// assembled, connection buffers (see memory.go); 0 turns the alarm off.
 	MemoryHighWatermark uint64
 	// DiskFreeLimit is RabbitMQ's disk_free_limit in bytes: while the
 	// filesystem of StoreDir has less free space, publishers are blocked
@@ -41,8 +42,10 @@ type Config struct {
 	// are refused as RabbitMQ refuses them; 0 means no limit.
 	MaxConnections int
 
-	storeTweak func(*store.Config) // tests: adjust the message store's config
-	memUsage   func() uint64       // tests: memory in use, in place of the heap's
+	storeTweak   func(*store.Config)              // tests: adjust the message store's config
+	memUsage     func() uint64                    // tests: memory in use, in place of the broker's accounting
+	diskFree     func(dir string) (uint64, error) // tests: free bytes of dir's filesystem, in place of statfs
+	diskInterval time.Duration                    // tests: disk check interval, in place of 1 s
 }
 
 // NewConfig returns RabbitMQ's defaults: listen on 127.0.0.1:5672,
@@ -86,8 +89,10 @@ type Server struct {
 	lim   *logLimiter
 	store store.Log // nil without Config.StoreDir; set by Start before any queue exists
 
-	alarm   alarm        // the memory alarm
-	blocked atomic.Int64 // connections blocked by it
+	alarm    alarm         // the memory and disk alarms (memory.go, disk.go)
+	blocked  atomic.Int64  // connections blocked by them
+	mem      memAccount    // the broker's own memory, for the memory alarm
+	diskFree atomic.Uint64 // last free-space reading of StoreDir's filesystem
 
 	// auth is the in-memory copy of users, vhost names and permissions,
 	// written through to defs by the admin methods.
@@ -212,6 +217,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.MemoryHighWatermark > 0 {
 		s.wg.Add(1)
 		go s.watchMemory()
+	}
+	if s.cfg.DiskFreeLimit > 0 && s.cfg.StoreDir != "" {
+		s.wg.Add(1)
+		go s.watchDisk()
 	}
 	for _, ln := range s.listeners {
 		s.wg.Add(1)
