@@ -26,6 +26,33 @@ func parseWatermark(s string, total uint64) (uint64, error) {
 		}
 		return uint64(f * float64(total)), nil
 	}
+	return parseAmount(s, bad)
+}
+
+// parseDiskFreeLimit reads --amqp-disk-free-limit as RabbitMQ reads
+// disk_free_limit: an amount ("50MB", the default; "1GB"; bytes), or a
+// number with a decimal point, which is a multiple of the machine's
+// memory as RabbitMQ's disk_free_limit.relative ({mem_relative, 1.5}).
+// 0 turns the disk alarm off.
+func parseDiskFreeLimit(s string, total uint64) (uint64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, errors.New("empty value")
+	}
+	bad := fmt.Errorf("%q is neither an amount such as 50MB nor a multiple of memory such as 1.0", s)
+	if strings.Contains(s, ".") {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f < 0 || f > 1000 {
+			return 0, bad
+		}
+		return uint64(f * float64(total)), nil
+	}
+	return parseAmount(s, bad)
+}
+
+// parseAmount reads a byte amount with an optional unit (RabbitMQ's
+// spellings: KiB MiB GiB, KB MB GB, k/K M G as binary units).
+func parseAmount(s string, bad error) (uint64, error) {
 	units := []struct {
 		suffix string
 		mult   uint64

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"slices"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"substrate/broker"
+	"substrate/internal/faults"
 )
 
 // brokerMetrics is the broker the process's metrics describe. The
@@ -45,8 +47,47 @@ func init() {
 				Help: "The AMQP memory alarm's threshold (0: off)."},
 				stat(func(b *broker.Server) float64 { return float64(b.MemoryHighWatermark()) })),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "substrate_amqp_blocked_connections",
-				Help: "AMQP connections blocked by the memory alarm."},
+				Help: "AMQP connections blocked by the memory or disk alarm."},
 				stat(func(b *broker.Server) float64 { return float64(b.BlockedConnections()) })),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "substrate_amqp_disk_alarm",
+				Help: "1 while the AMQP disk alarm (free space below --amqp-disk-free-limit) blocks publishers."},
+				stat(func(b *broker.Server) float64 {
+					if b.DiskAlarm() {
+						return 1
+					}
+					return 0
+				})),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "substrate_amqp_disk_free_bytes",
+				Help: "Free bytes on the message store's filesystem at the last check (0: not checked)."},
+				stat(func(b *broker.Server) float64 { return float64(b.DiskFree()) })),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "substrate_amqp_disk_free_limit_bytes",
+				Help: "The AMQP disk alarm's threshold (0: off)."},
+				stat(func(b *broker.Server) float64 { return float64(b.DiskFreeLimit()) })),
 		)
+	}
+	prometheus.MustRegister(panicsCollector{})
+}
+
+// panicServices are the service labels of substrate_panics_total, all
+// exported (at 0) from the start so that a rate() query has a series.
+var panicServices = []string{faults.AMQP, faults.Memcached, faults.Etcd, faults.HTTP, faults.Ctl, faults.Redis}
+
+var panicsDesc = prometheus.NewDesc("substrate_panics_total",
+	"Panics recovered and contained to one peer or request, by service.", []string{"service"}, nil)
+
+// panicsCollector exports faults.Panics().
+type panicsCollector struct{}
+
+func (panicsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- panicsDesc }
+
+func (panicsCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := faults.Panics()
+	for _, svc := range panicServices {
+		ch <- prometheus.MustNewConstMetric(panicsDesc, prometheus.CounterValue, float64(counts[svc]), svc)
+	}
+	for svc, n := range counts {
+		if !slices.Contains(panicServices, svc) {
+			ch <- prometheus.MustNewConstMetric(panicsDesc, prometheus.CounterValue, float64(n), svc)
+		}
 	}
 }

@@ -47,6 +47,8 @@ type serveFlags struct {
 	memcachedOptions                string
 	logLevel, etcdLogLevel          string
 	amqpMemoryHighWatermark         string
+	amqpDiskFreeLimit               string
+	amqpMaxConnections              int
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -65,6 +67,9 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.memcachedOptions, "memcached-options", "", "memcached 1.6 `flags` for the cache, e.g. \"-m 1024 -c 4096\" (after --memcached-config's)")
 	fs.StringVar(&f.amqpMemoryHighWatermark, "amqp-memory-high-watermark", "0.4",
 		"memory alarm `threshold`: a fraction of memory (RabbitMQ's vm_memory_high_watermark) or an amount such as 512MiB; 0: off")
+	fs.StringVar(&f.amqpDiskFreeLimit, "amqp-disk-free-limit", "50MB",
+		"disk alarm `threshold`: free space on the data directory's filesystem below which publishers are blocked (RabbitMQ's disk_free_limit): an amount such as 1GB, or a multiple of memory such as 1.0; 0: off")
+	fs.IntVar(&f.amqpMaxConnections, "amqp-max-connections", 0, "AMQP connections accepted at once (RabbitMQ's connection_max); 0: unlimited")
 	fs.StringVar(&f.logLevel, "log-level", "info", "substrate's log `level`: debug, info, warn, error")
 	fs.StringVar(&f.etcdLogLevel, "etcd-log-level", "warn", "log `level` of the embedded etcd's own lines")
 }
@@ -141,9 +146,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--etcd-log-level: %w", err)
 	}
-	watermark, err := parseWatermark(f.amqpMemoryHighWatermark, totalMemory())
+	machine := totalMemory()
+	watermark, err := parseWatermark(f.amqpMemoryHighWatermark, machine)
 	if err != nil {
 		return fmt.Errorf("--amqp-memory-high-watermark: %w", err)
+	}
+	diskFreeLimit, err := parseDiskFreeLimit(f.amqpDiskFreeLimit, machine)
+	if err != nil {
+		return fmt.Errorf("--amqp-disk-free-limit: %w", err)
+	}
+	if f.amqpMaxConnections < 0 {
+		return fmt.Errorf("--amqp-max-connections: %d is negative (0: unlimited)", f.amqpMaxConnections)
 	}
 	log := logging.New(stderr, level)
 	for _, w := range warnings {
@@ -194,21 +207,23 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		ports = append(ports, kv.Ports()...)
 	}
 	if enabled["amqp"] {
-		b, closeDefs, err := serveBroker(f, hosts, kv, watermark, log)
+		b, closeDefs, err := serveBroker(f, hosts, kv, watermark, diskFreeLimit, log)
 		if err != nil {
 			return err
 		}
 		defer closeDefs()
-		services = append(services, b, ctl.NewServer(f.dataDir, b))
+		services = append(services, b, ctl.NewServer(f.dataDir, b).WithLogger(log.With("service", "ctl")))
 		for _, a := range preflight.Addrs(hosts, f.amqpPort) {
 			ports = append(ports, preflight.Port{What: "amqp port", Addr: a})
 		}
 	}
+	var cacheBytes uint64
 	if enabled["memcached"] {
-		svc, err := serveCache(ctx, f, hosts, log.With("service", "memcached"))
+		svc, limit, err := serveCache(ctx, f, hosts, log.With("service", "memcached"))
 		if err != nil {
 			return err
 		}
+		cacheBytes = uint64(limit)
 		services = append(services, svc)
 		ports = append(ports, svc.Ports()...)
 	}
@@ -239,9 +254,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		services = append(services, m)
 		ports = append(ports, m.Ports()...)
 	}
+	budget, bounded := serveBudget(enabled, watermark, cacheBytes)
+	if err := checkBudget(budget, machine); err != nil {
+		return err
+	}
 	if err := preflight.Ports(ports); err != nil {
 		return err
 	}
+	applyBudget(budget, bounded, log)
 	return runServices(ctx, log, t0, services, ports, nil)
 }
 
@@ -250,9 +270,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 // reached through etcd's client API like any external etcd, and persistent
 // messages in DATA/broker; otherwise all in memory, lost at exit. The returned func closes the etcd client after
 // the broker has stopped.
-func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark uint64, log *slog.Logger) (*broker.Server, func(), error) {
+func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark, diskFreeLimit uint64, log *slog.Logger) (*broker.Server, func(), error) {
 	cfg := broker.NewConfig()
 	cfg.MemoryHighWatermark = watermark
+	cfg.DiskFreeLimit = diskFreeLimit
+	cfg.MaxConnections = f.amqpMaxConnections
 	cfg.Addrs = preflight.Addrs(hosts, f.amqpPort)
 	cfg.Logger = log.With("service", "amqp")
 	closeDefs := func() {}
@@ -278,36 +300,39 @@ func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark uint
 
 // serveCache builds the memcached service from --memcached-config (an
 // /etc/sysconfig/memcached file) and --memcached-options, as memcached
-// would run with them; without -l there, it listens on --host.
-func serveCache(ctx context.Context, f serveFlags, hosts []string, log *slog.Logger) (cacheService, error) {
+// would run with them; without -l there, it listens on --host. It also
+// returns the cache's -m in bytes, its share of the memory budget, past
+// which cache_memlimit cannot raise it.
+func serveCache(ctx context.Context, f serveFlags, hosts []string, log *slog.Logger) (cacheService, int64, error) {
 	var args []string
 	if f.memcachedConfig != "" {
 		var err error
 		if args, err = memcachedcli.ParseSysconfig(f.memcachedConfig); err != nil {
-			return cacheService{}, fmt.Errorf("--memcached-config: %w", err)
+			return cacheService{}, 0, fmt.Errorf("--memcached-config: %w", err)
 		}
 	}
 	args = append(args, splitOptions(f.memcachedOptions)...)
 	o, err := memcachedcli.Parse(args)
 	var merr *memcachedcli.Error
 	if errors.As(err, &merr) {
-		return cacheService{}, fmt.Errorf("memcached options %q: %s", strings.Join(args, " "), strings.ReplaceAll(merr.Msg, "\n", "; "))
+		return cacheService{}, 0, fmt.Errorf("memcached options %q: %s", strings.Join(args, " "), strings.ReplaceAll(merr.Msg, "\n", "; "))
 	} else if err != nil {
-		return cacheService{}, fmt.Errorf("memcached options %q: %w", strings.Join(args, " "), err)
+		return cacheService{}, 0, fmt.Errorf("memcached options %q: %w", strings.Join(args, " "), err)
 	}
 	for _, w := range o.Warnings {
 		log.Warn(w)
 	}
 	cfg, err := cacheConfig(ctx, o, hosts, f.memcachedPort)
 	if err != nil {
-		return cacheService{}, fmt.Errorf("memcached: %w", err)
+		return cacheService{}, 0, fmt.Errorf("memcached: %w", err)
 	}
 	cfg.Logger = log
+	cfg.MaxMemoryLimit = cfg.MemoryLimit
 	srv, err := cache.New(cfg)
 	if err != nil {
-		return cacheService{}, err
+		return cacheService{}, 0, err
 	}
-	return cacheService{srv, cfg.Addrs}, nil
+	return cacheService{srv, cfg.Addrs}, cfg.MemoryLimit, nil
 }
 
 // runServices starts services in order, logs the ready line, waits for a
