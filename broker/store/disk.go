@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -46,10 +46,16 @@ type segment struct {
 	dead    bool  // all acknowledged: queued for removal, out of Disk.segs
 	removed bool  // files removed; f is closed when refs drops to 0
 	refs    int   // Reads in progress on f
-	f       *os.File
+	f       File
+	// broken: a failed write may have left bytes past good; the committer
+	// cuts the file back to good (removes it if good is 0) before it
+	// writes anything else (repair). The segment is sealed.
+	broken bool
+	good   int64
 
-	ackf    *os.File
-	ackSize int64
+	ackf      File
+	ackSize   int64 // bytes of the ack file known durable
+	ackBroken bool  // a failed write may have left bytes past ackSize (committer)
 }
 
 func (g *segment) ackPath() string { return g.path[:len(g.path)-len(".seg")] + ".ack" }
@@ -81,8 +87,9 @@ type Disk struct {
 	cfg   Config
 	clock Clock
 	log   *slog.Logger
-	lockf *os.File
-	dirf  *os.File
+	fs    FS
+	lockf io.Closer
+	dirf  File
 
 	wake    chan struct{} // an append, ack or delete is pending (cap 1)
 	full    chan struct{} // MaxBatchBytes reached (cap 1)
@@ -101,8 +108,10 @@ type Disk struct {
 	inflight *batch
 	spare    [][]byte // written chunk buffers, for reuse
 	closing  bool
-	crashed  bool // tests: stop without writing what is pending
-	failed   error
+	crashed  bool       // tests: stop without writing what is pending
+	failed   error      // the last commit cycle's error, nil once one succeeds
+	repairs  []*segment // broken segments to cut back before the next write
+	failures int        // commit cycles failed in a row (retry backoff)
 
 	syncs atomic.Uint64 // fsyncs issued (segment, ack and directory files)
 	// uncleanMax: after an unclean stop, the highest ID recovered at Open
@@ -135,20 +144,20 @@ func Open(cfg Config) (*Disk, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.fs = cfg.FS
+	if s.fs == nil {
+		s.fs = OSFS{}
+	}
 	s.space = sync.NewCond(&s.mu)
-	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+	if err := s.fs.MkdirAll(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	lf, err := os.OpenFile(filepath.Join(cfg.Dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o640)
+	lf, err := s.fs.Lock(filepath.Join(cfg.Dir, "LOCK"))
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lf.Close()
 		return nil, fmt.Errorf("store: %s is in use: %w", cfg.Dir, err)
 	}
 	s.lockf = lf
-	if s.dirf, err = os.Open(cfg.Dir); err == nil {
+	if s.dirf, err = s.fs.OpenDir(cfg.Dir); err == nil {
 		err = s.recover()
 	}
 	if err == nil {
@@ -162,7 +171,7 @@ func Open(cfg Config) (*Disk, error) {
 	return s, nil
 }
 
-func (s *Disk) sync(f *os.File) error {
+func (s *Disk) sync(f File) error {
 	s.syncs.Add(1)
 	if s.cfg.SyncFile != nil {
 		return s.cfg.SyncFile(f)
@@ -191,11 +200,13 @@ func (s *Disk) signal(ch chan struct{}) {
 	}
 }
 
+// usableLocked reports whether the store takes calls. A failed write
+// does not stop it: the committer repairs and retries (see run).
 func (s *Disk) usableLocked() error {
 	if s.closing {
 		return ErrClosed
 	}
-	return s.failed
+	return nil
 }
 
 // Append implements Log.
@@ -572,7 +583,7 @@ func (s *Disk) Close() error {
 // an unclean stop.
 func (s *Disk) takeClean() error {
 	path := filepath.Join(s.cfg.Dir, cleanName)
-	err := os.Remove(path)
+	err := s.fs.Remove(path)
 	switch {
 	case err == nil:
 		return s.sync(s.dirf)
@@ -586,7 +597,7 @@ func (s *Disk) takeClean() error {
 
 // markClean writes the CLEAN mark after the last commit cycle.
 func (s *Disk) markClean() error {
-	f, err := os.OpenFile(filepath.Join(s.cfg.Dir, cleanName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	f, err := s.fs.OpenFile(filepath.Join(s.cfg.Dir, cleanName), os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err == nil {
 		err = s.sync(f)
 		if cerr := f.Close(); err == nil {
@@ -642,8 +653,25 @@ func (s *Disk) closeSegLocked(g *segment) {
 	}
 }
 
+// Retry delays after a failed commit cycle: the committer waits this
+// long (doubling up to maxRetryDelay) before the next cycle, so a full or
+// failing disk is not hammered; appends meanwhile wait in the next batch.
+const (
+	minRetryDelay = 50 * time.Millisecond
+	maxRetryDelay = time.Second
+)
+
 // run is the committer: it takes the pending batch, writes and syncs it,
 // then completes its Commit. Appends made meanwhile form the next batch.
+//
+// A failed cycle (ENOSPC, EIO, a failed fsync) is not fatal. Its Commit
+// and that of the batch gathered meanwhile complete with the error (their
+// publishers are nacked), their records are cut from the segments they
+// were written to, which are sealed (failLocked), and writing goes on in
+// a new segment once those cuts are durable (repair). Acks, deliveries and
+// segment removals of the failed cycle are retried by the next one, so an
+// ack is never lost to a failed write. Until the disk works again every
+// cycle fails the same way, each after a growing delay.
 func (s *Disk) run() {
 	defer close(s.stopped)
 	for {
@@ -664,6 +692,14 @@ func (s *Disk) run() {
 				c.complete(ErrClosed)
 			}
 			return
+		}
+		if n := s.failures; n > 0 && !s.closing {
+			s.mu.Unlock()
+			select {
+			case <-s.clock.After(min(minRetryDelay<<min(n-1, 8), maxRetryDelay)):
+			case <-s.quit:
+			}
+			s.mu.Lock()
 		}
 		if d := s.cfg.MaxBatchDelay; d > 0 && !s.closing {
 			select {
@@ -686,6 +722,10 @@ func (s *Disk) run() {
 				s.mu.Lock()
 			}
 		}
+		if s.crashed {
+			s.mu.Unlock()
+			continue // the top of the loop completes what is pending
+		}
 		b := s.pend
 		s.pend = batch{}
 		for g := range b.acks {
@@ -694,25 +734,20 @@ func (s *Disk) run() {
 			}
 		}
 		s.inflight = &b
-		err := s.failed
 		s.space.Broadcast()
 		s.mu.Unlock()
 
-		if err == nil {
-			err = s.write(&b)
-		}
+		err := s.write(&b)
 
 		s.mu.Lock()
-		if err != nil && s.failed == nil {
-			s.failed = err
-			s.space.Broadcast()
-		}
+		var also *Commit // the batch gathered meanwhile, failed with b
 		if err != nil {
-			for _, g := range b.dead { // never removed: just release them
-				s.closeSegLocked(g)
+			also = s.failLocked(&b, err)
+		} else {
+			if s.failed != nil {
+				s.log.Info("store: writing again after a failure", "dir", s.cfg.Dir, "failed", s.failures)
 			}
-		}
-		if err == nil {
+			s.failed, s.failures = nil, 0
 			for _, c := range b.chunks {
 				c.seg.written = max(c.seg.written, c.off+int64(len(c.buf)))
 			}
@@ -723,22 +758,159 @@ func (s *Disk) run() {
 				s.spare = append(s.spare, c.buf[:0])
 			}
 		}
+		giveUp := err != nil && s.closing
+		var left *Commit
+		if giveUp { // Close: report the failure rather than retry forever
+			left = s.pend.commit
+			s.pend = batch{}
+		}
 		s.mu.Unlock()
 		if b.commit != nil {
 			b.commit.complete(err)
 		}
+		if also != nil {
+			also.complete(err)
+		}
+		if left != nil {
+			left.complete(err)
+		}
+		if giveUp {
+			return
+		}
 	}
 }
 
-// write writes and syncs b: message chunks first (each segment synced
-// before the next is created), then the ack files, then removes the dead
-// segments.
+// failLocked handles a failed commit cycle b: every segment b or the
+// pending batch wrote to is marked broken (cut back to before their
+// records by the next cycle's repair) and the tail moves to a new
+// segment; the pending batch's records are dropped and its Commit
+// returned, to complete with err. Their index entries stay live: the
+// queues hold those messages in memory, and their acks go on naming them
+// (harmless once the records are cut). b's acks, deliveries and segment
+// removals not done go back to the pending batch.
+func (s *Disk) failLocked(b *batch, err error) *Commit {
+	if s.failures == 0 {
+		s.log.Error("store: write failed; the messages it covered are refused, and the store retries", "dir", s.cfg.Dir, "err", err)
+	}
+	s.failed = err
+	s.failures++
+	s.space.Broadcast()
+	brk := func(c chunk) {
+		g := c.seg
+		if !g.broken {
+			g.broken, g.good = true, c.off
+			s.repairs = append(s.repairs, g)
+		} else {
+			g.good = min(g.good, c.off)
+		}
+	}
+	for _, c := range b.chunks {
+		brk(c)
+	}
+	also := s.pend.commit
+	for _, c := range s.pend.chunks {
+		brk(c)
+		if len(s.spare) < 4 && cap(c.buf) <= 2*s.cfg.MaxBatchBytes {
+			s.spare = append(s.spare, c.buf[:0])
+		}
+	}
+	s.pend.chunks, s.pend.bytes, s.pend.commit = nil, 0, nil
+	if s.tail.broken {
+		s.rotateLocked()
+	}
+	for _, g := range s.segs {
+		if g.broken && g.sealed && g.live == 0 && !g.dead {
+			s.deadLocked(g)
+		}
+	}
+	for g, l := range b.acks {
+		if g.dead {
+			continue // its removal records every ack
+		}
+		g.ackBroken = true
+		pl := s.idsLocked(g)
+		pl.acked = append(pl.acked, l.acked...)
+		pl.delivered = append(pl.delivered, l.delivered...)
+	}
+	s.pend.dead = append(s.pend.dead, b.dead...)
+	if !s.pend.empty() {
+		s.signal(s.wake)
+	}
+	return also
+}
+
+// repair cuts the broken segments and ack files back to what is known
+// good, durably, before anything else is written: a later segment must
+// never follow one with a torn tail (recovery would call it damage).
+func (s *Disk) repair(b *batch) error {
+	s.mu.Lock()
+	gs := s.repairs
+	s.mu.Unlock()
+	for len(gs) > 0 {
+		g := gs[0]
+		s.mu.Lock()
+		dead, f, good := g.dead, g.f, g.good
+		s.mu.Unlock()
+		switch {
+		case dead: // its removal is queued
+		case good == 0: // created by the failed write: remove it
+			if err := removeIfThere(s.fs, g.path); err != nil {
+				return err
+			}
+			if err := s.sync(s.dirf); err != nil {
+				return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
+			}
+			s.mu.Lock()
+			if g.f != nil && g.refs == 0 {
+				g.f.Close()
+			}
+			g.f = nil
+			s.mu.Unlock()
+		case f != nil:
+			if err := f.Truncate(good); err != nil {
+				return fmt.Errorf("store: truncate %s: %w", g.path, err)
+			}
+			if err := s.sync(f); err != nil {
+				return fmt.Errorf("store: sync %s: %w", g.path, err)
+			}
+		default:
+			if err := truncate(s.fs, g.path, good); err != nil {
+				return err
+			}
+		}
+		gs = gs[1:]
+		s.mu.Lock()
+		s.repairs = s.repairs[1:]
+		s.mu.Unlock()
+	}
+	for g := range b.acks {
+		if !g.ackBroken || g.ackf == nil {
+			continue
+		}
+		if err := g.ackf.Truncate(g.ackSize); err != nil {
+			return fmt.Errorf("store: truncate %s: %w", g.ackPath(), err)
+		}
+		if err := s.sync(g.ackf); err != nil {
+			return fmt.Errorf("store: sync %s: %w", g.ackPath(), err)
+		}
+		g.ackBroken = false
+	}
+	return nil
+}
+
+// write writes and syncs b: repairs first, then message chunks (each
+// segment synced before the next is created), then the ack files, then
+// removes the dead segments. What is done is taken out of b.acks and
+// b.dead, so a failure leaves there what is to retry.
 func (s *Disk) write(b *batch) error {
+	if err := s.repair(b); err != nil {
+		return err
+	}
 	for _, c := range b.chunks {
 		g := c.seg
 		created := false
 		if g.f == nil {
-			f, err := os.OpenFile(g.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+			f, err := s.fs.OpenFile(g.path, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 			if err != nil {
 				return fmt.Errorf("store: %w", err)
 			}
@@ -761,7 +933,7 @@ func (s *Disk) write(b *batch) error {
 	}
 	if len(b.acks) > 0 {
 		var buf []byte
-		created := false
+		var created []*segment
 		for g, l := range b.acks {
 			buf = buf[:0]
 			typ := byte(flagBatch)
@@ -773,56 +945,60 @@ func (s *Disk) write(b *batch) error {
 				buf = appendIDs(buf, typeDelivered|typ, l.delivered)
 			}
 			if g.ackf == nil {
-				f, err := os.OpenFile(g.ackPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+				f, err := s.fs.OpenFile(g.ackPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC)
 				if err != nil {
 					return fmt.Errorf("store: %w", err)
 				}
-				g.ackf, g.ackSize, created = f, 0, true
+				g.ackf, g.ackSize = f, 0
+				created = append(created, g)
+			}
+			if g.ackSize == 0 {
 				buf = append(ackMagic[:len(ackMagic):len(ackMagic)], buf...)
 			}
 			if _, err := g.ackf.WriteAt(buf, g.ackSize); err != nil {
 				return fmt.Errorf("store: write %s: %w", g.ackPath(), err)
 			}
-			g.ackSize += int64(len(buf))
 			if err := s.sync(g.ackf); err != nil {
 				return fmt.Errorf("store: sync %s: %w", g.ackPath(), err)
 			}
+			g.ackSize += int64(len(buf))
 		}
-		if created {
+		if len(created) > 0 {
 			if err := s.sync(s.dirf); err != nil {
 				return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
 			}
 		}
+		clear(b.acks) // all durable: nothing to retry
 	}
-	for _, g := range b.dead {
-		if err := s.remove(g); err != nil {
+	for len(b.dead) > 0 {
+		if err := s.remove(b.dead[0]); err != nil {
 			return err
 		}
+		b.dead = b.dead[1:]
 	}
 	return nil
 }
 
 // remove deletes a dead segment's files: the segment first (so a crash in
 // between cannot bring acknowledged messages back), then its ack file.
+// After a failure it is called again.
 func (s *Disk) remove(g *segment) error {
 	s.mu.Lock()
 	g.removed = true
 	if g.f != nil && g.refs == 0 {
 		g.f.Close()
 	}
+	g.f = nil
 	s.mu.Unlock()
 	if g.ackf != nil {
 		g.ackf.Close()
 		g.ackf = nil
 	}
-	if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("store: %w", err)
+	if err := removeIfThere(s.fs, g.path); err != nil {
+		return err
 	}
 	if err := s.sync(s.dirf); err != nil {
 		return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
 	}
-	if err := os.Remove(g.ackPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("store: %w", err)
-	}
-	return nil
+	return removeIfThere(s.fs, g.ackPath())
 }

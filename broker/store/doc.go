@@ -88,13 +88,43 @@
 //     is closed and AfterFunc callbacks run, after the fsync.
 //
 // With MaxBatchDelay zero (the default) there is no added latency: the
-// appends that arrive while one fsync runs share the next. A failed write
-// or fsync completes the batch's Commit with the error and fails the store:
-// after an fsync error the page cache state is unknown, so later appends
-// return it too (as etcd and pebble treat it). Appends block while
-// MaxPendingBytes are waiting for the committer (backpressure on a slow
-// disk). Acks and deliveries are not waited for: losing them in a crash only
-// brings a message back (at-least-once).
+// appends that arrive while one fsync runs share the next. Appends block
+// while MaxPendingBytes are waiting for the committer (backpressure on a
+// slow disk). Acks and deliveries are not waited for: losing them in a crash
+// only brings a message back (at-least-once).
+//
+// # Failed writes (ENOSPC, EIO)
+//
+// A failed write or fsync is not sticky. After an fsync error the page
+// cache state of the bytes it covered is unknown, so they are given up,
+// not retried in place: the batch's Commit, and that of the batch gathered
+// meanwhile (its records would follow a gap), complete with the error (the
+// broker nacks those publishes); every segment they were written to is
+// marked broken and sealed, and the tail moves to a new segment. The
+// next cycle first repairs: it cuts each broken segment back to the bytes
+// written before the failure (removes it if the failed write created it)
+// and syncs that, so a later segment never follows a torn tail, which
+// recovery would call damage. The index entries of the given-up messages
+// stay live: the broker holds those messages in memory and acks them as
+// usual, and those acks are harmless once the records are cut. Acks,
+// deliveries and segment removals of a failed cycle go back to the pending
+// batch, and an ack file with a failed write is cut back to its last
+// synced size before the retry, so an ack is never lost to a failed write.
+// After a failure the committer waits 50 ms, doubling up to 1 s, between
+// cycles; as soon as one succeeds the store is healthy again. A failure
+// during Close is returned by Close (no CLEAN mark).
+//
+// # File layer
+//
+// Every file operation goes through Config.FS (fs.go): OSFS in production,
+// MemFS in tests. MemFS keeps per file the bytes written and the bytes
+// synced, per directory the entries synced, fails operations on demand
+// (SetFault: ENOSPC, EIO; a failed write is torn, half applied), and Crash
+// forgets everything not synced, as a power loss does. The crash-loop
+// test (memfs_test.go) runs on it: rounds of appends with confirms, acks
+// and injected failures, ended by a crash at a random moment; after each,
+// Open must succeed, no confirmed message be lost, no acked one come back,
+// and each publisher's order hold.
 //
 // # Memory
 //

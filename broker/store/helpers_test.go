@@ -75,8 +75,8 @@ type syncRec struct {
 
 func newSyncRec() *syncRec { return &syncRec{size: map[string]int64{}, real: true} }
 
-func (r *syncRec) sync(f *os.File) error {
-	fi, err := f.Stat()
+func (r *syncRec) sync(f File) error {
+	size, err := f.Size()
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func (r *syncRec) sync(f *os.File) error {
 	}
 	r.mu.Lock()
 	r.n++
-	r.size[f.Name()] = fi.Size()
+	r.size[f.Name()] = size
 	r.mu.Unlock()
 	return nil
 }

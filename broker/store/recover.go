@@ -16,13 +16,12 @@ import (
 // recover rebuilds the index from the files in the directory (Open, before
 // the committer starts; it takes no lock).
 func (s *Disk) recover() error {
-	des, err := os.ReadDir(s.cfg.Dir)
+	names, err := s.fs.ReadDir(s.cfg.Dir)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	var segNums, ackNums []uint64
-	for _, de := range des {
-		name := de.Name()
+	for _, name := range names {
 		base, ext, ok := strings.Cut(name, ".")
 		num, err := strconv.ParseUint(base, 10, 64)
 		if !ok || err != nil || len(base) != 20 {
@@ -60,7 +59,7 @@ func (s *Disk) recover() error {
 		g := bySeg[num]
 		path := filepath.Join(s.cfg.Dir, fmt.Sprintf("%020d.ack", num))
 		if g == nil { // its segment was removed just before a crash
-			if err := os.Remove(path); err != nil {
+			if err := s.fs.Remove(path); err != nil {
 				return fmt.Errorf("store: %w", err)
 			}
 			continue
@@ -92,7 +91,7 @@ func (s *Disk) recover() error {
 // that no later write follows is a torn tail: the file is truncated there.
 func (s *Disk) loadSegment(num uint64, last bool, prevMax ID) (*segment, error) {
 	path := s.segPath(num)
-	data, err := os.ReadFile(path)
+	data, err := s.fs.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -101,7 +100,7 @@ func (s *Disk) loadSegment(num uint64, last bool, prevMax ID) (*segment, error) 
 		// write follows, that write was torn and nothing in it confirmed.
 		if last && !laterWrite(data, fileHeaderSize, prevMax) { // the record at 8 is that same write
 			s.log.Warn("store: removing a segment whose first write was torn", "file", path, "size", len(data))
-			return nil, os.Remove(path)
+			return nil, s.fs.Remove(path)
 		}
 		return nil, &CorruptError{File: path, Offset: 0, Err: errors.New("bad file header")}
 	}
@@ -129,7 +128,7 @@ func (s *Disk) loadSegment(num uint64, last bool, prevMax ID) (*segment, error) 
 				return nil, &CorruptError{File: path, Offset: int64(off), Err: err}
 			}
 			s.log.Warn("store: truncating a torn tail", "file", path, "offset", off, "size", len(data), "err", err)
-			if err := truncate(path, int64(off)); err != nil {
+			if err := truncate(s.fs, path, int64(off)); err != nil {
 				return nil, err
 			}
 			data = data[:off]
@@ -148,7 +147,7 @@ func (s *Disk) loadSegment(num uint64, last bool, prevMax ID) (*segment, error) 
 	}
 	g.live = len(g.ents)
 	g.size, g.written = int64(len(data)), int64(len(data))
-	if g.f, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+	if g.f, err = s.fs.OpenFile(path, os.O_RDWR); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	return g, nil
@@ -175,28 +174,13 @@ func laterWrite(data []byte, off int, lastID ID) bool {
 	return false
 }
 
-func truncate(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	defer f.Close()
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("store: truncate %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("store: sync %s: %w", path, err)
-	}
-	return nil
-}
-
 // loadAcks applies g's ack file. Its records are written after the
 // messages they name are synced, and losing one only brings a message
 // back (at-least-once), so a bad record ends the file wherever it is: the
 // file is truncated there. It returns the largest ID named.
 func (s *Disk) loadAcks(g *segment) (ID, error) {
 	path := g.ackPath()
-	data, err := os.ReadFile(path)
+	data, err := s.fs.ReadFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
@@ -242,16 +226,16 @@ func (s *Disk) loadAcks(g *segment) (ID, error) {
 		off = 0 // header torn: start the file again
 	}
 	if off < len(data) {
-		if err := truncate(path, int64(off)); err != nil {
+		if err := truncate(s.fs, path, int64(off)); err != nil {
 			return 0, err
 		}
 	}
 	if off > 0 {
-		if g.ackf, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+		if g.ackf, err = s.fs.OpenFile(path, os.O_RDWR); err != nil {
 			return 0, fmt.Errorf("store: %w", err)
 		}
 		g.ackSize = int64(off)
-	} else if err := os.Remove(path); err != nil {
+	} else if err := s.fs.Remove(path); err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
 	return maxID, nil

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 )
@@ -191,7 +190,10 @@ type Config struct {
 	// SyncFile makes f durable; nil calls f.Sync(). Tests hook it to count
 	// and order fsyncs or to inject failures. It is called for segment and
 	// ack files and for the directory.
-	SyncFile func(f *os.File) error
+	SyncFile func(f File) error
+	// FS is the file layer; nil is the operating system's (OSFS). Tests
+	// use MemFS to fail writes and to lose unsynced bytes at a crash.
+	FS FS
 	// Logger receives recovery warnings (a truncated tail); nil discards.
 	Logger *slog.Logger
 }
