@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -264,7 +263,7 @@ func TestConfirmWaitsForSync(t *testing.T) {
 	hold := make(chan struct{})
 	held := false
 	b.tweak = func(c *store.Config) {
-		c.SyncFile = func(f *os.File) error {
+		c.SyncFile = func(f store.File) error {
 			mu.Lock()
 			h := held
 			mu.Unlock()
@@ -316,7 +315,7 @@ func TestConfirmNackOnStoreFailure(t *testing.T) {
 	var mu sync.Mutex
 	fail := false
 	b.tweak = func(c *store.Config) {
-		c.SyncFile = func(f *os.File) error {
+		c.SyncFile = func(f store.File) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if fail {
