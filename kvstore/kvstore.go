@@ -37,6 +37,9 @@ type Store struct {
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 	stopErr  error
+	// closeOnce guards etcd.Close, which Start (giving up) and Shutdown
+	// may both reach.
+	closeOnce sync.Once
 }
 
 // New builds and validates the member's configuration. It neither binds nor
@@ -74,13 +77,47 @@ func (s *Store) Ports() []preflight.Port {
 // Start starts the member and returns once it has joined its cluster and
 // serves clients. A member of a new multi-member cluster waits here for a
 // quorum of its peers.
+//
+// Start returns ctx's error as soon as ctx is done, even while etcd waits
+// for quorum or for its database file lock: a member that has not
+// started is then closed in the background (closing one that waits for
+// quorum is given abandonWait before Start returns), and Shutdown, if
+// called, waits for that close.
 func (s *Store) Start(ctx context.Context) error {
 	if err := preflight.WritableDir(s.ec.Dir); err != nil {
 		return err
 	}
-	e, err := embed.StartEtcd(s.ec)
-	if err != nil {
-		return err
+	type result struct {
+		e   *embed.Etcd
+		err error
+	}
+	started := make(chan result, 1)
+	go func() {
+		e, err := embed.StartEtcd(s.ec)
+		started <- result{e, err}
+	}()
+	var e *embed.Etcd
+	select {
+	case r := <-started:
+		if r.err != nil {
+			return r.err
+		}
+		e = r.e
+	case <-ctx.Done():
+		// StartEtcd cannot be interrupted (it may be waiting for the
+		// bbolt file lock): close what it returns, if it ever does.
+		// Shutdown waits for this (within its context).
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if r := <-started; r.e != nil {
+				s.closeOnce.Do(func() {
+					s.quiet.Closing()
+					r.e.Close()
+				})
+			}
+		}()
+		return ctx.Err()
 	}
 	s.etcd = e
 	slow := time.NewTimer(3 * time.Second)
@@ -94,15 +131,41 @@ func (s *Store) Start(ctx context.Context) error {
 		case <-slow.C:
 			s.cfg.Logger.Warn("etcd member is waiting for its cluster to reach quorum", "member", s.ec.Name, "initial-cluster", s.ec.InitialCluster)
 		case err := <-e.Err():
-			s.close()
+			s.closeWithin(abandonWait)
 			return err
 		case <-e.Server.StopNotify():
-			s.close()
+			s.closeWithin(abandonWait)
 			return errors.New("etcd server stopped while starting")
 		case <-ctx.Done():
-			s.close()
+			s.closeWithin(abandonWait)
 			return ctx.Err()
 		}
+	}
+}
+
+// abandonWait bounds how long a Start that gives up waits for the member
+// to close before returning anyway.
+const abandonWait = 2 * time.Second
+
+// closeWithin closes a member that is not ready, waiting at most d (the
+// close goes on in the background). The server is stopped first: etcd's
+// Close waits for the client servers, which start only once the member
+// is ready or stopping, so Close alone never returns for a member still
+// waiting for quorum.
+func (s *Store) closeWithin(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.quiet.Closing()
+		s.etcd.Server.HardStop()
+		s.close()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.cfg.Logger.Warn("etcd member did not close in time; leaving it", "after", d)
 	}
 }
 
@@ -163,10 +226,12 @@ func (s *Store) Shutdown(ctx context.Context) error {
 }
 
 func (s *Store) close() {
-	if s.etcd != nil {
-		s.quiet.Closing()
-		s.etcd.Close() // a second Close panics: callers go through stopOnce or fail before it
-	}
+	s.closeOnce.Do(func() {
+		if s.etcd != nil {
+			s.quiet.Closing()
+			s.etcd.Close() // a second Close panics
+		}
+	})
 }
 
 // userHandlers are served on every client listener before etcd's own mux.
