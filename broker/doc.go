@@ -23,10 +23,11 @@
 // to Definitions on every change. Durable exchanges, durable non-exclusive
 // queues and bindings whose both ends are durable are written to
 // Definitions when declared or bound and deleted with them; Start
-// recreates them. Transient entities never touch Definitions. Messages are
-// in memory only: each Queue keeps its ready messages behind the small
-// store interface (memStore today; a disk-backed store for persistent
-// messages will implement the same methods).
+// recreates them. Transient entities never touch Definitions. Each Queue
+// keeps its ready messages in memory (memStore, priorityStore); persistent
+// messages of durable queues are also written to the message store
+// (broker/store, Config.StoreDir; persist.go), which pages deep backlogs
+// out of memory and brings them back after a restart.
 //
 // # Goroutines
 //
@@ -59,6 +60,43 @@
 // of its consumers. A reader stops reading its socket while its own
 // connection has more than outHardLimit bytes unsent (a client that does
 // not read its replies gets TCP backpressure).
+//
+// # Memory and disk
+//
+// The broker counts its own memory (memory.go, memAccount; Server.MemoryUsed):
+// message bodies and properties held by queues (ready, not paged out) and by
+// unacknowledged deliveries, a message shared by several queues once
+// (message.refs counts its holders); bodies still being assembled on
+// channels and messages held by open transactions; and connections' output
+// buffers, including the one a writer is writing. Each is an atomic counter
+// updated where the bytes come and go, so the publish path takes no lock
+// for it. The cache and etcd share the process and are not counted: a full
+// cache never blocks a publisher.
+//
+// A body buffer grows with the body frames that arrive (doubling, capped at
+// the declared size), never to the declared size at the header: a header
+// declaring 128 MiB costs nothing until its bytes come.
+//
+// Two resource alarms, as RabbitMQ's: memory (MemoryUsed above
+// Config.MemoryHighWatermark, checked every 100 ms) and disk (the free
+// space of StoreDir's filesystem below Config.DiskFreeLimit, checked every
+// second; disk.go). While either is on, a connection is blocked after the
+// next content header or body frame it sends, before the body is read:
+// connection.blocked "low on memory", "low on disk" or "low on disk &
+// memory" (RabbitMQ 3.10's texts), then nothing is read from it until every
+// alarm is off (connection.unblocked). Consumers go on.
+//
+// A consumer that stops reading gets at most outSoftLimit (1 MiB) of
+// deliveries buffered on its connection, plus what its writer has in hand;
+// past that its queues keep the messages (the role of RabbitMQ's credit
+// flow).
+//
+// tx.commit stages the transaction's messages (appending the persistent
+// ones to the message store) and makes them visible only once the store
+// has made them durable; if it fails, none is delivered and the channel
+// gets 406 "partial tx completion", RabbitMQ's error for a transaction a
+// queue could not take. A failed store write nacks the confirms it covered
+// and is not sticky (broker/store).
 //
 // # Queue features (RabbitMQ 3.10)
 //
@@ -110,6 +148,8 @@
 //	          outbound.mu     the connection's output buffer (leaf)
 //	confirms.mu               a channel's publisher confirms; taken by the reader and by the store's
 //	                          committer (Commit.AfterFunc), with only outbound.mu below it
+//	alarm.mu                  the resource alarms' state (leaf); the publish path reads alarm.active
+//	                          (atomic) and takes it only when an alarm is on
 //	Server.vhMu, Server.authMu, Server.connMu, conn.mu, conn.consMu
 //	                          leaves: held only to read or update their maps, never while taking another lock
 //
