@@ -233,3 +233,86 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+// TestSecondServeOnBusyDataDir: a second serve (or `substrate etcd`) on a
+// data directory in use exits non-zero within 2 s with one line naming
+// the holder's PID, before binding anything.
+func TestSecondServeOnBusyDataDir(t *testing.T) {
+	first := serve(t)
+	holder := fmt.Sprintf("in use by substrate pid %d", first.cmd.Process.Pid)
+
+	second := newServer(t)
+	second.dataDir = first.dataDir
+	t0 := time.Now()
+	p := start(t, nil, second.args()...)
+	code := p.wait(10 * time.Second)
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("second serve took %v to exit", d)
+	}
+	out := p.output()
+	if code == 0 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "data directory "+first.dataDir+" is "+holder) {
+		t.Errorf("exit %d, want non-zero and one line naming %q:\n%s", code, holder, out)
+	}
+	for _, port := range []int{second.clientPort, second.peerPort, second.httpPort, second.amqpPort, second.memcachedPort} {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Errorf("port %d bound by the refused serve: %v", port, err)
+			continue
+		}
+		l.Close()
+	}
+
+	// etcd alone on serve's etcd directory.
+	p = start(t, nil, "etcd", "--data-dir", filepath.Join(first.dataDir, "etcd"),
+		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	code = p.wait(10 * time.Second)
+	if out := p.output(); code == 0 || !strings.Contains(out, holder) {
+		t.Errorf("substrate etcd on serve's etcd dir: exit %d:\n%s", code, out)
+	}
+
+	// The first one still serves, and a stopped holder frees the directory.
+	c := client(t, first.endpoint())
+	if _, err := c.Put(ctxT(t, 10*time.Second), "still", "here"); err != nil {
+		t.Fatal(err)
+	}
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	if code := first.wait(10 * time.Second); code != 0 {
+		t.Fatalf("first serve exit %d", code)
+	}
+	second.proc = start(t, nil, second.args()...)
+	second.waitReady(30 * time.Second)
+}
+
+// TestSigtermWhileWaitingForQuorum: a member of a three-member cluster
+// whose peers do not exist waits for quorum at startup; SIGTERM ends it
+// within 10 s.
+func TestSigtermWhileWaitingForQuorum(t *testing.T) {
+	s := newServer(t)
+	conf := filepath.Join(t.TempDir(), "etcd.conf")
+	body := fmt.Sprintf("ETCD_NAME=\"a\"\nETCD_INITIAL_CLUSTER=\"a=http://127.0.0.1:%d,b=http://127.0.0.1:%d,c=http://127.0.0.1:%d\"\n",
+		s.peerPort, freePort(t), freePort(t))
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.proc = start(t, nil, s.args("--etcd-config", conf)...)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(s.output(), "waiting for its cluster to reach quorum") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no quorum wait:\n%s", s.output())
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("exited while waiting for quorum:\n%s", s.output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t0 := time.Now()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.wait(15 * time.Second)
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("SIGTERM during the quorum wait took %v", d)
+	}
+	t.Logf("exit %d after %v", s.cmd.ProcessState.ExitCode(), time.Since(t0).Round(time.Millisecond))
+}

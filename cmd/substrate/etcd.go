@@ -33,6 +33,11 @@ func etcd(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return err
 	}
+	lock, err := preflight.LockDir(kv.EtcdConfig().Dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	if err := preflight.Ports(kv.Ports()); err != nil {
 		return err
 	}

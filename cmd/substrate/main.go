@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/version"
 )
@@ -25,17 +26,29 @@ func main() {
 	sigc := make(chan os.Signal, 2)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	ctx, stop := context.WithCancel(context.Background())
-	go handleSignals(sigc, stop, os.Stderr, os.Exit)
+	go handleSignals(sigc, stop, os.Stderr, os.Exit, stopGrace)
 	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr))
 }
 
+// stopGrace bounds the whole stop after the first signal: startup gives
+// up within seconds and shutdown within 10 s (runServices), so this only
+// catches a stop that hangs anyway.
+const stopGrace = 15 * time.Second
+
 // handleSignals calls stop at the first signal (graceful shutdown) and
-// exit(1) at the second, for an operator who does not want to wait.
-func handleSignals(sigc <-chan os.Signal, stop func(), stderr io.Writer, exit func(int)) {
+// exit(1) at the second, for an operator who does not want to wait, or
+// once grace has passed since the first.
+func handleSignals(sigc <-chan os.Signal, stop func(), stderr io.Writer, exit func(int), grace time.Duration) {
 	<-sigc
 	stop()
-	sig := <-sigc
-	fmt.Fprintf(stderr, "substrate: second signal (%v), exiting at once\n", sig)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case sig := <-sigc:
+		fmt.Fprintf(stderr, "substrate: second signal (%v), exiting at once\n", sig)
+	case <-t.C:
+		fmt.Fprintf(stderr, "substrate: still running %v after the stop signal, exiting at once\n", grace)
+	}
 	exit(1)
 }
 

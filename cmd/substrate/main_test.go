@@ -54,7 +54,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	stop := make(chan struct{})
 	exited := make(chan int, 1)
 	var stderr bytes.Buffer
-	go handleSignals(sigc, func() { close(stop) }, &stderr, func(code int) { exited <- code })
+	go handleSignals(sigc, func() { close(stop) }, &stderr, func(code int) { exited <- code }, time.Hour)
 
 	sigc <- syscall.SIGTERM
 	select {
@@ -75,5 +75,21 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("second signal did not exit")
+	}
+}
+
+func TestStopGraceExits(t *testing.T) {
+	sigc := make(chan os.Signal, 2)
+	exited := make(chan int, 1)
+	var stderr bytes.Buffer
+	go handleSignals(sigc, func() {}, &stderr, func(code int) { exited <- code }, 50*time.Millisecond)
+	sigc <- syscall.SIGTERM
+	select {
+	case code := <-exited:
+		if code != 1 || !strings.Contains(stderr.String(), "still running 50ms after the stop signal") {
+			t.Fatalf("exit(%d), stderr %q", code, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a hung stop was not ended")
 	}
 }

@@ -180,6 +180,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := preflight.WritableDir(f.dataDir); err != nil {
 		return err
 	}
+	// One instance per data directory, decided before anything binds.
+	lock, err := preflight.LockDir(f.dataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 
 	var services []lifecycle.Service
 	var ports []preflight.Port
@@ -203,6 +209,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 			return fmt.Errorf("etcd: %w", err)
 		}
+		// etcd's own directory too (it may lie outside DATA through
+		// --etcd-config), so that `substrate etcd` on it is refused.
+		etcdLock, err := preflight.LockDir(kv.EtcdConfig().Dir)
+		if err != nil {
+			return err
+		}
+		defer etcdLock.Unlock()
 		services = append(services, kv)
 		ports = append(ports, kv.Ports()...)
 	}
