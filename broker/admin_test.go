@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -157,32 +156,6 @@ func TestUsersAndVHostsAdmin(t *testing.T) {
 	}
 	if err := s.DeleteVHost(ctx, "openstack"); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
-	}
-}
-
-func TestLogLimiter(t *testing.T) {
-	var buf strings.Builder
-	l := newLogLimiter(slog.New(slog.NewTextHandler(&buf, nil)), 3, time.Hour)
-	for i := 0; i < 2000; i++ {
-		l.Log(slog.LevelInfo, "amqp: connection opened", "i", i)
-	}
-	if n := strings.Count(buf.String(), "connection opened"); n != 3 {
-		t.Fatalf("%d lines logged, want 3", n)
-	}
-	l.start = time.Time{} // next period
-	l.Log(slog.LevelInfo, "again")
-	if !strings.Contains(buf.String(), `level=INFO msg="amqp: connection log lines suppressed" count=1997`) {
-		t.Fatalf("no summary of dropped lines at their level:\n%s", buf.String())
-	}
-	// A dropped warning makes the summary a warning.
-	buf.Reset()
-	l.count = l.n
-	l.Log(slog.LevelInfo, "routine")
-	l.Log(slog.LevelWarn, "amqp: heartbeat timeout")
-	l.start = time.Time{}
-	l.Log(slog.LevelInfo, "again")
-	if !strings.Contains(buf.String(), `level=WARN msg="amqp: connection log lines suppressed" count=2`) {
-		t.Fatalf("summary of a dropped warning:\n%s", buf.String())
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"substrate/broker/amqp"
 	"substrate/broker/store"
+	"substrate/internal/faults"
 )
 
 // confirms is a channel's publisher-confirm state (confirm.select).
@@ -78,7 +79,15 @@ func (ch *channel) confirmPublish(nack bool, commit *store.Commit) {
 		cf.published.Add(1)
 	}
 	if hook {
-		commit.AfterFunc(func(error) { ch.flushConfirms() })
+		c := ch.c
+		commit.AfterFunc(func(error) {
+			// On the store's committer: a panic must not end the
+			// committer (every publisher's confirms wait on it). It
+			// closes only this connection, with 541.
+			defer faults.Recover(c.srv.log, faults.AMQP, c.peer, c.internalErrorFrom)
+			faults.Point("amqp.confirm", c.subject())
+			ch.flushConfirms()
+		})
 	}
 	if nack {
 		// RabbitMQ refuses at once; earlier publishes are acked first.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"substrate/broker/amqp"
+	"substrate/internal/faults"
+	"substrate/internal/logging"
 )
 
 const (
@@ -43,6 +45,9 @@ type outbound struct {
 	signal  chan struct{} // capacity 1: "there is something to write"
 	drained *sync.Cond    // broadcast when the writer took the buffer
 	log     *slog.Logger
+	mem     *atomic.Int64 // the broker's outbound bytes (memAccount.outbound); nil: not counted
+	acct    int64         // bytes of buf counted in mem (under mu)
+	writing int64         // bytes the writer took and counts until written (writer only)
 }
 
 func (o *outbound) init() {
@@ -53,6 +58,10 @@ func (o *outbound) init() {
 // appendLocked is called with mu held after appending to buf.
 func (o *outbound) kick() {
 	o.pending.Store(int64(len(o.buf)))
+	if d := int64(len(o.buf)) - o.acct; d != 0 && o.mem != nil {
+		o.acct += d
+		o.mem.Add(d)
+	}
 	select {
 	case o.signal <- struct{}{}:
 	default:
@@ -116,12 +125,21 @@ func (o *outbound) waitBelow(limit int) {
 // handshake state and the channels map; the writer goroutine (writeLoop)
 // owns the socket's write side.
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	name string // "peer -> local", as RabbitMQ names connections
-	peer string
-	fr   *amqp.FrameReader
-	out  outbound
+	srv     *Server
+	nc      net.Conn
+	name    string // "peer -> local", as RabbitMQ names connections
+	peer    string
+	peerKey string // the peer's IP: its key in the log limiter
+	fr      *amqp.FrameReader
+	out     outbound
+	// label is what the client calls this connection (its
+	// connection_name property), else the peer address: the subject of
+	// the connection-wide fault injection points.
+	label atomic.Pointer[string]
+	// release gives back the listener's connection_max slot (nil without
+	// a limit); countedIn is the vhost whose max-connections counts us.
+	release   func()
+	countedIn *vhost
 
 	// Negotiated in the handshake, then read-only.
 	frameMax      uint32
@@ -145,6 +163,7 @@ type conn struct {
 
 	channels  map[uint16]*channel // reader-owned
 	nchannels atomic.Int32
+	login     string     // the user that passed authentication; reader-owned
 	dirty     []*channel // channels with confirms to send; reader-owned
 	published bool       // the last frame completed a publish; reader-owned
 
@@ -152,17 +171,22 @@ type conn struct {
 	consumers map[*consumer]struct{} // for backpressure wake-ups
 	throttled atomic.Bool
 
-	stopWriter chan struct{}
-	writerDone chan struct{}
+	stopWriter     chan struct{}
+	stopWriterOnce sync.Once
+	writerDone     chan struct{}
+	forgetOnce     sync.Once
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, channels: map[uint16]*channel{},
 		stopWriter: make(chan struct{}), writerDone: make(chan struct{})}
 	c.peer = nc.RemoteAddr().String()
+	c.peerKey = logging.PeerKey(nc.RemoteAddr())
 	c.name = c.peer + " -> " + nc.LocalAddr().String()
+	c.label.Store(&c.peer)
 	c.out.init()
 	c.out.log = s.log
+	c.out.mem = &s.mem.outbound
 	c.fr = amqp.NewFrameReader(readerFunc(c.read))
 	return c
 }
@@ -205,9 +229,34 @@ func (c *conn) info() (ConnectionInfo, bool) {
 		Channels: int(c.nchannels.Load()), ClientProperties: copyArgs(c.props)}, true
 }
 
+// logf logs a line about this connection, rate-limited per peer IP.
 func (c *conn) logf(level slog.Level, msg string, args ...any) {
-	c.srv.lim.Log(level, msg, append([]any{"conn", c.name}, args...)...)
+	c.srv.peers.Log(c.peerKey, level, msg, append([]any{"conn", c.name}, args...)...)
 }
+
+// subject is the connection-wide fault injection subject (label).
+func (c *conn) subject() string { return *c.label.Load() }
+
+// internalErr is how RabbitMQ closes a connection whose process crashed:
+// 541 INTERNAL_ERROR.
+var internalErr = amqp.Error{Code: amqp.InternalError, Text: "INTERNAL_ERROR", Connection: true}
+
+// recovered is the cleanup after a panic on the reader: the client gets
+// connection.close 541, the channels end (unacked messages requeued) as
+// for any connection error, and the reader waits for close-ok; teardown
+// (deferred in serve) does the rest. Each step may fail on state the
+// panic left half-done; faults.Handle swallows a second panic and
+// teardown still runs.
+func (c *conn) recovered(any) {
+	c.closeWith(&internalErr, closeGrace)
+	c.closeChannels()
+	c.awaitCloseOk()
+}
+
+// internalErrorFrom closes the connection with 541 after a panic on
+// another goroutine working for it (a commit hook); its reader tears it
+// down once the client answers close-ok or the grace ends.
+func (c *conn) internalErrorFrom(any) { c.closeWith(&internalErr, closeGrace) }
 
 // forceClose sends connection.close and closes the socket after grace if
 // the client has not answered close-ok by then. Safe from any goroutine.
@@ -226,7 +275,11 @@ func (c *conn) closeWith(e *amqp.Error, grace time.Duration) {
 	ce.Connection = true // a soft code (403 at login) still closes the connection here
 	c.out.method(0, ce.CloseMethod())
 	c.mu.Lock()
-	c.closeTimer = time.AfterFunc(grace, func() { c.nc.Close() })
+	c.closeTimer = time.AfterFunc(grace, func() {
+		defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) { c.nc.Close() })
+		faults.Point("amqp.close-timer", c.subject())
+		c.nc.Close()
+	})
 	c.mu.Unlock()
 }
 
@@ -235,6 +288,7 @@ func (c *conn) closeWith(e *amqp.Error, grace time.Duration) {
 func (c *conn) writeLoop() {
 	defer c.srv.wg.Done()
 	defer close(c.writerDone)
+	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, c.writerPanicked)
 	var spare []byte
 	var hb *time.Timer
 	var hbC <-chan time.Time
@@ -249,19 +303,10 @@ func (c *conn) writeLoop() {
 			stop = true
 		}
 		iv := time.Duration(c.hbInterval.Load())
-		c.out.mu.Lock()
-		if iv > 0 && len(c.out.buf) == 0 && time.Since(lastWrite) >= iv/2 && !stop {
-			c.out.buf = amqp.AppendHeartbeat(c.out.buf)
-		}
-		buf := c.out.buf
-		c.out.buf = spare[:0]
-		c.out.pending.Store(0)
-		if stop {
-			c.out.dead = true
-		}
-		c.out.drained.Broadcast()
-		c.out.mu.Unlock()
+		heartbeat := iv > 0 && time.Since(lastWrite) >= iv/2 && !stop
+		buf := c.out.take(spare[:0], heartbeat, stop)
 		if len(buf) > 0 && !failed {
+			faults.Point("amqp.writer", c.subject())
 			if stop {
 				c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 			}
@@ -271,6 +316,10 @@ func (c *conn) writeLoop() {
 			}
 			lastWrite = time.Now()
 		}
+		if c.out.mem != nil {
+			c.out.mem.Add(-c.out.writing)
+		}
+		c.out.writing = 0
 		if cap(buf) > 16<<10 {
 			buf = nil // don't keep a large buffer on an idle connection
 		}
@@ -295,6 +344,46 @@ func (c *conn) writeLoop() {
 			}
 		}
 	}
+}
+
+// take swaps the outbound buffer for spare and returns what was queued,
+// with a heartbeat frame if asked and nothing else is; with stop, later
+// appends are dropped.
+func (o *outbound) take(spare []byte, heartbeat, stop bool) []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if heartbeat && len(o.buf) == 0 {
+		o.buf = amqp.AppendHeartbeat(o.buf)
+	}
+	buf := o.buf
+	o.buf = spare
+	o.pending.Store(0)
+	o.writing += o.acct // counted until written (writeLoop)
+	o.acct = 0
+	if stop {
+		o.dead = true
+	}
+	o.drained.Broadcast()
+	return buf
+}
+
+// writerPanicked is the cleanup after a panic on the writer: nothing more
+// is queued, the client gets connection.close 541 written directly (the
+// writer is gone), and the socket closes after the grace unless the
+// reader sees close-ok first and tears the connection down.
+func (c *conn) writerPanicked(any) {
+	c.out.take(nil, false, true)
+	if c.closing.CompareAndSwap(false, true) {
+		if b, err := amqp.AppendMethodFrame(nil, 0, internalErr.CloseMethod()); err == nil {
+			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			c.nc.Write(b)
+		}
+		c.mu.Lock()
+		c.closeTimer = time.AfterFunc(closeGrace, func() { c.nc.Close() })
+		c.mu.Unlock()
+		return
+	}
+	c.nc.Close()
 }
 
 func (c *conn) addConsumer(cs *consumer) {
@@ -354,17 +443,21 @@ var errClosed = errors.New("connection closed")
 
 // handshakeError is a failure before connection.open that RabbitMQ
 // answers by closing the socket without a connection.close.
-type handshakeError struct{ err error }
+type handshakeError struct {
+	err    error
+	logged bool // already logged where it happened (a refused login)
+}
 
 func (e *handshakeError) Error() string { return e.err.Error() }
 
 func silent(format string, args ...any) error {
-	return &handshakeError{fmt.Errorf(format, args...)}
+	return &handshakeError{err: fmt.Errorf(format, args...)}
 }
 
 func (c *conn) serve() {
 	defer c.srv.wg.Done()
-	defer c.teardown()
+	defer c.safeTeardown()
+	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, c.recovered)
 	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if err := c.fr.ReadProtocolHeader(); err != nil {
 		if errors.Is(err, amqp.ErrProtocolHeader) {
@@ -382,9 +475,14 @@ func (c *conn) serve() {
 		case errors.As(err, &he):
 			// RabbitMQ sends nothing for a failed handshake: it logs,
 			// waits a little (against connection floods) and closes.
-			c.logf(slog.LevelWarn, "amqp: handshake failed", "err", he.err)
+			if !he.logged {
+				c.logf(slog.LevelWarn, "amqp: handshake failed", "err", he.err)
+			}
 			c.srv.sleep(c.srv.silentCloseDelay)
 		case errors.As(err, &ae):
+			if ae.Code != amqp.AccessRefused { // authenticate logged the refused login
+				c.logf(slog.LevelWarn, "amqp: connection refused", "peer", c.peer, "user", c.login, "code", ae.Code, "text", ae.Text)
+			}
 			c.closeWith(ae, closeGrace)
 			c.awaitCloseOk()
 		}
@@ -489,10 +587,14 @@ func (c *conn) handshake() error {
 		c.authFailure, _ = caps["authentication_failure_close"].(bool)
 		c.blockedNotify, _ = caps["connection.blocked"].(bool)
 	}
+	if n, _ := so.ClientProperties["connection_name"].(string); n != "" {
+		c.label.Store(&n)
+	}
 	user, err := c.authenticate(so)
 	if err != nil {
 		return err
 	}
+	c.login = user
 	hbSec := uint16(c.srv.cfg.Heartbeat / time.Second)
 	c.out.method(0, &amqp.ConnectionTune{ChannelMax: c.srv.cfg.ChannelMax, FrameMax: c.srv.cfg.FrameMax, Heartbeat: hbSec})
 	if m, err = c.readMethod0(); err != nil {
@@ -530,6 +632,11 @@ func (c *conn) handshake() error {
 	if vh == nil {
 		return amqp.NewError(amqp.NotAllowed, ocls, omth, "vhost %s not found", op.VirtualHost)
 	}
+	// As rabbit_reader: the vhost's connection limit before access.
+	if err := vh.admitConn(user); err != nil {
+		return err
+	}
+	c.countedIn = vh
 	if c.srv.perm(user, op.VirtualHost) == nil {
 		return amqp.NewError(amqp.NotAllowed, ocls, omth, "access to vhost '%s' refused for user '%s'", op.VirtualHost, user)
 	}
@@ -566,7 +673,7 @@ func (c *conn) authenticate(so *amqp.ConnectionStartOk) (string, error) {
 	case "PLAIN":
 		parts := strings.Split(so.Response, "\x00")
 		if len(parts) != 3 {
-			return "", silent("PLAIN response %q invalid", so.Response)
+			return "", silent("PLAIN response invalid (%d fields)", len(parts))
 		}
 		user, pass = parts[1], parts[2]
 	case "AMQPLAIN":
@@ -583,15 +690,15 @@ func (c *conn) authenticate(so *amqp.ConnectionStartOk) (string, error) {
 	refused := !ok || !u.CheckPassword(pass)
 	if !refused && user == DefaultUser && !isLoopback(c.nc.RemoteAddr()) {
 		refused = true
-		c.logf(slog.LevelWarn, "amqp: user can only connect via localhost", "user", user)
+		c.logf(slog.LevelWarn, "amqp: login refused: user can only connect via localhost", "user", user, "peer", c.peer)
 	} else if refused {
-		c.logf(slog.LevelWarn, "amqp: login refused", "user", user, "mechanism", so.Mechanism)
+		c.logf(slog.LevelWarn, "amqp: login refused", "user", user, "peer", c.peer, "mechanism", so.Mechanism)
 	}
 	if !refused {
 		return user, nil
 	}
 	if !c.authFailure {
-		return "", silent("login refused for user '%s' (mechanism %s)", user, so.Mechanism)
+		return "", &handshakeError{err: fmt.Errorf("login refused for user '%s' (mechanism %s)", user, so.Mechanism), logged: true}
 	}
 	return "", amqp.NewError(amqp.AccessRefused, 0, 0,
 		"Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism)
@@ -642,6 +749,12 @@ func (c *conn) frame(f amqp.Frame) error {
 	switch f.Type {
 	case amqp.FrameHeartbeat:
 		return nil
+	}
+	if f.Type == amqp.FrameMethod && faults.Armed() != nil {
+		// The subject is the whole method: its name and its arguments
+		// (queue names, routing keys) as the client sent them.
+		cls, mth, _ := amqp.MethodIDs(f.Payload)
+		faults.Point("amqp.reader", amqp.MethodName(cls, mth)+" "+string(f.Payload))
 	}
 	if f.Channel == 0 {
 		if f.Type != amqp.FrameMethod {
@@ -761,6 +874,32 @@ func (c *conn) flushConfirms() {
 	c.dirty = c.dirty[:0]
 }
 
+// safeTeardown is teardown for a reader that may have panicked: if
+// teardown itself panics half-way, the writer still stops, the socket
+// closes and the server forgets the connection, so Shutdown does not
+// wait for it.
+func (c *conn) safeTeardown() {
+	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) {
+		c.stopWriterOnce.Do(func() { close(c.stopWriter) })
+		c.nc.Close()
+		c.forget()
+	})
+	c.teardown()
+}
+
+// forget removes the connection from the server and from its limits.
+func (c *conn) forget() {
+	c.forgetOnce.Do(func() {
+		c.srv.removeConn(c)
+		if c.countedIn != nil {
+			c.countedIn.conns.Add(-1)
+		}
+		if c.release != nil {
+			c.release()
+		}
+	})
+}
+
 // teardown runs when the reader ends: channels close (requeueing their
 // unacked messages), exclusive queues go, the writer flushes and stops.
 func (c *conn) teardown() {
@@ -775,7 +914,7 @@ func (c *conn) teardown() {
 		_, cs, _ := q.vh.deleteQueue(q, nil, 0, 0)
 		notifyCancelled(cs)
 	}
-	close(c.stopWriter)
+	c.stopWriterOnce.Do(func() { close(c.stopWriter) })
 	<-c.writerDone
 	c.mu.Lock()
 	if c.closeTimer != nil {
@@ -783,7 +922,7 @@ func (c *conn) teardown() {
 	}
 	c.mu.Unlock()
 	c.nc.Close()
-	c.srv.removeConn(c)
+	c.forget()
 	if c.open {
 		c.logf(slog.LevelInfo, "amqp: connection closed")
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"substrate/broker/amqp"
+	"substrate/internal/faults"
 )
 
 // Dead-lettering, as RabbitMQ 3.10's rabbit_dead_letter: a message a
@@ -65,6 +66,11 @@ func (q *Queue) flushDeadLater() {
 		return
 	}
 	time.AfterFunc(0, func() {
+		// A panic while routing dead letters is the queue's: logged and
+		// counted; the letters not yet routed stay in q.dead for the
+		// queue's next unlock.
+		defer faults.Recover(q.vh.srv.log, faults.AMQP, q.vh.rs("queue", q.name), nil)
+		faults.Point("amqp.deadletter", q.name)
 		q.mu.Lock()
 		q.unlock()
 	})

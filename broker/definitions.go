@@ -106,6 +106,54 @@ func (u User) HasTag(tag string) bool {
 // VHost is a virtual host.
 type VHost struct {
 	Name string `json:"name"`
+	// Limits are RabbitMQ's vhost limits, as `rabbitmqctl
+	// set_vhost_limits` writes them: LimitMaxConnections and
+	// LimitMaxQueues; a missing or negative one is no limit.
+	Limits VHostLimits `json:"limits,omitempty"`
+}
+
+// VHostLimits maps a limit's name to its value.
+type VHostLimits map[string]int64
+
+// RabbitMQ's vhost limit names.
+const (
+	LimitMaxConnections = "max-connections"
+	LimitMaxQueues      = "max-queues"
+)
+
+// get returns the named limit, -1 if none.
+func (l VHostLimits) get(name string) int64 {
+	if v, ok := l[name]; ok && v >= 0 {
+		return v
+	}
+	return -1
+}
+
+// Validate reports a limit RabbitMQ does not know, as
+// rabbit_vhost_limit's validation does.
+func (l VHostLimits) Validate() error {
+	var unknown []string
+	for k := range l {
+		if k != LimitMaxConnections && k != LimitMaxQueues {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("broker: unrecognised terms %q in limits", unknown)
+	}
+	return nil
+}
+
+func (l VHostLimits) clone() VHostLimits {
+	if len(l) == 0 {
+		return nil
+	}
+	out := make(VHostLimits, len(l))
+	for k, v := range l {
+		out[k] = v
+	}
+	return out
 }
 
 // Permission grants a user configure, write and read rights in a vhost, as
@@ -251,6 +299,7 @@ func (m *MemDefinitions) DeleteUser(_ context.Context, name string) error {
 
 // PutVHost implements Definitions.
 func (m *MemDefinitions) PutVHost(_ context.Context, v VHost) error {
+	v.Limits = v.Limits.clone()
 	return m.do(func() { m.vhosts[v.Name] = v })
 }
 

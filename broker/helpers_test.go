@@ -65,7 +65,8 @@ func urlOf(s *Server) string { return "amqp://guest:guest@" + addrOf(s) + "/" }
 // share the RabbitMQ node, so they use uniq names and delete what they
 // declare (dropQueues, dropExchanges).
 var rabbit struct {
-	ready      chan struct{} // closed once url, skip or fail is set
+	ready      chan struct{}        // closed once url, skip or fail is set
+	node       *rabbitmqtest.Server // the private node (nil with SUBSTRATE_TEST_RABBITMQ): for rabbitmqctl
 	url        string
 	skip, fail string
 	waited     atomic.Bool // a test needed it
@@ -119,6 +120,7 @@ func startRabbit() (stop func()) {
 			return
 		}
 		srv = r
+		rabbit.node = r
 		rabbit.url = "amqp://guest:guest@" + r.Addr + "/"
 		if testing.Verbose() {
 			fmt.Fprintf(os.Stderr, "broker: rabbitmq %s ready on %s after %v\n", r.Node, r.Addr, time.Since(r.StartedAt).Round(100*time.Millisecond))

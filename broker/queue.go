@@ -7,6 +7,7 @@ import (
 
 	"substrate/broker/amqp"
 	"substrate/broker/store"
+	"substrate/internal/faults"
 )
 
 // message is a published message. It is immutable once routed, so several
@@ -548,13 +549,21 @@ func (q *Queue) armTTLLocked() {
 	}
 	q.ttlAt = at
 	d := time.Duration(at-time.Now().UnixNano()) + time.Millisecond
-	q.ttlTimer = time.AfterFunc(max(d, 0), func() {
-		q.mu.Lock()
-		defer q.unlock()
-		q.ttlTimer, q.ttlAt = nil, 0
-		q.dropExpiredLocked(time.Now().UnixNano())
-		q.armTTLLocked()
-	})
+	q.ttlTimer = time.AfterFunc(max(d, 0), q.expireMessages)
+}
+
+// expireMessages is the message-TTL timer's action. A panic here belongs
+// to the queue: it is logged and counted, q.mu is released by the
+// deferred unlock, and the timer is left disarmed, so the next publish,
+// ack or consume re-arms it (no retry loop on a message that panics).
+func (q *Queue) expireMessages() {
+	defer faults.Recover(q.vh.srv.log, faults.AMQP, q.vh.rs("queue", q.name), nil)
+	q.mu.Lock()
+	defer q.unlock()
+	q.ttlTimer, q.ttlAt = nil, 0
+	faults.Point("amqp.queue-ttl", q.name)
+	q.dropExpiredLocked(time.Now().UnixNano())
+	q.armTTLLocked()
 }
 
 // nextConsumerLocked picks the consumer for the next message: with

@@ -11,10 +11,13 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"substrate/broker/amqp"
 	"substrate/broker/store"
+	"substrate/internal/faults"
+	"substrate/internal/logging"
 )
 
 // Config configures a Server. Build it with NewConfig and adjust fields.
@@ -46,6 +49,7 @@ type Config struct {
 	memUsage     func() uint64                    // tests: memory in use, in place of the broker's accounting
 	diskFree     func(dir string) (uint64, error) // tests: free bytes of dir's filesystem, in place of statfs
 	diskInterval time.Duration                    // tests: disk check interval, in place of 1 s
+	wrapListener func(net.Listener) net.Listener  // tests: wrap each bound listener (accept errors)
 }
 
 // NewConfig returns RabbitMQ's defaults: listen on 127.0.0.1:5672,
@@ -86,8 +90,9 @@ type Server struct {
 	cfg   Config
 	defs  Definitions
 	log   *slog.Logger
-	lim   *logLimiter
-	store store.Log // nil without Config.StoreDir; set by Start before any queue exists
+	peers *logging.Limiter // rate-limits log lines per peer IP (conn.logf)
+	lim   keyedLog         // the same limiter for lines about no peer (the message store)
+	store store.Log        // nil without Config.StoreDir; set by Start before any queue exists
 
 	alarm    alarm         // the memory and disk alarms (memory.go, disk.go)
 	blocked  atomic.Int64  // connections blocked by them
@@ -165,7 +170,8 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s.lim = newLogLimiter(s.log, 10, time.Second)
+	s.peers = logging.NewLimiter(s.log, "amqp", 10, time.Second)
+	s.lim = keyedLog{s.peers, "broker"}
 	return s, nil
 }
 
@@ -211,6 +217,9 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return fail(fmt.Errorf("broker: listen %s: %w", a, err))
 		}
+		if s.cfg.wrapListener != nil {
+			ln = s.cfg.wrapListener(ln)
+		}
 		s.listeners = append(s.listeners, ln)
 	}
 	s.started = true
@@ -250,7 +259,10 @@ func (s *Server) loadDefinitions(set *DefinitionSet) error {
 	s.authMu.Unlock()
 	s.vhMu.Lock()
 	for _, v := range set.VHosts {
-		s.vhosts[v.Name] = newVHost(s, v.Name)
+		vh := newVHost(s, v.Name)
+		vh.limits = v.Limits.clone()
+		vh.setLimits(v.Limits)
+		s.vhosts[v.Name] = vh
 	}
 	s.vhMu.Unlock()
 	for _, e := range set.Exchanges {
@@ -293,41 +305,148 @@ func compilePerm(p Permission) (*compiledPerm, error) {
 	return cp, nil
 }
 
+// acceptLoop accepts connections on ln until Shutdown. With
+// MaxConnections it stops accepting while that many of ln's connections
+// are open, as RabbitMQ's connection_max (ranch's max_connections per
+// listener) does: further clients wait in the kernel's listen backlog
+// and are served when a connection closes; nothing refuses them. A
+// temporary accept error (EMFILE, ENFILE: out of descriptors) makes it
+// sleep, 5 ms doubling up to 1 s, as net/http's Server does, instead of
+// spinning or giving up; it logs once per episode.
 func (s *Server) acceptLoop(ln net.Listener) {
 	defer s.wg.Done()
-	var delay time.Duration
+	var slots chan struct{}
+	if n := s.cfg.MaxConnections; n > 0 {
+		slots = make(chan struct{}, n)
+	}
+	var bo acceptBackoff
 	for {
+		if slots != nil && !s.takeSlot(ln, slots) {
+			return
+		}
 		nc, err := ln.Accept()
 		if err != nil {
+			if slots != nil {
+				<-slots
+			}
 			if s.stopping.Load() {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if !temporaryAccept(err) {
+				select {
+				case s.errc <- fmt.Errorf("broker: accept on %s: %w", ln.Addr(), err):
+				default:
+				}
+				return
 			}
-			select {
-			case s.errc <- fmt.Errorf("broker: accept on %s: %w", ln.Addr(), err):
-			default:
+			d, first := bo.next()
+			if first {
+				s.log.Warn("amqp: accept failing, backing off until it recovers", "listener", ln.Addr().String(), "err", err)
 			}
-			return
-		}
-		delay = 0
-		c := newConn(s, nc)
-		s.connMu.Lock()
-		if s.stopping.Load() {
-			s.connMu.Unlock()
-			nc.Close()
+			s.sleep(d)
 			continue
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(2)
-		s.connMu.Unlock()
-		go c.writeLoop()
-		go c.serve()
+		if n, since := bo.reset(); n > 0 {
+			s.log.Info("amqp: accepting again", "listener", ln.Addr().String(), "failures", n, "after", since.Round(time.Millisecond))
+		}
+		var release func()
+		if slots != nil {
+			release = func() { <-slots }
+		}
+		s.admit(nc, release)
 	}
+}
+
+// takeSlot waits for a free connection_max slot of ln; false when Shutdown
+// started.
+func (s *Server) takeSlot(ln net.Listener, slots chan struct{}) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+	}
+	s.log.Warn("amqp: connection_max reached, not accepting until a connection closes",
+		"listener", ln.Addr().String(), "connection_max", cap(slots))
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-s.stopc:
+		return false
+	}
+}
+
+// admit starts a new connection's reader and writer. A panic here (the
+// amqp.accept site) closes only that socket; the accept loop goes on.
+func (s *Server) admit(nc net.Conn, release func()) {
+	started := false
+	defer faults.Recover(s.log, faults.AMQP, nc.RemoteAddr().String(), func(any) {
+		if !started {
+			nc.Close()
+			if release != nil {
+				release()
+			}
+		}
+	})
+	faults.Point("amqp.accept", nc.RemoteAddr().String())
+	c := newConn(s, nc)
+	c.release = release
+	s.connMu.Lock()
+	if s.stopping.Load() {
+		s.connMu.Unlock()
+		nc.Close()
+		if release != nil {
+			release()
+		}
+		started = true
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(2)
+	s.connMu.Unlock()
+	started = true
+	go c.writeLoop()
+	go c.serve()
+}
+
+// acceptBackoff is an accept loop's sleep after temporary errors.
+type acceptBackoff struct {
+	delay    time.Duration
+	failures int
+	since    time.Time
+}
+
+// next returns the sleep after one more failure, and whether this
+// failure starts an episode.
+func (b *acceptBackoff) next() (time.Duration, bool) {
+	first := b.failures == 0
+	if first {
+		b.since = time.Now()
+	}
+	b.failures++
+	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
+	return b.delay, first
+}
+
+// reset ends an episode and returns its failures and duration.
+func (b *acceptBackoff) reset() (int, time.Duration) {
+	n, since := b.failures, time.Since(b.since)
+	*b = acceptBackoff{}
+	return n, since
+}
+
+// temporaryAccept reports whether an accept error will likely pass: out
+// of file descriptors or buffers, a timeout (net/http's Temporary()).
+func temporaryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Addrs returns the addresses the listeners are bound to (with the real
@@ -596,6 +715,51 @@ func (s *Server) VHosts() []string {
 	return out
 }
 
+// SetVHostLimits replaces a vhost's limits, as `rabbitmqctl
+// set_vhost_limits` does (keys LimitMaxConnections, LimitMaxQueues;
+// negative means no limit). Open connections and existing queues stay:
+// the limits apply to the next connection.open and queue.declare.
+func (s *Server) SetVHostLimits(ctx context.Context, vhost string, l VHostLimits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	vh := s.vhost(vhost)
+	if vh == nil {
+		return fmt.Errorf("broker: vhost %q: %w", vhost, ErrNotFound)
+	}
+	l = l.clone()
+	if err := s.defs.PutVHost(ctx, VHost{Name: vhost, Limits: l}); err != nil {
+		return err
+	}
+	vh.limits = l
+	vh.setLimits(l)
+	return nil
+}
+
+// ClearVHostLimits removes a vhost's limits (rabbitmqctl
+// clear_vhost_limits).
+func (s *Server) ClearVHostLimits(ctx context.Context, vhost string) error {
+	return s.SetVHostLimits(ctx, vhost, nil)
+}
+
+// VHostLimits returns each vhost's limits (only vhosts that have some),
+// for rabbitmqctl list_vhost_limits.
+func (s *Server) VHostLimits() map[string]VHostLimits {
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	out := map[string]VHostLimits{}
+	s.vhMu.RLock()
+	defer s.vhMu.RUnlock()
+	for n, vh := range s.vhosts {
+		if len(vh.limits) > 0 {
+			out[n] = vh.limits.clone()
+		}
+	}
+	return out
+}
+
 // SetPermissions sets a user's permissions on a vhost. The regular
 // expressions are Go (RE2) syntax, matched unanchored as RabbitMQ does.
 func (s *Server) SetPermissions(ctx context.Context, p Permission) error {
@@ -789,46 +953,10 @@ func copyArgs(t map[string]any) map[string]any {
 	return out
 }
 
-// logLimiter lets through at most n per-connection log lines per period
-// and reports how many it dropped, so a reconnect storm does not flood
-// the log. The report has the level of the most severe dropped line, so a
-// burst of routine connection lines does not turn into a warning.
-type logLimiter struct {
-	log      *slog.Logger
-	n        int
-	period   time.Duration
-	mu       sync.Mutex
-	start    time.Time
-	count    int
-	dropped  int
-	severest slog.Level // of the dropped lines
+// keyedLog logs through a Limiter under one fixed key.
+type keyedLog struct {
+	l   *logging.Limiter
+	key string
 }
 
-func newLogLimiter(l *slog.Logger, n int, period time.Duration) *logLimiter {
-	return &logLimiter{log: l, n: n, period: period}
-}
-
-func (l *logLimiter) Log(level slog.Level, msg string, args ...any) {
-	if !l.log.Enabled(context.Background(), level) {
-		return
-	}
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.start) >= l.period {
-		if l.dropped > 0 {
-			l.log.Log(context.Background(), l.severest, "amqp: connection log lines suppressed", "count", l.dropped)
-		}
-		l.start, l.count, l.dropped = now, 0, 0
-	}
-	if l.count >= l.n {
-		if l.dropped == 0 || level > l.severest {
-			l.severest = level
-		}
-		l.dropped++
-		l.mu.Unlock()
-		return
-	}
-	l.count++
-	l.mu.Unlock()
-	l.log.Log(context.Background(), level, msg, args...)
-}
+func (k keyedLog) Log(level slog.Level, msg string, args ...any) { k.l.Log(k.key, level, msg, args...) }

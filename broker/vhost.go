@@ -8,9 +8,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"substrate/broker/amqp"
+	"substrate/broker/store"
+	"substrate/internal/faults"
 )
 
 // vhost holds a virtual host's exchanges, queues and bindings.
@@ -27,6 +30,13 @@ type vhost struct {
 	mu        sync.RWMutex
 	exchanges map[string]*exchange
 	queues    map[string]*Queue
+
+	// RabbitMQ's vhost limits (set_vhost_limits): as stored (guarded by
+	// Server.adminMu) and as checked (-1 for none), and the open
+	// connections counted against max-connections.
+	limits              VHostLimits
+	maxConns, maxQueues atomic.Int64
+	conns               atomic.Int64
 }
 
 // predefined exchanges of every vhost.
@@ -37,10 +47,31 @@ var predefined = []struct{ name, kind string }{
 
 func newVHost(s *Server, name string) *vhost {
 	vh := &vhost{srv: s, name: name, exchanges: map[string]*exchange{}, queues: map[string]*Queue{}}
+	vh.maxConns.Store(-1)
+	vh.maxQueues.Store(-1)
 	for _, p := range predefined {
 		vh.exchanges[p.name] = newExchange(p.name, p.kind, true, false, false, nil)
 	}
 	return vh
+}
+
+// admitConn counts a connection opening in vh, or refuses it with
+// RabbitMQ's error when that would pass the vhost's max-connections (0
+// refuses every connection; negative is no limit).
+func (vh *vhost) admitConn(user string) *amqp.Error {
+	limit := vh.maxConns.Load()
+	if n := vh.conns.Add(1); limit >= 0 && n > limit {
+		vh.conns.Add(-1)
+		return amqp.NewError(amqp.NotAllowed, amqp.ClassConnection, amqp.MethodConnectionOpen,
+			"access to vhost '%s' refused for user '%s': connection limit (%d) is reached", vh.name, user, limit)
+	}
+	return nil
+}
+
+// setLimits applies a vhost's stored limits.
+func (vh *vhost) setLimits(l VHostLimits) {
+	vh.maxConns.Store(l.get(LimitMaxConnections))
+	vh.maxQueues.Store(l.get(LimitMaxQueues))
 }
 
 func (vh *vhost) rs(kind, name string) string {
@@ -480,6 +511,16 @@ func (vh *vhost) declareQueue(m *amqp.QueueDeclare, owner *conn) (*Queue, *amqp.
 		q.Touch()
 		return q, nil
 	}
+	// As rabbit_channel: the vhost's queue limit before the arguments.
+	if limit := vh.maxQueues.Load(); limit >= 0 {
+		vh.mu.RLock()
+		n := len(vh.queues)
+		vh.mu.RUnlock()
+		if n+1 > int(limit) {
+			return nil, amqp.NewError(amqp.PreconditionFailed, cls, mth,
+				"cannot declare queue '%s': queue limit in vhost '%s' (%d) is reached", m.Queue, vh.name, limit)
+		}
+	}
 	if err := vh.checkQueueArgs(m.Queue, m.Arguments, m.Durable, m.Exclusive, m.AutoDelete); err != nil {
 		return nil, err
 	}
@@ -511,15 +552,33 @@ func (vh *vhost) declareQueue(m *amqp.QueueDeclare, owner *conn) (*Queue, *amqp.
 func (vh *vhost) deleteQueue(q *Queue, check func() *amqp.Error, cls, mth uint16) (int, []*consumer, *amqp.Error) {
 	vh.cfgMu.Lock()
 	defer vh.cfgMu.Unlock()
+	n, cs, dropped, ops, err := vh.unlinkQueue(q, check)
+	if err != nil || ops == nil {
+		return 0, nil, err
+	}
+	if dropped != nil {
+		// Still holding cfgMu: a redeclare under the same name waits
+		// until a crash can no longer bring these messages back into it.
+		dropped.Wait()
+	}
+	if q.owner != nil {
+		q.owner.removeExclusive(q)
+	}
+	return n, cs, vh.persist(cls, mth, ops...)
+}
+
+// unlinkQueue is deleteQueue's part under vh.mu (released by defer, so a
+// panic in a check or in the queue leaves no lock held). ops is nil if q
+// was already gone, else the Definitions writes to make (maybe none).
+func (vh *vhost) unlinkQueue(q *Queue, check func() *amqp.Error) (n int, cs []*consumer, dropped *store.Commit, ops []defOp, err *amqp.Error) {
 	vh.mu.Lock()
+	defer vh.mu.Unlock()
 	if vh.queues[q.name] != q {
-		vh.mu.Unlock()
-		return 0, nil, nil
+		return 0, nil, nil, nil, nil
 	}
 	if check != nil {
 		if err := check(); err != nil {
-			vh.mu.Unlock()
-			return 0, nil, err
+			return 0, nil, nil, nil, err
 		}
 	}
 	delete(vh.queues, q.name)
@@ -532,7 +591,7 @@ func (vh *vhost) deleteQueue(q *Queue, check func() *amqp.Error, cls, mth uint16
 	if len(def.exact[q.name]) == 0 {
 		delete(def.exact, q.name)
 	}
-	var ops []defOp
+	ops = []defOp{}
 	if q.durable && q.owner == nil {
 		name := q.name
 		ops = append(ops, func(ctx context.Context, d Definitions) error { return d.DeleteQueue(ctx, vh.name, name) })
@@ -540,24 +599,19 @@ func (vh *vhost) deleteQueue(q *Queue, check func() *amqp.Error, cls, mth uint16
 	for b := range q.bindings {
 		ops = vh.removeBindingLocked(b, ops, false)
 	}
-	n, cs, dropped := q.markDeleted()
-	vh.mu.Unlock()
-	if dropped != nil {
-		// Still holding cfgMu: a redeclare under the same name waits
-		// until a crash can no longer bring these messages back into it.
-		dropped.Wait()
-	}
-	if q.owner != nil {
-		q.owner.removeExclusive(q)
-	}
-	return n, cs, vh.persist(cls, mth, ops...)
+	n, cs, dropped = q.markDeleted()
+	return n, cs, dropped, ops, nil
 }
 
-// expireQueue is the x-expires timer's action.
+// expireQueue is the x-expires timer's action. A panic here belongs to
+// the queue, not to a connection: it is logged and counted, and this
+// expiry is skipped (the next use re-arms the timer).
 func (vh *vhost) expireQueue(q *Queue, gen uint64) {
+	defer faults.Recover(vh.srv.log, faults.AMQP, vh.rs("queue", q.name), nil)
 	if vh.srv.stopping.Load() {
 		return
 	}
+	faults.Point("amqp.queue-expires", q.name)
 	_, cs, _ := vh.deleteQueue(q, func() *amqp.Error {
 		if !q.expiredGen(gen) {
 			return amqp.NewError(amqp.PreconditionFailed, 0, 0, "in use")

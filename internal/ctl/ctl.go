@@ -12,8 +12,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,6 +45,9 @@ type Broker interface {
 	Connections() []broker.ConnectionInfo
 	CloseConnection(name, reason string) error
 	CloseAllConnections(reason string) int
+	SetVHostLimits(ctx context.Context, vhost string, l broker.VHostLimits) error
+	ClearVHostLimits(ctx context.Context, vhost string) error
+	VHostLimits() map[string]broker.VHostLimits
 }
 
 // rabbitmqctl's exit codes (sysexits.h).
@@ -51,6 +56,7 @@ const (
 	ExitUsage    = 64
 	ExitDataErr  = 65
 	ExitNoUser   = 67
+	ExitUnavail  = 69 // rabbitmqctl's answer to a definition the node refuses
 	ExitSoftware = 70
 )
 
@@ -151,6 +157,44 @@ var commands = map[string]command{
 			rows = append(rows, []string{v})
 		}
 		return "Listing vhosts ...", table(rows), nil
+	}},
+	"set_vhost_limits": {args: "<definition>", min: 1, max: 1, vhost: true, run: func(ctx context.Context, b Broker, vhost string, a []string) (string, string, error) {
+		banner := fmt.Sprintf("Setting vhost limits to %q for vhost %q ...", a[0], vhost)
+		l, err := parseLimits(a[0])
+		if err != nil {
+			return banner, "", err
+		}
+		if !slices.Contains(b.VHosts(), vhost) {
+			return banner, "", &cmdError{ExitDataErr, fmt.Sprintf("Virtual host '%s' does not exist", vhost)}
+		}
+		return banner, "", b.SetVHostLimits(ctx, vhost, l)
+	}},
+	"clear_vhost_limits": {vhost: true, run: func(ctx context.Context, b Broker, vhost string, _ []string) (string, string, error) {
+		banner := fmt.Sprintf("Clearing vhost %q limits ...", vhost)
+		if _, ok := b.VHostLimits()[vhost]; !ok {
+			return banner, "", &cmdError{ExitUnavail, "Parameter does not exist"}
+		}
+		return banner, "", b.ClearVHostLimits(ctx, vhost)
+	}},
+	"list_vhost_limits": {args: "[--global]", max: 1, vhost: true, run: func(_ context.Context, b Broker, vhost string, a []string) (string, string, error) {
+		all := b.VHostLimits()
+		if len(a) == 1 {
+			if a[0] != "--global" {
+				return "", "", &cmdError{ExitUsage, "invalid option " + a[0]}
+			}
+			rows := [][]string{{"vhost", "limits"}}
+			for _, v := range b.VHosts() {
+				if l, ok := all[v]; ok {
+					rows = append(rows, []string{v, limitsJSON(l)})
+				}
+			}
+			return "Listing limits for all vhosts ...", table(rows), nil
+		}
+		banner := fmt.Sprintf("Listing limits for vhost %q ...", vhost)
+		if l, ok := all[vhost]; ok {
+			return banner, limitsJSON(l), nil
+		}
+		return banner, "", nil
 	}},
 	"set_permissions": {args: "<username> <conf> <write> <read>", min: 4, max: 4, vhost: true, run: func(ctx context.Context, b Broker, vhost string, a []string) (string, string, error) {
 		banner := fmt.Sprintf("Setting permissions for user %q in vhost %q ...", a[0], vhost)
@@ -289,6 +333,45 @@ func exists(b Broker, name string) bool {
 		}
 	}
 	return false
+}
+
+// parseLimits reads set_vhost_limits' JSON definition and validates it
+// as rabbit_vhost_limit does: known names, integer values.
+func parseLimits(def string) (broker.VHostLimits, error) {
+	dec := json.NewDecoder(strings.NewReader(def))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil || dec.More() {
+		return nil, &cmdError{ExitUnavail, "JSON decoding error. Reason: badarg"}
+	}
+	var unknown []string
+	l := broker.VHostLimits{}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if k != broker.LimitMaxConnections && k != broker.LimitMaxQueues {
+			unknown = append(unknown, fmt.Sprintf("{<<%q>>,%v}", k, m[k]))
+			continue
+		}
+		n, ok := m[k].(json.Number)
+		v, err := n.Int64()
+		if !ok || err != nil {
+			was := fmt.Sprint(m[k])
+			if s, isStr := m[k].(string); isStr {
+				was = fmt.Sprintf("<<%q>>", s)
+			}
+			return nil, &cmdError{ExitUnavail, fmt.Sprintf("Validation failed\n\n%s should be a number, actually was %s\n", k, was)}
+		}
+		l[k] = v
+	}
+	if len(unknown) > 0 {
+		return nil, &cmdError{ExitUnavail, fmt.Sprintf("Validation failed\n\nUnrecognised terms [%s] in limits\n", strings.Join(unknown, ","))}
+	}
+	return l, nil
+}
+
+// limitsJSON prints limits as list_vhost_limits does.
+func limitsJSON(l broker.VHostLimits) string {
+	b, _ := json.Marshal(map[string]int64(l))
+	return string(b)
 }
 
 func noUser(name string) error {

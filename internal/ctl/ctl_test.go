@@ -141,3 +141,37 @@ func TestListQueuesColumns(t *testing.T) {
 		t.Fatalf("bad column: code %d stderr %q", res.Code, res.Stderr)
 	}
 }
+
+// TestVHostLimitsAsRabbitmqctl: outputs and exit codes recorded from
+// rabbitmqctl 3.10.8 (Debian's), with JSON written without spaces.
+func TestVHostLimitsAsRabbitmqctl(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		argv       string
+		code       int
+		stdout     string // exact
+		stderrPart string
+	}{
+		{"list_vhost_limits", 0, "Listing limits for vhost \"/\" ...\n", ""},
+		{`set_vhost_limits -p / {"max-connections":2,"max-queues":1}`, 0, "Setting vhost limits to \"{\\\"max-connections\\\":2,\\\"max-queues\\\":1}\" for vhost \"/\" ...\n", ""},
+		{"list_vhost_limits", 0, "Listing limits for vhost \"/\" ...\n{\"max-connections\":2,\"max-queues\":1}\n", ""},
+		{"list_vhost_limits --global", 0, "Listing limits for all vhosts ...\nvhost\tlimits\n/\t{\"max-connections\":2,\"max-queues\":1}\n", ""},
+		{`set_vhost_limits {"max-connection":2}`, ExitUnavail, "Setting vhost limits to \"{\\\"max-connection\\\":2}\" for vhost \"/\" ...\n", "Validation failed\n\nUnrecognised terms [{<<\"max-connection\">>,2}] in limits\n"},
+		{`set_vhost_limits {"max-connections":"x"}`, ExitUnavail, "Setting vhost limits to \"{\\\"max-connections\\\":\\\"x\\\"}\" for vhost \"/\" ...\n", "max-connections should be a number, actually was <<\"x\">>"},
+		{`set_vhost_limits nojson`, ExitUnavail, "Setting vhost limits to \"nojson\" for vhost \"/\" ...\n", "JSON decoding error. Reason: badarg"},
+		{`set_vhost_limits -p nosuch {"max-queues":1}`, ExitDataErr, "Setting vhost limits to \"{\\\"max-queues\\\":1}\" for vhost \"nosuch\" ...\n", "Virtual host 'nosuch' does not exist"},
+		{"clear_vhost_limits -p /", 0, "Clearing vhost \"/\" limits ...\n", ""},
+		{"clear_vhost_limits -p /", ExitUnavail, "Clearing vhost \"/\" limits ...\n", "Parameter does not exist"},
+		{`set_vhost_limits {"max-connections":-1,"max-queues":-1}`, 0, "Setting vhost limits to \"{\\\"max-connections\\\":-1,\\\"max-queues\\\":-1}\" for vhost \"/\" ...\n", ""},
+		{"list_vhost_limits -p /", 0, "Listing limits for vhost \"/\" ...\n{\"max-connections\":-1,\"max-queues\":-1}\n", ""},
+	} {
+		res := Run(ctx, b, strings.Fields(tc.argv))
+		if res.Code != tc.code || res.Stdout != tc.stdout || !strings.Contains(res.Stderr, tc.stderrPart) {
+			t.Errorf("%q:\n got code %d stdout %q stderr %q\nwant code %d stdout %q stderr containing %q", tc.argv, res.Code, res.Stdout, res.Stderr, tc.code, tc.stdout, tc.stderrPart)
+		}
+	}
+	if got := b.VHostLimits()["/"]; got[broker.LimitMaxConnections] != -1 || got[broker.LimitMaxQueues] != -1 {
+		t.Fatalf("broker holds %v", got)
+	}
+}
