@@ -83,6 +83,33 @@ func Run(t *testing.T, d broker.Definitions) {
 		t.Fatalf("permissions %+v vhosts %+v", set.Permissions, set.VHosts)
 	}
 
+	// Vhost limits are stored with the vhost: setting them replaces the
+	// vhost's record without touching what is in it; clearing them
+	// leaves none.
+	limited := broker.VHost{Name: "nova/cell1", Limits: broker.VHostLimits{broker.LimitMaxConnections: 10, broker.LimitMaxQueues: -1}}
+	must(d.PutVHost(ctx, limited))
+	limited.Limits[broker.LimitMaxQueues] = 99 // the store keeps what was put, not the caller's map
+	vhostNamed := func(set *broker.DefinitionSet, name string) broker.VHost {
+		for _, v := range set.VHosts {
+			if v.Name == name {
+				return v
+			}
+		}
+		t.Fatalf("vhost %q missing: %+v", name, set.VHosts)
+		return broker.VHost{}
+	}
+	set = load()
+	if got, want := vhostNamed(set, "nova/cell1"), (broker.VHost{Name: "nova/cell1", Limits: broker.VHostLimits{broker.LimitMaxConnections: 10, broker.LimitMaxQueues: -1}}); !reflect.DeepEqual(got, want) {
+		t.Fatalf("vhost limits round trip:\n got %#v\nwant %#v", got, want)
+	}
+	if len(set.Permissions) != 2 {
+		t.Fatalf("setting limits dropped the vhost's permissions: %+v", set.Permissions)
+	}
+	must(d.PutVHost(ctx, broker.VHost{Name: "nova/cell1"}))
+	if got := vhostNamed(load(), "nova/cell1"); len(got.Limits) != 0 {
+		t.Fatalf("cleared limits still stored: %#v", got)
+	}
+
 	// Cascades.
 	must(d.DeleteQueue(ctx, "/", q.Name))
 	if set := load(); len(set.Queues) != 0 || len(set.Bindings) != 1 {
