@@ -99,6 +99,9 @@ func parseServe(args []string, env map[string]string, stderr io.Writer) (serveFl
 	}
 	var warnings []string
 	for _, k := range res.Unknown {
+		if strings.HasPrefix(k, "SUBSTRATE_TEST_") { // test hooks (SUBSTRATE_TEST_FAULTS), not settings
+			continue
+		}
 		warnings = append(warnings, "ignoring unknown environment variable "+k)
 	}
 	if f.config != "" {
@@ -354,6 +357,16 @@ func serveCache(ctx context.Context, f serveFlags, hosts []string, log *slog.Log
 // ready line (memcached drops root privileges there).
 func runServices(ctx context.Context, log *slog.Logger, t0 time.Time, services []lifecycle.Service, ports []preflight.Port, afterStart func() error) error {
 	g := lifecycle.NewGroup(log, services...)
+	// etcd's fatal paths (a zap Fatal or Panic entry, then os.Exit or a
+	// panic) first stop the other services in order: the broker's store
+	// flushed and marked clean, listeners closed.
+	defer logging.OnFatal(func(ctx context.Context) {
+		log.Error("etcd failed fatally; stopping the other services before the process exits")
+		if err := g.Emergency(ctx, "etcd"); err != nil {
+			log.Error("emergency stop", "err", err)
+		}
+		log.Info("emergency stop finished")
+	})()
 	if err := g.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped before startup finished")

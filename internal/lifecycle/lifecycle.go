@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -28,6 +29,7 @@ type Service interface {
 type Group struct {
 	log      *slog.Logger
 	services []Service
+	mu       sync.Mutex // guards started against Emergency, which any goroutine may call
 	started  []Service
 }
 
@@ -48,7 +50,9 @@ func (g *Group) Start(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", s.Name(), err)
 		}
 		g.log.Debug("service started", "service", s.Name(), "took", time.Since(t0).Round(time.Millisecond))
+		g.mu.Lock()
 		g.started = append(g.started, s)
+		g.mu.Unlock()
 	}
 	return nil
 }
@@ -86,14 +90,41 @@ func (g *Group) Wait(ctx context.Context) error {
 // errors joined.
 func (g *Group) Shutdown(ctx context.Context) error {
 	var errs []error
-	for i := len(g.started) - 1; i >= 0; i-- {
-		s := g.started[i]
+	g.mu.Lock()
+	started := g.started
+	g.mu.Unlock()
+	for i := len(started) - 1; i >= 0; i-- {
+		s := started[i]
 		t0 := time.Now()
 		if err := s.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
 		}
 		g.log.Debug("service stopped", "service", s.Name(), "took", time.Since(t0).Round(time.Millisecond))
 	}
+	g.mu.Lock()
 	g.started = nil
+	g.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// Emergency shuts down the started services except the one named
+// failing, in reverse order, from any goroutine: the process is about to
+// end because failing cannot go on (etcd logged a fatal error), and the
+// others must stop in order first. Shutdown's idempotence makes a later
+// or concurrent Shutdown harmless.
+func (g *Group) Emergency(ctx context.Context, failing string) error {
+	g.mu.Lock()
+	started := append([]Service(nil), g.started...)
+	g.mu.Unlock()
+	var errs []error
+	for i := len(started) - 1; i >= 0; i-- {
+		s := started[i]
+		if s.Name() == failing {
+			continue
+		}
+		if err := s.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
+		}
+	}
 	return errors.Join(errs...)
 }

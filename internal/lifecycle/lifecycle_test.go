@@ -71,3 +71,19 @@ func TestWaitReturnsServiceFailure(t *testing.T) {
 		t.Fatalf("Wait after cancel = %v", err)
 	}
 }
+
+func TestEmergencySkipsTheFailingService(t *testing.T) {
+	var log []string
+	g := NewGroup(logging.Discard(), &fake{name: "etcd", log: &log}, &fake{name: "amqp", log: &log}, &fake{name: "memcached", log: &log})
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- g.Emergency(context.Background(), "etcd") }() // from another goroutine, as a fatal log entry would
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(log, ","); got != "start etcd,start amqp,start memcached,stop memcached,stop amqp" {
+		t.Fatalf("order = %s", got)
+	}
+}

@@ -128,7 +128,13 @@ func (c *zapCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 	}
 	r.AddAttrs(c.attrs...)
 	r.AddAttrs(encodeFields(fields)...)
-	return c.h.Handle(context.Background(), r)
+	err := c.h.Handle(context.Background(), r)
+	if fatal(ent.Level) {
+		// zap panics or exits once this returns: stop the rest of the
+		// process in order first (see fatal.go).
+		runEmergency()
+	}
+	return err
 }
 
 func (c *zapCore) Sync() error { return nil }
