@@ -86,6 +86,23 @@
 // refresh_certs (tlsState.cur); a handshake uses the one current at its
 // start. A UDP socket's binary state (udpConn.bin) belongs to its reader.
 //
+// # Faults
+//
+// A panic while serving a client (parsing, executing a command, the TLS
+// handshake) is recovered in that connection's serve goroutine: one ERROR
+// line with the peer and the stack, substrate_panics_total{service=
+// "memcached"} goes up, and only that connection is closed, without a
+// reply (memcached has none for this); replies still buffered for it are
+// dropped. Over UDP only the datagram is dropped and the socket's reader
+// goes on. The store's shard locks in store.go are released by defer, so
+// such a panic leaves no shard locked (the meta commands in metaexec.go
+// and stats' slab scan still unlock by hand). Test hooks: SiteConn,
+// SiteBinary and SiteTLS (faults.go).
+//
+// Config.MaxMemoryLimit (substrate serve: the cache's -m, its share of
+// the process's memory budget) caps cache_memlimit, which then answers
+// "CLIENT_ERROR cannot set maxbytes to more than Nm ...".
+//
 // # Differences from memcached
 //
 //   - Eviction is per shard LRU (the writer's shard first, then others)

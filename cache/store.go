@@ -462,12 +462,8 @@ func (s *store) store(r *storeReq) (storeResult, uint64) {
 	}
 	reserved := need
 	for {
-		sh.mu.Lock()
-		now := s.clk.now()
-		idx := s.find(sh, r.key, now)
-		res, cas, extra := s.storeLocked(sh, idx, r, now, reserved)
+		res, cas, extra := s.storeInShard(sh, r, reserved)
 		if extra <= 0 {
-			sh.mu.Unlock()
 			if extra < 0 {
 				s.release(-extra)
 			}
@@ -475,7 +471,6 @@ func (s *store) store(r *storeReq) (storeResult, uint64) {
 		}
 		// append/prepend needs more memory than reserved: get it without
 		// holding the lock, then retry.
-		sh.mu.Unlock()
 		if !s.reserve(extra, sh) {
 			s.release(reserved)
 			return resNoMemory, 0
@@ -554,14 +549,25 @@ func (s *store) storeLocked(sh *shard, idx int32, r *storeReq, now uint32, reser
 	return resStored, cas, 0
 }
 
+// storeInShard is one attempt of store under the shard lock (deferred, so
+// that a panic, contained to the client that caused it, leaves no shard
+// locked).
+func (s *store) storeInShard(sh *shard, r *storeReq, reserved int64) (storeResult, uint64, int64) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := s.clk.now()
+	idx := s.find(sh, r.key, now)
+	return s.storeLocked(sh, idx, r, now, reserved)
+}
+
 // remove deletes key if present (no statistics).
 func (s *store) remove(key []byte) {
 	sh := s.shardFor(key)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if idx := s.lookup(sh, key); idx != nilSlot {
 		s.unlink(sh, idx)
 	}
-	sh.mu.Unlock()
 }
 
 // delete is the delete command: true if a live item was removed.
@@ -615,9 +621,9 @@ func (s *store) fetch(key []byte, now uint32, touch bool, exp uint32) (view, boo
 	h := s.hash(key)
 	sh := &s.shards[h%numShards]
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	idx := s.findHash(sh, h, key, now)
 	if idx == nilSlot {
-		sh.mu.Unlock()
 		return view{}, false
 	}
 	it := sh.at(idx)
@@ -625,9 +631,7 @@ func (s *store) fetch(key []byte, now uint32, touch bool, exp uint32) (view, boo
 		it.exptime = exp
 	}
 	sh.bump(idx, now)
-	v := view{buf: it.buf(), klen: int(it.klen), flags: it.flags, cas: it.cas}
-	sh.mu.Unlock()
-	return v, true
+	return view{buf: it.buf(), klen: int(it.klen), flags: it.flags, cas: it.cas}, true
 }
 
 // Results of incr/decr.
