@@ -272,35 +272,6 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 	}
 }
 
-func TestAcceptBackoffCapsAtOneSecond(t *testing.T) {
-	var b acceptBackoff
-	var got []time.Duration
-	for i := 0; i < 12; i++ {
-		d, first := b.next()
-		if first != (i == 0) {
-			t.Fatalf("failure %d: first=%v", i, first)
-		}
-		got = append(got, d)
-	}
-	if got[0] != 5*time.Millisecond || got[1] != 10*time.Millisecond || got[8] != time.Second || got[11] != time.Second {
-		t.Fatalf("delays %v", got)
-	}
-	if n, _ := b.reset(); n != 12 {
-		t.Fatalf("reset reported %d failures", n)
-	}
-	if d, first := b.next(); d != 5*time.Millisecond || !first {
-		t.Fatalf("after reset: %v %v", d, first)
-	}
-	for _, err := range []error{syscall.EMFILE, syscall.ENFILE, &net.OpError{Err: &osSyscallError{syscall.ENFILE}}} {
-		if !temporaryAccept(err) {
-			t.Errorf("%v is not temporary", err)
-		}
-	}
-	if temporaryAccept(net.ErrClosed) {
-		t.Error("net.ErrClosed is temporary")
-	}
-}
-
 func stillServesQueue(t *testing.T, c *amqp091.Connection) {
 	t.Helper()
 	ch := channel091(t, c)

@@ -11,13 +11,13 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"substrate/broker/amqp"
 	"substrate/broker/store"
 	"substrate/internal/faults"
 	"substrate/internal/logging"
+	"substrate/internal/netutil"
 )
 
 // Config configures a Server. Build it with NewConfig and adjust fields.
@@ -319,7 +319,7 @@ func (s *Server) acceptLoop(ln net.Listener) {
 	if n := s.cfg.MaxConnections; n > 0 {
 		slots = make(chan struct{}, n)
 	}
-	var bo acceptBackoff
+	var bo netutil.AcceptBackoff
 	for {
 		if slots != nil && !s.takeSlot(ln, slots) {
 			return
@@ -332,21 +332,21 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			if s.stopping.Load() {
 				return
 			}
-			if !temporaryAccept(err) {
+			if !netutil.TemporaryAccept(err) {
 				select {
 				case s.errc <- fmt.Errorf("broker: accept on %s: %w", ln.Addr(), err):
 				default:
 				}
 				return
 			}
-			d, first := bo.next()
+			d, first := bo.Next()
 			if first {
 				s.log.Warn("amqp: accept failing, backing off until it recovers", "listener", ln.Addr().String(), "err", err)
 			}
 			s.sleep(d)
 			continue
 		}
-		if n, since := bo.reset(); n > 0 {
+		if n, since := bo.Reset(); n > 0 {
 			s.log.Info("amqp: accepting again", "listener", ln.Addr().String(), "failures", n, "after", since.Round(time.Millisecond))
 		}
 		var release func()
@@ -406,47 +406,6 @@ func (s *Server) admit(nc net.Conn, release func()) {
 	started = true
 	go c.writeLoop()
 	go c.serve()
-}
-
-// acceptBackoff is an accept loop's sleep after temporary errors.
-type acceptBackoff struct {
-	delay    time.Duration
-	failures int
-	since    time.Time
-}
-
-// next returns the sleep after one more failure, and whether this
-// failure starts an episode.
-func (b *acceptBackoff) next() (time.Duration, bool) {
-	first := b.failures == 0
-	if first {
-		b.since = time.Now()
-	}
-	b.failures++
-	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
-	return b.delay, first
-}
-
-// reset ends an episode and returns its failures and duration.
-func (b *acceptBackoff) reset() (int, time.Duration) {
-	n, since := b.failures, time.Since(b.since)
-	*b = acceptBackoff{}
-	return n, since
-}
-
-// temporaryAccept reports whether an accept error will likely pass: out
-// of file descriptors or buffers, a timeout (net/http's Temporary()).
-func temporaryAccept(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // Addrs returns the addresses the listeners are bound to (with the real

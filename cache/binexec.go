@@ -54,7 +54,7 @@ func (c *conn) serveBinary(buf []byte, start, end int) {
 			if be, ok := err.(*BinaryError); ok {
 				swallow = be.Swallow
 				if be.Silent {
-					if c.s.limit.allow() {
+					if c.logOK() {
 						c.s.log.Info("cache: closing connection", "remote", remoteString(c.nc), "reason", be.Error())
 					}
 					return
@@ -112,7 +112,7 @@ func (c *conn) execBinary(b *binConn, req *BinaryRequest, err error) bool {
 			s.store.remove(req.Key)
 		}
 		c.binError(b, req, be.Status, "")
-		if be.Close && be != ErrBinaryAuth && s.limit.allow() {
+		if be.Close && be != ErrBinaryAuth && c.logOK() {
 			s.log.Info("cache: closing binary connection", "remote", remoteString(c.nc), "reason", be.Error())
 		}
 		return be.Close

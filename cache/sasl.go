@@ -70,7 +70,7 @@ func loadPasswordFile(path string) (credentials, error) {
 func (s *Server) checkPlain(msg []byte) bool {
 	creds, err := loadPasswordFile(s.cfg.SASLPasswordFile)
 	if err != nil {
-		if s.limit.allow() {
+		if s.warnOK("sasl") {
 			s.log.Warn("cache: SASL login refused", "err", err)
 		}
 		return false

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"substrate/internal/faults"
+	"substrate/internal/logging"
+	"substrate/internal/netutil"
 )
 
 const (
@@ -32,8 +34,8 @@ type Server struct {
 	clk   *clock
 	store *store
 	stats serverStats
-	limit logLimiter
-	tls   *tlsState // when cfg.TLS
+	limit *logging.Limiter // log lines per peer IP
+	tls   *tlsState        // when cfg.TLS
 
 	mu        sync.Mutex
 	started   bool
@@ -63,7 +65,7 @@ func New(cfg Config) (*Server, error) {
 		store: newStore(cfg.MemoryLimit, cfg.NoEvict, clk),
 		conns: make(map[*conn]struct{}),
 	}
-	s.limit.perSecond = 10
+	s.limit = logging.NewLimiter(log, "memcached", 10, time.Second)
 	if cfg.TLS != nil {
 		if s.tls, err = newTLSState(cfg.TLS); err != nil {
 			return nil, err
@@ -177,26 +179,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connection limit is checked in plain text, as memcached does).
 func (s *Server) acceptLoop(l net.Listener, tlsOn bool) {
 	defer s.wg.Done()
-	var delay time.Duration
+	var bo netutil.AcceptBackoff
 	for {
 		nc, err := l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors and similar: back off like net/http.
-			if delay == 0 {
-				delay = 5 * time.Millisecond
-			} else if delay *= 2; delay > time.Second {
-				delay = time.Second
+			// Out of file descriptors and the like: sleep 5 ms doubling
+			// to 1 s (net/http's backoff), logging once per episode.
+			// Other errors are retried the same way: the cache keeps its
+			// listener rather than lose it.
+			d, first := bo.Next()
+			if first {
+				s.log.Warn("cache: accept failing, backing off until it recovers", "addr", l.Addr().String(),
+					"err", err, "temporary", netutil.TemporaryAccept(err))
 			}
-			if s.limit.allow() {
-				s.log.Warn("cache accept error", "err", err)
+			if !s.sleep(d) {
+				return
 			}
-			time.Sleep(delay)
 			continue
 		}
-		delay = 0
+		if n, lasted := bo.Reset(); n > 0 {
+			s.log.Info("cache: accepting again", "addr", l.Addr().String(), "failures", n, "after", lasted.Round(time.Millisecond))
+		}
 		s.stats.totalConns.Add(1)
 		s.mu.Lock()
 		if s.closed {
@@ -207,7 +213,7 @@ func (s *Server) acceptLoop(l net.Listener, tlsOn bool) {
 		if len(s.conns) >= s.cfg.MaxConns {
 			s.mu.Unlock()
 			s.stats.rejectedConns.Add(1)
-			if s.limit.allow() {
+			if s.limit.Allow(logging.PeerKey(nc.RemoteAddr()), slog.LevelWarn) {
 				s.log.Warn("cache connection rejected: too many open connections", "remote", nc.RemoteAddr().String())
 			}
 			nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -232,24 +238,36 @@ func (s *Server) acceptLoop(l net.Listener, tlsOn bool) {
 	}
 }
 
-// logLimiter allows perSecond log lines per second across all
-// connections, so a reconnect storm cannot flood the log.
-type logLimiter struct {
-	perSecond int64
-	mu        sync.Mutex
-	window    int64
-	n         int64
+// sleep waits d, or until Shutdown closed the server (false).
+func (s *Server) sleep(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return false
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true
+		}
+		time.Sleep(min(left, 50*time.Millisecond))
+	}
 }
 
-func (l *logLimiter) allow() bool {
-	sec := time.Now().Unix()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if sec != l.window {
-		l.window, l.n = sec, 0
+// warnOK reports whether a warning about key (not a peer: "sasl") may be
+// logged now.
+func (s *Server) warnOK(key string) bool { return s.limit.Allow(key, slog.LevelWarn) }
+
+// logOK reports whether a line about this connection's peer may be logged
+// now: each peer IP has its own budget (logging.Limiter).
+func (c *conn) logOK() bool {
+	key := "udp"
+	if c.nc != nil {
+		key = logging.PeerKey(c.nc.RemoteAddr())
 	}
-	l.n++
-	return l.n <= l.perSecond
+	return c.s.limit.Allow(key, slog.LevelInfo)
 }
 
 // conn is one client connection. All its fields are owned by its serve
@@ -311,7 +329,7 @@ func (c *conn) serve() {
 	}()
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := c.s.tls.handshake(tc); err != nil {
-			if c.s.limit.allow() {
+			if c.logOK() {
 				c.s.log.Info("cache: TLS handshake failed", "remote", remoteString(c.nc), "err", err)
 			}
 			return
@@ -362,7 +380,7 @@ func (c *conn) serve() {
 				if err == nil || err == ErrTooManyConns || cmd.Op == OpQuit {
 					c.w.Flush()
 				} else if e, ok := err.(*Error); ok && e.Reply == "" {
-					if err != ErrHTTPRequest && c.s.limit.allow() {
+					if err != ErrHTTPRequest && c.logOK() {
 						c.s.log.Info("cache: closing connection", "remote", c.nc.RemoteAddr().String(), "reason", err.Error())
 					}
 				}
