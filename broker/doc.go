@@ -53,6 +53,37 @@
 // loops run one per listener. Server.wg counts accept loops, readers and
 // writers; Shutdown waits for it.
 //
+// Each of these goroutines recovers its own panic (internal/faults: one
+// ERROR line with peer and stack, counted in substrate_panics_total):
+//
+//   - reader (site amqp.reader, subject: the method and its arguments):
+//     connection.close 541 INTERNAL_ERROR, channels torn down (unacked
+//     messages requeued), wait for close-ok, then the usual teardown
+//     (exclusive queues deleted); safeTeardown still stops the writer and
+//     forgets the connection if teardown itself panics;
+//   - writer (amqp.writer, subject: the client's connection_name, else
+//     its address): 541 written directly, socket closed after the grace;
+//   - store commit hooks sending confirms (amqp.confirm), on the store's
+//     committer: 541 to that connection; the committer goes on;
+//   - the close timer (amqp.close-timer): the socket is closed anyway;
+//   - queue timers, message TTL (amqp.queue-ttl) and x-expires
+//     (amqp.queue-expires), and the dead-letter flush (amqp.deadletter,
+//     subject: the queue name): the queue's, not a connection's; logged
+//     and counted, that expiry is skipped (the next use re-arms it), and
+//     dead letters not yet routed stay in Queue.dead;
+//   - the accept loop (amqp.accept, subject: the peer address): that
+//     socket is closed, the loop goes on.
+//
+// Injection points sit where no lock is held, and the sections that
+// hold vhost.mu or outbound.mu around calls that could panic unlock by
+// defer (vhost.unlinkQueue, outbound.take), so a panic leaves no lock
+// held. An accept error such as EMFILE makes the loop sleep (5 ms
+// doubling to 1 s, internal/netutil) rather than spin or stop; with
+// Config.MaxConnections (connection_max) it stops accepting while that
+// many of its connections are open, as RabbitMQ's ranch listener does:
+// further clients wait in the listen backlog. Per-connection log lines
+// are rate-limited per peer IP (logging.Limiter, Server.peers).
+//
 // Publishers never wait for consumers: a queue delivers only to consumers
 // with credit (prefetch, per consumer or per channel) whose connection has
 // less than outSoftLimit bytes unsent; otherwise messages wait in the
@@ -187,8 +218,17 @@
 // authentication_failure_close) gets no connection.close: the socket is
 // closed after a 3-second delay. A refused login from a client with that
 // capability gets connection.close 403; an unknown or forbidden vhost gets
-// 530. The texts and codes are checked against RabbitMQ 3.10.8 by the
-// *MatchRabbitMQ tests (testdata/*.golden were recorded from it).
+// 530, and so does a vhost at its max-connections ("access to vhost 'v'
+// refused for user 'u': connection limit (N) is reached", checked before
+// the permission, as rabbit_reader does). A queue.declare of a new queue
+// beyond the vhost's max-queues gets 406 "cannot declare queue 'q': queue
+// limit in vhost 'v' (N) is reached" (before the arguments are checked,
+// as rabbit_channel). Vhost limits (set_vhost_limits) are stored with the
+// vhost in Definitions. Every refused login is logged with user and peer.
+// A panic anywhere on a connection's behalf closes it with 541
+// INTERNAL_ERROR (see Goroutines). The texts and codes are checked against
+// RabbitMQ 3.10.8 by the *MatchRabbitMQ tests (testdata/*.golden were
+// recorded from it).
 //
 // # Tests
 //
