@@ -14,11 +14,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/alicebob/miniredis/v2/server"
 
+	"substrate/internal/faults"
 	"substrate/internal/preflight"
 )
 
@@ -37,6 +40,7 @@ type Server struct {
 	cfg   Config
 	m     *miniredis.Miniredis
 	extra []net.Listener
+	inCmd sync.Map // *server.Peer -> struct{}: guard's own Dispatch in progress
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	once  sync.Once
@@ -74,6 +78,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.m.StartAddr(s.cfg.Addrs[0]); err != nil {
 		return fmt.Errorf("redis port: %w", err)
 	}
+	s.m.Server().SetPreHook(s.guard)
 	for _, a := range s.cfg.Addrs[1:] {
 		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", a)
 		if err != nil {
@@ -89,6 +94,41 @@ func (s *Server) Start(ctx context.Context) error {
 	go s.clock()
 	s.cfg.Logger.Info("redis endpoint for labs (miniredis, memory only)", "listen", s.cfg.Addrs)
 	return nil
+}
+
+// SiteCommand is the fault-injection site of a Redis command
+// (internal/faults); subject: the command and its arguments, joined by
+// spaces.
+const SiteCommand = "redis.command"
+
+// guard runs every command inside a recover: miniredis serves each peer
+// on a goroutine of its own without one, so a panic in a command would
+// end the process. It is miniredis's pre-command hook and dispatches the
+// command itself (the nested call runs it unwrapped). A panic answers
+// that client with an error and closes its connection, logged once and
+// counted for "redis". Caveat: miniredis's commands hold its one lock
+// without defer, so a panic inside a command's body leaves every other
+// Redis client blocked (the other services go on); this endpoint is for
+// labs.
+func (s *Server) guard(peer *server.Peer, cmd string, args ...string) (done bool) {
+	if _, nested := s.inCmd.Load(peer); nested {
+		return false
+	}
+	s.inCmd.Store(peer, struct{}{})
+	defer s.inCmd.Delete(peer)
+	line := strings.Join(append([]string{cmd}, args...), " ")
+	defer func() {
+		if v := recover(); v != nil {
+			done = true // miniredis must not run the command again
+			faults.Handle(s.cfg.Logger, faults.Redis, "redis peer", v, func(any) {
+				peer.WriteError("ERR substrate: internal error; closing the connection")
+				peer.Close()
+			})
+		}
+	}()
+	faults.Point(SiteCommand, line)
+	s.m.Server().Dispatch(peer, append([]string{cmd}, args...))
+	return true
 }
 
 // accept hands connections from an additional listener to miniredis's
