@@ -121,8 +121,16 @@ func (m *memAccount) total() uint64 {
 
 // MemoryUsed returns the bytes the memory alarm compares with the
 // watermark: what queues, channels and connection buffers hold (see
-// memAccount). It does not include the cache's items or etcd.
-func (s *Server) MemoryUsed() uint64 { return s.mem.total() }
+// memAccount), and the message store's records waiting to be written
+// (up to its MaxPendingBytes). It does not include the cache's items or
+// etcd.
+func (s *Server) MemoryUsed() uint64 {
+	n := s.mem.total()
+	if s.store != nil {
+		n += uint64(s.store.Stats().Pending)
+	}
+	return n
+}
 
 // MemoryBreakdown returns MemoryUsed's parts: message bodies held by
 // queues, bodies being assembled on channels (and held by open

@@ -125,9 +125,12 @@ const cleanName = "CLEAN"
 // Stats implements Log.
 func (s *Disk) Stats() Stats {
 	s.mu.Lock()
-	live, segs := s.live, len(s.segs)
+	live, segs, pending := s.live, len(s.segs), s.pend.bytes
+	if s.inflight != nil {
+		pending += s.inflight.bytes
+	}
 	s.mu.Unlock()
-	return Stats{Syncs: s.syncs.Load(), Live: live, Segments: segs}
+	return Stats{Syncs: s.syncs.Load(), Live: live, Segments: segs, Pending: pending}
 }
 
 // Open opens (creating if needed) the store in cfg.Dir, recovers it and

@@ -699,6 +699,9 @@ func TestReadInflightAndBackpressure(t *testing.T) {
 	s := mustOpen(t, cfg)
 	id, c, _ := s.Append(msg("q", 7, 100))
 	<-bs.entered // the committer is syncing id's batch
+	if p := s.Stats().Pending; p < 100 {
+		t.Fatalf("Stats.Pending = %d while a 100-byte message is being written", p)
+	}
 	if m, err := s.Read(id); err != nil || m.Body[0] != 7 {
 		t.Fatalf("Read inflight = %v, %v", m, err)
 	}

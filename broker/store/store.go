@@ -79,6 +79,7 @@ type Stats struct {
 	Syncs    uint64 // fsyncs issued since Open
 	Live     int    // live messages
 	Segments int    // segment files
+	Pending  int    // bytes of records in memory waiting for (or in) a write
 }
 
 // Errors.
