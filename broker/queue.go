@@ -383,10 +383,10 @@ func (q *Queue) Counts() (messages, consumers int) {
 type pubResult int
 
 const (
-	pubDeleted  pubResult = iota // the queue was deleted meanwhile
-	pubQueued                    // enqueued or delivered
-	pubRejected                  // refused by x-overflow reject-publish(-dlx)
-	pubStoreFailed               // the message store refused it
+	pubDeleted     pubResult = iota // the queue was deleted meanwhile
+	pubQueued                       // enqueued or delivered
+	pubRejected                     // refused by x-overflow reject-publish(-dlx)
+	pubStoreFailed                  // the message store refused it
 )
 
 // Publish enqueues m (already routed here) and delivers what it can.
