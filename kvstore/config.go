@@ -203,6 +203,7 @@ func buildEmbed(cfg Config, log *slog.Logger, quiet *logging.Quieter) (*embed.Co
 	}
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logging.Zap(log.Handler(), level, quiet).Named("etcd"))
 	ec.UserHandlers = userHandlers()
+	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions, recoverOptions(log)...)
 
 	if err := ec.Validate(); err != nil {
 		return nil, err
