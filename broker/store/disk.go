@@ -787,7 +787,8 @@ func (s *Disk) run() {
 // pending batch wrote to is marked broken (cut back to before their
 // records by the next cycle's repair) and the tail moves to a new
 // segment; the pending batch's records are dropped and its Commit
-// returned, to complete with err. Their index entries stay live: the
+// returned, to complete with err (a Commit with no records, a DropQueue's,
+// stays pending and completes when its acks are written). Their index entries stay live: the
 // queues hold those messages in memory, and their acks go on naming them
 // (harmless once the records are cut). b's acks, deliveries and segment
 // removals not done go back to the pending batch.
@@ -810,14 +811,18 @@ func (s *Disk) failLocked(b *batch, err error) *Commit {
 	for _, c := range b.chunks {
 		brk(c)
 	}
-	also := s.pend.commit
+	var also *Commit
+	if len(s.pend.chunks) > 0 { // a commit of acks only (DropQueue) waits for them instead
+		also = s.pend.commit
+		s.pend.commit = nil
+	}
 	for _, c := range s.pend.chunks {
 		brk(c)
 		if len(s.spare) < 4 && cap(c.buf) <= 2*s.cfg.MaxBatchBytes {
 			s.spare = append(s.spare, c.buf[:0])
 		}
 	}
-	s.pend.chunks, s.pend.bytes, s.pend.commit = nil, 0, nil
+	s.pend.chunks, s.pend.bytes = nil, 0
 	if s.tail.broken {
 		s.rotateLocked()
 	}
