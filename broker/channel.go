@@ -1024,11 +1024,13 @@ func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp
 // commit carries out a transaction. Its messages are staged first
 // (checked, and appended to the message store where a queue keeps them)
 // and made visible only once every stored one is durable, so tx.commit-ok
-// always means stored, as with RabbitMQ. If the store fails, none of them
-// is delivered, the held acks are void (the channel's teardown requeues
+// always means stored, as with RabbitMQ. If the store fails, or a queue
+// refuses a message (x-overflow reject-publish), none of them is
+// delivered, the held acks are void (the channel's teardown requeues
 // them), and the channel is closed with RabbitMQ's error for a
 // transaction a queue could not take (rabbit_channel:complete_tx):
-// 406 PRECONDITION_FAILED "partial tx completion".
+// 406 PRECONDITION_FAILED "partial tx completion". (RabbitMQ delivers the
+// messages the other queues took; here the transaction is all or nothing.)
 func (ch *channel) commit(cls, mth uint16) *amqp.Error {
 	pubs, acks := ch.txPubs, ch.txAcks
 	ch.dropTxPubs()
@@ -1051,9 +1053,7 @@ func (ch *channel) commit(cls, mth uint16) *amqp.Error {
 			case pubQueued:
 				routed = true
 				st = append(st, staged{q, e})
-			case pubRejected: // x-overflow: dropped, as outside a transaction
-				routed = true
-			case pubStoreFailed:
+			case pubRejected, pubStoreFailed: // x-overflow reject-publish, or the store failed
 				routed, failed = true, true
 			}
 			if c != nil {
