@@ -124,9 +124,10 @@
 //
 // tx.commit stages the transaction's messages (appending the persistent
 // ones to the message store) and makes them visible only once the store
-// has made them durable; if it fails, none is delivered and the channel
-// gets 406 "partial tx completion", RabbitMQ's error for a transaction a
-// queue could not take. A failed store write nacks the confirms it covered
+// has made them durable; if the store fails or a queue refuses one
+// (x-overflow reject-publish), none is delivered and the channel gets 406
+// "partial tx completion", RabbitMQ's error for a transaction a queue could
+// not take. A failed store write nacks the confirms it covered
 // and is not sticky (broker/store).
 //
 // # Queue features (RabbitMQ 3.10)
