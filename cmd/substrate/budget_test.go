@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bufio"
+	"context"
+	"io"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"substrate/internal/faults"
+	"substrate/internal/logging"
 )
 
 func TestParseDiskFreeLimit(t *testing.T) {
@@ -131,5 +137,42 @@ func TestPanicsMetric(t *testing.T) {
 		if !found {
 			t.Errorf("%s not registered", name)
 		}
+	}
+}
+
+// TestServeCapsCacheMemlimit: under serve, cache_memlimit cannot raise
+// the cache past its -m (its share of the budget).
+func TestServeCapsCacheMemlimit(t *testing.T) {
+	f, _, err := parseServe([]string{"--memcached-options", "-m 16"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.memcachedPort = 0
+	svc, limit, err := serveCache(t.Context(), f, []string{"127.0.0.1"}, logging.Discard())
+	if err != nil || limit != 16<<20 {
+		t.Fatalf("serveCache: %d %v", limit, err)
+	}
+	if err := svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Shutdown(context.Background())
+	c, err := net.Dial("tcp", svc.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "cache_memlimit 17\r\ncache_memlimit 8\r\ncache_memlimit 16\r\n")
+	r := bufio.NewReader(c)
+	var got []string
+	for range 3 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, strings.TrimSpace(line))
+	}
+	if !strings.HasPrefix(got[0], "CLIENT_ERROR cannot set maxbytes to more than 16m") || got[1] != "OK" || got[2] != "OK" {
+		t.Errorf("replies %q", got)
 	}
 }
