@@ -214,11 +214,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		// etcd's own directory too (it may lie outside DATA through
 		// --etcd-config), so that `substrate etcd` on it is refused.
-		etcdLock, err := preflight.LockDir(kv.EtcdConfig().Dir)
-		if err != nil {
-			return err
+		if dir := kv.EtcdConfig().Dir; filepath.Clean(dir) != filepath.Clean(f.dataDir) {
+			etcdLock, err := preflight.LockDir(dir)
+			if err != nil {
+				return err
+			}
+			defer etcdLock.Unlock()
 		}
-		defer etcdLock.Unlock()
 		services = append(services, kv)
 		ports = append(ports, kv.Ports()...)
 	}
