@@ -94,10 +94,11 @@
 // "memcached"} goes up, and only that connection is closed, without a
 // reply (memcached has none for this); replies still buffered for it are
 // dropped. Over UDP only the datagram is dropped and the socket's reader
-// goes on. The store's shard locks in store.go are released by defer, so
-// such a panic leaves no shard locked (the meta commands in metaexec.go
-// and stats' slab scan still unlock by hand). Test hooks: SiteConn,
-// SiteBinary and SiteTLS (faults.go).
+// goes on. Such a panic leaves no shard locked: store.go releases its
+// shard locks by defer, and the meta commands, which unlock by hand before
+// writing their reply, lock through conn.lockShard so the recovery can
+// release the shard (stats' slab scan still unlocks by hand). Test hooks:
+// SiteConn, SiteMeta, SiteBinary and SiteTLS (faults.go).
 //
 // Config.MaxMemoryLimit (substrate serve: the cache's -m, its share of
 // the process's memory budget) caps cache_memlimit, which then answers

@@ -16,6 +16,10 @@ const (
 	// SiteBinary is a binary-protocol request (TCP, unix socket or
 	// UDP); subject: its key.
 	SiteBinary = "memcached.binary"
+	// SiteMeta is a meta command (mg, md, ma, me) with its key's shard
+	// locked; subject: the key. It proves that a panic there releases
+	// the shard.
+	SiteMeta = "memcached.meta"
 	// SiteTLS is the TLS handshake, once the ClientHello is read;
 	// subject: the client's SNI server name.
 	SiteTLS = "memcached.tls"
@@ -50,6 +54,7 @@ func (u *udpConn) recoverDatagram() {
 		peer = "udp:" + u.peer.String()
 	}
 	faults.Handle(u.conn.s.log, faults.Memcached, peer, v, func(any) {
+		u.conn.releaseShard()
 		u.seg.Reset()
 		u.conn.w.Reset(&u.seg)
 		u.conn.p = Parser{MaxItemSize: u.conn.s.cfg.MaxItemSize}
@@ -62,4 +67,29 @@ func (u *udpConn) recoverDatagram() {
 // process's memory budget), in the style of memcached's MEMLIMIT_* lines.
 func memlimitCapReply(max int64) string {
 	return "CLIENT_ERROR cannot set maxbytes to more than " + strconv.FormatInt(max>>20, 10) + "m (the cache's share of substrate's memory)"
+}
+
+// lockShard locks sh for a command whose critical section unlocks by
+// hand (the meta commands, which write their reply after unlocking): the
+// conn remembers it, so that a panic contained to this connection can
+// release it (releaseShard) instead of leaving the shard locked for every
+// other client.
+func (c *conn) lockShard(sh *shard, key []byte) {
+	sh.mu.Lock()
+	c.held = sh
+	point(SiteMeta, key, nil)
+}
+
+func (c *conn) unlockShard(sh *shard) {
+	c.held = nil
+	sh.mu.Unlock()
+}
+
+// releaseShard unlocks the shard a panicking command held, if any. It
+// runs on the goroutine that locked it.
+func (c *conn) releaseShard() {
+	if sh := c.held; sh != nil {
+		c.held = nil
+		sh.mu.Unlock()
+	}
 }

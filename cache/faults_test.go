@@ -125,6 +125,24 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 		}
 		checkContained(t, before, logs, SiteConn, bystander)
 	})
+	t.Run("meta under the shard lock", func(t *testing.T) {
+		s, logs := startPanicServer(t, nil)
+		defer faults.Arm(SiteMeta, "boom")()
+		bystander := dial(t, s.Addrs()[0].String())
+		bystander.roundTrip("set boom 0 0 1\r\nx\r\n")
+		before := faults.Count(faults.Memcached)
+		c := dial(t, s.Addrs()[0].String())
+		c.send("mg boom v\r\n")
+		if got := c.expectEOF(); got != "" {
+			t.Errorf("offender got %q", got)
+		}
+		checkContained(t, before, logs, SiteMeta, bystander)
+		// The same key's shard was locked when the panic hit: it must
+		// have been released (a classic get takes the same lock).
+		if got := bystander.roundTrip("get boom\r\n"); got != "VALUE boom 0 1\r\nx\r\nEND\r\n" {
+			t.Errorf("after the panic under the lock: %q", got)
+		}
+	})
 	t.Run("binary", func(t *testing.T) {
 		s, logs := startPanicServer(t, nil)
 		defer faults.Arm(SiteBinary, "boom")()

@@ -29,7 +29,7 @@ func (c *conn) metaGet(cmd *Command) {
 			reserved = need
 		}
 	}
-	sh.mu.Lock()
+	c.lockShard(sh, cmd.Key)
 	now := s.clk.now()
 	idx := s.find(sh, cmd.Key, now)
 	created := false
@@ -45,7 +45,7 @@ func (c *conn) metaGet(cmd *Command) {
 	}
 	b := c.scratch[:0]
 	if idx == nilSlot {
-		sh.mu.Unlock()
+		c.unlockShard(sh)
 		st.cmdGet.Add(1)
 		st.getMisses.Add(1)
 		if m.Quiet {
@@ -130,7 +130,7 @@ func (c *conn) metaGet(cmd *Command) {
 	if !m.NoUpdate {
 		sh.bump(idx, now)
 	}
-	sh.mu.Unlock()
+	c.unlockShard(sh)
 	b = append(b, '\r', '\n')
 	c.w.Write(b)
 	if m.Value {
@@ -233,7 +233,7 @@ func (c *conn) metaDelete(cmd *Command) {
 	st := &c.s.stats
 	m := &cmd.Meta
 	sh := s.shardFor(cmd.Key)
-	sh.mu.Lock()
+	c.lockShard(sh, cmd.Key)
 	now := s.clk.now()
 	idx := s.find(sh, cmd.Key, now)
 	var code string
@@ -258,7 +258,7 @@ func (c *conn) metaDelete(cmd *Command) {
 		s.unlink(sh, idx)
 		code = "HD"
 	}
-	sh.mu.Unlock()
+	c.unlockShard(sh)
 	if code == "HD" && m.Quiet {
 		return
 	}
@@ -279,7 +279,7 @@ func (c *conn) metaArith(cmd *Command) {
 		c.line(errArithMemory)
 		return
 	}
-	sh.mu.Lock()
+	c.lockShard(sh, cmd.Key)
 	now := s.clk.now()
 	idx := s.find(sh, cmd.Key, now)
 	var (
@@ -297,7 +297,7 @@ func (c *conn) metaArith(cmd *Command) {
 			need := int64(itemTotal(len(cmd.Key), len(out), 0))
 			if s.used.Add(need) > s.limit.Load() && !c.tryEvictLocked(sh, need) {
 				s.release(need)
-				sh.mu.Unlock()
+				c.unlockShard(sh)
 				c.line("SERVER_ERROR Out of memory allocating new item")
 				return
 			}
@@ -308,7 +308,7 @@ func (c *conn) metaArith(cmd *Command) {
 	var b []byte
 	switch res {
 	case arithNonNumeric:
-		sh.mu.Unlock()
+		c.unlockShard(sh)
 		c.line(ErrNonNumeric.Reply)
 		return
 	case arithCASMismatch:
@@ -321,7 +321,7 @@ func (c *conn) metaArith(cmd *Command) {
 			st.arith(incr, true)
 		}
 		if m.Quiet && !created {
-			sh.mu.Unlock()
+			c.unlockShard(sh)
 			return
 		}
 		it := sh.at(idx)
@@ -360,12 +360,12 @@ func (c *conn) metaArith(cmd *Command) {
 			b = append(b, '\r', '\n')
 			b = append(b, out...)
 		}
-		sh.mu.Unlock()
+		c.unlockShard(sh)
 		b = append(b, '\r', '\n')
 		c.w.Write(b)
 		return
 	}
-	sh.mu.Unlock()
+	c.unlockShard(sh)
 	b = c.metaFlagsTail(b, cmd)
 	b = append(b, '\r', '\n')
 	c.w.Write(b)
@@ -389,11 +389,11 @@ func (c *conn) metaDebug(cmd *Command) {
 	s := c.s.store
 	c.s.stats.cmdMeta.Add(1)
 	sh := s.shardFor(cmd.Key)
-	sh.mu.Lock()
+	c.lockShard(sh, cmd.Key)
 	now := s.clk.now()
 	idx := s.find(sh, cmd.Key, now)
 	if idx == nilSlot {
-		sh.mu.Unlock()
+		c.unlockShard(sh)
 		c.line("EN")
 		return
 	}
@@ -424,7 +424,7 @@ func (c *conn) metaDebug(cmd *Command) {
 	b = strconv.AppendInt(b, int64(slabClass(tot)), 10)
 	b = append(b, " size="...)
 	b = strconv.AppendInt(b, tot, 10)
-	sh.mu.Unlock()
+	c.unlockShard(sh)
 	b = append(b, '\r', '\n')
 	c.w.Write(b)
 	c.scratch = b[:0]

@@ -282,6 +282,7 @@ type conn struct {
 	p       Parser
 	scratch []byte
 	lastCmd atomic.Uint32 // rel time of the last command, read by stats conns
+	held    *shard        // shard locked by a meta command (lockShard), for panic cleanup
 	state   atomic.Uint32
 }
 
@@ -318,7 +319,7 @@ func (c *conn) serve() {
 	// A panic while serving this client closes only this connection
 	// (memcached has no error reply for it): logged once, counted, and
 	// the deferred close below still runs.
-	defer faults.Recover(c.s.log, faults.Memcached, remoteString(c.nc), nil)
+	defer faults.Recover(c.s.log, faults.Memcached, remoteString(c.nc), func(any) { c.releaseShard() })
 	defer func() {
 		c.nc.Close()
 		if c.w != nil {
