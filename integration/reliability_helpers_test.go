@@ -157,6 +157,13 @@ type rawConn struct {
 // heartbeats off.
 func dialRaw(t *testing.T, port int) *rawConn {
 	t.Helper()
+	return dialRawNamed(t, port, "")
+}
+
+// dialRawNamed is dialRaw with a connection_name client property (when
+// not empty).
+func dialRawNamed(t *testing.T, port int, name string) *rawConn {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +177,11 @@ func dialRaw(t *testing.T, port int) *rawConn {
 	if _, ok := r.expect(0).(*wire.ConnectionStart); !ok {
 		t.Fatal("no connection.start")
 	}
-	r.send(0, &wire.ConnectionStartOk{ClientProperties: wire.Table{"product": "reliability raw"},
+	props := wire.Table{"product": "reliability raw"}
+	if name != "" {
+		props["connection_name"] = name
+	}
+	r.send(0, &wire.ConnectionStartOk{ClientProperties: props,
 		Mechanism: "PLAIN", Response: "\x00guest\x00guest", Locale: "en_US"})
 	tune, ok := r.expect(0).(*wire.ConnectionTune)
 	if !ok {
