@@ -35,6 +35,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Service names used as the label of substrate_panics_total.
@@ -88,8 +89,13 @@ func Recover(log *slog.Logger, service, peer string, cleanup func(v any)) {
 func Handle(log *slog.Logger, service, peer string, v any, cleanup func(v any)) {
 	counter(service).Add(1)
 	if log != nil {
-		log.Error(service+": panic recovered; closing only this peer",
-			"peer", peer, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if ok, suppressed := logs.allow(service, time.Now()); ok {
+			args := []any{"peer", peer, "panic", fmt.Sprint(v), "stack", string(debug.Stack())}
+			if suppressed > 0 {
+				args = append(args, "suppressed_since_last", suppressed)
+			}
+			log.Error(service+": panic recovered; closing only this peer", args...)
+		}
 	}
 	if cleanup == nil {
 		return
@@ -100,6 +106,56 @@ func Handle(log *slog.Logger, service, peer string, v any, cleanup func(v any)) 
 		}
 	}()
 	cleanup(v)
+}
+
+// A client that can trigger a panic at will must not be able to flood the
+// log with stacks: per service, at most logBurst panics are logged in each
+// logWindow; the others are only counted, and the next logged line says
+// how many were not.
+const (
+	logBurst  = 20
+	logWindow = 10 * time.Second
+)
+
+type logBudget struct {
+	mu sync.Mutex
+	by map[string]*budget
+}
+
+type budget struct {
+	start      time.Time
+	n          int
+	suppressed uint64
+}
+
+var logs = logBudget{by: map[string]*budget{}}
+
+func (l *logBudget) allow(service string, now time.Time) (ok bool, suppressed uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.by[service]
+	if b == nil {
+		b = &budget{}
+		l.by[service] = b
+	}
+	if now.Sub(b.start) >= logWindow {
+		b.start, b.n = now, 0
+	}
+	if b.n >= logBurst {
+		b.suppressed++
+		return false, 0
+	}
+	b.n++
+	suppressed, b.suppressed = b.suppressed, 0
+	return true, suppressed
+}
+
+// ResetLogBudget lets the next panics of every service be logged again.
+// For tests that check a panic's log line.
+func ResetLogBudget() {
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	logs.by = map[string]*budget{}
 }
 
 // Go runs f on a new goroutine that recovers its own panic (logged and

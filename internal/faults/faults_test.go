@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestRecoverCountsLogsAndCleansUp(t *testing.T) {
@@ -94,5 +95,44 @@ func TestArmSpec(t *testing.T) {
 	}
 	if err := ArmSpec("nomarker"); err == nil {
 		t.Fatal("bad spec accepted")
+	}
+}
+
+func TestLogBudgetPerService(t *testing.T) {
+	var l = logBudget{by: map[string]*budget{}}
+	now := time.Unix(1000, 0)
+	for i := 0; i < logBurst; i++ {
+		if ok, _ := l.allow("a", now); !ok {
+			t.Fatalf("line %d refused", i)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if ok, _ := l.allow("a", now); ok {
+			t.Fatal("over budget allowed")
+		}
+	}
+	if ok, _ := l.allow("b", now); !ok {
+		t.Fatal("another service shares the budget")
+	}
+	ok, suppressed := l.allow("a", now.Add(logWindow))
+	if !ok || suppressed != 3 {
+		t.Fatalf("next window: ok=%v suppressed=%d, want true 3", ok, suppressed)
+	}
+}
+
+func TestFloodOfPanicsLogsBoundedLines(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	for i := 0; i < 50; i++ {
+		func() {
+			defer Recover(log, "flood", "peer", nil)
+			panic("again")
+		}()
+	}
+	if Count("flood") != 50 {
+		t.Fatalf("counted %d", Count("flood"))
+	}
+	if n := strings.Count(buf.String(), "panic recovered"); n != logBurst {
+		t.Fatalf("%d lines logged, want %d", n, logBurst)
 	}
 }
