@@ -59,7 +59,7 @@ func startMember(t *testing.T, i int, m *member, initialCluster, state string) {
 	if err := os.WriteFile(conf, []byte("#[Member]\n"+strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m.p = start(t, nil, "serve", "--services", "etcd", "--etcd-config", conf)
+	m.p = start(t, nil, "serve", "--services", "etcd", "--etcd-config", conf, "--data-dir", t.TempDir())
 }
 
 func TestThreeMemberCluster(t *testing.T) {
