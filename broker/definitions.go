@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"sync"
 )
@@ -166,6 +167,18 @@ type Permission struct {
 	Configure string `json:"configure"`
 	Write     string `json:"write"`
 	Read      string `json:"read"`
+}
+
+// Validate reports a regular expression that does not compile, naming the
+// field. Definitions' Load leaves such a record out (with a warning)
+// rather than failing the broker's start.
+func (p Permission) Validate() error {
+	for _, f := range []struct{ name, re string }{{"configure", p.Configure}, {"write", p.Write}, {"read", p.Read}} {
+		if _, err := regexp.Compile(f.re); err != nil {
+			return fmt.Errorf("broker: permission for %q on %q: %s: %w", p.User, p.VHost, f.name, err)
+		}
+	}
+	return nil
 }
 
 // ExchangeDef is a durable exchange.

@@ -17,7 +17,10 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"go.etcd.io/etcd/server/v3/embed"
 
@@ -32,6 +35,8 @@ type Store struct {
 	quiet *logging.Quieter
 
 	etcd     *embed.Etcd
+	reserved *reserved
+	local    atomic.Pointer[clientv3.KV] // Store.KV's way in, once started
 	errc     chan error
 	stopping chan struct{}
 	wg       sync.WaitGroup
@@ -53,7 +58,9 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{cfg: cfg, ec: ec, quiet: quiet, errc: make(chan error, 1), stopping: make(chan struct{})}, nil
+	r := newReserved(ReservedPrefix, cfg.Logger)
+	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions, r.options()...)
+	return &Store{cfg: cfg, ec: ec, quiet: quiet, reserved: r, errc: make(chan error, 1), stopping: make(chan struct{})}, nil
 }
 
 // Name is the service name used by --services.
@@ -120,6 +127,9 @@ func (s *Store) Start(ctx context.Context) error {
 		return ctx.Err()
 	}
 	s.etcd = e
+	s.reserved.started(e.Server)
+	kv := newLocalKV(e.Server)
+	s.local.Store(&kv)
 	slow := time.NewTimer(3 * time.Second)
 	defer slow.Stop()
 	for {

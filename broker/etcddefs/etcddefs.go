@@ -17,6 +17,13 @@
 // Arguments are stored as AMQP field tables (base64 in the JSON), so their
 // AMQP types survive a restart. A delete and its cascade are one etcd
 // transaction.
+//
+// Under substrate serve the prefix is kvstore.ReservedPrefix, which no
+// client of the etcd client port can read or write, and the store talks
+// to the member in process (kvstore.Store.KV). A record that does not
+// decode (bad JSON, bad arguments, a permission whose regular expression
+// does not compile) is logged with its key and left out of Load: one bad
+// record never stops the broker from starting.
 package etcddefs
 
 import (
@@ -25,6 +32,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 
@@ -39,17 +47,27 @@ const DefaultPrefix = "/substrate/broker/"
 
 // Store implements broker.Definitions on etcd.
 type Store struct {
-	c      *clientv3.Client
+	c      clientv3.KV
 	prefix string
+	log    *slog.Logger
 }
 
-// New returns a store using c under prefix ("" = DefaultPrefix). The
+// New returns a store using c (a *clientv3.Client, or the embedded
+// member's kvstore.Store.KV) under prefix ("" = DefaultPrefix). The
 // caller owns c.
-func New(c *clientv3.Client, prefix string) *Store {
+func New(c clientv3.KV, prefix string) *Store {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Store{c: c, prefix: prefix}
+	return &Store{c: c, prefix: prefix, log: slog.New(slog.DiscardHandler)}
+}
+
+// WithLogger sets where records that do not decode are reported.
+func (s *Store) WithLogger(log *slog.Logger) *Store {
+	if log != nil {
+		s.log = log
+	}
+	return s
 }
 
 var _ broker.Definitions = (*Store)(nil)
@@ -138,68 +156,57 @@ func (s *Store) list(ctx context.Context, kind string, parts ...string) ([][]byt
 	return vals, keys, nil
 }
 
-func decodeAll[T any](vals [][]byte, conv func(*T) error) ([]T, error) {
-	out := make([]T, 0, len(vals))
-	for _, v := range vals {
+// decodeAll decodes each record; one that does not decode, or that conv
+// rejects, is logged with its key and skipped.
+func decodeAll[T any](log *slog.Logger, rec records, conv func(*T) error) []T {
+	out := make([]T, 0, len(rec.vals))
+	for i, v := range rec.vals {
 		var x T
-		if err := json.Unmarshal(v, &x); err != nil {
-			return nil, fmt.Errorf("etcddefs: decode: %w", err)
+		err := json.Unmarshal(v, &x)
+		if err == nil && conv != nil {
+			err = conv(&x)
 		}
-		if conv != nil {
-			if err := conv(&x); err != nil {
-				return nil, fmt.Errorf("etcddefs: decode arguments: %w", err)
-			}
+		if err != nil {
+			log.Warn("skipping a broker definition that does not decode", "key", rec.keys[i], "err", err)
+			continue
 		}
 		out = append(out, x)
 	}
-	return out, nil
+	return out
+}
+
+type records struct {
+	vals [][]byte
+	keys []string
 }
 
 // Load implements broker.Definitions.
 func (s *Store) Load(ctx context.Context) (*broker.DefinitionSet, error) {
 	var set broker.DefinitionSet
 	var err error
-	get := func(kind string) [][]byte {
+	get := func(kind string) records {
 		if err != nil {
-			return nil
+			return records{}
 		}
-		var vals [][]byte
-		vals, _, err = s.list(ctx, kind)
-		return vals
+		var r records
+		r.vals, r.keys, err = s.list(ctx, kind)
+		return r
 	}
 	users, vhosts, perms := get("users"), get("vhosts"), get("permissions")
 	exs, qs, bs := get("exchanges"), get("queues"), get("bindings")
 	if err != nil {
 		return nil, err
 	}
-	if set.Users, err = decodeAll[broker.User](users, nil); err != nil {
-		return nil, err
-	}
-	if set.VHosts, err = decodeAll[broker.VHost](vhosts, nil); err != nil {
-		return nil, err
-	}
-	if set.Permissions, err = decodeAll[broker.Permission](perms, nil); err != nil {
-		return nil, err
-	}
-	exj, err := decodeAll(exs, func(e *exchangeJSON) (err error) { e.ExchangeDef.Arguments, err = decodeArgs(e.Arguments); return })
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range exj {
+	set.Users = decodeAll[broker.User](s.log, users, nil)
+	set.VHosts = decodeAll[broker.VHost](s.log, vhosts, nil)
+	set.Permissions = decodeAll(s.log, perms, func(p *broker.Permission) error { return p.Validate() })
+	for _, e := range decodeAll(s.log, exs, func(e *exchangeJSON) (err error) { e.ExchangeDef.Arguments, err = decodeArgs(e.Arguments); return }) {
 		set.Exchanges = append(set.Exchanges, e.ExchangeDef)
 	}
-	qj, err := decodeAll(qs, func(q *queueJSON) (err error) { q.QueueDef.Arguments, err = decodeArgs(q.Arguments); return })
-	if err != nil {
-		return nil, err
-	}
-	for _, q := range qj {
+	for _, q := range decodeAll(s.log, qs, func(q *queueJSON) (err error) { q.QueueDef.Arguments, err = decodeArgs(q.Arguments); return }) {
 		set.Queues = append(set.Queues, q.QueueDef)
 	}
-	bj, err := decodeAll(bs, func(b *bindingJSON) (err error) { b.BindingDef.Arguments, err = decodeArgs(b.Arguments); return })
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range bj {
+	for _, b := range decodeAll(s.log, bs, func(b *bindingJSON) (err error) { b.BindingDef.Arguments, err = decodeArgs(b.Arguments); return }) {
 		set.Bindings = append(set.Bindings, b.BindingDef)
 	}
 	return &set, nil

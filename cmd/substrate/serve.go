@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"substrate/broker"
 	"substrate/broker/etcddefs"
@@ -285,9 +283,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 // serveBroker builds the AMQP broker. Its definitions (users, vhosts,
 // permissions, durable entities) live in etcd when this process runs etcd,
-// reached through etcd's client API like any external etcd, and persistent
-// messages in DATA/broker; otherwise all in memory, lost at exit. The returned func closes the etcd client after
-// the broker has stopped.
+// under kvstore.ReservedPrefix, which clients of etcd's client port can
+// neither see nor write; the broker reaches them in process
+// (kvstore.Store.KV: no dial, no TLS, etcd auth passed as root), and
+// persistent messages in DATA/broker; otherwise all in memory, lost at
+// exit. The returned func releases what the definitions hold once the
+// broker has stopped.
 func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark, diskFreeLimit uint64, log *slog.Logger) (*broker.Server, func(), error) {
 	cfg := broker.NewConfig()
 	cfg.MemoryHighWatermark = watermark
@@ -297,13 +298,8 @@ func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark, dis
 	cfg.Logger = log.With("service", "amqp")
 	closeDefs := func() {}
 	if kv != nil {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: kv.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-		if err != nil {
-			return nil, nil, fmt.Errorf("amqp: etcd client: %w", err)
-		}
-		cfg.Definitions = etcddefs.New(cli, "")
+		cfg.Definitions = etcddefs.New(kv.KV(), kvstore.ReservedPrefix).WithLogger(cfg.Logger)
 		cfg.StoreDir = filepath.Join(f.dataDir, "broker")
-		closeDefs = func() { cli.Close() }
 	} else {
 		log.Warn("amqp runs without etcd: users, vhosts, permissions, durable entities and persistent messages are kept in memory and lost at exit")
 	}
