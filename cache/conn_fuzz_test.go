@@ -200,8 +200,10 @@ func (p *packetConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return len(b), nil
 }
 
-func (p *packetConn) Close() error                     { close(p.closed); return nil }
-func (p *packetConn) LocalAddr() net.Addr              { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 11211} }
+func (p *packetConn) Close() error { close(p.closed); return nil }
+func (p *packetConn) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 11211}
+}
 func (p *packetConn) SetDeadline(time.Time) error      { return nil }
 func (p *packetConn) SetReadDeadline(time.Time) error  { return nil }
 func (p *packetConn) SetWriteDeadline(time.Time) error { return nil }
