@@ -403,3 +403,67 @@ func TestReservedKeysHiddenFromGateway(t *testing.T) {
 		t.Errorf("forged user stored: %v %v", r, err)
 	}
 }
+
+// TestKVWorksWithEtcdAuth: an operator turns etcd auth on through the
+// client port; the broker's in-process KV goes on working, and root on
+// the client port still cannot see the broker's keys.
+func TestKVWorksWithEtcdAuth(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := startMember(t, "auth", nil)
+	cli := publicClient(t, s)
+	if _, err := s.KV().Put(ctx, reservedKeys[0], "before"); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []func() error{
+		func() error { _, err := cli.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := cli.RoleAdd(ctx, "root"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli.Put(ctx, "/anon", "x"); err == nil {
+		t.Fatal("anonymous put accepted with auth on")
+	}
+	for i := range 3 {
+		if _, err := s.KV().Put(ctx, reservedKeys[1], fmt.Sprint(i)); err != nil {
+			t.Fatalf("in-process put with auth on: %v", err)
+		}
+		r, err := s.KV().Get(ctx, ReservedPrefix, clientv3.WithPrefix())
+		if err != nil || len(r.Kvs) != 2 {
+			t.Fatalf("in-process get with auth on: %v %v", r, err)
+		}
+		// Changing auth (a new user) outdates tokens' auth revision.
+		if _, err := rootClient(t, s).UserAdd(ctx, fmt.Sprint("u", i), "pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.KV().Txn(ctx).Then(clientv3.OpDelete(reservedKeys[0])).Commit(); err != nil {
+		t.Fatalf("in-process txn with auth on: %v", err)
+	}
+	root := rootClient(t, s)
+	if r, err := root.Get(ctx, "", clientv3.WithPrefix()); err != nil || len(r.Kvs) != 0 || r.Count != 0 {
+		t.Errorf("root sees %v %v", r, err)
+	}
+	_, err := root.Put(ctx, reservedKeys[0], "forged")
+	mustDenied(t, "root put", err)
+	if _, err := root.AuthDisable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.KV().Put(ctx, reservedKeys[1], "after"); err != nil {
+		t.Fatalf("in-process put once auth is off again: %v", err)
+	}
+}
+
+func rootClient(t *testing.T, s *Store) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: s.ClientURLs(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(), Username: "root", Password: "rootpw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
