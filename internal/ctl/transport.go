@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,7 +69,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 // error (code 70, as rabbitmqctl's internal errors) and the server goes
 // on serving others.
 func (s *Server) runSafely(ctx context.Context, argv []string) (res Result) {
-	line := strings.Join(argv, " ")
+	line := strings.Join(Redact(argv), " ")
 	defer func() {
 		if v := recover(); v != nil {
 			faults.Handle(s.log, faults.Ctl, "ctl: "+line, v, nil)
@@ -76,6 +78,25 @@ func (s *Server) runSafely(ctx context.Context, argv []string) (res Result) {
 	}()
 	faults.Point(SiteRun, line)
 	return Run(ctx, s.b, argv)
+}
+
+// secretArg is, for each command that takes a password, the password's
+// position among the command's arguments.
+var secretArg = map[string]int{"add_user": 1, "change_password": 1, "authenticate_user": 1}
+
+// Redact returns argv with passwords replaced, for a log line or an error
+// that may reach one.
+func Redact(argv []string) []string {
+	out := slices.Clone(argv)
+	for i, w := range out {
+		if pos, ok := secretArg[w]; ok {
+			if j := i + 1 + pos; j < len(out) {
+				out[j] = "[redacted]"
+			}
+			break
+		}
+	}
+	return out
 }
 
 // Name is the service name in logs.
@@ -87,18 +108,18 @@ func (s *Server) Err() <-chan error { return s.errc }
 // Start listens on the socket (mode 0600). A socket file left by a process
 // that is gone is replaced; one that answers means another substrate uses
 // this data directory, which is an error.
+//
+// The socket is never reachable by others, not even for an instant: it is
+// bound in a new directory of mode 0700 beside its final path, made 0600
+// there, and renamed into place (umask is per process, so setting it
+// around Listen would race with every other file this process creates).
 func (s *Server) Start(ctx context.Context) error {
 	if c, err := net.DialTimeout("unix", s.path, time.Second); err == nil {
 		c.Close()
 		return fmt.Errorf("ctl socket %s is in use: is another substrate running on this data directory?", s.path)
 	}
-	os.Remove(s.path)
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "unix", s.path)
+	ln, err := listenPrivate(ctx, s.path)
 	if err != nil {
-		return fmt.Errorf("ctl socket: %w", err)
-	}
-	if err := os.Chmod(s.path, 0o600); err != nil {
-		ln.Close()
 		return fmt.Errorf("ctl socket: %w", err)
 	}
 	s.ln = ln
@@ -110,6 +131,34 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// listenPrivate listens on a unix socket at path that only this user can
+// connect to from the moment it exists.
+func listenPrivate(ctx context.Context, path string) (net.Listener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".ctl-") // mode 0700
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	// The listener must not unlink the temporary name at Close: the file
+	// has moved; Shutdown removes it by its final name.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	os.Remove(path) // a socket left by a process that is gone
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
 // Shutdown stops serving and removes the socket; it is idempotent.
