@@ -58,6 +58,11 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	for what, f := range map[string]string{"etcd client key file": ec.ClientTLSInfo.KeyFile, "etcd peer key file": ec.PeerTLSInfo.KeyFile} {
+		if w := preflight.SecretFile(what, f); f != "" && w != "" {
+			cfg.Logger.Warn(w)
+		}
+	}
 	r := newReserved(ReservedPrefix, cfg.Logger)
 	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions, r.options()...)
 	return &Store{cfg: cfg, ec: ec, quiet: quiet, reserved: r, errc: make(chan error, 1), stopping: make(chan struct{})}, nil

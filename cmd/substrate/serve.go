@@ -181,6 +181,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := preflight.WritableDir(f.dataDir); err != nil {
 		return err
 	}
+	if w := preflight.DirPermission(f.dataDir); w != "" {
+		log.Warn(w) // as etcd does for its data directory
+	}
 	// One instance per data directory, decided before anything binds.
 	lock, err := preflight.LockDir(f.dataDir)
 	if err != nil {
@@ -342,6 +345,9 @@ func serveCache(ctx context.Context, f serveFlags, hosts []string, log *slog.Log
 	}
 	cfg.Logger = log
 	cfg.MaxMemoryLimit = cfg.MemoryLimit
+	if w := preflight.SecretFile("SASL password file", cfg.SASLPasswordFile); cfg.SASLPasswordFile != "" && w != "" {
+		log.Warn(w)
+	}
 	srv, err := cache.New(cfg)
 	if err != nil {
 		return cacheService{}, 0, err
