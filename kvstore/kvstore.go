@@ -1,12 +1,3 @@
-// Package kvstore runs an etcd member inside the substrate process
-// (go.etcd.io/etcd/server/v3/embed), so that etcdctl, tooz and etcd3gw talk
-// to substrate as they would to the etcd daemon, and so that the broker can
-// keep its definitions in the same Raft-replicated store.
-//
-// Besides etcd's own client port services, the JSON gateway also answers
-// under /v3alpha/ (Debian's python3-etcd3gw 2.0.0 default), and nothing is
-// served under /debug/: importing etcd registers pprof and expvar handlers
-// that must not be reachable from the network.
 package kvstore
 
 import (

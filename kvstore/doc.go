@@ -1,0 +1,70 @@
+// Package kvstore runs an etcd member inside the substrate process
+// (go.etcd.io/etcd/server/v3/embed), so that etcdctl, tooz and etcd3gw talk
+// to substrate as they would to the etcd daemon, and so that the broker can
+// keep its definitions in the same Raft-replicated store.
+//
+// Besides etcd's own client port services, the JSON gateway also answers
+// under /v3alpha/ (Debian's python3-etcd3gw 2.0.0 default), and nothing is
+// served under /debug/: importing etcd registers pprof and expvar handlers
+// that must not be reachable from the network.
+//
+// # The broker's keys
+//
+// The broker keeps users (with their password hashes), vhosts,
+// permissions and durable entities under ReservedPrefix
+// ("/substrate/broker/", where they always were: nothing to migrate).
+// They stay in etcd's Raft, so they replicate to every controller, but
+// they are not etcd clients' business: with the manual install's
+// unauthenticated etcd, anyone on the management network could otherwise
+// read the hashes or write an administrator.
+//
+// Two ways in, two rules:
+//
+//   - The broker (this process) uses Store.KV: etcd's KV server called in
+//     process, through the adapters of etcd's v3client, never through the
+//     client port. It needs no dial, no certificate (an etcd.conf with
+//     https client URLs and client-certificate auth no longer leaves
+//     startup waiting) and no password. When an operator turns etcd auth
+//     on, each call carries a root token issued in this process by etcd's
+//     auth store (AuthStore.WithRoot: what etcd itself does to revoke
+//     leases and to answer /health); root always exists while auth is on,
+//     and the token never leaves the process. A token etcd has expired or
+//     outdated is replaced and the call retried once. Alternatives
+//     considered: a substrate etcd user with a password in the data
+//     directory (every member of a cluster would need the same secret, and
+//     an operator could delete the user), and client-certificate identity
+//     (only when client-cert auth is on).
+//
+//   - Clients of the client port (gRPC, and the JSON gateway on /v3/,
+//     /v3alpha/ and /v3beta/, which dials the same gRPC server) pass
+//     through interceptors (reserved.go) added with
+//     embed.Config.GRPCAdditionalServerOptions, the hook that also carries
+//     the panic recovery of faults.go:
+//     Range and RangeStream leave the reserved keys out of the keys, the
+//     count and "more", at the revision etcd read at (a limited range asks
+//     for as many more keys as are reserved, then trims); watches, on any
+//     range including every key, never carry an event for a reserved key
+//     (a response left empty is not sent: it would read as a progress
+//     notification); Put, DeleteRange and Txn (compares and operations, at
+//     any depth of nesting) that touch a reserved key are refused with
+//     etcd's own "etcdserver: permission denied" (gRPC PermissionDenied,
+//     HTTP 403 on the gateway). A DeleteRange that spans the prefix
+//     (etcdctl del --prefix "") is refused whole, not clipped, as etcd's
+//     auth refuses a delete over a range the user may not write: nothing is
+//     half done. The lock and election services, which write keys
+//     NAME/LEASE through their own in-process client, refuse names whose
+//     keys would fall under the prefix. Snapshot (Maintenance/Snapshot)
+//     holds every key: it is refused while etcd auth is off, and is root's
+//     only (etcd's own rule) once it is on. Leases, compaction, members,
+//     alarms, status and auth management are global and unchanged. Every
+//     other key behaves exactly as in etcd, for any user, root included.
+//
+// What stays reachable: the peer port (an etcd member, or anyone who can
+// add one with `etcdctl member add` on an unauthenticated cluster,
+// receives the whole store through Raft, as with etcd itself; peer TLS
+// with client-certificate auth closes that), and the data directory on
+// disk (0700, as etcd keeps it).
+//
+// A broker record that does not decode is the broker's business:
+// broker/etcddefs logs it with its key and leaves it out.
+package kvstore
