@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildVersion=$(VERSION)
 
-.PHONY: build run test unit integration lint bench clean
+.PHONY: build run test unit integration lint bench clean fuzz fuzz-smoke
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/substrate ./cmd/substrate
@@ -28,6 +28,30 @@ integration: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# Every Fuzz target in the repository (found with grep, so new ones join
+# by themselves), one after the other, FUZZTIME each. A crasher stops the
+# run and is left in <pkg>/testdata/fuzz/<FuzzName>/: fix the code and
+# commit the input, it then runs as a seed in every `go test`. -short keeps
+# the broker's TestMain from booting RabbitMQ in each fuzz process.
+# FUZZMINIMIZETIME bounds the minimizing of each new input (go's default,
+# 60 s, would eat a whole run); FUZZPARALLEL=1 on a shared machine.
+FUZZTIME         ?= 1m
+FUZZMINIMIZETIME ?= 5s
+FUZZPARALLEL     ?=
+fuzz:
+	@set -e; for f in $$(git ls-files --cached --others --exclude-standard '*_test.go' | xargs grep -l '^func Fuzz' | sort); do \
+		dir=./$$(dirname $$f); \
+		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$name in $$dir for $(FUZZTIME)"; \
+			$(GO) test -short -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) \
+				$(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) $$dir; \
+		done; \
+	done
+
+# CI: every target for 10 s.
+fuzz-smoke:
+	$(MAKE) fuzz FUZZTIME=10s
 
 # Ours against the real daemons (Debian's etcd-server, memcached and
 # rabbitmq-server), alternating rounds, medians and ratios. About 9 minutes.
