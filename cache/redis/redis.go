@@ -37,13 +37,13 @@ type Config struct {
 
 // Server is the Redis endpoint.
 type Server struct {
-	cfg   Config
-	m     *miniredis.Miniredis
-	extra []net.Listener
-	inCmd sync.Map // *server.Peer -> struct{}: guard's own Dispatch in progress
-	stop  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	cfg       Config
+	m         *miniredis.Miniredis
+	listeners []net.Listener
+	inCmd     sync.Map // *server.Peer -> struct{}: guard's own Dispatch in progress
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
 // New returns a server for cfg; it does not listen yet.
@@ -75,17 +75,22 @@ func (s *Server) Ports() []preflight.Port {
 // Start listens on every address; all of them serve one keyspace.
 func (s *Server) Start(ctx context.Context) error {
 	s.m = miniredis.NewMiniRedis()
-	if err := s.m.StartAddr(s.cfg.Addrs[0]); err != nil {
-		return fmt.Errorf("redis port: %w", err)
+	// miniredis starts without a listener of its own (Dial does that; its
+	// pipe is closed at once): every connection comes through accept, which
+	// puts respConn in front of miniredis's reader.
+	c, err := s.m.Dial()
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
 	}
+	c.Close()
 	s.m.Server().SetPreHook(s.guard)
-	for _, a := range s.cfg.Addrs[1:] {
+	for _, a := range s.cfg.Addrs {
 		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", a)
 		if err != nil {
 			s.Shutdown(context.Background())
 			return fmt.Errorf("redis port: %w", err)
 		}
-		s.extra = append(s.extra, l)
+		s.listeners = append(s.listeners, l)
 		s.wg.Add(1)
 		go s.accept(l)
 	}
@@ -131,8 +136,8 @@ func (s *Server) guard(peer *server.Peer, cmd string, args ...string) (done bool
 	return true
 }
 
-// accept hands connections from an additional listener to miniredis's
-// server, which then owns and closes them.
+// accept hands connections from a listener to miniredis's server, which
+// then owns and closes them, behind respConn (resp.go).
 func (s *Server) accept(l net.Listener) {
 	defer s.wg.Done()
 	for {
@@ -140,9 +145,12 @@ func (s *Server) accept(l net.Listener) {
 		if err != nil {
 			return
 		}
-		s.m.Server().ServeConn(c)
+		s.serve(c)
 	}
 }
+
+// serve hands one client connection to miniredis.
+func (s *Server) serve(c net.Conn) { s.m.Server().ServeConn(newRESPConn(c)) }
 
 // clock moves miniredis's time with the wall clock, so TTLs expire.
 func (s *Server) clock() {
@@ -166,7 +174,7 @@ func (s *Server) clock() {
 func (s *Server) Shutdown(context.Context) error {
 	s.once.Do(func() {
 		close(s.stop)
-		for _, l := range s.extra {
+		for _, l := range s.listeners {
 			l.Close()
 		}
 		if s.m != nil {
