@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -50,6 +51,9 @@ type Store struct {
 	c      clientv3.KV
 	prefix string
 	log    *slog.Logger
+
+	mu     sync.Mutex
+	warned map[string]int64 // bad record key -> mod revision already logged
 }
 
 // New returns a store using c (a *clientv3.Client, or the embedded
@@ -143,22 +147,43 @@ func (s *Store) deleteAll(ctx context.Context, keys []string, prefixes []string)
 
 // list returns the values under kind/parts.../.
 func (s *Store) list(ctx context.Context, kind string, parts ...string) ([][]byte, []string, error) {
+	r, err := s.listRecords(ctx, kind, parts...)
+	return r.vals, r.keys, err
+}
+
+func (s *Store) listRecords(ctx context.Context, kind string, parts ...string) (records, error) {
 	p := s.key(kind, parts...) + "/"
 	resp, err := s.c.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
-		return nil, nil, fmt.Errorf("etcddefs: list %s: %w", p, err)
+		return records{}, fmt.Errorf("etcddefs: list %s: %w", p, err)
 	}
-	vals := make([][]byte, len(resp.Kvs))
-	keys := make([]string, len(resp.Kvs))
+	r := records{make([][]byte, len(resp.Kvs)), make([]string, len(resp.Kvs)), make([]int64, len(resp.Kvs))}
 	for i, kv := range resp.Kvs {
-		vals[i], keys[i] = kv.Value, string(kv.Key)
+		r.vals[i], r.keys[i], r.revs[i] = kv.Value, string(kv.Key), kv.ModRevision
 	}
-	return vals, keys, nil
+	return r, nil
+}
+
+// skip logs a record that does not decode, once per version of it (Load
+// runs more than once at start).
+func (s *Store) skip(key string, rev int64, err error) {
+	s.mu.Lock()
+	seen := s.warned[key] == rev
+	if !seen {
+		if s.warned == nil {
+			s.warned = make(map[string]int64)
+		}
+		s.warned[key] = rev
+	}
+	s.mu.Unlock()
+	if !seen {
+		s.log.Warn("skipping a broker definition that does not decode", "key", key, "err", err)
+	}
 }
 
 // decodeAll decodes each record; one that does not decode, or that conv
 // rejects, is logged with its key and skipped.
-func decodeAll[T any](log *slog.Logger, rec records, conv func(*T) error) []T {
+func decodeAll[T any](s *Store, rec records, conv func(*T) error) []T {
 	out := make([]T, 0, len(rec.vals))
 	for i, v := range rec.vals {
 		var x T
@@ -167,7 +192,7 @@ func decodeAll[T any](log *slog.Logger, rec records, conv func(*T) error) []T {
 			err = conv(&x)
 		}
 		if err != nil {
-			log.Warn("skipping a broker definition that does not decode", "key", rec.keys[i], "err", err)
+			s.skip(rec.keys[i], rec.revs[i], err)
 			continue
 		}
 		out = append(out, x)
@@ -178,6 +203,7 @@ func decodeAll[T any](log *slog.Logger, rec records, conv func(*T) error) []T {
 type records struct {
 	vals [][]byte
 	keys []string
+	revs []int64
 }
 
 // Load implements broker.Definitions.
@@ -189,7 +215,7 @@ func (s *Store) Load(ctx context.Context) (*broker.DefinitionSet, error) {
 			return records{}
 		}
 		var r records
-		r.vals, r.keys, err = s.list(ctx, kind)
+		r, err = s.listRecords(ctx, kind)
 		return r
 	}
 	users, vhosts, perms := get("users"), get("vhosts"), get("permissions")
@@ -197,16 +223,16 @@ func (s *Store) Load(ctx context.Context) (*broker.DefinitionSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	set.Users = decodeAll[broker.User](s.log, users, nil)
-	set.VHosts = decodeAll[broker.VHost](s.log, vhosts, nil)
-	set.Permissions = decodeAll(s.log, perms, func(p *broker.Permission) error { return p.Validate() })
-	for _, e := range decodeAll(s.log, exs, func(e *exchangeJSON) (err error) { e.ExchangeDef.Arguments, err = decodeArgs(e.Arguments); return }) {
+	set.Users = decodeAll[broker.User](s, users, nil)
+	set.VHosts = decodeAll[broker.VHost](s, vhosts, nil)
+	set.Permissions = decodeAll(s, perms, func(p *broker.Permission) error { return p.Validate() })
+	for _, e := range decodeAll(s, exs, func(e *exchangeJSON) (err error) { e.ExchangeDef.Arguments, err = decodeArgs(e.Arguments); return }) {
 		set.Exchanges = append(set.Exchanges, e.ExchangeDef)
 	}
-	for _, q := range decodeAll(s.log, qs, func(q *queueJSON) (err error) { q.QueueDef.Arguments, err = decodeArgs(q.Arguments); return }) {
+	for _, q := range decodeAll(s, qs, func(q *queueJSON) (err error) { q.QueueDef.Arguments, err = decodeArgs(q.Arguments); return }) {
 		set.Queues = append(set.Queues, q.QueueDef)
 	}
-	for _, b := range decodeAll(s.log, bs, func(b *bindingJSON) (err error) { b.BindingDef.Arguments, err = decodeArgs(b.Arguments); return }) {
+	for _, b := range decodeAll(s, bs, func(b *bindingJSON) (err error) { b.BindingDef.Arguments, err = decodeArgs(b.Arguments); return }) {
 		set.Bindings = append(set.Bindings, b.BindingDef)
 	}
 	return &set, nil
