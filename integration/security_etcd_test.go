@@ -220,4 +220,3 @@ func TestSecurityBrokerWorksWithEtcdAuth(t *testing.T) {
 		t.Errorf("root sees the broker's keys: %s", out)
 	}
 }
-

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"strings"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
