@@ -193,37 +193,19 @@ func panicCount(t *testing.T, s *server, service string) float64 {
 	return v
 }
 
-var (
-	faultsBinOnce sync.Once
-	faultsBinPath string
-	faultsBinErr  error
-	faultsBinDir  string
-)
-
 // faultsBinary is SUBSTRATE_FAULTS_BIN or a substrate built with -tags
-// faultinject into a temporary directory (once per test binary).
+// faultinject into the test's temporary directory.
 func faultsBinary(t *testing.T) string {
 	t.Helper()
 	if b := os.Getenv("SUBSTRATE_FAULTS_BIN"); b != "" {
 		return b
 	}
-	faultsBinOnce.Do(func() {
-		faultsBinDir, faultsBinErr = os.MkdirTemp("", "substrate-faults-")
-		if faultsBinErr != nil {
-			return
-		}
-		faultsBinPath = filepath.Join(faultsBinDir, "substrate-faults")
-		cmd := exec.Command("go", "build", "-tags", "faultinject", "-o", faultsBinPath, "../cmd/substrate")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			faultsBinErr = fmt.Errorf("go build -tags faultinject: %v\n%s", err, out)
-		}
-	})
-	if faultsBinErr != nil {
-		t.Fatal(faultsBinErr)
+	bin := filepath.Join(t.TempDir(), "substrate-faults")
+	cmd := exec.Command("go", "build", "-tags", "faultinject", "-o", bin, "../cmd/substrate")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags faultinject: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { os.RemoveAll(faultsBinDir) })
-	return faultsBinPath
+	return bin
 }
 
 // startBinary is start for another binary than the one under test.
