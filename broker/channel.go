@@ -411,44 +411,6 @@ func (ch *channel) handle(m amqp.Method) *amqp.Error {
 
 // ---- permissions ----
 
-type permKind int
-
-const (
-	permConfigure permKind = iota
-	permWrite
-	permRead
-)
-
-// check enforces the user's configure/write/read regular expression on a
-// resource, with RabbitMQ's text on refusal. The default exchange is
-// checked as "amq.default", as RabbitMQ does.
-func (ch *channel) check(kind, name string, pk permKind, cls, mth uint16) *amqp.Error {
-	if kind == "exchange" && name == "" {
-		name = "amq.default"
-	}
-	user, vh := ch.c.user, ch.vh()
-	p := ch.c.srv.perm(user, vh.name)
-	ok := false
-	if p != nil {
-		switch pk {
-		case permConfigure:
-			ok = p.configure.MatchString(name)
-		case permWrite:
-			ok = p.write.MatchString(name)
-		case permRead:
-			ok = p.read.MatchString(name)
-		}
-	}
-	if !ok {
-		return amqp.NewError(amqp.AccessRefused, cls, mth, "access to %s refused for user '%s'", vh.rs(kind, name), user)
-	}
-	return nil
-}
-
-func defaultExchangeRefused(cls, mth uint16) *amqp.Error {
-	return amqp.NewError(amqp.AccessRefused, cls, mth, "operation not permitted on the default exchange")
-}
-
 // ---- exchanges ----
 
 func (ch *channel) exchangeDeclare(m *amqp.ExchangeDeclare) *amqp.Error {

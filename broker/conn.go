@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -662,51 +661,6 @@ func (o *outbound) kick0() {
 	case o.signal <- struct{}{}:
 	default:
 	}
-}
-
-// authenticate checks start-ok's credentials. A refusal is 403 with
-// RabbitMQ's text when the client has authentication_failure_close; the
-// socket is just closed otherwise, as RabbitMQ does.
-func (c *conn) authenticate(so *amqp.ConnectionStartOk) (string, error) {
-	var user, pass string
-	switch so.Mechanism {
-	case "PLAIN":
-		parts := strings.Split(so.Response, "\x00")
-		if len(parts) != 3 {
-			return "", silent("PLAIN response invalid (%d fields)", len(parts))
-		}
-		user, pass = parts[1], parts[2]
-	case "AMQPLAIN":
-		t, err := amqp.DecodeTableBody([]byte(so.Response))
-		if err != nil {
-			return "", silent("AMQPLAIN response invalid: %v", err)
-		}
-		user, _ = t["LOGIN"].(string)
-		pass, _ = t["PASSWORD"].(string)
-	default:
-		return "", silent("unknown authentication mechanism '%s'", so.Mechanism)
-	}
-	u, ok := c.srv.user(user)
-	refused := !ok || !u.CheckPassword(pass)
-	if !refused && user == DefaultUser && !isLoopback(c.nc.RemoteAddr()) {
-		refused = true
-		c.logf(slog.LevelWarn, "amqp: login refused: user can only connect via localhost", "user", user, "peer", c.peer)
-	} else if refused {
-		c.logf(slog.LevelWarn, "amqp: login refused", "user", user, "peer", c.peer, "mechanism", so.Mechanism)
-	}
-	if !refused {
-		return user, nil
-	}
-	if !c.authFailure {
-		return "", &handshakeError{err: fmt.Errorf("login refused for user '%s' (mechanism %s)", user, so.Mechanism), logged: true}
-	}
-	return "", amqp.NewError(amqp.AccessRefused, 0, 0,
-		"Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism)
-}
-
-func isLoopback(a net.Addr) bool {
-	ta, ok := a.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
 }
 
 // loop processes frames after the handshake until the connection ends.

@@ -20,7 +20,9 @@
 //
 // Users, vhosts and permissions live in memory (Server.users, perms,
 // vhosts) for the login and permission hot path and are written through
-// to Definitions on every change. Durable exchanges, durable non-exclusive
+// to Definitions on every change. auth.go holds users, permissions and
+// their compiled regular expressions, the SASL mechanisms and the
+// permission check channels make. Durable exchanges, durable non-exclusive
 // queues and bindings whose both ends are durable are written to
 // Definitions when declared or bound and deleted with them; Start
 // recreates them. Transient entities never touch Definitions. Each Queue

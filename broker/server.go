@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"regexp"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -99,13 +98,8 @@ type Server struct {
 	mem      memAccount    // the broker's own memory, for the memory alarm
 	diskFree atomic.Uint64 // last free-space reading of StoreDir's filesystem
 
-	// auth is the in-memory copy of users, vhost names and permissions,
-	// written through to defs by the admin methods.
-	authMu  sync.RWMutex
-	adminMu sync.Mutex // serializes admin changes (and their Definitions writes)
-	users   map[string]User
-	perms   map[string]*compiledPerm // key vkey(vhost, user)
-	permGen atomic.Uint64            // bumped on every permission change
+	adminMu   sync.Mutex // serializes admin changes (and their Definitions writes)
+	authState            // users and permissions (auth.go)
 
 	vhMu   sync.RWMutex
 	vhosts map[string]*vhost
@@ -139,11 +133,6 @@ func (s *Server) sleep(d time.Duration) {
 	}
 }
 
-type compiledPerm struct {
-	p                      Permission
-	configure, write, read *regexp.Regexp
-}
-
 // New checks cfg and returns a Server that has not started. It does not
 // touch cfg.Definitions: Start loads them, after EnsureDefaults.
 func New(cfg Config) (*Server, error) {
@@ -154,8 +143,6 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		defs:     cfg.Definitions,
 		log:      cfg.Logger,
-		users:    map[string]User{},
-		perms:    map[string]*compiledPerm{},
 		vhosts:   map[string]*vhost{},
 		conns:    map[*conn]struct{}{},
 		errc:     make(chan error, 1),
@@ -164,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 
 		silentCloseDelay: 3 * time.Second,
 	}
+	s.users, s.perms = map[string]User{}, map[string]*compiledPerm{}
 	if s.defs == nil {
 		s.defs = NewMemDefinitions()
 	}
@@ -244,19 +232,9 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 func (s *Server) loadDefinitions(set *DefinitionSet) error {
-	s.authMu.Lock()
-	for _, u := range set.Users {
-		s.users[u.Name] = u
+	if err := s.loadAuth(set); err != nil {
+		return err
 	}
-	for _, p := range set.Permissions {
-		cp, err := compilePerm(p)
-		if err != nil {
-			s.authMu.Unlock()
-			return fmt.Errorf("broker: permission for %q on %q: %w", p.User, p.VHost, err)
-		}
-		s.perms[vkey(p.VHost, p.User)] = cp
-	}
-	s.authMu.Unlock()
 	s.vhMu.Lock()
 	for _, v := range set.VHosts {
 		vh := newVHost(s, v.Name)
@@ -281,28 +259,6 @@ func (s *Server) loadDefinitions(set *DefinitionSet) error {
 		}
 	}
 	return nil
-}
-
-func compilePerm(p Permission) (*compiledPerm, error) {
-	// RabbitMQ runs re:run(Name, Regexp) unanchored; "" stands for "^$".
-	c := func(re string) (*regexp.Regexp, error) {
-		if re == "" {
-			re = "^$"
-		}
-		return regexp.Compile(re)
-	}
-	cp := &compiledPerm{p: p}
-	var err error
-	if cp.configure, err = c(p.Configure); err != nil {
-		return nil, err
-	}
-	if cp.write, err = c(p.Write); err != nil {
-		return nil, err
-	}
-	if cp.read, err = c(p.Read); err != nil {
-		return nil, err
-	}
-	return cp, nil
 }
 
 // acceptLoop accepts connections on ln until Shutdown. With
@@ -506,108 +462,10 @@ func (s *Server) vhost(name string) *vhost {
 	return s.vhosts[name]
 }
 
-func (s *Server) user(name string) (User, bool) {
-	s.authMu.RLock()
-	defer s.authMu.RUnlock()
-	u, ok := s.users[name]
-	return u, ok
-}
-
-func (s *Server) perm(user, vhost string) *compiledPerm {
-	s.authMu.RLock()
-	defer s.authMu.RUnlock()
-	return s.perms[vkey(vhost, user)]
-}
-
 // ---- administration ----
 
 // ErrExists is returned when creating a user or vhost that exists.
 var ErrExists = errors.New("broker: already exists")
-
-// AddUser creates a user with a password (tags none).
-func (s *Server) AddUser(ctx context.Context, name, password string) error {
-	if name == "" {
-		return errors.New("broker: empty user name")
-	}
-	s.adminMu.Lock()
-	defer s.adminMu.Unlock()
-	if _, ok := s.user(name); ok {
-		return fmt.Errorf("broker: user %q: %w", name, ErrExists)
-	}
-	u := User{Name: name, PasswordHash: HashPassword(password)}
-	if err := s.defs.PutUser(ctx, u); err != nil {
-		return err
-	}
-	s.authMu.Lock()
-	s.users[name] = u
-	s.authMu.Unlock()
-	return nil
-}
-
-// DeleteUser deletes a user and its permissions, and closes its
-// connections with 320 "CONNECTION_FORCED - user 'u' is deleted", as
-// RabbitMQ does.
-func (s *Server) DeleteUser(ctx context.Context, name string) error {
-	s.adminMu.Lock()
-	if _, ok := s.user(name); !ok {
-		s.adminMu.Unlock()
-		return fmt.Errorf("broker: user %q: %w", name, ErrNotFound)
-	}
-	if err := s.defs.DeleteUser(ctx, name); err != nil {
-		s.adminMu.Unlock()
-		return err
-	}
-	s.authMu.Lock()
-	delete(s.users, name)
-	for k, p := range s.perms {
-		if p.p.User == name {
-			delete(s.perms, k)
-		}
-	}
-	s.authMu.Unlock()
-	s.permGen.Add(1)
-	s.adminMu.Unlock()
-	for _, c := range s.connections() {
-		if c.userName() == name {
-			c.forceClose(amqp.ConnectionForced, fmt.Sprintf("CONNECTION_FORCED - user '%s' is deleted", name), time.Second)
-		}
-	}
-	return nil
-}
-
-// ChangePassword sets a user's password.
-func (s *Server) ChangePassword(ctx context.Context, name, password string) error {
-	return s.updateUser(ctx, name, func(u *User) { u.PasswordHash = HashPassword(password) })
-}
-
-// SetUserTags replaces a user's tags.
-func (s *Server) SetUserTags(ctx context.Context, name string, tags []string) error {
-	return s.updateUser(ctx, name, func(u *User) { u.Tags = append([]string(nil), tags...) })
-}
-
-func (s *Server) updateUser(ctx context.Context, name string, f func(*User)) error {
-	s.adminMu.Lock()
-	defer s.adminMu.Unlock()
-	u, ok := s.user(name)
-	if !ok {
-		return fmt.Errorf("broker: user %q: %w", name, ErrNotFound)
-	}
-	f(&u)
-	if err := s.defs.PutUser(ctx, u); err != nil {
-		return err
-	}
-	s.authMu.Lock()
-	s.users[name] = u
-	s.authMu.Unlock()
-	return nil
-}
-
-// Users lists the users, sorted by name.
-func (s *Server) Users() []User {
-	s.authMu.RLock()
-	defer s.authMu.RUnlock()
-	return sortedValues(s.users)
-}
 
 // AddVHost creates a vhost with its predefined exchanges.
 func (s *Server) AddVHost(ctx context.Context, name string) error {
@@ -716,64 +574,6 @@ func (s *Server) VHostLimits() map[string]VHostLimits {
 			out[n] = vh.limits.clone()
 		}
 	}
-	return out
-}
-
-// SetPermissions sets a user's permissions on a vhost. The regular
-// expressions are Go (RE2) syntax, matched unanchored as RabbitMQ does.
-func (s *Server) SetPermissions(ctx context.Context, p Permission) error {
-	cp, err := compilePerm(p)
-	if err != nil {
-		return fmt.Errorf("broker: permission: %w", err)
-	}
-	s.adminMu.Lock()
-	defer s.adminMu.Unlock()
-	if _, ok := s.user(p.User); !ok {
-		return fmt.Errorf("broker: user %q: %w", p.User, ErrNotFound)
-	}
-	if s.vhost(p.VHost) == nil {
-		return fmt.Errorf("broker: vhost %q: %w", p.VHost, ErrNotFound)
-	}
-	if err := s.defs.PutPermission(ctx, p); err != nil {
-		return err
-	}
-	s.authMu.Lock()
-	s.perms[vkey(p.VHost, p.User)] = cp
-	s.authMu.Unlock()
-	s.permGen.Add(1)
-	return nil
-}
-
-// ClearPermissions removes a user's permissions on a vhost.
-func (s *Server) ClearPermissions(ctx context.Context, user, vhost string) error {
-	s.adminMu.Lock()
-	defer s.adminMu.Unlock()
-	if err := s.defs.DeletePermission(ctx, user, vhost); err != nil {
-		return err
-	}
-	s.authMu.Lock()
-	delete(s.perms, vkey(vhost, user))
-	s.authMu.Unlock()
-	s.permGen.Add(1)
-	return nil
-}
-
-// Permissions lists the permissions on a vhost ("" for all), sorted by user.
-func (s *Server) Permissions(vhost string) []Permission {
-	s.authMu.RLock()
-	defer s.authMu.RUnlock()
-	var out []Permission
-	for _, p := range s.perms {
-		if vhost == "" || p.p.VHost == vhost {
-			out = append(out, p.p)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].VHost != out[j].VHost {
-			return out[i].VHost < out[j].VHost
-		}
-		return out[i].User < out[j].User
-	})
 	return out
 }
 
