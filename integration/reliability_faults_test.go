@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	encbin "encoding/binary"
 	"errors"
 	"fmt"
@@ -85,9 +86,8 @@ func TestPanicAtEachSiteIsContained(t *testing.T) {
 		{site: "ctl.run", service: "ctl", marker: "zq-ctl", offend: offendCtl},
 		{site: "http.handler", service: "http", marker: "zq-http", offend: offendHTTP},
 	}
-	// memcached.tls needs the cache on TLS, which the loops here do not
-	// speak; it is checked by cache's own tests. A site added to the tree
-	// without a case here fails.
+	// memcached.tls needs the cache on TLS: TestPanicInTLSHandshakeIsContained.
+	// A site added to the tree without a case fails.
 	covered := map[string]bool{"memcached.tls": true}
 	var spec []string
 	for _, c := range cases {
@@ -734,5 +734,60 @@ func offendHTTP(t *testing.T, o *offense) {
 	}
 	if resp != nil {
 		resp.Body.Close()
+	}
+}
+
+// TestPanicInTLSHandshakeIsContained is TestPanicAtEachSiteIsContained for
+// the memcached.tls site, which needs the cache on TLS (serve with
+// --memcached-options "-Z ..."): the pymemcache loop speaks TLS, and the
+// offender's ClientHello names the marker as its server name (SNI). It
+// gets its handshake refused; the loops go on.
+func TestPanicInTLSHandshakeIsContained(t *testing.T) {
+	needPython(t, "oslo_messaging", "pymemcache")
+	needCommand(t, "/usr/bin/etcdctl")
+	bin := faultsBinary(t)
+	caFile, certFile, keyFile := writeTestPKI(t, t.TempDir())
+	const marker = "zq-tls.example"
+	s := newServer(t)
+	s.proc = startBinary(t, bin, []string{"SUBSTRATE_TEST_FAULTS=memcached.tls=" + marker},
+		s.args("--memcached-options", "-Z -o ssl_chain_cert="+certFile+",ssl_key="+keyFile)...)
+	s.waitReady(30 * time.Second)
+	loops := []*clientLoop{
+		startPyLoop(t, "oslo", "oslo", fmt.Sprintf("rabbit://guest:guest@127.0.0.1:%d/", s.amqpPort)),
+		startPyLoop(t, "pymemcache over TLS", "memcache", "127.0.0.1", fmt.Sprint(s.memcachedPort), caFile),
+		startEtcdctlLoop(t, s.endpoint()),
+	}
+	for _, l := range loops {
+		l.waitProgress(t, 1, 60*time.Second)
+	}
+	before := panicCount(t, s, "memcached")
+	marks := make([]int64, len(loops))
+	for i, l := range loops {
+		marks[i] = l.progress.Load()
+	}
+	t0 := time.Now()
+	// The certificate is not for the marker's name: only the server's
+	// side of the handshake matters here.
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", s.memcachedPort),
+		&tls.Config{ServerName: marker, InsecureSkipVerify: true})
+	if err == nil {
+		c.Close()
+		t.Errorf("the handshake naming %s succeeded; the site did not run", marker)
+	}
+	var n float64
+	if !poll(15*time.Second, 50*time.Millisecond, func() bool {
+		n = panicCount(t, s, "memcached")
+		return n > before
+	}) {
+		t.Errorf("substrate_panics_total{service=\"memcached\"} stayed at %v", n)
+	}
+	for i, l := range loops {
+		l.waitProgress(t, marks[i]+1, 30*time.Second)
+	}
+	t.Logf("contained in %v (the offender: %v); substrate_panics_total{service=\"memcached\"} %v -> %v",
+		time.Since(t0).Round(time.Millisecond), err, before, n)
+	for _, l := range loops {
+		l.finish(t)
 	}
 }

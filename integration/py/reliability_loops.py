@@ -3,7 +3,7 @@
 the same substrate process (integration/reliability_faults_test.go).
 
 usage: reliability_loops.py oslo URL
-       reliability_loops.py memcache HOST PORT
+       reliability_loops.py memcache HOST PORT [CAFILE]
 
 oslo      an oslo.messaging RPC server and a client calling it in a loop
           (rabbit driver, threading executor): every call must return its
@@ -11,7 +11,7 @@ oslo      an oslo.messaging RPC server and a client calling it in a loop
           a warning or an error (a reconnect is logged, and is an error
           here: the fault was someone else's)
 memcache  pymemcache set then get of a fresh key, in a loop; every get must
-          return what was set
+          return what was set (over TLS, verified with CAFILE, when given)
 
 Each loop prints "progress N" after every 20 iterations and runs until
 stdin is closed, then prints "result count N" and "ok". The first failure
@@ -103,9 +103,13 @@ def oslo(url):
     transport.cleanup()
 
 
-def memcache(host, port):
+def memcache(host, port, cafile=None):
     from pymemcache.client.base import Client
-    c = Client((host, int(port)), connect_timeout=5, timeout=5)
+    ctx = None
+    if cafile:
+        import ssl
+        ctx = ssl.create_default_context(cafile=cafile)
+    c = Client((host, int(port)), connect_timeout=5, timeout=5, tls_context=ctx)
     tag = uuid.uuid4().hex[:8]
 
     def step(n):
@@ -127,7 +131,7 @@ def main():
     if len(sys.argv) >= 3 and sys.argv[1] == 'oslo':
         oslo(sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == 'memcache':
-        memcache(sys.argv[2], sys.argv[3])
+        memcache(*sys.argv[2:5])
     else:
         die(__doc__)
     print('ok', flush=True)
