@@ -113,11 +113,13 @@ func (s *Store) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			// Not through closeOnce: Shutdown's close has usually
+			// spent it (on a nil s.etcd) by the time StartEtcd
+			// returns, which left this member running after
+			// Shutdown. No one else ever sees r.e.
 			if r := <-started; r.e != nil {
-				s.closeOnce.Do(func() {
-					s.quiet.Closing()
-					r.e.Close()
-				})
+				s.quiet.Closing()
+				r.e.Close()
 			}
 		}()
 		return ctx.Err()
