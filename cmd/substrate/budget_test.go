@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,7 +92,9 @@ func TestServeRefusesBudgetOverMachine(t *testing.T) {
 	}
 	var stderr strings.Builder
 	mb := machine>>20 + 1
-	status := run(t.Context(), []string{"substrate", "serve", "--data-dir", t.TempDir(), "--services", "memcached",
+	// A directory serve creates (0700): t.TempDir's own is 0755, which
+	// serve warns about, as etcd does.
+	status := run(t.Context(), []string{"substrate", "serve", "--data-dir", filepath.Join(t.TempDir(), "data"), "--services", "memcached",
 		"--memcached-port", "0", "--memcached-options", "-m " + strconv.FormatUint(mb, 10)}, &stderr, &stderr)
 	if status != 1 || !strings.Contains(stderr.String(), "memory budget memcached") || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
 		t.Fatalf("status %d, stderr %q", status, stderr.String())
