@@ -102,6 +102,7 @@ func TestReservedKeysHiddenFromClients(t *testing.T) {
 	all := []clientv3.OpOption{clientv3.WithPrefix()}
 	cases := map[string]get{
 		"reserved key":          {reservedKeys[0], nil},
+		"elsewhere":             {"/tooz/", all},
 		"reserved prefix":       {"/substrate/broker/", all},
 		"prefix /substrate/":    {"/substrate/", all},
 		"every key":             {"", all},
@@ -466,4 +467,39 @@ func rootClient(t *testing.T, s *Store) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+func TestOverlaps(t *testing.T) {
+	r := newReserved("/p/", nil)
+	for _, c := range []struct {
+		key, end string
+		want     bool
+	}{
+		{"/p/x", "", true},
+		{"/p/", "", true},
+		{"/p", "", false},
+		{"/p0", "", false},
+		{"\x00", "\x00", true},
+		{"/p/z", "\x00", true},
+		{"/p0", "\x00", false},
+		{"/a", "/p/", false},    // ends where the prefix starts
+		{"/a", "/p/\x00", true}, // takes its first key
+		{"/p0", "/q", false},
+		{"/p/a", "/p/b", true},
+		{"/q", "/a", false}, // empty range
+		{"/p", "/p0", true},
+	} {
+		if got := r.overlaps([]byte(c.key), []byte(c.end)); got != c.want {
+			t.Errorf("overlaps(%q, %q) = %v, want %v", c.key, c.end, got, c.want)
+		}
+	}
+	if lo, hi := r.intersection([]byte("/a"), []byte("\x00")); string(lo) != "/p/" || string(hi) != "/p0" {
+		t.Errorf("intersection of every key: %q %q", lo, hi)
+	}
+	if lo, hi := r.intersection([]byte("/p/m"), []byte("/p/n")); string(lo) != "/p/m" || string(hi) != "/p/n" {
+		t.Errorf("intersection inside: %q %q", lo, hi)
+	}
+	if !r.group([]byte("/p")) || r.group([]byte("/q")) || !r.group([]byte("/p/users")) {
+		t.Error("group")
+	}
 }
