@@ -59,6 +59,9 @@
 //     alarms, status and auth management are global and unchanged. Every
 //     other key behaves exactly as in etcd, for any user, root included.
 //
+// The filter is on in `substrate etcd` too: such a member may share a
+// cluster with serve's members, and the broker's keys replicate to it.
+//
 // What stays reachable: the peer port (an etcd member, or anyone who can
 // add one with `etcdctl member add` on an unauthenticated cluster,
 // receives the whole store through Raft, as with etcd itself; peer TLS
