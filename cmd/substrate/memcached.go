@@ -194,6 +194,9 @@ func memcached(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cfg.Logger = log
+	if w := preflight.SecretFile("SASL password file", cfg.SASLPasswordFile); cfg.SASLPasswordFile != "" && w != "" {
+		log.Warn(w)
+	}
 	limitHeap(o.MaxBytes())
 	srv, err := cache.New(cfg)
 	if err != nil {
