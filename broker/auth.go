@@ -254,11 +254,23 @@ func (c *conn) authenticate(so *amqp.ConnectionStartOk) (string, error) {
 		}
 		user, _ = t["LOGIN"].(string)
 		pass, _ = t["PASSWORD"].(string)
+	case mechExternal:
+		if !c.offersExternal() {
+			return "", silent("unknown authentication mechanism '%s'", so.Mechanism)
+		}
+		name, why := c.externalName()
+		if why != "" {
+			c.logf(slog.LevelWarn, "amqp: login refused", "peer", c.peer, "mechanism", so.Mechanism, "reason", why)
+			return "", c.refuse("", so.Mechanism)
+		}
+		user = name
 	default:
 		return "", silent("unknown authentication mechanism '%s'", so.Mechanism)
 	}
 	u, ok := c.srv.user(user)
-	refused := !ok || !u.CheckPassword(pass)
+	// EXTERNAL: the verified certificate stands for the password, as
+	// rabbit_auth_mechanism_ssl's check_user_login(Name, []).
+	refused := !ok || (so.Mechanism != mechExternal && !u.CheckPassword(pass))
 	if !refused && user == DefaultUser && !isLoopback(c.nc.RemoteAddr()) {
 		refused = true
 		c.logf(slog.LevelWarn, "amqp: login refused: user can only connect via localhost", "user", user, "peer", c.peer)
@@ -268,11 +280,16 @@ func (c *conn) authenticate(so *amqp.ConnectionStartOk) (string, error) {
 	if !refused {
 		return user, nil
 	}
+	return "", c.refuse(user, so.Mechanism)
+}
+
+// refuse is the error of a refused login, already logged.
+func (c *conn) refuse(user, mechanism string) error {
 	if !c.authFailure {
-		return "", &handshakeError{err: fmt.Errorf("login refused for user '%s' (mechanism %s)", user, so.Mechanism), logged: true}
+		return &handshakeError{err: fmt.Errorf("login refused for user '%s' (mechanism %s)", user, mechanism), logged: true}
 	}
-	return "", amqp.NewError(amqp.AccessRefused, 0, 0,
-		"Login was refused using authentication mechanism %s. For details see the broker logfile.", so.Mechanism)
+	return amqp.NewError(amqp.AccessRefused, 0, 0,
+		"Login was refused using authentication mechanism %s. For details see the broker logfile.", mechanism)
 }
 
 func isLoopback(a net.Addr) bool {

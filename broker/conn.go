@@ -458,6 +458,9 @@ func (c *conn) serve() {
 	defer c.safeTeardown()
 	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, c.recovered)
 	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	if !c.tlsHandshake() {
+		return
+	}
 	if err := c.fr.ReadProtocolHeader(); err != nil {
 		if errors.Is(err, amqp.ErrProtocolHeader) {
 			c.out.mu.Lock()
@@ -572,7 +575,7 @@ func serverProperties() amqp.Table {
 
 func (c *conn) handshake() error {
 	c.out.method(0, &amqp.ConnectionStart{VersionMajor: 0, VersionMinor: 9, ServerProperties: serverProperties(),
-		Mechanisms: "PLAIN AMQPLAIN", Locales: "en_US"})
+		Mechanisms: c.mechanisms(), Locales: "en_US"})
 	m, err := c.readMethod0()
 	if err != nil {
 		return err

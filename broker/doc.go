@@ -22,7 +22,10 @@
 // vhosts) for the login and permission hot path and are written through
 // to Definitions on every change. auth.go holds users, permissions and
 // their compiled regular expressions, the SASL mechanisms and the
-// permission check channels make. Durable exchanges, durable non-exclusive
+// permission check channels make; tls.go the AMQPS listeners
+// (Config.TLSAddrs) and EXTERNAL. A TLS connection's handshake runs on
+// its reader goroutine, before the protocol header and within the
+// handshake timeout, never on the accept loop. Durable exchanges, durable non-exclusive
 // queues and bindings whose both ends are durable are written to
 // Definitions when declared or bound and deleted with them; Start
 // recreates them. Transient entities never touch Definitions. Each Queue

@@ -2,11 +2,13 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -43,6 +45,13 @@ type Config struct {
 	// MaxConnections is RabbitMQ's connection_max: connections beyond it
 	// are refused as RabbitMQ refuses them; 0 means no limit.
 	MaxConnections int
+	// TLSAddrs are the AMQPS listen addresses (RabbitMQ's listeners.ssl,
+	// port 5671): each connection completes a TLS handshake before
+	// the AMQP protocol header, and may log in with EXTERNAL.
+	TLSAddrs []string
+	// TLS is the server configuration of TLSAddrs, required with them
+	// (tlsutil.Store.ServerConfig: certificates reloadable at run time).
+	TLS *tls.Config
 
 	storeTweak   func(*store.Config)              // tests: adjust the message store's config
 	memUsage     func() uint64                    // tests: memory in use, in place of the broker's accounting
@@ -64,10 +73,13 @@ func NewConfig() Config {
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
-	if len(c.Addrs) == 0 {
+	if len(c.Addrs) == 0 && len(c.TLSAddrs) == 0 {
 		return errors.New("broker: no listen address")
 	}
-	for _, a := range c.Addrs {
+	if len(c.TLSAddrs) > 0 && c.TLS == nil {
+		return errors.New("broker: TLS listen addresses without a TLS configuration")
+	}
+	for _, a := range append(slices.Clone(c.Addrs), c.TLSAddrs...) {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("broker: listen address %q: %w", a, err)
 		}
@@ -108,7 +120,8 @@ type Server struct {
 	conns  map[*conn]struct{}
 
 	lnMu      sync.Mutex
-	listeners []net.Listener
+	listeners []net.Listener // Config.Addrs, then Config.TLSAddrs
+	nTLS      int            // how many of listeners (the last ones) are TLS
 	errc      chan error
 	started   bool
 	stopping  atomic.Bool
@@ -210,6 +223,17 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.listeners = append(s.listeners, ln)
 	}
+	for _, a := range s.cfg.TLSAddrs {
+		ln, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			return fail(fmt.Errorf("broker: listen %s (TLS): %w", a, err))
+		}
+		if s.cfg.wrapListener != nil {
+			ln = s.cfg.wrapListener(ln)
+		}
+		s.listeners = append(s.listeners, tls.NewListener(ln, s.cfg.TLS))
+		s.nTLS++
+	}
 	s.started = true
 	if s.cfg.MemoryHighWatermark > 0 {
 		s.wg.Add(1)
@@ -227,7 +251,8 @@ func (s *Server) Start(ctx context.Context) error {
 	for i, l := range s.listeners {
 		addrs[i] = l.Addr().String()
 	}
-	s.log.Info("amqp broker listening", "addrs", addrs)
+	plain := len(addrs) - s.nTLS
+	s.log.Info("amqp broker listening", "addrs", addrs[:plain], "tls_addrs", addrs[plain:])
 	return nil
 }
 
