@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -296,5 +295,3 @@ func (r *rawConn) alive(ch uint16, d time.Duration) error {
 		}
 	}
 }
-
-var errTimeout = errors.New("timed out")
