@@ -60,6 +60,7 @@ const usage = `usage:
   substrate etcd [etcd's flags]    run only the kvstore, as the etcd daemon would
   substrate memcached [flags]      run only the cache, with memcached 1.6's flags
   substrate ctl COMMAND ARGS...    rabbitmqctl's commands against a running serve (--data-dir DIR)
+  substrate certs --host NAMES     write a lab CA, server and client certificates (--dir DIR) and print how to use them
   substrate version
 `
 
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = memcached(ctx, rest, stdout, stderr)
 	case "ctl":
 		err = ctlCommand(rest, stdout, stderr)
+	case "certs":
+		err = certsCommand(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

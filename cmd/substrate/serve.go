@@ -25,6 +25,7 @@ import (
 	"substrate/internal/memcachedcli"
 	"substrate/internal/mgmt"
 	"substrate/internal/preflight"
+	"substrate/internal/tlsutil"
 	"substrate/kvstore"
 )
 
@@ -47,6 +48,11 @@ type serveFlags struct {
 	amqpMemoryHighWatermark         string
 	amqpDiskFreeLimit               string
 	amqpMaxConnections              int
+	amqpsPort, httpsPort            int
+	tlsCert, tlsKey, tlsCA          string
+	tlsClientAuth                   string
+
+	tls *tlsutil.Store // loaded from tlsCert, tlsKey, tlsCA; nil without TLS
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -68,6 +74,12 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.amqpDiskFreeLimit, "amqp-disk-free-limit", "50MB",
 		"disk alarm `threshold`: free space on the data directory's filesystem below which publishers are blocked (RabbitMQ's disk_free_limit): an amount such as 1GB, or a multiple of memory such as 1.0; 0: off")
 	fs.IntVar(&f.amqpMaxConnections, "amqp-max-connections", 0, "AMQP connections accepted at once (RabbitMQ's connection_max); 0: unlimited")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate chain `file` of the server: turns on AMQPS (--amqps-port) and management HTTPS (--https-port)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM `file` of the CAs client certificates must chain to")
+	fs.StringVar(&f.tlsClientAuth, "tls-client-auth", "none", "client certificates: none, request (verified when sent; EXTERNAL login) or require")
+	fs.IntVar(&f.amqpsPort, "amqps-port", 5671, "AMQP 0-9-1 over TLS `port` (with --tls-cert)")
+	fs.IntVar(&f.httpsPort, "https-port", 15671, "management HTTPS `port` (with --tls-cert)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "substrate's log `level`: debug, info, warn, error")
 	fs.StringVar(&f.etcdLogLevel, "etcd-log-level", "warn", "log `level` of the embedded etcd's own lines")
 }
@@ -167,6 +179,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if f.tls, err = loadTLS(f, log); err != nil {
+		return err
+	}
+	defer watchSIGHUP(f.tls, log)()
 	switch {
 	case f.redisPort != 0:
 		enabled["redis"] = true
@@ -231,9 +247,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		defer closeDefs()
-		services = append(services, b, ctl.NewServer(f.dataDir, b).WithLogger(log.With("service", "ctl")))
+		services = append(services, b, ctl.NewServer(f.dataDir, ctlBroker{b, f.tls, log}).WithLogger(log.With("service", "ctl")))
 		for _, a := range preflight.Addrs(hosts, f.amqpPort) {
 			ports = append(ports, preflight.Port{What: "amqp port", Addr: a})
+		}
+		if f.tls != nil {
+			for _, a := range preflight.Addrs(hosts, f.amqpsPort) {
+				ports = append(ports, preflight.Port{What: "amqps port", Addr: a})
+			}
 		}
 	}
 	var cacheBytes uint64
@@ -261,12 +282,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 				names = append(names, n)
 			}
 		}
-		m, err := mgmt.New(mgmt.Config{
+		mc := mgmt.Config{
 			Addrs:    preflight.Addrs(hosts, f.httpPort),
 			Version:  versionString(),
 			Services: names,
 			Logger:   log.With("service", "http"),
-		})
+		}
+		if f.tls != nil {
+			mc.TLSAddrs, mc.TLS = preflight.Addrs(hosts, f.httpsPort), f.tls.ServerConfig()
+		}
+		m, err := mgmt.New(mc)
 		if err != nil {
 			return err
 		}
@@ -298,6 +323,9 @@ func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark, dis
 	cfg.DiskFreeLimit = diskFreeLimit
 	cfg.MaxConnections = f.amqpMaxConnections
 	cfg.Addrs = preflight.Addrs(hosts, f.amqpPort)
+	if f.tls != nil {
+		cfg.TLSAddrs, cfg.TLS = preflight.Addrs(hosts, f.amqpsPort), f.tls.ServerConfig()
+	}
 	cfg.Logger = log.With("service", "amqp")
 	closeDefs := func() {}
 	if kv != nil {

@@ -50,6 +50,14 @@ type Broker interface {
 	VHostLimits() map[string]broker.VHostLimits
 }
 
+// CertReloader is a Broker whose process serves TLS: reload_certificates
+// (substrate's own; RabbitMQ re-reads certificates only through
+// `rabbitmqctl eval 'ssl:clear_pem_cache().'`) re-reads the files, as
+// SIGHUP does, and returns a line describing the certificate now in use.
+type CertReloader interface {
+	ReloadCertificates() (string, error)
+}
+
 // rabbitmqctl's exit codes (sysexits.h).
 const (
 	ExitOK       = 0
@@ -112,6 +120,18 @@ var commands = map[string]command{
 			return banner, "", err
 		}
 		return banner, "Done. Don't forget to grant the user permissions to some virtual hosts! See 'rabbitmqctl help set_permissions' to learn more.", nil
+	}},
+	"reload_certificates": {args: "", min: 0, max: 0, run: func(ctx context.Context, b Broker, _ string, _ []string) (string, string, error) {
+		banner := "Reloading the TLS certificate, key and CA files ..."
+		r, ok := b.(CertReloader)
+		if !ok {
+			return banner, "", &cmdError{ExitUnavail, "TLS is not enabled"}
+		}
+		out, err := r.ReloadCertificates()
+		if err != nil {
+			return banner, "", &cmdError{ExitSoftware, err.Error()}
+		}
+		return banner, out, nil
 	}},
 	"delete_user": {args: "<username>", min: 1, max: 1, run: func(ctx context.Context, b Broker, _ string, a []string) (string, string, error) {
 		banner := fmt.Sprintf("Deleting user %q ...", a[0])

@@ -8,11 +8,14 @@ package mgmt
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +32,11 @@ type Config struct {
 	Version  string       // first line of the status page
 	Services []string     // names of the services this process runs
 	Logger   *slog.Logger // nil: discard
+
+	// TLSAddrs are the HTTPS addresses (RabbitMQ's management.ssl,
+	// port 15671), served with TLS; the same handlers as Addrs.
+	TLSAddrs []string
+	TLS      *tls.Config // required with TLSAddrs (tlsutil.Store.ServerConfig)
 }
 
 // Server is the management HTTP service.
@@ -45,8 +53,11 @@ type Server struct {
 
 // New returns a server for cfg; it does not listen yet.
 func New(cfg Config) (*Server, error) {
-	if len(cfg.Addrs) == 0 {
+	if len(cfg.Addrs) == 0 && len(cfg.TLSAddrs) == 0 {
 		return nil, errors.New("mgmt: no listen address")
+	}
+	if len(cfg.TLSAddrs) > 0 && cfg.TLS == nil {
+		return nil, errors.New("mgmt: HTTPS addresses without a TLS configuration")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = logging.Discard()
@@ -56,8 +67,32 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /{$}", s.status)
-	s.srv = &http.Server{Handler: recoverPanics(cfg.Logger, mux), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: recoverPanics(cfg.Logger, mux), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(serverErrors{logging.NewLimiter(cfg.Logger, "http", 10, time.Second)}, "", 0)}
 	return s, nil
+}
+
+// serverErrors takes net/http's own error lines (a failed TLS handshake:
+// "http: TLS handshake error from 127.0.0.1:40000: remote error: tls: bad
+// certificate") into the log, rate-limited per peer IP.
+type serverErrors struct{ l *logging.Limiter }
+
+func (e serverErrors) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	key := "http"
+	peer := ""
+	if _, rest, ok := strings.Cut(line, " from "); ok {
+		if hp, _, ok := strings.Cut(rest, ": "); ok {
+			peer = hp
+			key = logging.PeerKeyString(hp)
+		}
+	}
+	msg := "http: server error"
+	if strings.Contains(line, "TLS handshake error") {
+		msg = "http: TLS handshake failed"
+	}
+	e.l.Log(key, slog.LevelWarn, msg, "peer", peer, "err", line)
+	return len(p), nil
 }
 
 // SiteHandler is the fault-injection site of every request
@@ -104,6 +139,9 @@ func (s *Server) Ports() []preflight.Port {
 	for _, a := range s.cfg.Addrs {
 		ports = append(ports, preflight.Port{What: "http port", Addr: a})
 	}
+	for _, a := range s.cfg.TLSAddrs {
+		ports = append(ports, preflight.Port{What: "https port", Addr: a})
+	}
 	return ports
 }
 
@@ -120,6 +158,16 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.lns = append(s.lns, l)
 	}
+	for _, a := range s.cfg.TLSAddrs {
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", a)
+		if err != nil {
+			for _, l := range s.lns {
+				l.Close()
+			}
+			return fmt.Errorf("https port: %w", err)
+		}
+		s.lns = append(s.lns, tls.NewListener(l, s.cfg.TLS))
+	}
 	for _, l := range s.lns {
 		s.wg.Add(1)
 		go func(l net.Listener) {
@@ -132,7 +180,8 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// Addrs are the bound addresses (after Start).
+// Addrs are the bound addresses (after Start): Config.Addrs, then
+// Config.TLSAddrs.
 func (s *Server) Addrs() []net.Addr {
 	out := make([]net.Addr, len(s.lns))
 	for i, l := range s.lns {
