@@ -63,7 +63,7 @@ func (c *conn) tlsHandshake() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		c.logf(slog.LevelWarn, "amqp: TLS handshake failed", "peer", c.peer, "err", err)
+		c.logf(slog.LevelWarn, "amqp: TLS handshake failed", "peer", c.peer, "reason", tlsutil.HandshakeReason(err), "err", err)
 		return false
 	}
 	if name, ok := tlsutil.PeerName(tc.ConnectionState()); ok {

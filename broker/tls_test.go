@@ -208,7 +208,8 @@ func TestTLSHandshakeRefused(t *testing.T) {
 		t.Fatal("a client certificate of another CA was accepted")
 	}
 	eventually(t, 5*time.Second, func() bool {
-		return strings.Contains(logs.String(), "TLS handshake failed") && strings.Contains(logs.String(), "unknown authority")
+		return strings.Contains(logs.String(), "TLS handshake failed") && strings.Contains(logs.String(), "unknown authority") &&
+			strings.Contains(logs.String(), `reason="the client certificate is not signed by a CA of the CA file"`)
 	}, "a log line for the certificate of another CA")
 
 	ca, err := tlsutil.LoadAuthority(f.CA, f.CAKey)
@@ -227,7 +228,9 @@ func TestTLSHandshakeRefused(t *testing.T) {
 	if err := handshake(clientTLS(t, f.CA, certFile, keyFile)); err == nil {
 		t.Fatal("an expired client certificate was accepted")
 	}
-	eventually(t, 5*time.Second, func() bool { return strings.Contains(logs.String(), "expired") },
+	eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(logs.String(), `reason="the client certificate has expired or is not valid yet"`)
+	},
 		"a log line for the expired certificate")
 
 	if err := handshake(clientTLS(t, other.CA, "", "")); err == nil {

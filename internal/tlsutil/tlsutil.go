@@ -205,6 +205,32 @@ func LoadCAs(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// HandshakeReason explains a failed server-side handshake for a log
+// line: what the operator should look at. "" when there is nothing to add
+// to the error's own text.
+func HandshakeReason(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var alert tls.AlertError
+	switch {
+	case errors.As(err, &unknown):
+		return "the client certificate is not signed by a CA of the CA file"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "the client certificate has expired or is not valid yet"
+	case errors.As(err, &invalid):
+		return "the client certificate is not valid for client authentication"
+	case strings.Contains(err.Error(), "client didn't provide a certificate"):
+		return "no client certificate, and client certificates are required"
+	case errors.As(err, &alert), strings.Contains(err.Error(), "bad record MAC"):
+		// OpenSSL clients that refuse our certificate in TLS 1.3 end the
+		// handshake with an alert Go reads as a bad record MAC.
+		return "the client ended the handshake: does it trust the server certificate's CA?"
+	case strings.Contains(err.Error(), "protocol version"):
+		return "the client offers only TLS versions before 1.2"
+	}
+	return ""
+}
+
 // PeerName is the name EXTERNAL authentication takes from a verified
 // client certificate: its subject's common name (RabbitMQ's
 // rabbitmq_auth_mechanism_ssl with ssl_cert_login_from = common_name).
