@@ -294,3 +294,26 @@ func TestTLSReload(t *testing.T) {
 		t.Fatal("a failed reload changed the certificate")
 	}
 }
+
+// TestTLSHandshakeFailuresRateLimited: a storm of failed handshakes from
+// one peer writes at most the limiter's burst of lines, then one
+// "log lines suppressed" report with the count.
+func TestTLSHandshakeFailuresRateLimited(t *testing.T) {
+	f := tlsLab(t)
+	s, _, logs := tlsServer(t, f)
+	other := tlsLab(t)
+	const n = 60
+	for range n {
+		c, err := tls.Dial("tcp", s.TLSAddrs()[0].String(), clientTLS(t, other.CA, "", ""))
+		if err == nil {
+			c.Close()
+			t.Fatal("a client trusting another CA completed its handshake")
+		}
+	}
+	eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(logs.String(), `msg="amqp: log lines suppressed"`)
+	}, "the suppressed-lines report")
+	if got := strings.Count(logs.String(), `msg="amqp: TLS handshake failed"`); got < 1 || got > n/2 {
+		t.Fatalf("%d handshake failure lines for %d failures:\n%s", got, n, logs.String())
+	}
+}
