@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -233,4 +234,108 @@ func TestTxCommitNeedsStorage(t *testing.T) {
 	if d := recvTimeout(t, deliveries, 2*time.Second); string(d.Body) != "ok" {
 		t.Fatalf("delivered %q", d.Body)
 	}
+}
+
+// TestDiskAlarmPurgeResumes plays the small-disk case with a probe that
+// reports a 24 MB disk minus what the store's files take: persistent
+// publishes fill it until the disk alarm blocks the publisher; a purge
+// removes the store's segments (the tail too), the alarm clears, and
+// publishing resumes.
+func TestDiskAlarmPurgeResumes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "broker")
+	const disk = 24 << 20
+	var release atomic.Bool // cleanup: plenty of space, so a blocked client can close
+	s := startServer(t, func(c *Config) {
+		c.StoreDir = dir
+		c.DiskFreeLimit = 12 << 20
+		c.diskFree = func(d string) (uint64, error) {
+			if release.Load() {
+				return 1 << 40, nil
+			}
+			used, err := dirSize(d)
+			return uint64(max(disk-used, 0)), err
+		}
+		c.diskInterval = 20 * time.Millisecond
+	})
+	conn := dial(t, urlOf(s))
+	t.Cleanup(func() { // before the client's Close (cleanups run last first)
+		release.Store(true)
+		deadline := time.Now().Add(5 * time.Second)
+		for s.BlockedConnections() > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	blocked := conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
+	ch := channel091(t, conn)
+	declareDurable(t, ch, "fill", nil)
+	body := make([]byte, 256<<10)
+	published := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { published <- n }()
+		for range 200 { // 50 MB: more than the disk
+			if ch.Publish("", "fill", false, false, amqp091.Publishing{DeliveryMode: 2, Body: body}) != nil {
+				return
+			}
+			n++
+		}
+	}()
+	if b := recvTimeout(t, blocked, 10*time.Second); !b.Active || b.Reason != "low on disk" {
+		t.Fatalf("got %+v", b)
+	}
+	other := channel091(t, dial(t, urlOf(s)))
+	n, err := other.QueuePurge("fill", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("blocked after %d messages (%.1f MB free)", n, float64(s.DiskFree())/1e6)
+	if b := recvTimeout(t, blocked, 10*time.Second); b.Active {
+		t.Fatalf("got %+v, want unblocked after the purge", b)
+	}
+	// Publishing resumes; each time the disk is low again a purge lets it
+	// go on, until all 200 went.
+	blocks := 1
+	for {
+		select {
+		case b := <-blocked:
+			if b.Active {
+				blocks++
+				if _, err := other.QueuePurge("fill", false); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case got := <-published:
+			if got != 200 {
+				t.Fatalf("%d of 200 published", got)
+			}
+			t.Logf("200 messages of 256 KiB through a 24 MB disk, blocked %d times", blocks)
+			if blocks < 2 {
+				t.Fatal("publishing was not blocked again after the purge")
+			}
+			// A blocked connection is not read, its connection.close
+			// included: clear the alarm before the client closes.
+			eventually(t, 10*time.Second, func() bool {
+				other.QueuePurge("fill", false)
+				return !s.DiskAlarm() && s.BlockedConnections() == 0
+			}, "the alarm cleared")
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("publishing did not resume")
+		}
+	}
+}
+
+// dirSize is the bytes of the files in dir.
+func dirSize(dir string) (int64, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, de := range des {
+		if fi, err := de.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n, nil
 }

@@ -348,10 +348,20 @@ func (s *Disk) Ack(id ID) error {
 	return nil
 }
 
+// emptyTailRotate: a tail segment of at least this size whose messages
+// are all acknowledged is sealed, so that it is removed and its disk
+// space returns (a purge lifts the disk alarm); smaller ones go on taking
+// appends, so a fast consumer does not cost a file per commit.
+const emptyTailRotate = 1 << 20
+
 func (s *Disk) ackLocked(g *segment, e *entry, id ID) {
 	e.flags |= eAcked
 	g.live--
 	s.live--
+	if g.live == 0 && !g.sealed && g == s.tail && g.size >= emptyTailRotate {
+		s.rotateLocked() // seals g and, as it is empty, queues its removal
+		return
+	}
 	if g.live == 0 && g.sealed {
 		s.deadLocked(g)
 		return

@@ -911,3 +911,37 @@ func TestReadHead(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgeFreesTail: acknowledging every message of the tail segment
+// removes it once it holds emptyTailRotate bytes, so a purge gives the
+// disk space back (the disk alarm can clear) without waiting for the
+// segment to fill.
+func TestPurgeFreesTail(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir, nil)
+	s := mustOpen(t, cfg)
+	defer s.Close()
+	var ids []ID
+	var c *Commit
+	for i := range 300 {
+		var id ID
+		id, c, _ = s.Append(msg("q", i, 10_000))
+		ids = append(ids, id)
+	}
+	waitAll(t, c)
+	if n := dirBytes(t, dir); n < 3_000_000 {
+		t.Fatalf("%d bytes on disk", n)
+	}
+	if _, c, _ = s.DropQueue("q"); c == nil {
+		t.Fatal("nothing dropped")
+	}
+	waitAll(t, c)
+	if n := dirBytes(t, dir); n > 4096 {
+		t.Fatalf("%d bytes left after dropping every message (files %v)", n, listFiles(t, dir))
+	}
+	id, c, _ := s.Append(msg("q", 1, 10)) // writing goes on in a new segment
+	waitAll(t, c)
+	if m, err := s.Read(id); err != nil || m.Body[0] != 1 {
+		t.Fatalf("Read = %v, %v", m, err)
+	}
+}
