@@ -60,7 +60,11 @@
 // segment, a segment and its acks live and die together: when the last live
 // message of a sealed segment is acknowledged, both files are removed and
 // nothing else refers to them, so disk use follows the backlog (at most one
-// partly acknowledged segment per stuck message, plus the tail). An ack
+// partly acknowledged segment per stuck message, plus the tail). The tail
+// itself is sealed, and so removed, when its last live message is
+// acknowledged once it holds 1 MiB or more: a purge gives the space back at
+// once (the broker's disk alarm can clear) without waiting for the tail to
+// fill. An ack
 // costs 8 bytes in its segment's ack file, appended by the same commit cycle
 // as the data. An append-only list beats a bitmap here: it needs no
 // read-modify-write, and it is torn-write safe with the same framing.
