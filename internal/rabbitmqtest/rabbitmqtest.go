@@ -64,6 +64,16 @@ type Options struct {
 	// Ctl are rabbitmqctl commands (without "-n NODE") run after
 	// `rabbitmqctl await_startup` succeeded, within the start timeout.
 	Ctl [][]string
+	// Files are written into the node's directory before it starts
+	// (mode 0600 for names ending in "key.pem", else 0644), owned by the
+	// user it runs as: certificates for Conf, say.
+	Files map[string][]byte
+	// Conf is appended to rabbitmq.conf; "{dir}" in it stands for the
+	// node's directory, where Files are.
+	Conf string
+	// Plugins are the plugins to enable (none by default), such as
+	// rabbitmq_auth_mechanism_ssl.
+	Plugins []string
 }
 
 // Server is a running rabbitmq-server started by Start.
@@ -170,14 +180,21 @@ func (r *Server) start(ctx context.Context, opts Options) error {
 	distPort, ctlPort := ports[1], ports[2]
 	r.epmdPort = ports[3]
 	files := map[string]string{
-		"enabled_plugins":     "[].\n", // no management plugin, so no 15672/15692 listeners
-		"rabbitmq.conf":       "log.console = false\nlog.file.level = " + opts.LogLevel + "\n",
+		// no management plugin, so no 15672/15692 listeners
+		"enabled_plugins":     "[" + strings.Join(opts.Plugins, ",") + "].\n",
+		"rabbitmq.conf":       "log.console = false\nlog.file.level = " + opts.LogLevel + "\n" + strings.ReplaceAll(opts.Conf, "{dir}", r.dir) + "\n",
 		"home/.erlang.cookie": strings.ToUpper(RandomHex(10)),
+	}
+	for name, content := range opts.Files {
+		files[name] = string(content)
 	}
 	for name, content := range files {
 		mode := os.FileMode(0o644)
-		if strings.HasSuffix(name, "cookie") {
+		switch {
+		case strings.HasSuffix(name, "cookie"):
 			mode = 0o400
+		case strings.HasSuffix(name, "key.pem"):
+			mode = 0o600
 		}
 		if err := os.WriteFile(filepath.Join(r.dir, name), []byte(content), mode); err != nil {
 			return err
