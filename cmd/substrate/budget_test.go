@@ -131,7 +131,7 @@ func TestPanicsMetric(t *testing.T) {
 	if after := read(); after[faults.Redis] != before[faults.Redis]+1 {
 		t.Errorf("redis: %v -> %v", before[faults.Redis], after[faults.Redis])
 	}
-	for _, name := range []string{"substrate_amqp_disk_alarm", "substrate_amqp_disk_free_bytes", "substrate_amqp_disk_free_limit_bytes"} {
+	for _, name := range []string{"substrate_amqp_memory_used_bytes", "substrate_amqp_disk_alarm", "substrate_amqp_disk_free_bytes", "substrate_amqp_disk_free_limit_bytes"} {
 		found := false
 		mfs, _ := prometheus.DefaultGatherer.Gather()
 		for _, mf := range mfs {

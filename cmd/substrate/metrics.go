@@ -49,6 +49,9 @@ func init() {
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "substrate_amqp_blocked_connections",
 				Help: "AMQP connections blocked by the memory or disk alarm."},
 				stat(func(b *broker.Server) float64 { return float64(b.BlockedConnections()) })),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "substrate_amqp_memory_used_bytes",
+				Help: "The AMQP broker's own memory, as its memory alarm counts it: queued and unacked bodies, bodies being assembled, open transactions, output buffers, unwritten store records."},
+				stat(func(b *broker.Server) float64 { return float64(b.MemoryUsed()) })),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "substrate_amqp_disk_alarm",
 				Help: "1 while the AMQP disk alarm (free space below --amqp-disk-free-limit) blocks publishers."},
 				stat(func(b *broker.Server) float64 {
