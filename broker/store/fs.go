@@ -20,7 +20,9 @@ type FS interface {
 	// this process, failing at once if another holds it; Close releases.
 	Lock(path string) (io.Closer, error)
 	// OpenFile opens path with os.O_* flags (O_RDWR, O_WRONLY, O_CREATE,
-	// O_EXCL, O_TRUNC), permission 0640 when it creates.
+	// O_EXCL, O_TRUNC), permission 0600 when it creates: messages are
+	// the tenants' data (etcd's files are 0600 and its directories 0700
+	// too).
 	OpenFile(path string, flag int) (File, error)
 	// OpenDir opens a directory so that Sync makes its entries (files
 	// created and removed in it) durable.
@@ -50,10 +52,10 @@ type File interface {
 // OSFS is the operating system's file layer.
 type OSFS struct{}
 
-func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o750) }
+func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o700) }
 
 func (OSFS) Lock(path string) (io.Closer, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +67,7 @@ func (OSFS) Lock(path string) (io.Closer, error) {
 }
 
 func (OSFS) OpenFile(path string, flag int) (File, error) {
-	f, err := os.OpenFile(path, flag, 0o640)
+	f, err := os.OpenFile(path, flag, 0o600)
 	if err != nil {
 		return nil, err
 	}
