@@ -34,12 +34,15 @@ func itoa(n int) string {
 	return string(d)
 }
 
-// FuzzConn: arbitrary RESP (or inline) bytes from one client, served by
-// miniredis behind respConn and substrate's guard, never panic (an
-// uncontained one ends the process; crashers found: "*0\r\n" and a bulk
-// length of 2^63-1, see resp.go) (a contained panic
-// fails the target: it would leave miniredis's lock held, see guard) and
-// the connection ends within 10 s of the client's EOF.
+// FuzzConn: arbitrary RESP bytes from one client, served by miniredis
+// behind respConn and substrate's guard. An uncontained panic ends the
+// fuzzing process (crashers: "*0\r\n" and a bulk length of 2^63-1, see
+// resp.go). A panic inside a miniredis command is contained by guard
+// (miniredis is a third-party test double; its bugs are not ours to fix),
+// but the endpoint must stay usable: the client's connection ends within
+// 10 s of its EOF, a new client then gets PONG, and Shutdown completes
+// (crasher: KEYS with a non-UTF-8 pattern left miniredis's lock held,
+// see releaseAfterPanic).
 func FuzzConn(f *testing.F) {
 	for _, s := range []string{
 		respArray("SET", "k", "v", "EX", "10") + respArray("GET", "k") + respArray("TTL", "k") + respArray("DEL", "k"),
@@ -62,41 +65,66 @@ func FuzzConn(f *testing.F) {
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		defer s.Shutdown(context.Background())
+		shut := false
+		defer func() {
+			if !shut {
+				go s.Shutdown(context.Background()) // a failed check: do not wait for it
+			}
+		}()
 		before := faults.Count(faults.Redis)
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn := func(fd int) net.Conn {
-			file := os.NewFile(uintptr(fd), "socketpair")
-			defer file.Close()
-			c, err := net.FileConn(file)
+		exchange := func(data []byte) ([]byte, bool) {
+			fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return c
+			conn := func(fd int) net.Conn {
+				file := os.NewFile(uintptr(fd), "socketpair")
+				defer file.Close()
+				c, err := net.FileConn(file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+			cl, sv := conn(fds[0]).(*net.UnixConn), conn(fds[1])
+			defer cl.Close()
+			s.serve(sv)
+			read := make(chan struct{})
+			var out bytes.Buffer
+			go func() {
+				defer close(read)
+				io.Copy(&out, cl)
+			}()
+			go func() {
+				cl.Write(data)
+				cl.CloseWrite()
+			}()
+			select {
+			case <-read:
+				return out.Bytes(), true
+			case <-time.After(10 * time.Second):
+				return nil, false
+			}
 		}
-		cl, sv := conn(fds[0]).(*net.UnixConn), conn(fds[1])
-		defer cl.Close()
-		s.serve(sv)
-		read := make(chan struct{})
-		var out bytes.Buffer
-		go func() {
-			defer close(read)
-			io.Copy(&out, cl)
-		}()
-		go func() {
-			cl.Write(data)
-			cl.CloseWrite()
-		}()
-		select {
-		case <-read:
-		case <-time.After(10 * time.Second):
+		if _, ok := exchange(data); !ok {
 			t.Fatalf("connection still served 10 s after the client's EOF; input %q", data)
 		}
 		if n := faults.Count(faults.Redis) - before; n != 0 {
-			t.Fatalf("%d panics contained serving %q: %q", n, data, out.Bytes())
+			t.Logf("%d panics contained in miniredis serving %q", n, data)
+		}
+		if out, ok := exchange([]byte(respArray("PING"))); !ok || string(out) != "+PONG\r\n" {
+			t.Fatalf("after %q a new client gets %q (answered: %v)", data, out, ok)
+		}
+		done := make(chan struct{})
+		go func() {
+			s.Shutdown(context.Background())
+			close(done)
+		}()
+		select {
+		case <-done:
+			shut = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Shutdown still waiting 10 s after %q", data)
 		}
 	})
 }

@@ -9,11 +9,13 @@
 package redis
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -111,10 +113,10 @@ const SiteCommand = "redis.command"
 // end the process. It is miniredis's pre-command hook and dispatches the
 // command itself (the nested call runs it unwrapped). A panic answers
 // that client with an error and closes its connection, logged once and
-// counted for "redis". Caveat: miniredis's commands hold its one lock
-// without defer, so a panic inside a command's body leaves every other
-// Redis client blocked (the other services go on); this endpoint is for
-// labs.
+// counted for "redis". miniredis's commands take its one lock without
+// defer, so guard releases it after such a panic (releaseAfterPanic):
+// otherwise every other Redis client, and Shutdown, would wait forever
+// (found by FuzzConn: KEYS with a pattern that is not UTF-8).
 func (s *Server) guard(peer *server.Peer, cmd string, args ...string) (done bool) {
 	if _, nested := s.inCmd.Load(peer); nested {
 		return false
@@ -125,6 +127,7 @@ func (s *Server) guard(peer *server.Peer, cmd string, args ...string) (done bool
 	defer func() {
 		if v := recover(); v != nil {
 			done = true // miniredis must not run the command again
+			s.releaseAfterPanic(debug.Stack())
 			faults.Handle(s.cfg.Logger, faults.Redis, "redis peer", v, func(any) {
 				peer.WriteError("ERR substrate: internal error; closing the connection")
 				peer.Close()
@@ -134,6 +137,21 @@ func (s *Server) guard(peer *server.Peer, cmd string, args ...string) (done bool
 	faults.Point(SiteCommand, line)
 	s.m.Server().Dispatch(peer, append([]string{cmd}, args...))
 	return true
+}
+
+// releaseAfterPanic unlocks miniredis's lock if the command that
+// panicked (stack: its goroutine's, taken while panicking) held it.
+// miniredis takes it without defer only in withTx, around a command's
+// body; EXEC, WATCH and blocking commands take it with defer, so it was
+// released as the panic unwound (EXEC runs queued bodies without withTx).
+// Left open: a panic inside withTx before it locks (getCtx, inTx) while
+// another client holds the lock; that code only reads a map.
+func (s *Server) releaseAfterPanic(stack []byte) {
+	if !bytes.Contains(stack, []byte("miniredis/v2.withTx(")) || bytes.Contains(stack, []byte(").cmdExec(")) {
+		return
+	}
+	s.m.TryLock() // fails: the panicking command holds it
+	s.m.Unlock()
 }
 
 // accept hands connections from a listener to miniredis's server, which
