@@ -271,8 +271,14 @@ func tlsClientChecks(t *testing.T, tg *target, cl *tlsClients, findLog func(d ti
 		}
 	})
 	t.Run("kombu", func(t *testing.T) {
-		if v := run(t, lab.CA, "-", "-", "kombu").str(t, "tls_version"); v != "TLSv1.3" && v != "TLSv1.2" {
+		r := run(t, lab.CA, "-", "-", "kombu")
+		if v := r.str(t, "tls_version"); v != "TLSv1.3" && v != "TLSv1.2" {
 			t.Errorf("TLS version %q", v)
+		}
+		// EXTERNAL is offered on TLS connections, also to a client that
+		// sent no certificate (rabbit_auth_mechanism_ssl's should_offer/1).
+		if m := r.str(t, "mechanisms"); m != "AMQPLAIN,EXTERNAL,PLAIN" {
+			t.Errorf("connection.start mechanisms %q", m)
 		}
 	})
 	t.Run("pika", func(t *testing.T) { run(t, lab.CA, lab.Client, lab.ClientKey, "pika") })

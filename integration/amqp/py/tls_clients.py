@@ -11,6 +11,7 @@ usage: tls_clients.py URL CA CERT KEY SCENARIO
                 options
   kombu         kombu Connection(ssl={ca_certs, certfile, keyfile,
                 cert_reqs}): publish and consume; reports the TLS version
+                and the mechanisms connection.start offered
   pika          pika with SSLOptions and PlainCredentials: confirms, get
   pika-external pika with SSLOptions and ExternalCredentials (SASL EXTERNAL):
                 logs in as the certificate's CN with no password
@@ -113,6 +114,7 @@ def scenario_kombu():
         sock = conn.connection.transport.sock
         c.check(isinstance(sock, ssl.SSLSocket), 'kombu socket is %r, not TLS' % (type(sock),))
         c.result('tls_version', sock.version())
+        c.result('mechanisms', ','.join(sorted(m.decode() for m in conn.connection.mechanisms)))
         q = kombu.Queue('amqpit_tlsk_%s' % c.uid(), kombu.Exchange('amqpit_tlsk', type='direct'),
                         routing_key='k', auto_delete=True)
         with conn.Producer() as p:
