@@ -5,7 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"substrate/internal/logging"
 	"substrate/internal/tlsutil"
@@ -93,4 +96,66 @@ func TestCertsCommand(t *testing.T) {
 	if code := run(t.Context(), []string{"substrate", "certs", "--dir", dir}, &out, &errb); code != 2 {
 		t.Errorf("no --host: exit %d", code)
 	}
+}
+
+// TestSIGHUP: SIGHUP reloads the certificates (a new serial in use), and
+// without TLS it is logged and ignored instead of ending the process.
+func TestSIGHUP(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	f, err := tlsutil.WriteLab(dir, []string{"controller"}, "openstack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := tlsutil.New(tlsutil.Config{CertFile: f.Server, KeyFile: f.ServerKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	log := logging.New(&logs, 0)
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(logs.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the log:\n%s", what, logs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	stop := watchSIGHUP(nil, log)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitFor("SIGHUP: no TLS certificates to reload")
+	stop()
+
+	before := store.Info().Serial
+	if _, err := tlsutil.WriteLab(dir, []string{"controller"}, "openstack"); err != nil {
+		t.Fatal(err)
+	}
+	stop = watchSIGHUP(store, log)
+	defer stop()
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitFor("TLS certificates reloaded")
+	if store.Info().Serial.Cmp(before) == 0 {
+		t.Fatal("the serial did not change")
+	}
+	os.WriteFile(f.ServerKey, []byte("garbage"), 0o600)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitFor("TLS certificate reload failed; the previous certificate stays in use")
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
