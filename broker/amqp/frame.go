@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // ProtocolHeader is the 8-byte header an AMQP 0-9-1 client sends first, and
@@ -194,19 +195,44 @@ func AppendBodyFrames(dst []byte, ch uint16, body []byte, frameMax uint32) []byt
 // FrameReader reads frames from an io.Reader (a net.Conn, a bufio.Reader,
 // a pipe) through its own buffer. It does not own the reader. It is not
 // safe for concurrent use.
+//
+// A reader that waits for input waits on a small buffer of its own
+// (idleBufSize), which holds the frames an idle or lightly used
+// connection gets (heartbeats, acks, short methods): thousands of idle
+// readers cost little. A frame that does not fit, or input that fills the
+// small buffer (more is probably waiting), moves the reader to a large
+// buffer from a pool shared by all readers (bigBufSize; a frame larger
+// than that gets a buffer of its own), kept while reads keep filling it
+// and given back once everything read has been parsed.
 type FrameReader struct {
 	r        io.Reader
-	buf      []byte
-	start    int // first unparsed byte
-	end      int // end of buffered data
+	buf      []byte // small, big, or a larger one of its own
+	small    []byte // the reader's own idleBufSize buffer
+	big      *[]byte
+	start    int  // first unparsed byte
+	end      int  // end of buffered data
+	full     bool // the last read filled buf: more input is probably waiting
 	frameMax uint32
 	err      error
 }
 
+const (
+	// idleBufSize: a heartbeat is 8 bytes, a basic.ack 21, a
+	// connection.start-ok with a client's properties a few hundred.
+	idleBufSize = 512
+	// bigBufSize is the pooled buffer a busy reader reads into: a few
+	// 1 KB messages per read (the buffer RabbitMQ's reader asks the
+	// socket for is about this size too).
+	bigBufSize = 32 << 10
+)
+
+var bigBufs = sync.Pool{New: func() any { b := make([]byte, bigBufSize); return &b }}
+
 // NewFrameReader returns a FrameReader on r with frame_max 4096
 // (FrameMinSize), RabbitMQ's limit until connection.tune-ok.
 func NewFrameReader(r io.Reader) *FrameReader {
-	return &FrameReader{r: r, buf: make([]byte, 4096), frameMax: FrameMinSize}
+	small := make([]byte, idleBufSize)
+	return &FrameReader{r: r, buf: small, small: small, frameMax: FrameMinSize}
 }
 
 // SetFrameMax sets the largest frame ReadFrame accepts, as negotiated by
@@ -265,19 +291,25 @@ func (fr *FrameReader) fill(need int) error {
 	if fr.err != nil {
 		return fr.readErr()
 	}
-	if fr.start > 0 && (fr.start == fr.end || len(fr.buf)-fr.start < need) {
-		fr.end = copy(fr.buf, fr.buf[fr.start:fr.end])
-		fr.start = 0
+	if fr.start == fr.end {
+		fr.start, fr.end = 0, 0
+		if !fr.full {
+			fr.setBuf(fr.small) // all parsed and nothing more waiting
+		}
 	}
-	if len(fr.buf)-fr.start < need {
-		nb := make([]byte, max(need, 2*len(fr.buf)))
-		fr.end = copy(nb, fr.buf[fr.start:fr.end])
-		fr.start = 0
-		fr.buf = nb
+	if len(fr.buf)-fr.start < need || fr.full && len(fr.buf) == idleBufSize {
+		if need > len(fr.buf) || fr.full && len(fr.buf) == idleBufSize {
+			fr.grow(need)
+		} else {
+			fr.end = copy(fr.buf, fr.buf[fr.start:fr.end])
+			fr.start = 0
+		}
 	}
 	for {
 		n, err := fr.r.Read(fr.buf[fr.end:])
 		fr.end += n
+		// A buffer of a large frame's own is not kept for what may follow.
+		fr.full = fr.end == len(fr.buf) && len(fr.buf) <= bigBufSize
 		if err != nil {
 			fr.err = err
 			if n > 0 {
@@ -289,6 +321,33 @@ func (fr *FrameReader) fill(need int) error {
 			return nil
 		}
 	}
+}
+
+// grow moves the unparsed bytes to a buffer of at least need bytes, and
+// at least the pooled size.
+func (fr *FrameReader) grow(need int) {
+	var nb []byte
+	var big *[]byte
+	if size := max(need, 2*len(fr.buf)); size <= bigBufSize {
+		big = bigBufs.Get().(*[]byte)
+		nb = *big
+	} else {
+		nb = make([]byte, size)
+	}
+	fr.end = copy(nb, fr.buf[fr.start:fr.end])
+	fr.start = 0
+	fr.setBuf(nb)
+	fr.big = big
+}
+
+// setBuf makes b the buffer (its contents already copied), giving a
+// pooled buffer back.
+func (fr *FrameReader) setBuf(b []byte) {
+	if fr.big != nil {
+		bigBufs.Put(fr.big)
+		fr.big = nil
+	}
+	fr.buf = b
 }
 
 // readErr is the stored read error, with io.EOF turned into
