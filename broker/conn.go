@@ -33,37 +33,45 @@ const (
 )
 
 // outbound is a connection's queue of encoded frames. Producers (the
-// reader, queues delivering from other goroutines) append under mu; the
-// writer swaps the buffer out and writes it in one syscall, so frames
-// produced while it writes are coalesced into the next write.
+// reader, queues delivering from other goroutines, the heartbeat timer)
+// append under mu. A writer goroutine runs only while there is something
+// to write: the first append to an idle connection starts one (kick); it
+// swaps the buffer out and writes it in one syscall, so frames produced
+// while it writes are coalesced into the next write, and it ends when it
+// finds the buffer empty. At most one runs at a time (running).
 type outbound struct {
 	mu      sync.Mutex
 	buf     []byte
-	dead    bool // writer gone: drop appends
+	spare   []byte // the writer's other buffer, kept while it runs
+	running bool   // a writer goroutine is on
+	stop    bool   // teardown: write what is queued, then end
+	dead    bool   // no more output: appends are dropped
 	pending atomic.Int64
-	signal  chan struct{} // capacity 1: "there is something to write"
-	drained *sync.Cond    // broadcast when the writer took the buffer
+	drained *sync.Cond    // broadcast when the writer took the buffer or ended
+	done    chan struct{} // closed when dead and no writer runs (conn.writerDone)
+	start   func()        // starts a writer goroutine; called with mu held
 	log     *slog.Logger
 	mem     *atomic.Int64 // the broker's outbound bytes (memAccount.outbound); nil: not counted
 	acct    int64         // bytes of buf counted in mem (under mu)
-	writing int64         // bytes the writer took and counts until written (writer only)
+	writing int64         // bytes the writer took and counts until written (under mu)
 }
 
-func (o *outbound) init() {
-	o.signal = make(chan struct{}, 1)
+func (o *outbound) init(done chan struct{}, start func()) {
 	o.drained = sync.NewCond(&o.mu)
+	o.done, o.start = done, start
 }
 
-// appendLocked is called with mu held after appending to buf.
+// kick is called with mu held after appending to buf: it counts the new
+// bytes and starts a writer if none runs.
 func (o *outbound) kick() {
 	o.pending.Store(int64(len(o.buf)))
 	if d := int64(len(o.buf)) - o.acct; d != 0 && o.mem != nil {
 		o.acct += d
 		o.mem.Add(d)
 	}
-	select {
-	case o.signal <- struct{}{}:
-	default:
+	if !o.running && !o.dead && len(o.buf) > 0 {
+		o.running = true
+		o.start()
 	}
 }
 
@@ -121,8 +129,8 @@ func (o *outbound) waitBelow(limit int) {
 }
 
 // conn is one client connection. The reader goroutine (serve) owns the
-// handshake state and the channels map; the writer goroutine (writeLoop)
-// owns the socket's write side.
+// handshake state and the channels map; a writer goroutine (writeLoop),
+// running while there is output, owns the socket's write side.
 type conn struct {
 	srv     *Server
 	nc      net.Conn
@@ -147,7 +155,9 @@ type conn struct {
 	authFailure   bool         // client has authentication_failure_close
 	blockedNotify bool         // client has connection.blocked
 	hbTimeout     atomic.Int64 // reader: close after this long with nothing received (ns)
-	hbInterval    atomic.Int64 // writer: heartbeat after hbInterval/2 idle (ns)
+	hbInterval    atomic.Int64 // heartbeat after hbInterval/2 without output (ns)
+	hb            *time.Timer  // runs sendHeartbeat; set and stopped under out.mu
+	lastWrite     atomic.Int64 // when the last write ended (Unix ns)
 
 	mu        sync.Mutex // guards the fields below
 	user      string
@@ -170,33 +180,29 @@ type conn struct {
 	consumers map[*consumer]struct{} // for backpressure wake-ups
 	throttled atomic.Bool
 
-	stopWriter     chan struct{}
-	stopWriterOnce sync.Once
-	writerDone     chan struct{}
-	forgetOnce     sync.Once
+	// writerDone closes when output has ended (teardown, a failed write,
+	// a writer's panic): a reader blocked by an alarm stops waiting.
+	writerDone chan struct{}
+	forgetOnce sync.Once
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, channels: map[uint16]*channel{},
-		stopWriter: make(chan struct{}), writerDone: make(chan struct{})}
+	c := &conn{srv: s, nc: nc, channels: map[uint16]*channel{}, writerDone: make(chan struct{})}
+	c.lastWrite.Store(time.Now().UnixNano())
 	c.peer = nc.RemoteAddr().String()
 	c.peerKey = logging.PeerKey(nc.RemoteAddr())
 	c.name = c.peer + " -> " + nc.LocalAddr().String()
 	c.label.Store(&c.peer)
-	c.out.init()
+	c.out.init(c.writerDone, c.startWriter)
 	c.out.log = s.log
 	c.out.mem = &s.mem.outbound
-	c.fr = amqp.NewFrameReader(readerFunc(c.read))
+	c.fr = amqp.NewFrameReader(c)
 	return c
 }
 
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
-
-// read reads the socket, pushing the heartbeat deadline on each read: any
-// frame counts as activity.
-func (c *conn) read(p []byte) (int, error) {
+// Read reads the socket for the frame reader, pushing the heartbeat
+// deadline on each read: any frame counts as activity.
+func (c *conn) Read(p []byte) (int, error) {
 	if t := c.hbTimeout.Load(); t > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
 	}
@@ -284,86 +290,170 @@ func (c *conn) closeWith(e *amqp.Error, grace time.Duration) {
 
 // ---- writer ----
 
+// startWriter starts a writer goroutine (outbound.start, under out.mu).
+// The reader is alive when it is called (a writer starts only before
+// teardown marks the output dead), so Server.wg is above zero.
+func (c *conn) startWriter() {
+	c.srv.wg.Add(1)
+	go c.writeLoop()
+}
+
+// writeLoop writes what is queued until it finds nothing more, then ends;
+// the next append starts another.
 func (c *conn) writeLoop() {
 	defer c.srv.wg.Done()
-	defer close(c.writerDone)
 	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, c.writerPanicked)
-	var spare []byte
-	var hb *time.Timer
-	var hbC <-chan time.Time
-	lastWrite := time.Now()
-	failed := false
 	for {
-		stop := false
-		select {
-		case <-c.out.signal:
-		case <-hbC:
-		case <-c.stopWriter:
-			stop = true
-		}
-		iv := time.Duration(c.hbInterval.Load())
-		heartbeat := iv > 0 && time.Since(lastWrite) >= iv/2 && !stop
-		buf := c.out.take(spare[:0], heartbeat, stop)
-		if len(buf) > 0 && !failed {
-			faults.Point("amqp.writer", c.subject())
-			if stop {
-				c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-			}
-			if _, err := c.nc.Write(buf); err != nil {
-				failed = true
-				c.nc.Close() // the reader sees the error and tears down
-			}
-			lastWrite = time.Now()
-		}
-		if c.out.mem != nil {
-			c.out.mem.Add(-c.out.writing)
-		}
-		c.out.writing = 0
-		if cap(buf) > 16<<10 {
-			buf = nil // don't keep a large buffer on an idle connection
-		}
-		spare = buf
-		if stop {
-			if hb != nil {
-				hb.Stop()
-			}
+		buf, stop := c.out.take()
+		if buf == nil {
 			return
 		}
+		faults.Point("amqp.writer", c.subject())
+		if stop {
+			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		}
+		_, err := c.nc.Write(buf)
+		c.lastWrite.Store(time.Now().UnixNano())
+		if err != nil {
+			c.out.fail()
+			c.nc.Close() // the reader sees the error and tears down
+			return
+		}
+		c.out.written(buf)
 		if c.throttled.Load() && c.out.writable() {
 			c.throttled.Store(false)
 			c.wakeConsumers()
 		}
-		if iv > 0 {
-			next := iv/2 - time.Since(lastWrite)
-			if hb == nil {
-				hb = time.NewTimer(max(next, time.Millisecond))
-				hbC = hb.C
-			} else {
-				hb.Reset(max(next, time.Millisecond))
-			}
-		}
 	}
 }
 
-// take swaps the outbound buffer for spare and returns what was queued,
-// with a heartbeat frame if asked and nothing else is; with stop, later
-// appends are dropped.
-func (o *outbound) take(spare []byte, heartbeat, stop bool) []byte {
+// take swaps the outbound buffer for the spare one and returns what was
+// queued, and whether teardown asked to stop (then nothing more is
+// accepted). With nothing queued it ends the writer's run and returns
+// nil; the connection keeps no buffer while idle.
+func (o *outbound) take() (buf []byte, stop bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if heartbeat && len(o.buf) == 0 {
-		o.buf = amqp.AppendHeartbeat(o.buf)
+	defer o.drained.Broadcast()
+	if len(o.buf) == 0 || o.dead {
+		o.buf, o.spare = nil, nil
+		o.running = false
+		if o.stop {
+			o.endLocked()
+		}
+		return nil, false
 	}
-	buf := o.buf
-	o.buf = spare
+	buf = o.buf
+	o.buf = o.spare[:0]
+	o.spare = nil
 	o.pending.Store(0)
-	o.writing += o.acct // counted until written (writeLoop)
+	o.writing += o.acct // counted until written
 	o.acct = 0
-	if stop {
+	if o.stop {
 		o.dead = true
 	}
+	return buf, o.stop
+}
+
+// written gives back the writer's buffer after a write.
+func (o *outbound) written(buf []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.mem != nil {
+		o.mem.Add(-o.writing)
+	}
+	o.writing = 0
+	if cap(buf) <= 16<<10 && !o.dead { // don't keep a large buffer
+		o.spare = buf[:0]
+	}
+}
+
+// fail ends output after a failed write (or a panicking writer): what is
+// queued is dropped and later appends too.
+func (o *outbound) fail() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dead = true
+	o.running = false
+	o.endLocked()
 	o.drained.Broadcast()
-	return buf
+}
+
+// endLocked marks the output dead with no writer running: the bytes still
+// counted are given back and writerDone closes.
+func (o *outbound) endLocked() {
+	o.dead = true
+	if o.mem != nil {
+		o.mem.Add(-o.acct - o.writing)
+	}
+	o.acct, o.writing = 0, 0
+	o.buf, o.spare = nil, nil
+	o.pending.Store(0)
+	select {
+	case <-o.done:
+	default:
+		close(o.done)
+	}
+}
+
+// shut is teardown's end of the output: what is queued is written (by the
+// running writer, or one started for it, with a write deadline of a
+// second), then output ends; it returns once no writer runs.
+func (c *conn) shut() {
+	o := &c.out
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second)) // a writer blocked on a client that does not read
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.stop = true
+	if c.hb != nil {
+		c.hb.Stop()
+	}
+	if !o.running {
+		if o.dead || len(o.buf) == 0 {
+			o.endLocked()
+			return
+		}
+		o.running = true
+		o.start()
+	}
+	for o.running {
+		o.drained.Wait()
+	}
+}
+
+// sendHeartbeat runs on the heartbeat timer every heartbeat/2: it queues
+// a heartbeat frame if nothing was written for that long and nothing is
+// queued, and re-arms itself.
+func (c *conn) sendHeartbeat() {
+	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) { c.nc.Close() })
+	half := time.Duration(c.hbInterval.Load()) / 2
+	o := &c.out
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.dead || o.stop {
+		return
+	}
+	next := half - time.Duration(time.Now().UnixNano()-c.lastWrite.Load())
+	if next <= 0 {
+		if len(o.buf) == 0 {
+			o.buf = amqp.AppendHeartbeat(o.buf)
+			o.kick()
+		}
+		next = half
+	}
+	c.hb.Reset(next)
+}
+
+// startHeartbeats arms the heartbeat timer (from the handshake, once).
+func (c *conn) startHeartbeats(iv time.Duration) {
+	c.hbInterval.Store(int64(iv))
+	c.hbTimeout.Store(int64(2 * iv))
+	c.out.mu.Lock()
+	defer c.out.mu.Unlock()
+	if c.out.dead || c.out.stop {
+		return
+	}
+	c.hb = time.AfterFunc(iv/2, c.sendHeartbeat)
 }
 
 // writerPanicked is the cleanup after a panic on the writer: nothing more
@@ -371,7 +461,7 @@ func (o *outbound) take(spare []byte, heartbeat, stop bool) []byte {
 // writer is gone), and the socket closes after the grace unless the
 // reader sees close-ok first and tears the connection down.
 func (c *conn) writerPanicked(any) {
-	c.out.take(nil, false, true)
+	c.out.fail()
 	if c.closing.CompareAndSwap(false, true) {
 		if b, err := amqp.AppendMethodFrame(nil, 0, internalErr.CloseMethod()); err == nil {
 			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -453,13 +543,26 @@ func silent(format string, args ...any) error {
 	return &handshakeError{err: fmt.Errorf(format, args...)}
 }
 
+// serve is the reader goroutine. Its own stack frame stays small (the
+// handshake and the error reporting are functions of their own): an idle
+// connection's reader waits in loop below it, and a stack whose waiting
+// depth is small shrinks to 4 KB at the next collection.
 func (c *conn) serve() {
 	defer c.srv.wg.Done()
 	defer c.safeTeardown()
 	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, c.recovered)
+	if c.begin() {
+		c.ended(c.loop())
+	}
+}
+
+// begin runs the TLS handshake, reads the protocol header and runs the
+// AMQP handshake; false: the connection did not open (what failed was
+// answered and logged).
+func (c *conn) begin() bool {
 	c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if !c.tlsHandshake() {
-		return
+		return false
 	}
 	if err := c.fr.ReadProtocolHeader(); err != nil {
 		if errors.Is(err, amqp.ErrProtocolHeader) {
@@ -468,7 +571,7 @@ func (c *conn) serve() {
 			c.out.kick()
 			c.out.mu.Unlock()
 		}
-		return
+		return false
 	}
 	if err := c.handshake(); err != nil {
 		var ae *amqp.Error
@@ -488,9 +591,14 @@ func (c *conn) serve() {
 			c.closeWith(ae, closeGrace)
 			c.awaitCloseOk()
 		}
-		return
+		return false
 	}
-	err := c.loop()
+	return true
+}
+
+// ended reports why loop ended and, for a connection error, closes the
+// connection as RabbitMQ does.
+func (c *conn) ended(err error) {
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
 		c.logf(slog.LevelWarn, "amqp: closing connection", "code", ae.Code, "text", ae.Text)
@@ -650,20 +758,9 @@ func (c *conn) handshake() error {
 	// Heartbeats: the client's tune-ok value is final.
 	c.nc.SetReadDeadline(time.Time{})
 	if to.Heartbeat > 0 {
-		iv := time.Duration(to.Heartbeat) * time.Second
-		c.hbInterval.Store(int64(iv))
-		c.hbTimeout.Store(int64(2 * iv))
-		c.out.kick0()
+		c.startHeartbeats(time.Duration(to.Heartbeat) * time.Second)
 	}
 	return nil
-}
-
-// kick0 wakes the writer so it picks up a new heartbeat interval.
-func (o *outbound) kick0() {
-	select {
-	case o.signal <- struct{}{}:
-	default:
-	}
 }
 
 // loop processes frames after the handshake until the connection ends.
@@ -692,12 +789,6 @@ func (c *conn) loop() error {
 		if c.published {
 			c.published = false
 			c.throttle()
-		}
-		if len(f.Payload) > 32<<10 && c.fr.Buffered() == 0 {
-			// Drop the reader's grown buffer after a large frame, so an idle
-			// connection stays small.
-			c.fr = amqp.NewFrameReader(readerFunc(c.read))
-			c.fr.SetFrameMax(c.frameMax)
 		}
 	}
 }
@@ -837,7 +928,7 @@ func (c *conn) flushConfirms() {
 // wait for it.
 func (c *conn) safeTeardown() {
 	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) {
-		c.stopWriterOnce.Do(func() { close(c.stopWriter) })
+		c.out.fail()
 		c.nc.Close()
 		c.forget()
 	})
@@ -871,8 +962,7 @@ func (c *conn) teardown() {
 		_, cs, _ := q.vh.deleteQueue(q, nil, 0, 0)
 		notifyCancelled(cs)
 	}
-	c.stopWriterOnce.Do(func() { close(c.stopWriter) })
-	<-c.writerDone
+	c.shut()
 	c.mu.Lock()
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()

@@ -119,13 +119,7 @@ func TestGuestOnlyFromLoopback(t *testing.T) {
 	c1, c2 := net.Pipe()
 	defer c1.Close()
 	fake := &fakeAddrConn{Conn: c2, remote: &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5555}}
-	c := newConn(s, fake)
-	s.connMu.Lock()
-	s.conns[c] = struct{}{}
-	s.wg.Add(2)
-	s.connMu.Unlock()
-	go c.writeLoop()
-	go c.serve()
+	s.admit(fake, nil)
 	r := &rawClient{t: t, nc: c1, fr: amqp.NewFrameReader(c1)}
 	m, _ := r.handshake(rawOpts{})
 	wantConnClose(t, m, 403, "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.", 0, 0)
@@ -137,13 +131,7 @@ func TestGuestOnlyFromLoopback(t *testing.T) {
 	s.SetPermissions(context.Background(), Permission{User: "nova", VHost: "/", Configure: ".*", Write: ".*", Read: ".*"})
 	c3, c4 := net.Pipe()
 	defer c3.Close()
-	c = newConn(s, &fakeAddrConn{Conn: c4, remote: fake.remote})
-	s.connMu.Lock()
-	s.conns[c] = struct{}{}
-	s.wg.Add(2)
-	s.connMu.Unlock()
-	go c.writeLoop()
-	go c.serve()
+	s.admit(&fakeAddrConn{Conn: c4, remote: fake.remote}, nil)
 	r = &rawClient{t: t, nc: c3, fr: amqp.NewFrameReader(c3)}
 	if m, _ := r.handshake(rawOpts{user: "nova", pass: "pw"}); m.Name() != "connection.open-ok" {
 		t.Fatalf("nova from remote: %+v", m)

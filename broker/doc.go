@@ -36,19 +36,35 @@
 //
 // # Goroutines
 //
-// Per connection there are exactly two goroutines:
+// Per connection there is one goroutine, and a second one while there is
+// output:
 //
 //   - the reader (conn.serve) runs the handshake, then reads frames with
 //     amqp.FrameReader and executes every method synchronously, in order;
 //     it owns the channels map and each channel's reader-side state
 //     (confirm/tx mode, content being assembled, consumer prefetch for new
-//     consumers, the publish-permission cache);
-//   - the writer (conn.writeLoop) owns the socket's write side. Producers
-//     append complete encoded frames to the connection's outbound buffer
-//     (outbound.mu); the writer swaps the buffer out and writes it with one
+//     consumers, the publish-permission cache). An idle reader waits on a
+//     512-byte buffer; a busy one reads into a 32 KB buffer from a pool
+//     shared by all connections, given back once its input is parsed;
+//   - a writer (conn.writeLoop) owns the socket's write side while it
+//     runs. Producers append complete encoded frames to the connection's
+//     outbound buffer (outbound.mu); the first append to an idle
+//     connection starts a writer (outbound.kick; at most one runs,
+//     outbound.running), which swaps the buffer out and writes it with one
 //     syscall, so frames produced while it writes go out together in the
-//     next write (coalesced flushes, as nats-server's flushOutbound). It also
-//     sends heartbeats after heartbeat/2 without output.
+//     next write (coalesced flushes, as nats-server's flushOutbound), and
+//     ends when it finds the buffer empty, keeping no buffer.
+//
+// Heartbeats are a timer (conn.sendHeartbeat, every heartbeat/2), which
+// queues a heartbeat frame when nothing was written for that long. At
+// teardown (conn.shut) the reader marks the output stopping, lets the
+// running writer (or one it starts) write what is queued within a second,
+// and waits until no writer runs; then the output is dead (appends are
+// dropped) and conn.writerDone closes, as it does after a failed write or
+// a writer's panic. An idle connection thus costs one goroutine with a
+// 4 KB stack (serve keeps its own frame small so the stack shrinks to
+// that) and about 5 KB of heap (TestIdleConnectionFootprint,
+// BenchmarkIdleConnections).
 //
 // Queues have no goroutine: a publish, an ack or a consume runs the
 // queue's code on the caller's goroutine under the queue's lock, and
@@ -56,7 +72,8 @@
 // Timers (time.AfterFunc) run x-expires and message-TTL expiry (and
 // publish dead letters collected under vhost.mu, see below). Accept
 // loops run one per listener. Server.wg counts accept loops, readers and
-// writers; Shutdown waits for it.
+// running writers (a writer is added only while its reader runs);
+// Shutdown waits for it.
 //
 // Each of these goroutines recovers its own panic (internal/faults: one
 // ERROR line with peer and stack, counted in substrate_panics_total):
@@ -67,15 +84,19 @@
 //     (exclusive queues deleted); safeTeardown still stops the writer and
 //     forgets the connection if teardown itself panics;
 //   - writer (amqp.writer, subject: the client's connection_name, else
-//     its address): 541 written directly, socket closed after the grace;
+//     its address): output ends (writerDone), 541 written directly, socket
+//     closed after the grace;
 //   - store commit hooks sending confirms (amqp.confirm), on the store's
 //     committer: 541 to that connection; the committer goes on;
 //   - the close timer (amqp.close-timer): the socket is closed anyway;
 //   - queue timers, message TTL (amqp.queue-ttl) and x-expires
-//     (amqp.queue-expires), and the dead-letter flush (amqp.deadletter,
-//     subject: the queue name): the queue's, not a connection's; logged
-//     and counted, that expiry is skipped (the next use re-arms it), and
-//     dead letters not yet routed stay in Queue.dead;
+//     (amqp.queue-expires): the queue's, not a connection's; logged and
+//     counted, that expiry is skipped (the next use re-arms it);
+//   - routing dead letters (amqp.deadletter, subject: the queue name, in
+//     vhost.publishDead, on whichever goroutine released the queue's lock:
+//     a rejecting client's reader, a TTL timer, flushDeadLater): the
+//     queue's; the dead letters not yet routed go back to Queue.dead for
+//     its next unlock, and that goroutine goes on;
 //   - the accept loop (amqp.accept, subject: the peer address): that
 //     socket is closed, the loop goes on.
 //

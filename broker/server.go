@@ -356,7 +356,7 @@ func (s *Server) takeSlot(ln net.Listener, slots chan struct{}) bool {
 	}
 }
 
-// admit starts a new connection's reader and writer. A panic here (the
+// admit starts a new connection's reader. A panic here (the
 // amqp.accept site) closes only that socket; the accept loop goes on.
 func (s *Server) admit(nc net.Conn, release func()) {
 	started := false
@@ -382,11 +382,10 @@ func (s *Server) admit(nc net.Conn, release func()) {
 		return
 	}
 	s.conns[c] = struct{}{}
-	s.wg.Add(2)
+	s.wg.Add(1)
 	s.connMu.Unlock()
 	started = true
-	go c.writeLoop()
-	go c.serve()
+	go c.serve() // the writer starts when there is output (outbound.kick)
 }
 
 // Addrs returns the addresses the listeners are bound to (with the real
