@@ -66,11 +66,6 @@ func (q *Queue) flushDeadLater() {
 		return
 	}
 	time.AfterFunc(0, func() {
-		// A panic while routing dead letters is the queue's: logged and
-		// counted; the letters not yet routed stay in q.dead for the
-		// queue's next unlock.
-		defer faults.Recover(q.vh.srv.log, faults.AMQP, q.vh.rs("queue", q.name), nil)
-		faults.Point("amqp.deadletter", q.name)
 		q.mu.Lock()
 		q.unlock()
 	})
@@ -88,18 +83,38 @@ func (q *Queue) dropLocked(e entry, reason string) {
 }
 
 // publishDead routes dead letters of q through its dead-letter exchange.
-// It runs with no lock held.
+// It runs with no lock held, on whatever goroutine released the queue's
+// lock: a rejecting client's reader, a TTL timer, a publisher whose
+// message pushed the queue over x-max-length, flushDeadLater's timer.
+//
+// A panic while routing dead letters is the queue's, not that
+// goroutine's: logged and counted (site amqp.deadletter, subject: the
+// queue name); the letters not yet routed go back to q.dead for the
+// queue's next unlock, and the one being routed is dropped (some of its
+// target queues may already have it).
 func (vh *vhost) publishDead(q *Queue, dead []deadLetter) {
 	if q.dlx == nil || vh.srv.stopping.Load() {
 		return
 	}
+	next := 0 // the first letter not yet handed to any queue
+	defer func() {
+		if v := recover(); v != nil {
+			faults.Handle(vh.srv.log, faults.AMQP, vh.rs("queue", q.name), v, func(any) {
+				q.mu.Lock()
+				q.dead = append(dead[next:len(dead):len(dead)], q.dead...)
+				q.mu.Unlock()
+			})
+		}
+	}()
+	faults.Point("amqp.deadletter", q.name)
 	x := vh.exchange(*q.dlx)
 	if x == nil {
 		return // RabbitMQ drops dead letters to a missing exchange
 	}
 	now := time.Now()
 	var buf [4]*Queue
-	for _, d := range dead {
+	for i, d := range dead {
+		next = i + 1
 		m, headers, deaths := deadLetterMessage(d.m, d.reason, q.name, x.name, q.dlrk, now)
 		qs := vh.route(x, m.routingKey, headers, buf[:0])
 		for _, t := range qs {

@@ -380,6 +380,55 @@ func TestPanicDeadLetterFlushKeepsLetters(t *testing.T) {
 	}
 }
 
+// TestPanicDeadLetterRejectKeepsConnection: a message rejected without
+// requeue is dead-lettered on the rejecting client's reader; a panic while
+// routing it is the queue's: the client's connection and channel go on,
+// and the letter is routed at the queue's next use.
+func TestPanicDeadLetterRejectKeepsConnection(t *testing.T) {
+	s, _ := panicServer(t)
+	url := urlOf(s)
+	src, dlq := "boom-dlx."+uniq("rej"), uniq("dlq")
+	c := dial(t, url)
+	closed := c.NotifyClose(make(chan *amqp091.Error, 1))
+	ch := channel091(t, c)
+	_, err := ch.QueueDeclare(dlq, false, false, false, false, nil)
+	must(t, err)
+	_, err = ch.QueueDeclare(src, false, false, false, false, amqp091.Table{
+		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
+	must(t, err)
+	must(t, ch.Publish("", src, false, false, amqp091.Publishing{Body: []byte("rejected")}))
+	var d amqp091.Delivery
+	eventually(t, 5*time.Second, func() bool {
+		var ok bool
+		d, ok, err = ch.Get(src, false)
+		must(t, err)
+		return ok
+	}, "the message")
+
+	arm(t, "amqp.deadletter", "boom-dlx")
+	before := faults.Count(faults.AMQP)
+	must(t, d.Nack(false, false))
+	wantPanicCounted(t, before)
+	faults.Arm("amqp.deadletter", "boom-dlx")() // disarm
+
+	// The rejecting connection and its channel go on; the queue's next
+	// use (stillServes) routes the letter kept in it.
+	_, err = ch.QueueDeclare(src, false, false, false, false, amqp091.Table{
+		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
+	must(t, err)
+	select {
+	case e := <-closed:
+		t.Fatalf("the rejecting connection was closed: %v", e)
+	default:
+	}
+	stillServes(t, dial(t, url), src)
+	dl, err := ch.Consume(dlq, "", true, false, false, false, nil)
+	must(t, err)
+	if m := recvTimeout(t, dl, 5*time.Second); string(m.Body) != "rejected" {
+		t.Fatalf("dead-lettered %q", m.Body)
+	}
+}
+
 func TestPanicAcceptKeepsAccepting(t *testing.T) {
 	s, _ := panicServer(t)
 	url := urlOf(s)

@@ -77,7 +77,7 @@ func TestPanicAtEachSiteIsContained(t *testing.T) {
 		}},
 		{site: "amqp.queue-ttl", service: "amqp", marker: "zq-ttl", offend: offendAMQPQueueTTL},
 		{site: "amqp.queue-expires", service: "amqp", marker: "zq-expires", offend: offendAMQPQueueExpires},
-		{site: "amqp.deadletter", service: "amqp", marker: "zq-deadletter", offend: offendAMQPDeadLetter}, // needs amqp.queue-ttl's marker too
+		{site: "amqp.deadletter", service: "amqp", marker: "zq-deadletter", offend: offendAMQPDeadLetter},
 		{site: "memcached.conn", service: "memcached", marker: "zq-mctext", offend: offendMemcachedText},
 		{site: "memcached.meta", service: "memcached", marker: "zq-mcmeta", offend: offendMemcachedMeta},
 		{site: "memcached.binary", service: "memcached", marker: "zq-mcbin", offend: offendMemcachedBinary},
@@ -603,38 +603,47 @@ func offendAMQPQueueExpires(t *testing.T, o *offense) {
 	queueOffender(t, s, marker, amqp.Table{"x-expires": int32(200)})
 }
 
-// offendAMQPDeadLetter reaches the amqp.deadletter site, flushDeadLater:
-// dead letters collected while the vhost lock is held, which only
-// queue.delete with if-empty or if-unused does (Queue.usage drops the
-// expired head messages there). A rejected, overflowing or expired
-// message is otherwise dead-lettered inline, on the rejecting client's
-// reader or the TTL timer, whose own sites cover it. To find an expired
-// message at the head, its TTL timer must not have dropped it: the queue's
-// name also carries the amqp.queue-ttl marker, so that timer panics
-// (counted, expiry skipped), and the delete then finds the message and
-// dead-letters it.
+// offendAMQPDeadLetter reaches the amqp.deadletter site where dead
+// letters are routed (vhost.publishDead): a message rejected without
+// requeue from a queue with a dead-letter exchange. The panic is the
+// queue's: the rejecting client's connection stays open and its channel
+// goes on.
 func offendAMQPDeadLetter(t *testing.T, o *offense) {
-	s := o.s
-	name := o.marker + "-zq-ttl"
-	ch, closed := queueOffender(t, s, name, amqp.Table{"x-message-ttl": int32(20),
+	s, marker := o.s, o.marker
+	ch, closed := queueOffender(t, s, marker, amqp.Table{
 		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "rel.fault.dead"})
 	if _, err := ch.QueueDeclare("rel.fault.dead", false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.Publish("", name, false, false, amqp.Publishing{Body: []byte("expires, then dead-lettered")}); err != nil {
+	if err := ch.Publish("", marker, false, false, amqp.Publishing{Body: []byte("rejected, then dead-lettered")}); err != nil {
 		t.Fatal(err)
 	}
-	o.waitPanic(t) // the TTL timer's
-	if _, err := ch.QueueDelete(name, false, true, false); err != nil {
-		t.Fatalf("queue.delete if-empty: %v", err)
+	var d amqp.Delivery
+	if !poll(10*time.Second, 20*time.Millisecond, func() bool {
+		var ok bool
+		var err error
+		d, ok, err = ch.Get(marker, false)
+		if err != nil {
+			t.Fatalf("basic.get: %v", err)
+		}
+		return ok
+	}) {
+		t.Fatal("basic.get: the message never arrived")
 	}
+	if err := d.Reject(false); err != nil {
+		t.Fatal(err)
+	}
+	o.waitPanic(t)
 	site := "injected panic at amqp.deadletter"
 	if !poll(15*time.Second, 20*time.Millisecond, func() bool { return len(logLines(s.output(), site)) > 0 }) {
-		t.Fatalf("no %q logged", site)
+		t.Errorf("no %q logged", site)
+	}
+	if _, err := ch.QueueDeclarePassive(marker, false, false, false, false, nil); err != nil {
+		t.Errorf("the rejecting channel after the panic: %v", err)
 	}
 	select {
 	case e := <-closed:
-		t.Errorf("the deleting connection was closed: %v", e)
+		t.Errorf("the rejecting connection was closed: %v", e)
 	default:
 	}
 }
