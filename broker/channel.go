@@ -57,12 +57,7 @@ type channel struct {
 	permValid bool
 	permOK    string // exchange last allowed for write (when permValid)
 
-	// content being assembled
-	pub      amqp.BasicPublish
-	props    amqp.Properties
-	rawProps []byte
-	bodySize uint64
-	bodyBuf  []byte
+	*content // the publish being assembled; nil until the channel's first publish
 
 	conf confirms // publisher confirms, shared with the store's committer
 
@@ -73,6 +68,16 @@ type channel struct {
 	globalPrefetch int
 	globalUnacked  int
 	consumers      map[string]*consumer
+}
+
+// content is the basic.publish a channel is assembling. Most channels
+// never publish (a consumer's, an RPC reply queue's), so they do without.
+type content struct {
+	pub      amqp.BasicPublish
+	props    amqp.Properties
+	rawProps []byte
+	bodySize uint64
+	bodyBuf  []byte
 }
 
 func newChannel(c *conn, id uint16) *channel {
@@ -229,6 +234,9 @@ func (ch *channel) vh() *vhost { return ch.c.vh }
 func (ch *channel) method(payload []byte, complete bool) *amqp.Error {
 	cls, mth, _ := amqp.MethodIDs(payload)
 	if cls == amqp.ClassBasic && mth == amqp.MethodBasicPublish {
+		if ch.content == nil {
+			ch.content = new(content)
+		}
 		if err := ch.pub.DecodeArgs(payload[4:]); err != nil {
 			return asAMQP(err)
 		}
@@ -259,6 +267,9 @@ func (ch *channel) header(payload []byte, complete bool) *amqp.Error {
 	if h.BodySize > maxBodySize {
 		return amqp.NewError(amqp.PreconditionFailed, amqp.ClassBasic, amqp.MethodBasicPublish,
 			"message size %d is larger than configured max size %d", h.BodySize, maxBodySize)
+	}
+	if ch.content == nil { // a content method other than basic.publish
+		ch.content = new(content)
 	}
 	ch.props = h.Properties
 	ch.rawProps = append([]byte(nil), h.RawProperties...)
@@ -307,7 +318,7 @@ func (ch *channel) growBody(n int) {
 // dropBody forgets a body being assembled (a new header, the channel's
 // end).
 func (ch *channel) dropBody() {
-	if ch.bodyBuf != nil {
+	if ch.content != nil && ch.bodyBuf != nil {
 		ch.c.srv.mem.assembling.Add(-int64(cap(ch.bodyBuf)))
 		ch.bodyBuf = nil
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,10 +163,10 @@ type conn struct {
 	mu        sync.Mutex // guards the fields below
 	user      string
 	vh        *vhost
-	props     amqp.Table
+	props     []byte // the client's properties as sent (a field table's body), decoded by info
 	open      bool
-	exclusive map[*Queue]struct{}
-	gone      bool // torn down: no new exclusive queues
+	exclusive []*Queue // a slice, not a map: usually empty or one, and idle connections are many
+	gone      bool     // torn down: no new exclusive queues
 
 	closing    atomic.Bool // we sent connection.close; waiting for close-ok
 	closeTimer *time.Timer
@@ -177,7 +178,7 @@ type conn struct {
 	published bool       // the last frame completed a publish; reader-owned
 
 	consMu    sync.Mutex
-	consumers map[*consumer]struct{} // for backpressure wake-ups
+	consumers []*consumer // for backpressure wake-ups
 	throttled atomic.Bool
 
 	// writerDone closes when output has ended (teardown, a failed write,
@@ -224,6 +225,15 @@ func (c *conn) vhostName() string {
 	return c.vh.name
 }
 
+// clientProperties decodes the client's properties (for the admin API).
+func (c *conn) clientProperties() amqp.Table {
+	t, err := amqp.DecodeTableBody(c.props)
+	if err != nil {
+		return nil
+	}
+	return t
+}
+
 func (c *conn) info() (ConnectionInfo, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -231,7 +241,7 @@ func (c *conn) info() (ConnectionInfo, bool) {
 		return ConnectionInfo{}, false
 	}
 	return ConnectionInfo{Name: c.name, User: c.user, VHost: c.vh.name, Peer: c.peer,
-		Channels: int(c.nchannels.Load()), ClientProperties: copyArgs(c.props)}, true
+		Channels: int(c.nchannels.Load()), ClientProperties: c.clientProperties()}, true
 }
 
 // logf logs a line about this connection, rate-limited per peer IP.
@@ -477,17 +487,33 @@ func (c *conn) writerPanicked(any) {
 
 func (c *conn) addConsumer(cs *consumer) {
 	c.consMu.Lock()
-	if c.consumers == nil {
-		c.consumers = map[*consumer]struct{}{}
-	}
-	c.consumers[cs] = struct{}{}
+	c.consumers = append(c.consumers, cs)
 	c.consMu.Unlock()
 }
 
 func (c *conn) removeConsumer(cs *consumer) {
 	c.consMu.Lock()
-	delete(c.consumers, cs)
+	c.consumers = removeOne(c.consumers, cs)
 	c.consMu.Unlock()
+}
+
+// removeOne removes v from s (order is not kept), dropping the array
+// once it is empty.
+func removeOne[T comparable](s []T, v T) []T {
+	for i, x := range s {
+		if x == v {
+			last := len(s) - 1
+			s[i] = s[last]
+			var zero T
+			s[last] = zero
+			s = s[:last]
+			break
+		}
+	}
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 // wakeConsumers lets the queues of this connection's consumers deliver
@@ -495,7 +521,7 @@ func (c *conn) removeConsumer(cs *consumer) {
 func (c *conn) wakeConsumers() {
 	c.consMu.Lock()
 	qs := make(map[*Queue]struct{}, len(c.consumers))
-	for cs := range c.consumers {
+	for _, cs := range c.consumers {
 		qs[cs.q] = struct{}{}
 	}
 	c.consMu.Unlock()
@@ -512,16 +538,15 @@ func (c *conn) addExclusive(q *Queue) bool {
 	if c.gone {
 		return false
 	}
-	if c.exclusive == nil {
-		c.exclusive = map[*Queue]struct{}{}
+	if !slices.Contains(c.exclusive, q) {
+		c.exclusive = append(c.exclusive, q)
 	}
-	c.exclusive[q] = struct{}{}
 	return true
 }
 
 func (c *conn) removeExclusive(q *Queue) {
 	c.mu.Lock()
-	delete(c.exclusive, q)
+	c.exclusive = removeOne(c.exclusive, q)
 	c.mu.Unlock()
 }
 
@@ -751,7 +776,11 @@ func (c *conn) handshake() error {
 		return amqp.NewError(amqp.NotAllowed, ocls, omth, "access to vhost '%s' refused for user '%s'", op.VirtualHost, user)
 	}
 	c.mu.Lock()
-	c.user, c.vh, c.props, c.open = user, vh, so.ClientProperties, true
+	props, err := amqp.AppendTableBody(nil, so.ClientProperties)
+	if err != nil {
+		props = nil // not expected: it was decoded from the wire
+	}
+	c.user, c.vh, c.props, c.open = user, vh, props, true
 	c.mu.Unlock()
 	c.out.method(0, &amqp.ConnectionOpenOk{})
 	c.logf(slog.LevelInfo, "amqp: connection opened", "user", user, "vhost", op.VirtualHost)
@@ -958,7 +987,7 @@ func (c *conn) teardown() {
 	ex := c.exclusive
 	c.exclusive = nil
 	c.mu.Unlock()
-	for q := range ex {
+	for _, q := range ex {
 		_, cs, _ := q.vh.deleteQueue(q, nil, 0, 0)
 		notifyCancelled(cs)
 	}

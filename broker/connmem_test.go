@@ -10,6 +10,21 @@ import (
 	"substrate/broker/amqp"
 )
 
+// clientProps are amqp091-go's client properties (version 1.10).
+var clientProps = amqp.Table{
+	"product":  "AMQP 0.9.1 Client",
+	"version":  "β",
+	"platform": "golang",
+	"capabilities": amqp.Table{
+		"connection.blocked":           true,
+		"consumer_cancel_notify":       true,
+		"basic.nack":                   true,
+		"publisher_confirms":           true,
+		"authentication_failure_close": true,
+	},
+	"information": "https://github.com/rabbitmq/amqp091-go",
+}
+
 // idleHello is what an OpenStack service's reply-queue connection does
 // before it waits: log in (heartbeat 60 s), open a channel, declare an
 // exclusive server-named queue and consume from it. It is sent in one
@@ -20,7 +35,7 @@ func idleHello(tb testing.TB) []byte {
 		ch uint16
 		m  amqp.Method
 	}{
-		{0, &amqp.ConnectionStartOk{Mechanism: "PLAIN", Response: "\x00guest\x00guest"}},
+		{0, &amqp.ConnectionStartOk{Mechanism: "PLAIN", Response: "\x00guest\x00guest", ClientProperties: clientProps}},
 		{0, &amqp.ConnectionTuneOk{ChannelMax: 2047, FrameMax: 131072, Heartbeat: 60}},
 		{0, &amqp.ConnectionOpen{VirtualHost: "/"}},
 		{1, &amqp.ChannelOpen{}},
