@@ -66,6 +66,8 @@ func (q *Queue) flushDeadLater() {
 		return
 	}
 	time.AfterFunc(0, func() {
+		// publishDead recovers its own panics; this is for the rest.
+		defer faults.Recover(q.vh.srv.log, faults.AMQP, q.vh.rs("queue", q.name), nil)
 		q.mu.Lock()
 		q.unlock()
 	})
