@@ -34,7 +34,9 @@ func metrics(t *testing.T, s *server) map[string]float64 {
 }
 
 func scrape(port int) (map[string]float64, error) {
-	c := http.Client{Timeout: 10 * time.Second}
+	// No keep-alive: a pooled connection would be a server goroutine of
+	// the test's own making in go_goroutines.
+	c := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
 		return nil, err

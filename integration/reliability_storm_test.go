@@ -54,6 +54,11 @@ import (
 //
 // SUBSTRATE_STORM_CONNECTIONS changes the count (default 2,000; 500 with
 // -short). About 20 s on two cores.
+// goroutineSlack is how many goroutines above the fresh server's count
+// still count as "back": 2,000 connections leaking even one goroutine in
+// a hundred would exceed it.
+const goroutineSlack = 5
+
 func TestReconnectStorm(t *testing.T) {
 	n := int(envInt(t, "SUBSTRATE_STORM_CONNECTIONS", 2000))
 	if testing.Short() && os.Getenv("SUBSTRATE_STORM_CONNECTIONS") == "" {
@@ -117,13 +122,15 @@ func TestReconnectStorm(t *testing.T) {
 	ok := poll(60*time.Second, 250*time.Millisecond, func() bool {
 		gcNudge(t, s)
 		rss, g = rssKB(t, pid), goroutines(t, s)
-		return float64(rss) <= 1.10*float64(baseRSS) && g <= coldG
+		// A leak per connection would show in thousands; a few
+		// goroutines of etcd's or net/http's come and go on their own.
+		return float64(rss) <= 1.10*float64(baseRSS) && g <= coldG+goroutineSlack
 	})
 	t.Logf("after the last drop: RSS %d KB (%+.1f%% of the baseline, %+.1f%% of the fresh server's), %d goroutines (fresh server %d); whole test %v",
 		rss, 100*float64(rss-baseRSS)/float64(baseRSS), 100*float64(rss-coldRSS)/float64(coldRSS), g, coldG,
 		time.Since(t0).Round(100*time.Millisecond))
 	if !ok {
-		t.Errorf("60 s after the last drop: RSS %d KB (baseline %d KB, allowed +10%%), %d goroutines (fresh server %d)", rss, baseRSS, g, coldG)
+		t.Errorf("60 s after the last drop: RSS %d KB (baseline %d KB, allowed +10%%), %d goroutines (fresh server %d, allowed +%d)", rss, baseRSS, g, coldG, goroutineSlack)
 	}
 	// The broker logs no error for clients that vanish (etcd's own
 	// startup lines are not this test's business).
