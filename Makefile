@@ -32,7 +32,10 @@ lint:
 # Every Fuzz target in the repository (found with grep, so new ones join
 # by themselves), one after the other, FUZZTIME each. A crasher stops the
 # run and is left in <pkg>/testdata/fuzz/<FuzzName>/: fix the code and
-# commit the input, it then runs as a seed in every `go test`. -short keeps
+# commit the input, it then runs as a seed in every `go test`. A bare
+# "context deadline exceeded" with no input written is Go 1.26's own race
+# at the end of -fuzztime on a loaded machine (golang/go#75804): noted, not
+# a failure. -short keeps
 # the broker's TestMain from booting RabbitMQ in each fuzz process.
 # FUZZMINIMIZETIME bounds the minimizing of each new input (go's default,
 # 60 s, would eat a whole run); FUZZPARALLEL=1 on a shared machine.
@@ -44,8 +47,14 @@ fuzz:
 		dir=./$$(dirname $$f); \
 		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
 			echo "== $$name in $$dir for $(FUZZTIME)"; \
-			$(GO) test -short -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) \
-				$(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) $$dir; \
+			corpus=$$dir/testdata/fuzz/$$name; before=$$(ls $$corpus 2>/dev/null | wc -l); log=$$(mktemp); \
+			{ if $(GO) test -short -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) \
+				$(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) $$dir; then echo 0 >$$log.rc; else echo $$? >$$log.rc; fi; } 2>&1 | tee $$log; \
+			rc=$$(cat $$log.rc); rm -f $$log.rc; \
+			if [ "$$rc" != 0 ] && [ "$$(ls $$corpus 2>/dev/null | wc -l)" = "$$before" ] && grep -q '^    context deadline exceeded' $$log; then \
+				echo "== $$name: no input written: Go's fuzz coordinator lost its deadline race (golang/go#75804, fixed in Go 1.27), not a crasher"; rc=0; \
+			fi; \
+			rm -f $$log; [ "$$rc" = 0 ]; \
 		done; \
 	done
 
