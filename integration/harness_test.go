@@ -107,13 +107,32 @@ func childEnv() []string {
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// The kernel may hand out a port again once it is closed: a test
+		// that asked for two ports got the same one for etcd's peer port
+		// and memcached's. Never return a port twice in one run.
+		portsMu.Lock()
+		dup := portsGiven[p]
+		portsGiven[p] = true
+		portsMu.Unlock()
+		if !dup {
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no fresh free port in 100 tries")
+	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // proc is a running substrate process.
 type proc struct {

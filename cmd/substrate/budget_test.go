@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -90,6 +91,7 @@ func TestServeRefusesBudgetOverMachine(t *testing.T) {
 	if machine == 0 {
 		t.Skip("machine memory unknown")
 	}
+	withoutSubstrateEnv(t) // make test's SUBSTRATE_BIN would add a warning line
 	var stderr strings.Builder
 	mb := machine>>20 + 1
 	// A directory serve creates (0700): t.TempDir's own is 0755, which
@@ -98,6 +100,17 @@ func TestServeRefusesBudgetOverMachine(t *testing.T) {
 		"--memcached-port", "0", "--memcached-options", "-m " + strconv.FormatUint(mb, 10)}, &stderr, &stderr)
 	if status != 1 || !strings.Contains(stderr.String(), "memory budget memcached") || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
 		t.Fatalf("status %d, stderr %q", status, stderr.String())
+	}
+}
+
+// withoutSubstrateEnv hides the SUBSTRATE_* variables of the test's own
+// environment from serve for the rest of the test.
+func withoutSubstrateEnv(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "SUBSTRATE_") {
+			t.Setenv(k, "") // restored after the test
+			os.Unsetenv(k)
+		}
 	}
 }
 
