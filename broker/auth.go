@@ -241,19 +241,11 @@ func (s *Server) Permissions(vhost string) []Permission {
 func (c *conn) authenticate(so *amqp.ConnectionStartOk) (string, error) {
 	var user, pass string
 	switch so.Mechanism {
-	case "PLAIN":
-		parts := strings.Split(so.Response, "\x00")
-		if len(parts) != 3 {
-			return "", silent("PLAIN response invalid (%d fields)", len(parts))
+	case "PLAIN", "AMQPLAIN":
+		var err error
+		if user, pass, err = credentials(so.Mechanism, so.Response); err != nil {
+			return "", silent("%v", err)
 		}
-		user, pass = parts[1], parts[2]
-	case "AMQPLAIN":
-		t, err := amqp.DecodeTableBody([]byte(so.Response))
-		if err != nil {
-			return "", silent("AMQPLAIN response invalid: %v", err)
-		}
-		user, _ = t["LOGIN"].(string)
-		pass, _ = t["PASSWORD"].(string)
 	case mechExternal:
 		if !c.offersExternal() {
 			return "", silent("unknown authentication mechanism '%s'", so.Mechanism)
@@ -281,6 +273,30 @@ func (c *conn) authenticate(so *amqp.ConnectionStartOk) (string, error) {
 		return user, nil
 	}
 	return "", c.refuse(user, so.Mechanism)
+}
+
+// credentials reads the user name and password of a PLAIN response
+// (authzid NUL user NUL password, RFC 4616, as rabbit_auth_mechanism_plain
+// splits it) or an AMQPLAIN one (a field table without its length, with
+// LOGIN and PASSWORD). The error never contains the password.
+func credentials(mechanism, response string) (user, pass string, err error) {
+	switch mechanism {
+	case "PLAIN":
+		parts := strings.Split(response, "\x00")
+		if len(parts) != 3 {
+			return "", "", fmt.Errorf("PLAIN response invalid (%d fields)", len(parts))
+		}
+		return parts[1], parts[2], nil
+	case "AMQPLAIN":
+		t, err := amqp.DecodeTableBody([]byte(response))
+		if err != nil {
+			return "", "", fmt.Errorf("AMQPLAIN response invalid: %v", err)
+		}
+		user, _ = t["LOGIN"].(string)
+		pass, _ = t["PASSWORD"].(string)
+		return user, pass, nil
+	}
+	return "", "", fmt.Errorf("unknown authentication mechanism '%s'", mechanism)
 }
 
 // refuse is the error of a refused login, already logged.
