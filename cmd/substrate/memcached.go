@@ -194,9 +194,7 @@ func memcached(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cfg.Logger = log
-	if w := preflight.SecretFile("SASL password file", cfg.SASLPasswordFile); cfg.SASLPasswordFile != "" && w != "" {
-		log.Warn(w)
-	}
+	warnCacheSecrets(log, cfg)
 	limitHeap(o.MaxBytes())
 	srv, err := cache.New(cfg)
 	if err != nil {
@@ -258,3 +256,18 @@ func dropPrivileges(name string) error {
 
 // splitOptions splits a memcached-options value into words.
 func splitOptions(s string) []string { return strings.Fields(s) }
+
+// warnCacheSecrets warns once about each secret file of the cache (the
+// SASL password file, -Z's ssl_key) that group or others can read.
+func warnCacheSecrets(log *slog.Logger, cfg cache.Config) {
+	if cfg.SASLPasswordFile != "" {
+		if w := preflight.SecretFile("SASL password file", cfg.SASLPasswordFile); w != "" {
+			log.Warn(w)
+		}
+	}
+	if cfg.TLS != nil && cfg.TLS.Key != "" {
+		if w := preflight.SecretFile("memcached ssl_key", cfg.TLS.Key); w != "" {
+			log.Warn(w)
+		}
+	}
+}

@@ -373,9 +373,7 @@ func serveCache(ctx context.Context, f serveFlags, hosts []string, log *slog.Log
 	}
 	cfg.Logger = log
 	cfg.MaxMemoryLimit = cfg.MemoryLimit
-	if w := preflight.SecretFile("SASL password file", cfg.SASLPasswordFile); cfg.SASLPasswordFile != "" && w != "" {
-		log.Warn(w)
-	}
+	warnCacheSecrets(log, cfg)
 	srv, err := cache.New(cfg)
 	if err != nil {
 		return cacheService{}, 0, err
