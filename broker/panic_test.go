@@ -1,19 +1,18 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"substrate/internal/faults"
+	"substrate/internal/logtest"
 )
 
 // Panic containment: each test arms one injection site (faults.Arm),
@@ -23,30 +22,12 @@ import (
 // panic was counted, and that the server still shuts down with every
 // goroutine gone.
 
-// lockedBuffer is a log sink shared with the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // panicServer starts a broker for a panic test; when the test ends (after
 // its clients closed) it shuts the broker down and checks that no broker
 // goroutine is left.
-func panicServer(t *testing.T, mod ...func(*Config)) (*Server, *lockedBuffer) {
+func panicServer(t *testing.T, mod ...func(*Config)) (*Server, *logtest.Buffer) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	s := startServer(t, append([]func(*Config){func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	}}, mod...)...)

@@ -1,44 +1,25 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"substrate/internal/faults"
+	"substrate/internal/logtest"
 )
-
-// syncBuffer is a log destination shared by the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // startPanicServer starts a server with every kind of listener (TCP,
 // unix socket, UDP) logging into a buffer; with tf, the TCP listener
 // speaks TLS and a plain one is added.
-func startPanicServer(t *testing.T, tf *tlsFiles) (*Server, *syncBuffer) {
+func startPanicServer(t *testing.T, tf *tlsFiles) (*Server, *logtest.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	cfg := NewConfig()
 	cfg.Addrs = []string{"127.0.0.1:0"}
 	cfg.UnixSocket = filepath.Join(t.TempDir(), "sock")
@@ -68,7 +49,7 @@ func startPanicServer(t *testing.T, tf *tlsFiles) (*Server, *syncBuffer) {
 // checkContained checks the aftermath of one injected panic: counted once
 // for memcached, one ERROR line naming the site, and a bystander client
 // (connected before the panic) still served.
-func checkContained(t *testing.T, before uint64, logs *syncBuffer, site string, bystander *client) {
+func checkContained(t *testing.T, before uint64, logs *logtest.Buffer, site string, bystander *client) {
 	t.Helper()
 	// The count goes up before the line is logged: wait for the line.
 	deadline := time.Now().Add(5 * time.Second)

@@ -1,12 +1,10 @@
 package kvstore
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,29 +14,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"substrate/internal/faults"
+	"substrate/internal/logtest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestPanicFailsOnlyThatRequest: a request whose handler panics gets
 // codes.Internal; the member and its other clients go on.
 func TestPanicFailsOnlyThatRequest(t *testing.T) {
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	cfg := NewConfig()
 	cfg.Name = "t1"
 	cfg.DataDir = filepath.Join(t.TempDir(), "etcd")

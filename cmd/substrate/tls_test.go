@@ -5,12 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"substrate/internal/logging"
+	"substrate/internal/logtest"
 	"substrate/internal/tlsutil"
 )
 
@@ -110,7 +110,7 @@ func TestSIGHUP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	log := logging.New(&logs, 0)
 	waitFor := func(what string) {
 		t.Helper()
@@ -141,21 +141,4 @@ func TestSIGHUP(t *testing.T) {
 	os.WriteFile(f.ServerKey, []byte("garbage"), 0o600)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	waitFor("TLS certificate reload failed; the previous certificate stays in use")
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

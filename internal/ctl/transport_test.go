@@ -1,41 +1,23 @@
 package ctl
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"substrate/internal/faults"
+	"substrate/internal/logtest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestPanicAnswersOnlyThatRequest: a command that panics gets an error
 // answer; the server logs it once, counts it and answers the next one.
 func TestPanicAnswersOnlyThatRequest(t *testing.T) {
 	b := startBroker(t)
 	dir := t.TempDir()
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	s := NewServer(dir, b).WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)

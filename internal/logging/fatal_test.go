@@ -1,7 +1,6 @@
 package logging
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -11,30 +10,15 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"substrate/internal/logtest"
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestFatalEntryRunsEmergencyStopFirst: a zap Fatal or Panic entry from
 // etcd's logger runs the registered emergency stop, after the entry is
 // logged and before zap exits or panics; other levels do not.
 func TestFatalEntryRunsEmergencyStopFirst(t *testing.T) {
-	var out lockedBuf
+	var out logtest.Buffer
 	h := slog.NewTextHandler(&out, nil)
 	var runs []string
 	var mu sync.Mutex

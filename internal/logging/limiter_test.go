@@ -1,36 +1,18 @@
 package logging
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"substrate/internal/logtest"
 )
 
-// syncBuffer is a bytes.Buffer safe for the limiter's timer goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testLimiter(burst int, period time.Duration) (*Limiter, *syncBuffer, *time.Time) {
-	var buf syncBuffer
+func testLimiter(burst int, period time.Duration) (*Limiter, *logtest.Buffer, *time.Time) {
+	var buf logtest.Buffer
 	l := NewLimiter(New(&buf, slog.LevelInfo), "amqp", burst, period)
 	now := time.Unix(1000, 0)
 	l.now = func() time.Time { return now }
@@ -122,7 +104,7 @@ func TestLimiterBoundedKeys(t *testing.T) {
 }
 
 func TestLimiterReportsWithoutFurtherLines(t *testing.T) {
-	var buf syncBuffer
+	var buf logtest.Buffer
 	l := NewLimiter(New(&buf, slog.LevelInfo), "memcached", 1, 20*time.Millisecond)
 	for i := 0; i < 5; i++ {
 		l.Log("192.0.2.1", slog.LevelWarn, "refused")

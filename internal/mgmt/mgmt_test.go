@@ -1,16 +1,15 @@
 package mgmt
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"substrate/internal/faults"
+	"substrate/internal/logtest"
 )
 
 func TestServesMetricsHealthStatusAndNothingElse(t *testing.T) {
@@ -57,7 +56,7 @@ func TestServesMetricsHealthStatusAndNothingElse(t *testing.T) {
 // TestPanicAnswers500: a handler that panics answers 500, is counted for
 // "http" and logged once; the server goes on serving.
 func TestPanicAnswers500(t *testing.T) {
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	s, err := New(Config{Addrs: []string{"127.0.0.1:0"}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -92,21 +91,4 @@ func TestPanicAnswers500(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "go_goroutines") {
 		t.Errorf("/metrics after the panic: %d", resp.StatusCode)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
