@@ -62,23 +62,31 @@ func startMember(t *testing.T, i int, m *member, initialCluster, state string) {
 	m.p = start(t, nil, "serve", "--services", "etcd", "--etcd-config", conf, "--data-dir", t.TempDir())
 }
 
-func TestThreeMemberCluster(t *testing.T) {
+// startCluster starts a new three-member cluster, members named
+// prefix1..prefix3, and waits until each is ready. It returns the members,
+// the ETCD_INITIAL_CLUSTER value and the client endpoints.
+func startCluster(t *testing.T, prefix string) (ms []*member, initial string, endpoints []string) {
+	t.Helper()
 	base := t.TempDir()
-	var ms []*member
 	var ic []string
 	for i := 1; i <= 3; i++ {
-		m := &member{name: fmt.Sprintf("ctl%d", i), dir: filepath.Join(base, fmt.Sprintf("ctl%d", i)), clientPort: freePort(t), peerPort: freePort(t)}
+		m := &member{name: fmt.Sprintf("%s%d", prefix, i), dir: filepath.Join(base, fmt.Sprintf("%s%d", prefix, i)), clientPort: freePort(t), peerPort: freePort(t)}
 		ms = append(ms, m)
 		ic = append(ic, m.name+"="+m.peerURL())
 	}
-	initial := strings.Join(ic, ",")
+	initial = strings.Join(ic, ",")
 	for i, m := range ms {
 		startMember(t, i, m, initial, "new")
 	}
 	for _, m := range ms {
 		m.p.waitReady(60 * time.Second)
+		endpoints = append(endpoints, m.clientURL())
 	}
-	endpoints := []string{ms[0].clientURL(), ms[1].clientURL(), ms[2].clientURL()}
+	return ms, initial, endpoints
+}
+
+func TestThreeMemberCluster(t *testing.T) {
+	ms, initial, endpoints := startCluster(t, "ctl")
 	c := client(t, endpoints...)
 	ctx := ctxT(t, 90*time.Second)
 	list, err := c.MemberList(ctx)
@@ -97,7 +105,7 @@ func TestThreeMemberCluster(t *testing.T) {
 	}
 
 	// Add a fourth member at runtime: learner first, then promote.
-	m4 := &member{name: "ctl4", dir: filepath.Join(base, "ctl4"), clientPort: freePort(t), peerPort: freePort(t)}
+	m4 := &member{name: "ctl4", dir: filepath.Join(t.TempDir(), "ctl4"), clientPort: freePort(t), peerPort: freePort(t)}
 	add, err := retry(t, func() (*clientv3.MemberAddResponse, error) {
 		// refused until the leader has been connected to its peers for a
 		// while (etcd's strict reconfiguration check)

@@ -3,8 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,22 +25,7 @@ import (
 // shutdown paths, its data directory layout, its lock file) keeps it. About
 // 20 s.
 func TestClusterMemberKilledDuringWrites(t *testing.T) {
-	base := t.TempDir()
-	var ms []*member
-	var ic []string
-	for i := 1; i <= 3; i++ {
-		m := &member{name: fmt.Sprintf("rel%d", i), dir: filepath.Join(base, fmt.Sprintf("rel%d", i)), clientPort: freePort(t), peerPort: freePort(t)}
-		ms = append(ms, m)
-		ic = append(ic, m.name+"="+m.peerURL())
-	}
-	initial := strings.Join(ic, ",")
-	for i, m := range ms {
-		startMember(t, i, m, initial, "new")
-	}
-	for _, m := range ms {
-		m.p.waitReady(60 * time.Second)
-	}
-	endpoints := []string{ms[0].clientURL(), ms[1].clientURL(), ms[2].clientURL()}
+	ms, initial, endpoints := startCluster(t, "rel")
 	c := client(t, endpoints...)
 	ctx := ctxT(t, 120*time.Second)
 	if _, err := retry(t, func() (*clientv3.PutResponse, error) { return c.Put(ctx, "warm", "up") }); err != nil {
