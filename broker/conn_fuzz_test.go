@@ -6,11 +6,9 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"substrate/broker/amqp"
 	"substrate/internal/faults"
+	"substrate/internal/testkit"
 )
 
 // recConn records what a client writes.
@@ -176,23 +175,6 @@ func (loopbackConn) RemoteAddr() net.Addr {
 }
 func (loopbackConn) LocalAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5672} }
 
-func socketPair(t testing.TB) (client *net.UnixConn, server net.Conn) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	return conn(fds[0]).(*net.UnixConn), conn(fds[1])
-}
-
 // serverMethods returns the class and method ids of the method frames s
 // wrote on channel 0.
 func serverMethods(out []byte) [][2]uint16 {
@@ -256,7 +238,7 @@ func FuzzConnection(f *testing.F) {
 			t.Fatal(err)
 		}
 		before := faults.Count(faults.AMQP)
-		cl, sv := socketPair(t)
+		cl, sv := testkit.SocketPair(t)
 		defer cl.Close()
 		s.admit(loopbackConn{sv}, nil)
 		var out bytes.Buffer

@@ -16,7 +16,7 @@ import (
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 )
 
 // ---- vhost limits, against substrate and RabbitMQ ----
@@ -181,7 +181,7 @@ func TestVHostLimitsStoredWithVHost(t *testing.T) {
 // then hears nothing until a connection closes. There is no refusal
 // frame.
 func TestConnectionMaxWaitsAsRabbitMQ(t *testing.T) {
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	s := startServer(t, func(c *Config) {
 		c.MaxConnections = 2
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -234,7 +234,7 @@ func (e *osSyscallError) Error() string { return "accept4: " + e.errno.Error() }
 func (e *osSyscallError) Unwrap() error { return e.errno }
 
 func TestAcceptBacksOffOnEMFILE(t *testing.T) {
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	var el *emfileListener
 	s := startServer(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -285,7 +285,7 @@ func stillServesQueue(t *testing.T, c *amqp091.Connection) {
 // ---- logging of refused logins ----
 
 func TestRefusedLoginsLoggedPerPeer(t *testing.T) {
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	addrs := []string{"127.0.0.1:0"}
 	ipv6 := false
 	if l, err := net.Listen("tcp", "[::1]:0"); err == nil {

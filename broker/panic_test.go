@@ -12,7 +12,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"substrate/internal/faults"
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 )
 
 // Panic containment: each test arms one injection site (faults.Arm),
@@ -25,9 +25,9 @@ import (
 // panicServer starts a broker for a panic test; when the test ends (after
 // its clients closed) it shuts the broker down and checks that no broker
 // goroutine is left.
-func panicServer(t *testing.T, mod ...func(*Config)) (*Server, *logtest.Buffer) {
+func panicServer(t *testing.T, mod ...func(*Config)) (*Server, *testkit.Buffer) {
 	t.Helper()
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	s := startServer(t, append([]func(*Config){func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	}}, mod...)...)

@@ -13,7 +13,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"substrate/broker/amqp"
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 	"substrate/internal/tlsutil"
 )
 
@@ -30,13 +30,13 @@ func tlsLab(t testing.TB) tlsutil.LabFiles {
 
 // tlsServer starts a broker with a plain and a TLS listener on the lab's
 // server certificate, client certificates verified when given.
-func tlsServer(t *testing.T, f tlsutil.LabFiles) (*Server, *tlsutil.Store, *logtest.Buffer) {
+func tlsServer(t *testing.T, f tlsutil.LabFiles) (*Server, *tlsutil.Store, *testkit.Buffer) {
 	t.Helper()
 	store, err := tlsutil.New(tlsutil.Config{CertFile: f.Server, KeyFile: f.ServerKey, CAFile: f.CA, ClientAuth: tls.VerifyClientCertIfGiven})
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	s := startServer(t, func(c *Config) {
 		c.TLSAddrs = []string{"127.0.0.1:0"}
 		c.TLS = store.ServerConfig()

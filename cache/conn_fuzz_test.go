@@ -5,36 +5,14 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"substrate/internal/faults"
+	"substrate/internal/testkit"
 )
-
-// socketPair returns the two ends of a connected unix stream socket: a
-// real kernel socket (so the server's raw read/write path runs) whose
-// client end can half-close, letting the server answer everything it
-// read before it sees EOF.
-func socketPair(t testing.TB) (client *net.UnixConn, server net.Conn) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	return conn(fds[0]).(*net.UnixConn), conn(fds[1])
-}
 
 // serveBytes runs one connection of s on a socket pair, sends data,
 // half-closes and returns what the server wrote before closing. The
@@ -42,7 +20,7 @@ func socketPair(t testing.TB) (client *net.UnixConn, server net.Conn) {
 // the connection does not end within 10 s of the client's EOF.
 func serveBytes(t *testing.T, s *Server, data []byte) []byte {
 	before := faults.Count(faults.Memcached)
-	cl, sv := socketPair(t)
+	cl, sv := testkit.SocketPair(t)
 	defer cl.Close()
 	c := newConn(s, sv, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 11211})
 	served := make(chan struct{})

@@ -11,15 +11,15 @@ import (
 	"time"
 
 	"substrate/internal/faults"
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 )
 
 // startPanicServer starts a server with every kind of listener (TCP,
 // unix socket, UDP) logging into a buffer; with tf, the TCP listener
 // speaks TLS and a plain one is added.
-func startPanicServer(t *testing.T, tf *tlsFiles) (*Server, *logtest.Buffer) {
+func startPanicServer(t *testing.T, tf *tlsFiles) (*Server, *testkit.Buffer) {
 	t.Helper()
-	logs := &logtest.Buffer{}
+	logs := &testkit.Buffer{}
 	cfg := NewConfig()
 	cfg.Addrs = []string{"127.0.0.1:0"}
 	cfg.UnixSocket = filepath.Join(t.TempDir(), "sock")
@@ -49,7 +49,7 @@ func startPanicServer(t *testing.T, tf *tlsFiles) (*Server, *logtest.Buffer) {
 // checkContained checks the aftermath of one injected panic: counted once
 // for memcached, one ERROR line naming the site, and a bystander client
 // (connected before the panic) still served.
-func checkContained(t *testing.T, before uint64, logs *logtest.Buffer, site string, bystander *client) {
+func checkContained(t *testing.T, before uint64, logs *testkit.Buffer, site string, bystander *client) {
 	t.Helper()
 	// The count goes up before the line is logged: wait for the line.
 	deadline := time.Now().Add(5 * time.Second)

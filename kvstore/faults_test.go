@@ -14,13 +14,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"substrate/internal/faults"
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 )
 
 // TestPanicFailsOnlyThatRequest: a request whose handler panics gets
 // codes.Internal; the member and its other clients go on.
 func TestPanicFailsOnlyThatRequest(t *testing.T) {
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	cfg := NewConfig()
 	cfg.Name = "t1"
 	cfg.DataDir = filepath.Join(t.TempDir(), "etcd")

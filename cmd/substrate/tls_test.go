@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"substrate/internal/logging"
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 	"substrate/internal/tlsutil"
 )
 
@@ -110,7 +110,7 @@ func TestSIGHUP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	log := logging.New(&logs, 0)
 	waitFor := func(what string) {
 		t.Helper()

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"substrate/internal/faults"
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 )
 
 // TestPanicAnswersOnlyThatRequest: a command that panics gets an error
@@ -17,7 +17,7 @@ import (
 func TestPanicAnswersOnlyThatRequest(t *testing.T) {
 	b := startBroker(t)
 	dir := t.TempDir()
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	s := NewServer(dir, b).WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -11,14 +11,14 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 )
 
 // TestFatalEntryRunsEmergencyStopFirst: a zap Fatal or Panic entry from
 // etcd's logger runs the registered emergency stop, after the entry is
 // logged and before zap exits or panics; other levels do not.
 func TestFatalEntryRunsEmergencyStopFirst(t *testing.T) {
-	var out logtest.Buffer
+	var out testkit.Buffer
 	h := slog.NewTextHandler(&out, nil)
 	var runs []string
 	var mu sync.Mutex

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 )
 
-func testLimiter(burst int, period time.Duration) (*Limiter, *logtest.Buffer, *time.Time) {
-	var buf logtest.Buffer
+func testLimiter(burst int, period time.Duration) (*Limiter, *testkit.Buffer, *time.Time) {
+	var buf testkit.Buffer
 	l := NewLimiter(New(&buf, slog.LevelInfo), "amqp", burst, period)
 	now := time.Unix(1000, 0)
 	l.now = func() time.Time { return now }
@@ -104,7 +104,7 @@ func TestLimiterBoundedKeys(t *testing.T) {
 }
 
 func TestLimiterReportsWithoutFurtherLines(t *testing.T) {
-	var buf logtest.Buffer
+	var buf testkit.Buffer
 	l := NewLimiter(New(&buf, slog.LevelInfo), "memcached", 1, 20*time.Millisecond)
 	for i := 0; i < 5; i++ {
 		l.Log("192.0.2.1", slog.LevelWarn, "refused")

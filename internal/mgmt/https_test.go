@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 	"substrate/internal/tlsutil"
 )
 
@@ -26,7 +26,7 @@ func TestHTTPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	s, err := New(Config{Addrs: []string{"127.0.0.1:0"}, TLSAddrs: []string{"127.0.0.1:0"}, TLS: store.ServerConfig(),
 		Version: "substrate v-test", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {

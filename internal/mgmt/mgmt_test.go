@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"substrate/internal/faults"
-	"substrate/internal/logtest"
+	"substrate/internal/testkit"
 )
 
 func TestServesMetricsHealthStatusAndNothingElse(t *testing.T) {
@@ -56,7 +56,7 @@ func TestServesMetricsHealthStatusAndNothingElse(t *testing.T) {
 // TestPanicAnswers500: a handler that panics answers 500, is counted for
 // "http" and logged once; the server goes on serving.
 func TestPanicAnswers500(t *testing.T) {
-	var logs logtest.Buffer
+	var logs testkit.Buffer
 	s, err := New(Config{Addrs: []string{"127.0.0.1:0"}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
