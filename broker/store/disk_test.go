@@ -298,6 +298,9 @@ func TestCrash(t *testing.T) {
 			if powerLoss {
 				r.powerLoss(t, dir)
 			}
+			r.mu.Lock()
+			r.fail = nil // restarted: the disk works (Open syncs what it recovered)
+			r.mu.Unlock()
 			s = mustOpen(t, cfg)
 			defer s.Close()
 			got := map[ID]Entry{}

@@ -186,7 +186,13 @@
 //   - a segment whose messages are all acknowledged is removed; an ack file
 //     whose segment is gone is removed;
 //   - new IDs are above every ID still named in the files, so a recovered
-//     ack never names a new message. Writing resumes in a new segment.
+//     ack never names a new message. Writing resumes in a new segment;
+//   - what Open recovered is durable before it returns: it fsyncs every
+//     segment and ack file it loaded and the directory. After a process
+//     crash the page cache can still hold a segment, or bytes of one, that
+//     were never synced (its fsync failed, or the crash came first); they
+//     are recovered like the rest, so a later power loss must not take
+//     them back (nor cut a segment that is no longer the last).
 //
 // Not guaranteed: messages whose Commit had not completed (they may or may
 // not be recovered), acks and deliveries recorded after the last completed

@@ -75,6 +75,32 @@ func (s *Disk) recover() error {
 	if len(segNums) > 0 {
 		next = segNums[len(segNums)-1] + 1
 	}
+	// What was read may not be durable: after a process crash (not a
+	// power loss) the page cache still holds bytes written but never
+	// fsynced, and directory entries (a segment created just before the
+	// crash, whose directory fsync never ran) that a later power loss
+	// would drop. Everything recovered is treated as stored from now on
+	// (queues rebuilt from it, messages delivered, a later segment
+	// written after it), so make it durable before anything else: else
+	// a power loss could lose a recovered message, or cut the tail of a
+	// segment that is no longer the last, which the next Open calls
+	// damage. This also makes recovery's own removals durable. On a
+	// clean store these fsyncs find nothing to write.
+	for _, g := range s.segs {
+		if err := s.sync(g.f); err != nil {
+			return fmt.Errorf("store: sync %s: %w", g.path, err)
+		}
+		if g.ackf != nil {
+			if err := s.sync(g.ackf); err != nil {
+				return fmt.Errorf("store: sync %s: %w", g.ackPath(), err)
+			}
+		}
+	}
+	if len(segNums)+len(ackNums) > 0 {
+		if err := s.sync(s.dirf); err != nil {
+			return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
+		}
+	}
 	for _, g := range slices.Clone(s.segs) {
 		g.sealed = true
 		s.live += g.live
