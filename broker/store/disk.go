@@ -112,6 +112,9 @@ type Disk struct {
 	failed   error      // the last commit cycle's error, nil once one succeeds
 	repairs  []*segment // broken segments to cut back before the next write
 	failures int        // commit cycles failed in a row (retry backoff)
+	// ackDirDirty: an ack file was created and the directory not synced
+	// since (committer only).
+	ackDirDirty bool
 
 	syncs atomic.Uint64 // fsyncs issued (segment, ack and directory files)
 	// uncleanMax: after an unclean stop, the highest ID recovered at Open
@@ -951,7 +954,6 @@ func (s *Disk) write(b *batch) error {
 	}
 	if len(b.acks) > 0 {
 		var buf []byte
-		var created []*segment
 		for g, l := range b.acks {
 			buf = buf[:0]
 			typ := byte(flagBatch)
@@ -968,7 +970,7 @@ func (s *Disk) write(b *batch) error {
 					return fmt.Errorf("store: %w", err)
 				}
 				g.ackf, g.ackSize = f, 0
-				created = append(created, g)
+				s.ackDirDirty = true
 			}
 			if g.ackSize == 0 {
 				buf = append(ackMagic[:len(ackMagic):len(ackMagic)], buf...)
@@ -981,13 +983,18 @@ func (s *Disk) write(b *batch) error {
 			}
 			g.ackSize += int64(len(buf))
 		}
-		if len(created) > 0 {
-			if err := s.sync(s.dirf); err != nil {
-				return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
-			}
-		}
-		clear(b.acks) // all durable: nothing to retry
 	}
+	// ackDirDirty outlives a failed cycle: if this directory sync fails,
+	// the retry finds the ack file open and creates nothing, yet its
+	// entry still has to be made durable before a Commit completes, or a
+	// power loss would drop acks that a completed commit covered.
+	if s.ackDirDirty {
+		if err := s.sync(s.dirf); err != nil {
+			return fmt.Errorf("store: sync %s: %w", s.cfg.Dir, err)
+		}
+		s.ackDirDirty = false
+	}
+	clear(b.acks) // all durable: nothing to retry
 	for len(b.dead) > 0 {
 		if err := s.remove(b.dead[0]); err != nil {
 			return err

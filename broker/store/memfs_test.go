@@ -405,3 +405,62 @@ func TestMemFSRecoveredIsDurable(t *testing.T) {
 			got, id1, id2, id2)
 	}
 }
+
+// TestMemFSAckFileEntrySynced: when the directory sync after an ack file's
+// creation fails, the retry (which finds the file open) must still sync
+// the directory before a later Commit completes: acks made before a
+// completed Commit are durable, so a power loss must not bring m1 back.
+func TestMemFSAckFileEntrySynced(t *testing.T) {
+	fsys := NewMemFS()
+	clk := newFakeClock()
+	cfg := NewConfig("/data/broker")
+	cfg.FS, cfg.Clock = fsys, clk
+	s := mustOpenFS(t, cfg)
+	id1, c, _ := s.Append(msg("q", 1, 100))
+	waitAll(t, c)
+	var fail atomic.Bool
+	var failed atomic.Int64
+	fail.Store(true)
+	fsys.SetFault(func(op, path string) error {
+		if op == "syncdir" && fail.Load() {
+			failed.Add(1)
+			return syscall.EIO
+		}
+		return nil
+	})
+	if err := s.Ack(id1); err != nil { // the ack file is created, its entry not synced
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for failed.Load() == 0 { // the ack file is written and synced, the directory sync failed
+		if time.Now().After(deadline) {
+			t.Fatal("the ack was never written")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fail.Store(false)
+	_, c, _ = s.Append(msg("q", 2, 100)) // same segment: creates no file
+	for done := false; !done; {
+		clk.Advance(time.Second) // the retry delay
+		select {
+		case <-c.Done():
+			done = true
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("commit after the failure never completed")
+		}
+	}
+	if err := c.Err(); err != nil {
+		t.Fatalf("commit after the disk recovered: %v", err)
+	}
+	fsys.Crash() // power loss
+	s.crash()
+	s = mustOpenFS(t, cfg)
+	defer s.Close()
+	for _, e := range recovered(t, s) {
+		if e.ID == id1 {
+			t.Fatalf("message %d, acked before a completed Commit, came back: its ack file's entry was never synced", id1)
+		}
+	}
+}
