@@ -78,8 +78,8 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM `file` of the CAs client certificates must chain to")
 	fs.StringVar(&f.tlsClientAuth, "tls-client-auth", "none", "client certificates: none, request (verified when sent; EXTERNAL login) or require")
-	fs.IntVar(&f.amqpsPort, "amqps-port", 5671, "AMQP 0-9-1 over TLS `port` (with --tls-cert)")
-	fs.IntVar(&f.httpsPort, "https-port", 15671, "management HTTPS `port` (with --tls-cert)")
+	fs.IntVar(&f.amqpsPort, "amqps-port", defaultAMQPSPort, "AMQP 0-9-1 over TLS `port` (with --tls-cert)")
+	fs.IntVar(&f.httpsPort, "https-port", defaultHTTPSPort, "management HTTPS `port` (with --tls-cert)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "substrate's log `level`: debug, info, warn, error")
 	fs.StringVar(&f.etcdLogLevel, "etcd-log-level", "warn", "log `level` of the embedded etcd's own lines")
 }

@@ -13,13 +13,28 @@ import (
 	"substrate/internal/tlsutil"
 )
 
+// The TLS ports' defaults (RabbitMQ's AMQPS and management HTTPS ports).
+const (
+	defaultAMQPSPort = 5671
+	defaultHTTPSPort = 15671
+)
+
 // loadTLS loads --tls-cert, --tls-key and --tls-ca (nil without
 // --tls-cert). A file that cannot be loaded is an error naming it, which
 // stops serve before anything binds.
 func loadTLS(f serveFlags, log *slog.Logger) (*tlsutil.Store, error) {
 	if f.tlsCert == "" && f.tlsKey == "" {
-		if f.tlsCA != "" {
+		// Without a certificate nothing listens on TLS: a TLS option
+		// that was changed would be silently ignored, so it is refused.
+		switch {
+		case f.tlsCA != "":
 			return nil, fmt.Errorf("--tls-ca needs --tls-cert and --tls-key")
+		case f.tlsClientAuth != "" && f.tlsClientAuth != "none":
+			return nil, fmt.Errorf("--tls-client-auth %s needs --tls-cert and --tls-key", f.tlsClientAuth)
+		case f.amqpsPort != 0 && f.amqpsPort != defaultAMQPSPort:
+			return nil, fmt.Errorf("--amqps-port %d needs --tls-cert and --tls-key", f.amqpsPort)
+		case f.httpsPort != 0 && f.httpsPort != defaultHTTPSPort:
+			return nil, fmt.Errorf("--https-port %d needs --tls-cert and --tls-key", f.httpsPort)
 		}
 		return nil, nil
 	}

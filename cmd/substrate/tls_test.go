@@ -59,6 +59,9 @@ func TestTLSFlags(t *testing.T) {
 		{func(s *serveFlags) { s.tlsClientAuth = "maybe" }, "--tls-client-auth"},
 		{func(s *serveFlags) { s.tlsCert = filepath.Join(dir, "nope.pem") }, filepath.Join(dir, "nope.pem")},
 		{func(s *serveFlags) { s.tlsCert, s.tlsKey = "", "" }, "--tls-ca needs --tls-cert"},
+		{func(s *serveFlags) { s.tlsCert, s.tlsKey, s.tlsCA = "", "", "" }, "--tls-client-auth require needs --tls-cert"},
+		{func(s *serveFlags) { *s = serveFlags{tlsClientAuth: "none", amqpsPort: 5674} }, "--amqps-port 5674 needs --tls-cert"},
+		{func(s *serveFlags) { *s = serveFlags{tlsClientAuth: "none", httpsPort: 15674} }, "--https-port 15674 needs --tls-cert"},
 	} {
 		s := sf
 		c.mod(&s)
@@ -66,7 +69,7 @@ func TestTLSFlags(t *testing.T) {
 			t.Errorf("want %q, got %v", c.want, err)
 		}
 	}
-	if store, err := loadTLS(serveFlags{tlsClientAuth: "none"}, log); store != nil || err != nil {
+	if store, err := loadTLS(serveFlags{tlsClientAuth: "none", amqpsPort: defaultAMQPSPort, httpsPort: defaultHTTPSPort}, log); store != nil || err != nil {
 		t.Errorf("no TLS: %v %v", store, err)
 	}
 }
