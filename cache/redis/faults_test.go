@@ -2,7 +2,6 @@ package redis
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net"
 	"strings"
@@ -18,20 +17,7 @@ import (
 // site or inside a command's handler, answers that client with an error
 // and closes it; the process and other clients go on.
 func TestPanicClosesOnlyThatClient(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	s, err := New(Config{Addrs: []string{addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
+	s, addr := startOnLoopback(t)
 	// A handler that panics, as a miniredis bug would.
 	if err := s.m.Server().Register("SUBSTRATEPANIC", func(*server.Peer, string, []string) { panic("handler bug") }); err != nil {
 		t.Fatal(err)

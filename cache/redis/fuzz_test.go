@@ -133,20 +133,7 @@ func FuzzConn(f *testing.F) {
 // miniredis are handled on the real listener: an empty command is
 // ignored, an oversized bulk length closes only that connection.
 func TestCrashersOverTCP(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	s, err := New(Config{Addrs: []string{addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
+	_, addr := startOnLoopback(t)
 	exchange := func(req string) string {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

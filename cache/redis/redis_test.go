@@ -28,6 +28,27 @@ func resp(t *testing.T, r *bufio.Reader, c net.Conn, args ...string) string {
 	return strings.TrimSpace(line)
 }
 
+// startOnLoopback starts a server on one free loopback port and stops
+// it when the test ends.
+func startOnLoopback(t *testing.T) (*Server, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s, err := New(Config{Addrs: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	return s, addr
+}
+
 func TestTwoListenersOneKeyspaceAndRealTimeExpiry(t *testing.T) {
 	free := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
