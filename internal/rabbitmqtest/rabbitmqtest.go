@@ -42,6 +42,7 @@ const (
 	Wrapper      = "/usr/sbin/rabbitmq-server" // Debian's wrapper; checked for, never run
 	ServerScript = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 	CtlScript    = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+	DiagScript   = "/usr/lib/rabbitmq/bin/rabbitmq-diagnostics"
 	EpmdBinary   = "/usr/bin/epmd"
 )
 
@@ -294,6 +295,29 @@ func (r *Server) Ctl(ctx context.Context, args ...string) (string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// CLI runs one of RabbitMQ's CLI scripts (CtlScript, DiagScript) against
+// the node as Ctl does, with stdin as its input, and returns its stdout,
+// stderr and exit code apart; err is set only if it could not run.
+func (r *Server) CLI(ctx context.Context, script string, stdin io.Reader, args ...string) (stdout, stderr string, code int, err error) {
+	r.ctlMu.Lock()
+	defer r.ctlMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, ctlTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, script, append([]string{"-n", r.Node}, args...)...)
+	cmd.Dir = r.dir
+	cmd.Env = r.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: r.cred}
+	cmd.Stdin = stdin
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Exited() {
+		return o.String(), e.String(), ee.ExitCode(), nil
+	}
+	return o.String(), e.String(), -1, err
 }
 
 // Logs returns the server's (and epmd's) output followed by the last n
