@@ -313,6 +313,9 @@ func (r *Server) CLI(ctx context.Context, script string, stdin io.Reader, args .
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
+	if err == nil {
+		return o.String(), e.String(), 0, nil
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.Exited() {
 		return o.String(), e.String(), ee.ExitCode(), nil
