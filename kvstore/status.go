@@ -72,4 +72,3 @@ func (s *Store) Status() (Status, error) {
 	}
 	return st, nil
 }
-
