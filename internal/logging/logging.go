@@ -32,9 +32,58 @@ func ParseLevel(s string) (slog.Level, error) {
 }
 
 // New returns a logger that writes logfmt-style text lines to w, dropping
-// records below level.
+// records below level. Under journald (see Journald) each line starts with
+// its syslog priority and carries no time of its own.
 func New(w io.Writer, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return NewFormat(w, level, FormatText)
+}
+
+// Format names a log line format: FormatText or FormatJSON.
+type Format string
+
+const (
+	// FormatText is logfmt: time=… level=… msg=… key=value.
+	FormatText Format = "text"
+	// FormatJSON is one JSON object a line, for log shippers.
+	FormatJSON Format = "json"
+)
+
+// ParseFormat reads --log-format: text or json.
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(strings.ToLower(strings.TrimSpace(s))); f {
+	case FormatText, FormatJSON:
+		return f, nil
+	case "":
+		return FormatText, nil
+	}
+	return "", fmt.Errorf("unknown log format %q (want text or json)", s)
+}
+
+// NewFormat returns a logger that writes lines of format f to w, dropping
+// records below level. When w is the stream journald reads (Journald), each
+// line starts with its syslog priority (<3> error, <4> warning, <6> info,
+// <7> debug), which journald takes as the entry's priority and strips, and
+// the time is left out: journald stamps every entry itself.
+func NewFormat(w io.Writer, level slog.Level, f Format) *slog.Logger {
+	journal := Journald(w)
+	opts := &slog.HandlerOptions{Level: level}
+	if journal {
+		opts.ReplaceAttr = dropTime
+	}
+	var h slog.Handler
+	if journal {
+		h = newPriorityHandler(w, func(buf io.Writer) slog.Handler { return newHandler(buf, f, opts) })
+	} else {
+		h = newHandler(w, f, opts)
+	}
+	return slog.New(h)
+}
+
+func newHandler(w io.Writer, f Format, opts *slog.HandlerOptions) slog.Handler {
+	if f == FormatJSON {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
 }
 
 // Discard returns a logger that writes nothing.
