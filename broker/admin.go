@@ -1,11 +1,17 @@
 package broker
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"sort"
+	"strconv"
 	"time"
+	"unsafe"
 
 	"substrate/broker/amqp"
 )
@@ -127,19 +133,166 @@ func (s *Server) VHostLimits() map[string]VHostLimits {
 	return out
 }
 
-// QueueInfo describes a queue for the admin API.
+// ---- listings ----
+
+// listing is the shape of every list method: objs is a snapshot taken
+// under the lock that guards the collection (a vhost's maps, the server's
+// connections, a connection's channels); describe runs on each without
+// that lock, taking the object's own, and leaves out those it returns
+// false for (gone meanwhile, not open yet); the result is sorted by cmp
+// (nil: the caller sorts).
+func listing[T, I any](objs []T, describe func(T) (I, bool), cmp func(a, b I) int) []I {
+	out := make([]I, 0, len(objs))
+	for _, o := range objs {
+		if i, ok := describe(o); ok {
+			out = append(out, i)
+		}
+	}
+	if cmp != nil {
+		slices.SortFunc(out, cmp)
+	}
+	return out
+}
+
+// same is describe for objects already described in the snapshot.
+func same[T any](v T) (T, bool) { return v, true }
+
+func byName[I interface{ name() string }](a, b I) int { return cmp.Compare(a.name(), b.name()) }
+
+func (i QueueInfo) name() string      { return i.Name }
+func (i ExchangeInfo) name() string   { return i.Name }
+func (i ConnectionInfo) name() string { return i.Name }
+
+// vhostList returns the vhosts.
+func (s *Server) vhostList() []*vhost {
+	s.vhMu.RLock()
+	defer s.vhMu.RUnlock()
+	out := make([]*vhost, 0, len(s.vhosts))
+	for _, vh := range s.vhosts {
+		out = append(out, vh)
+	}
+	return out
+}
+
+// queueList returns the vhost's queues.
+func (vh *vhost) queueList() []*Queue {
+	vh.mu.RLock()
+	defer vh.mu.RUnlock()
+	out := make([]*Queue, 0, len(vh.queues))
+	for _, q := range vh.queues {
+		out = append(out, q)
+	}
+	return out
+}
+
+// channelList returns the connection's channels (the reader may open or
+// close channels meanwhile: chMu).
+func (c *conn) channelList() []*channel {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	out := make([]*channel, 0, len(c.channels))
+	for _, ch := range c.channels {
+		out = append(out, ch)
+	}
+	return out
+}
+
+// consumerList returns the connection's consumers.
+func (c *conn) consumerList() []*consumer {
+	c.consMu.Lock()
+	defer c.consMu.Unlock()
+	return slices.Clone(c.consumers)
+}
+
+// ---- queues ----
+
+// QueueInfo describes a queue for the admin API (rabbitmqctl
+// list_queues, /api/queues, rabbitmq_prometheus's per-queue metrics).
 type QueueInfo struct {
 	Name                   string
+	VHost                  string
 	Durable                bool
 	AutoDelete             bool
 	Exclusive              bool
+	Owner                  string // the owning connection's name (exclusive queues), else ""
 	Type                   string // x-queue-type: "classic" (also when absent) or "quorum"
+	State                  string // "running"
 	Arguments              map[string]any
-	Messages               int // ready + unacknowledged
+	Policy                 string         // the policy that applies, "" if none (set by the policy code)
+	OperatorPolicy         string         // the operator policy that applies, "" if none
+	EffectivePolicy        map[string]any // the definition in effect (effective_policy_definition); nil if none
+	Messages               int            // ready + unacknowledged
 	MessagesReady          int
 	MessagesUnacknowledged int
-	Consumers              int
+	MessagesPersistent     int // kept in the message store (persistent messages of durable queues)
+	// Body bytes of the messages, as RabbitMQ's message_bytes*.
+	MessageBytes               int64
+	MessageBytesReady          int64
+	MessageBytesUnacknowledged int64
+	MessageBytesPersistent     int64
+	MessageBytesRAM            int64 // ready ones not paged out, and the unacknowledged
+	Consumers                  int
+	ActiveConsumers            int       // consumers that get messages (1 with x-single-active-consumer)
+	MemoryBytes                int64     // approximate: bodies in memory and per-message bookkeeping
+	IdleSince                  time.Time // last publish, get, ack or consume
+	MessageStats               MessageStats
 }
+
+// entryCost is a ready message's bookkeeping in memory, beyond its body.
+const entryCost = int64(unsafe.Sizeof(entry{}))
+
+// Info returns the queue's description and counters.
+func (q *Queue) Info() QueueInfo {
+	q.mu.Lock()
+	defer q.unlock()
+	q.dropExpiredLocked(time.Now().UnixNano())
+	ready, readyBytes := q.msgs.len(), q.msgs.bytes()
+	pers, persBytes := q.msgs.persistent()
+	ram := q.msgs.resident() + q.unackedBytes
+	active := len(q.consumers)
+	if q.sac {
+		active = 0
+		if q.active != nil {
+			active = 1
+		}
+	}
+	info := QueueInfo{Name: q.name, VHost: q.vh.name, Durable: q.durable, AutoDelete: q.autoDelete, Exclusive: q.exclusive,
+		Type: queueType(q.args), State: "running", Arguments: copyArgs(q.args),
+		Messages: ready + q.unacked, MessagesReady: ready, MessagesUnacknowledged: q.unacked,
+		MessagesPersistent:         pers + q.unackedPers,
+		MessageBytes:               readyBytes + q.unackedBytes,
+		MessageBytesReady:          readyBytes,
+		MessageBytesUnacknowledged: q.unackedBytes,
+		MessageBytesPersistent:     persBytes + q.unackedPersLen,
+		MessageBytesRAM:            ram,
+		Consumers:                  len(q.consumers), ActiveConsumers: active,
+		MemoryBytes:  ram + int64(ready+q.unacked)*entryCost,
+		IdleSince:    time.Unix(0, q.lastUsed),
+		MessageStats: q.stats.public(),
+	}
+	if q.owner != nil {
+		info.Owner = q.owner.name
+	}
+	return info
+}
+
+// totals returns the queue's message counts and consumers, for Overview.
+func (q *Queue) totals() (ready, unacked, consumers int) {
+	q.mu.Lock()
+	defer q.unlock()
+	return q.msgs.len(), q.unacked, len(q.consumers)
+}
+
+// Queues lists the queues of a vhost, sorted by name.
+func (s *Server) Queues(vhost string) []QueueInfo {
+	vh := s.vhost(vhost)
+	if vh == nil {
+		return nil
+	}
+	return listing(vh.queueList(), func(q *Queue) (QueueInfo, bool) { return q.Info(), true }, byName)
+}
+
+// ---- exchanges and bindings ----
 
 // ExchangeInfo describes an exchange for the admin API.
 type ExchangeInfo struct {
@@ -151,36 +304,6 @@ type ExchangeInfo struct {
 	Arguments  map[string]any
 }
 
-// ConnectionInfo describes a client connection for the admin API.
-type ConnectionInfo struct {
-	Name             string // "127.0.0.1:54321 -> 127.0.0.1:5672"
-	User             string
-	VHost            string
-	Peer             string
-	Channels         int
-	ClientProperties map[string]any
-}
-
-// Queues lists the queues of a vhost, sorted by name.
-func (s *Server) Queues(vhost string) []QueueInfo {
-	vh := s.vhost(vhost)
-	if vh == nil {
-		return nil
-	}
-	vh.mu.RLock()
-	qs := make([]*Queue, 0, len(vh.queues))
-	for _, q := range vh.queues {
-		qs = append(qs, q)
-	}
-	vh.mu.RUnlock()
-	out := make([]QueueInfo, 0, len(qs))
-	for _, q := range qs {
-		out = append(out, q.Info())
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
 // Exchanges lists the exchanges of a vhost (the default one as ""),
 // sorted by name.
 func (s *Server) Exchanges(vhost string) []ExchangeInfo {
@@ -188,14 +311,13 @@ func (s *Server) Exchanges(vhost string) []ExchangeInfo {
 	if vh == nil {
 		return nil
 	}
-	vh.mu.RLock()
-	defer vh.mu.RUnlock()
-	out := make([]ExchangeInfo, 0, len(vh.exchanges))
+	vh.mu.RLock() // exchanges' fields are guarded by vh.mu: described in the snapshot
+	snap := make([]ExchangeInfo, 0, len(vh.exchanges))
 	for _, x := range vh.exchanges {
-		out = append(out, ExchangeInfo{Name: x.name, Type: x.kind, Durable: x.durable, AutoDelete: x.autoDelete, Internal: x.internal, Arguments: copyArgs(x.args)})
+		snap = append(snap, ExchangeInfo{Name: x.name, Type: x.kind, Durable: x.durable, AutoDelete: x.autoDelete, Internal: x.internal, Arguments: copyArgs(x.args)})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	vh.mu.RUnlock()
+	return listing(snap, same, byName)
 }
 
 // Bindings lists a vhost's explicit bindings (not the default exchange's
@@ -206,27 +328,337 @@ func (s *Server) Bindings(vhost string) []BindingDef {
 		return nil
 	}
 	vh.mu.RLock()
-	defer vh.mu.RUnlock()
-	var out []BindingDef
+	var snap []BindingDef
 	for _, x := range vh.exchanges {
 		for _, b := range x.bindings {
-			out = append(out, b.def(vhost, x.name))
+			snap = append(snap, b.def(vhost, x.name))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	vh.mu.RUnlock()
+	return listing(snap, same, func(a, b BindingDef) int { return cmp.Compare(a.Key(), b.Key()) })
+}
+
+// ---- connections ----
+
+// ConnectionInfo describes a client connection for the admin API
+// (rabbitmqctl list_connections, /api/connections).
+type ConnectionInfo struct {
+	ID               uint64 // unique while the server runs; CloseConnectionByID
+	Name             string // "127.0.0.1:54321 -> 127.0.0.1:5672", as RabbitMQ names it; CloseConnection
+	ConnectionName   string // the client's connection_name property, "" if it sent none
+	User             string
+	VHost            string
+	Peer             string // "127.0.0.1:54321"
+	PeerHost         string
+	PeerPort         int
+	Host             string // the broker's side
+	Port             int
+	SSL              bool
+	SSLProtocol      string // "tlsv1.3", as RabbitMQ's ssl_protocol; "" without TLS
+	SSLCipher        string // Go's name of the cipher suite
+	Protocol         string // "AMQP 0-9-1"
+	AuthMechanism    string // "PLAIN", "AMQPLAIN", "EXTERNAL"
+	State            string // "running", "blocking" (an alarm is on), "blocked" (held after publishing), "closing"
+	Channels         int
+	ChannelMax       int
+	FrameMax         int
+	Timeout          int // heartbeat, seconds; 0: none
+	ConnectedAt      time.Time
+	ClientProperties map[string]any
+	NetStats         // bytes and frames received and sent
+}
+
+func (c *conn) info() (ConnectionInfo, bool) {
+	c.mu.Lock()
+	if !c.open {
+		c.mu.Unlock()
+		return ConnectionInfo{}, false
+	}
+	info := ConnectionInfo{ID: c.id, Name: c.name, User: c.user, VHost: c.vh.name, Peer: c.peer,
+		Protocol: "AMQP 0-9-1", AuthMechanism: c.mechanism, Channels: int(c.nchannels.Load()),
+		ChannelMax: int(c.channelMax), FrameMax: int(c.frameMax), Timeout: int(c.heartbeat),
+		ConnectedAt: c.created, ClientProperties: c.clientProperties(), NetStats: c.netStats()}
+	c.mu.Unlock()
+	if l := c.label.Load(); l != &c.peer {
+		info.ConnectionName = *l
+	}
+	info.PeerHost, info.PeerPort = splitAddr(c.nc.RemoteAddr())
+	info.Host, info.Port = splitAddr(c.nc.LocalAddr())
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		info.SSL = true
+		info.SSLProtocol = tlsVersionName(st.Version)
+		info.SSLCipher = tls.CipherSuiteName(st.CipherSuite)
+	}
+	info.State = c.state()
+	return info, true
+}
+
+// state is RabbitMQ's connection state.
+func (c *conn) state() string {
+	switch {
+	case c.closing.Load():
+		return "closing"
+	case c.blocked.Load():
+		return "blocked"
+	case c.srv.alarm.active.Load():
+		return "blocking"
+	}
+	return "running"
+}
+
+// splitAddr returns the host and port of a TCP address.
+func splitAddr(a net.Addr) (string, int) {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String(), ta.Port
+	}
+	h, p, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String(), 0
+	}
+	n, _ := strconv.Atoi(p)
+	return h, n
+}
+
+// tlsVersionName is RabbitMQ's (Erlang ssl's) name of a TLS version.
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "tlsv1"
+	case tls.VersionTLS11:
+		return "tlsv1.1"
+	case tls.VersionTLS12:
+		return "tlsv1.2"
+	case tls.VersionTLS13:
+		return "tlsv1.3"
+	}
+	return tls.VersionName(v)
+}
+
+// Connections lists the client connections that completed the handshake,
+// sorted by name.
+func (s *Server) Connections() []ConnectionInfo {
+	return listing(s.connections(), (*conn).info, byName)
+}
+
+// ---- channels ----
+
+// ChannelInfo describes a channel for the admin API (rabbitmqctl
+// list_channels, /api/channels).
+type ChannelInfo struct {
+	Name                   string // "127.0.0.1:54321 -> 127.0.0.1:5672 (1)", as RabbitMQ
+	Number                 int
+	ConnectionID           uint64
+	ConnectionName         string // ConnectionInfo.Name
+	ClientConnectionName   string // the connection's connection_name property
+	PeerHost               string
+	PeerPort               int
+	User                   string
+	VHost                  string
+	State                  string // "running", "closing"
+	Transactional          bool
+	Confirm                bool
+	ConsumerCount          int
+	MessagesUnacknowledged int
+	MessagesUnconfirmed    int // published in confirm mode, not yet confirmed
+	MessagesUncommitted    int // published in the open transaction
+	AcksUncommitted        int // acks in the open transaction
+	PrefetchCount          int // basic.qos global=false: for new consumers
+	GlobalPrefetchCount    int // basic.qos global=true
+	MessageStats           MessageStats
+}
+
+func (ch *channel) info(ci *ConnectionInfo) ChannelInfo {
+	info := ChannelInfo{Name: fmt.Sprintf("%s (%d)", ci.Name, ch.id), Number: int(ch.id),
+		ConnectionID: ci.ID, ConnectionName: ci.Name, ClientConnectionName: ci.ConnectionName,
+		PeerHost: ci.PeerHost, PeerPort: ci.PeerPort, User: ci.User, VHost: ci.VHost, State: "running",
+		Transactional: ch.txOn.Load(), Confirm: ch.confirmOn.Load(),
+		MessagesUncommitted: int(ch.txMsgs.Load()), AcksUncommitted: int(ch.txAckCount.Load()),
+		PrefetchCount: int(ch.qos.Load())}
+	v := ch.stats.load()
+	info.MessageStats = v.public()
+	ch.mu.Lock()
+	info.ConsumerCount = len(ch.consumers)
+	info.MessagesUnacknowledged = len(ch.unacked)
+	info.GlobalPrefetchCount = ch.globalPrefetch
+	closed := ch.closed
+	ch.mu.Unlock()
+	if closed || ci.State == "closing" {
+		info.State = "closing"
+	}
+	cf := &ch.conf
+	cf.mu.Lock()
+	info.MessagesUnconfirmed = int(cf.published.Load() - cf.confirmed)
+	cf.mu.Unlock()
+	return info
+}
+
+// Channels lists the channels of every open connection, sorted by
+// connection name and number.
+func (s *Server) Channels() []ChannelInfo {
+	var out []ChannelInfo
+	for _, c := range s.connections() {
+		ci, ok := c.info()
+		if !ok {
+			continue
+		}
+		out = append(out, listing(c.channelList(), func(ch *channel) (ChannelInfo, bool) { return ch.info(&ci), true }, nil)...)
+	}
+	slices.SortFunc(out, func(a, b ChannelInfo) int {
+		return cmp.Or(cmp.Compare(a.ConnectionName, b.ConnectionName), cmp.Compare(a.Number, b.Number))
+	})
 	return out
 }
 
-// Connections lists the client connections that completed the handshake.
-func (s *Server) Connections() []ConnectionInfo {
-	var out []ConnectionInfo
+// ---- consumers ----
+
+// ConsumerInfo describes a consumer for the admin API (rabbitmqctl
+// list_consumers, /api/consumers).
+type ConsumerInfo struct {
+	Queue                string
+	VHost                string
+	ConsumerTag          string
+	ChannelName          string // ChannelInfo.Name
+	ChannelNumber        int
+	ConnectionID         uint64
+	ConnectionName       string // ConnectionInfo.Name
+	ClientConnectionName string // the connection's connection_name property
+	PeerHost             string
+	PeerPort             int
+	User                 string
+	AckRequired          bool
+	Exclusive            bool
+	PrefetchCount        int
+	Priority             int64  // x-priority
+	Active               bool   // gets messages (false: waiting as a single active consumer's successor)
+	ActivityStatus       string // "up"; with x-single-active-consumer "single_active" or "waiting"
+	Arguments            map[string]any
+}
+
+// Consumers lists the consumers of every open connection, sorted by
+// vhost, queue and tag.
+func (s *Server) Consumers() []ConsumerInfo {
+	var out []ConsumerInfo
 	for _, c := range s.connections() {
-		if info, ok := c.info(); ok {
-			out = append(out, info)
+		ci, ok := c.info()
+		if !ok {
+			continue
+		}
+		out = append(out, listing(c.consumerList(), func(cs *consumer) (ConsumerInfo, bool) { return cs.info(&ci) }, nil)...)
+	}
+	slices.SortFunc(out, func(a, b ConsumerInfo) int {
+		return cmp.Or(cmp.Compare(a.VHost, b.VHost), cmp.Compare(a.Queue, b.Queue), cmp.Compare(a.ConsumerTag, b.ConsumerTag))
+	})
+	return out
+}
+
+// info describes cs; false if it was cancelled meanwhile.
+func (cs *consumer) info(ci *ConnectionInfo) (ConsumerInfo, bool) {
+	q := cs.q
+	q.mu.Lock()
+	registered := slices.Contains(q.consumers, cs)
+	active, status := true, "up"
+	if q.sac {
+		active = q.active == cs
+		status = "waiting"
+		if active {
+			status = "single_active"
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	prefetch := cs.prefetch
+	q.mu.Unlock()
+	if !registered {
+		return ConsumerInfo{}, false
+	}
+	return ConsumerInfo{Queue: q.name, VHost: q.vh.name, ConsumerTag: cs.tag,
+		ChannelName: fmt.Sprintf("%s (%d)", ci.Name, cs.ch.id), ChannelNumber: int(cs.ch.id),
+		ConnectionID: ci.ID, ConnectionName: ci.Name, ClientConnectionName: ci.ConnectionName,
+		PeerHost: ci.PeerHost, PeerPort: ci.PeerPort, User: ci.User,
+		AckRequired: !cs.noAck, Exclusive: cs.exclusive, PrefetchCount: prefetch, Priority: cs.priority,
+		Active: active, ActivityStatus: status, Arguments: copyArgs(cs.args)}, true
+}
+
+// ---- overview ----
+
+// Overview is the broker-wide summary behind /api/overview and
+// rabbitmq_prometheus's global metrics. Counters are monotonic.
+type Overview struct {
+	ObjectTotals ObjectTotals
+	QueueTotals  QueueTotals
+	MessageStats MessageStats // every channel's, the closed ones' included
+	Churn        ChurnStats
+	Net          NetStats // every connection's traffic, the closed ones' included
+}
+
+// ObjectTotals counts the broker's objects (object_totals).
+type ObjectTotals struct {
+	Connections int // open (handshake complete)
+	Channels    int
+	Exchanges   int
+	Queues      int
+	Consumers   int
+	VHosts      int
+}
+
+// QueueTotals sums the messages in queues (queue_totals).
+type QueueTotals struct {
+	Messages               int
+	MessagesReady          int
+	MessagesUnacknowledged int
+}
+
+// Overview returns the broker-wide counts and counters.
+func (s *Server) Overview() Overview {
+	var o Overview
+	var stats statValues
+	s.connMu.Lock() // with removeConn's folding into retired: sums never go back
+	stats = s.retired
+	o.Net = s.retiredNet
+	for c := range s.conns {
+		v, n := c.totals()
+		stats.addAll(&v)
+		o.Net.add(n)
+		c.mu.Lock()
+		open := c.open
+		c.mu.Unlock()
+		if open {
+			o.ObjectTotals.Connections++
+			o.ObjectTotals.Channels += int(c.nchannels.Load())
+		}
+	}
+	s.connMu.Unlock()
+	o.MessageStats = stats.public()
+	o.Churn = s.churn.public()
+	vhs := s.vhostList()
+	o.ObjectTotals.VHosts = len(vhs)
+	for _, vh := range vhs {
+		vh.mu.RLock()
+		o.ObjectTotals.Exchanges += len(vh.exchanges)
+		vh.mu.RUnlock()
+		for _, q := range vh.queueList() {
+			ready, unacked, cons := q.totals()
+			o.ObjectTotals.Queues++
+			o.ObjectTotals.Consumers += cons
+			o.QueueTotals.MessagesReady += ready
+			o.QueueTotals.MessagesUnacknowledged += unacked
+		}
+	}
+	o.QueueTotals.Messages = o.QueueTotals.MessagesReady + o.QueueTotals.MessagesUnacknowledged
+	return o
+}
+
+// ---- closing connections ----
+
+// CloseConnectionByID closes the connection with that ID as
+// CloseConnection does.
+func (s *Server) CloseConnectionByID(id uint64, reason string) error {
+	for _, c := range s.connections() {
+		if c.id == id {
+			c.forceClose(amqp.ConnectionForced, "CONNECTION_FORCED - "+reason, time.Second)
+			return nil
+		}
+	}
+	return fmt.Errorf("broker: connection %d: %w", id, ErrNotFound)
 }
 
 // CloseConnection closes the named connection with 320

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"substrate/broker/amqp"
@@ -60,6 +61,16 @@ type channel struct {
 	*content // the publish being assembled; nil until the channel's first publish
 
 	conf confirms // publisher confirms, shared with the store's committer
+
+	// For the admin listings (Channels), which run on other goroutines:
+	// message counters (stats.go) and copies of reader-owned state,
+	// written by the reader when that state changes.
+	stats      statCounters
+	confirmOn  atomic.Bool  // confirm
+	txOn       atomic.Bool  // tx
+	qos        atomic.Int32 // prefetch
+	txMsgs     atomic.Int32 // len(txPubs)
+	txAckCount atomic.Int32 // deliveries in txAcks
 
 	mu             sync.Mutex
 	closed         bool
@@ -124,6 +135,7 @@ func (ch *channel) deliver(cs *consumer, e entry, out *message) bool {
 	m := &amqp.BasicDeliver{ConsumerTag: cs.tag, DeliveryTag: ch.nextTag, Redelivered: e.redelivered,
 		Exchange: out.exchange, RoutingKey: out.routingKey}
 	ch.c.out.content(ch.id, m, out, ch.c.frameMax)
+	ch.countDelivery(statDeliver, statDeliverNoAck, cs.noAck, e.redelivered)
 	return true
 }
 
@@ -139,7 +151,20 @@ func (ch *channel) deliverGet(q *Queue, e entry, out *message, noAck bool, left 
 	m := &amqp.BasicGetOk{DeliveryTag: ch.nextTag, Redelivered: e.redelivered, Exchange: out.exchange,
 		RoutingKey: out.routingKey, MessageCount: uint32(left)}
 	ch.c.out.content(ch.id, m, out, ch.c.frameMax)
+	ch.countDelivery(statGet, statGetNoAck, noAck, e.redelivered)
 	return true
+}
+
+// countDelivery counts a delivery (ack, noAck: which counter) and a
+// redelivery.
+func (ch *channel) countDelivery(ack, noAckStat stat, noAck, redelivered bool) {
+	if noAck {
+		ack = noAckStat
+	}
+	ch.stats.add(ack, 1)
+	if redelivered {
+		ch.stats.add(statRedeliver, 1)
+	}
 }
 
 // holdLocked counts an unacknowledged delivery's body, if it keeps one in
@@ -196,6 +221,7 @@ func (ch *channel) teardown() {
 	}
 	ch.dropTxPubs()
 	ch.txAcks = nil
+	ch.txAckCount.Store(0)
 	sort.Slice(ds, func(i, j int) bool { return ds[i].tag < ds[j].tag })
 	var autoDel []*Queue
 	for _, c := range cs {
@@ -388,6 +414,7 @@ func (ch *channel) handle(m amqp.Method) *amqp.Error {
 			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "cannot switch from tx to confirm mode")
 		}
 		ch.confirm = true
+		ch.confirmOn.Store(true)
 		if !m.NoWait {
 			ch.c.out.method(ch.id, &amqp.ConfirmSelectOk{})
 		}
@@ -397,6 +424,7 @@ func (ch *channel) handle(m amqp.Method) *amqp.Error {
 			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "cannot switch from confirm to tx mode")
 		}
 		ch.tx = true
+		ch.txOn.Store(true)
 		ch.c.out.method(ch.id, &amqp.TxSelectOk{})
 		return nil
 	case *amqp.TxCommit:
@@ -573,7 +601,8 @@ func (ch *channel) queueDeclare(m *amqp.QueueDeclare) *amqp.Error {
 		if err := ch.check("queue", m.Queue, permConfigure, cls, mth); err != nil {
 			return err
 		}
-		if vh.queue(m.Queue) == nil {
+		isNew := vh.queue(m.Queue) == nil
+		if isNew {
 			if err := ch.checkDLX(m.Queue, m.Arguments, cls, mth); err != nil {
 				return err
 			}
@@ -582,7 +611,11 @@ func (ch *channel) queueDeclare(m *amqp.QueueDeclare) *amqp.Error {
 		if q, err = vh.declareQueue(m, ch.c); err != nil {
 			return err
 		}
+		if isNew && q.created.CompareAndSwap(false, true) { // once, if declares race
+			ch.c.srv.churn.qCreated.Add(1)
+		}
 	}
+	ch.c.srv.churn.qDeclared.Add(1)
 	ch.lastQueue = q.name
 	if !m.NoWait {
 		n, c := q.Counts()
@@ -707,6 +740,7 @@ func (ch *channel) basicQos(m *amqp.BasicQos) *amqp.Error {
 		ch.wakeQueues()
 	} else {
 		ch.prefetch = int(m.PrefetchCount)
+		ch.qos.Store(int32(m.PrefetchCount))
 	}
 	ch.c.out.method(ch.id, &amqp.BasicQosOk{})
 	return nil
@@ -754,7 +788,8 @@ func (ch *channel) basicConsume(m *amqp.BasicConsume) *amqp.Error {
 	if tag == "" {
 		tag = randomName("amq.ctag")
 	}
-	cs := &consumer{tag: tag, q: q, ch: ch, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch, priority: prio}
+	cs := &consumer{tag: tag, q: q, ch: ch, noAck: m.NoAck, exclusive: m.Exclusive, prefetch: ch.prefetch, priority: prio,
+		args: copyArgs(m.Arguments)}
 	ch.mu.Lock()
 	if ch.consumers == nil {
 		ch.consumers = map[string]*consumer{}
@@ -812,6 +847,7 @@ func (ch *channel) basicGet(m *amqp.BasicGet) *amqp.Error {
 		return ch.vh().noQueue(name, cls, mth)
 	}
 	if !got {
+		ch.stats.add(statGetEmpty, 1)
 		ch.c.out.method(ch.id, &amqp.BasicGetEmpty{})
 	}
 	return nil
@@ -862,6 +898,7 @@ func (ch *channel) settle(tag uint64, multiple, ack, requeueIt bool, cls, mth ui
 	}
 	if ch.tx {
 		ch.txAcks = append(ch.txAcks, txAck{ds: ds, requeue: requeueIt, ack: ack})
+		ch.txAckCount.Add(int32(len(ds)))
 		return nil
 	}
 	ch.apply(ds, ack, requeueIt)
@@ -880,6 +917,7 @@ func (ch *channel) apply(ds []*delivery, ack, requeueIt bool) {
 			q.Reject(l)
 		}
 	default:
+		ch.stats.add(statAck, uint64(len(ds)))
 		for q, l := range byQueue(ds) {
 			q.Ack(l)
 		}
@@ -952,9 +990,11 @@ func (ch *channel) publish() *amqp.Error {
 	}
 	if ch.tx {
 		ch.txPubs = append(ch.txPubs, txPub{x: x, m: msg, mandatory: p.Mandatory, headers: headers})
+		ch.txMsgs.Store(int32(len(ch.txPubs)))
 		ch.c.srv.mem.assembling.Add(msg.memSize()) // held by the transaction
 		return nil
 	}
+	ch.stats.add(statPublish, 1)
 	rejected, commit := ch.route(x, msg, p.Mandatory, headers)
 	if ch.confirm {
 		ch.confirmPublish(rejected, commit)
@@ -987,11 +1027,23 @@ func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp
 			commit = c
 		}
 	}
+	if !routed {
+		ch.unroutable(mandatory)
+	}
 	if !routed && mandatory {
 		ch.c.out.content(ch.id, &amqp.BasicReturn{ReplyCode: amqp.NoRoute, ReplyText: "NO_ROUTE",
 			Exchange: msg.exchange, RoutingKey: msg.routingKey}, msg, ch.c.frameMax)
 	}
 	return rejected, commit
+}
+
+// unroutable counts a message no queue took: returned or dropped.
+func (ch *channel) unroutable(mandatory bool) {
+	if mandatory {
+		ch.stats.add(statReturnUnroutable, 1)
+	} else {
+		ch.stats.add(statDropUnroutable, 1)
+	}
 }
 
 // commit carries out a transaction. Its messages are staged first
@@ -1008,6 +1060,7 @@ func (ch *channel) commit(cls, mth uint16) *amqp.Error {
 	pubs, acks := ch.txPubs, ch.txAcks
 	ch.dropTxPubs()
 	ch.txAcks = nil
+	ch.txAckCount.Store(0)
 	type staged struct {
 		q *Queue
 		e entry
@@ -1016,6 +1069,7 @@ func (ch *channel) commit(cls, mth uint16) *amqp.Error {
 	var last *store.Commit
 	failed := false
 	var returns []*message
+	var dropped uint64
 	for _, p := range pubs {
 		var buf [4]*Queue
 		qs := ch.vh().route(p.x, p.m.routingKey, p.headers, buf[:0])
@@ -1036,6 +1090,9 @@ func (ch *channel) commit(cls, mth uint16) *amqp.Error {
 		if !routed && p.mandatory {
 			returns = append(returns, p.m)
 		}
+		if !routed && !p.mandatory {
+			dropped++
+		}
 	}
 	if last != nil && last.Wait() != nil {
 		failed = true
@@ -1047,8 +1104,11 @@ func (ch *channel) commit(cls, mth uint16) *amqp.Error {
 		ch.c.srv.lim.Log(slog.LevelError, "amqp: transaction not committed: the message store failed", "conn", ch.c.name, "channel", ch.id)
 		return amqp.NewError(amqp.PreconditionFailed, cls, mth, "partial tx completion")
 	}
+	ch.stats.add(statPublish, uint64(len(pubs)))
+	ch.stats.add(statDropUnroutable, dropped)
 	now := time.Now().UnixNano()
 	for _, m := range returns {
+		ch.unroutable(true)
 		ch.c.out.content(ch.id, &amqp.BasicReturn{ReplyCode: amqp.NoRoute, ReplyText: "NO_ROUTE",
 			Exchange: m.exchange, RoutingKey: m.routingKey}, m, ch.c.frameMax)
 	}
@@ -1067,12 +1127,14 @@ func (ch *channel) dropTxPubs() {
 		ch.c.srv.mem.assembling.Add(-p.m.memSize())
 	}
 	ch.txPubs = nil
+	ch.txMsgs.Store(0)
 }
 
 func (ch *channel) rollback() {
 	acks := ch.txAcks
 	ch.dropTxPubs()
 	ch.txAcks = nil
+	ch.txAckCount.Store(0)
 	if len(acks) == 0 {
 		return
 	}

@@ -114,6 +114,7 @@ func (ch *channel) flushConfirms() {
 	ack := func(upto uint64) {
 		if upto > cf.confirmed {
 			out.method(ch.id, &amqp.BasicAck{DeliveryTag: upto, Multiple: upto-cf.confirmed > 1})
+			ch.stats.add(statConfirm, upto-cf.confirmed)
 			cf.confirmed = upto
 		}
 	}

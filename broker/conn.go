@@ -55,6 +55,7 @@ type outbound struct {
 	mem     *atomic.Int64 // the broker's outbound bytes (memAccount.outbound); nil: not counted
 	acct    int64         // bytes of buf counted in mem (under mu)
 	writing int64         // bytes the writer took and counts until written (under mu)
+	frames  atomic.Uint64 // frames queued (RabbitMQ's send_cnt); added under mu
 }
 
 func (o *outbound) init(done chan struct{}, start func()) {
@@ -95,6 +96,7 @@ func (o *outbound) appendMethodLocked(ch uint16, m amqp.Method) bool {
 		o.log.Error("amqp: cannot encode frame", "method", m.Name(), "err", err)
 		return false
 	}
+	o.frames.Add(1)
 	return true
 }
 
@@ -115,7 +117,23 @@ func (o *outbound) contentLocked(ch uint16, m amqp.Method, msg *message, frameMa
 	}
 	o.buf = amqp.AppendHeaderFrameRaw(o.buf, ch, amqp.ClassBasic, uint64(len(msg.body)), msg.props)
 	o.buf = amqp.AppendBodyFrames(o.buf, ch, msg.body, frameMax)
+	o.frames.Add(1 + bodyFrames(len(msg.body), frameMax))
 	o.kick()
+}
+
+// bodyFrames is how many body frames amqp.AppendBodyFrames writes.
+func bodyFrames(n int, frameMax uint32) uint64 {
+	if n == 0 {
+		return 0
+	}
+	if frameMax == 0 {
+		return 1
+	}
+	if frameMax <= amqp.FrameOverhead {
+		frameMax = amqp.FrameMinSize
+	}
+	chunk := int(frameMax - amqp.FrameOverhead)
+	return uint64((n + chunk - 1) / chunk)
 }
 
 func (o *outbound) writable() bool { return o.pending.Load() < outSoftLimit }
@@ -135,7 +153,9 @@ func (o *outbound) waitBelow(limit int) {
 type conn struct {
 	srv     *Server
 	nc      net.Conn
-	name    string // "peer -> local", as RabbitMQ names connections
+	id      uint64    // unique in this server's run (ConnectionInfo.ID)
+	created time.Time // when it was accepted (ConnectionInfo.ConnectedAt)
+	name    string    // "peer -> local", as RabbitMQ names connections
 	peer    string
 	peerKey string // the peer's IP: its key in the log limiter
 	fr      *amqp.FrameReader
@@ -159,11 +179,15 @@ type conn struct {
 	hbInterval    atomic.Int64 // heartbeat after hbInterval/2 without output (ns)
 	hb            *time.Timer  // runs sendHeartbeat; set and stopped under out.mu
 	lastWrite     atomic.Int64 // when the last write ended (Unix ns)
+	net           netCounters  // traffic (stats.go)
+	blocked       atomic.Bool  // waiting in throttle: RabbitMQ's state "blocked"
 
 	mu        sync.Mutex // guards the fields below
 	user      string
 	vh        *vhost
 	props     []byte // the client's properties as sent (a field table's body), decoded by info
+	mechanism string // the SASL mechanism it logged in with
+	heartbeat uint16 // negotiated heartbeat, seconds
 	open      bool
 	exclusive []*Queue // a slice, not a map: usually empty or one, and idle connections are many
 	gone      bool     // torn down: no new exclusive queues
@@ -171,7 +195,13 @@ type conn struct {
 	closing    atomic.Bool // we sent connection.close; waiting for close-ok
 	closeTimer *time.Timer
 
-	channels  map[uint16]*channel // reader-owned
+	// channels is written by the reader only, under chMu; the reader
+	// reads it without the lock, other goroutines (Channels, Overview)
+	// under it. chMu also guards retired, the message counters of the
+	// channels that ended.
+	chMu      sync.Mutex
+	channels  map[uint16]*channel
+	retired   statValues
 	nchannels atomic.Int32
 	login     string     // the user that passed authentication; reader-owned
 	dirty     []*channel // channels with confirms to send; reader-owned
@@ -188,7 +218,8 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, channels: map[uint16]*channel{}, writerDone: make(chan struct{})}
+	c := &conn{srv: s, nc: nc, channels: map[uint16]*channel{}, writerDone: make(chan struct{}),
+		id: s.connSeq.Add(1), created: time.Now()}
 	c.lastWrite.Store(time.Now().UnixNano())
 	c.peer = nc.RemoteAddr().String()
 	c.peerKey = logging.PeerKey(nc.RemoteAddr())
@@ -207,7 +238,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	if t := c.hbTimeout.Load(); t > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
 	}
-	return c.nc.Read(p)
+	n, err := c.nc.Read(p)
+	c.net.recvOct.Add(uint64(n))
+	return n, err
 }
 
 func (c *conn) userName() string {
@@ -234,19 +267,14 @@ func (c *conn) clientProperties() amqp.Table {
 	return t
 }
 
-func (c *conn) info() (ConnectionInfo, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.open {
-		return ConnectionInfo{}, false
-	}
-	return ConnectionInfo{Name: c.name, User: c.user, VHost: c.vh.name, Peer: c.peer,
-		Channels: int(c.nchannels.Load()), ClientProperties: c.clientProperties()}, true
-}
-
-// logf logs a line about this connection, rate-limited per peer IP.
+// logf logs a line about this connection, rate-limited per peer IP,
+// with the client's connection_name when it sent one.
 func (c *conn) logf(level slog.Level, msg string, args ...any) {
-	c.srv.peers.Log(c.peerKey, level, msg, append([]any{"conn", c.name}, args...)...)
+	pre := []any{"conn", c.name}
+	if l := c.label.Load(); l != &c.peer {
+		pre = append(pre, "connection_name", *l)
+	}
+	c.srv.peers.Log(c.peerKey, level, msg, append(pre, args...)...)
 }
 
 // subject is the connection-wide fault injection subject (label).
@@ -322,7 +350,8 @@ func (c *conn) writeLoop() {
 		if stop {
 			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		}
-		_, err := c.nc.Write(buf)
+		n, err := c.nc.Write(buf)
+		c.net.sendOct.Add(uint64(n))
 		c.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
 			c.out.fail()
@@ -447,6 +476,7 @@ func (c *conn) sendHeartbeat() {
 	if next <= 0 {
 		if len(o.buf) == 0 {
 			o.buf = amqp.AppendHeartbeat(o.buf)
+			o.frames.Add(1)
 			o.kick()
 		}
 		next = half
@@ -667,6 +697,7 @@ func (c *conn) readMethod0() (amqp.Method, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.net.recvCnt.Add(1)
 		if f.Type == amqp.FrameHeartbeat {
 			continue
 		}
@@ -781,7 +812,9 @@ func (c *conn) handshake() error {
 		props = nil // not expected: it was decoded from the wire
 	}
 	c.user, c.vh, c.props, c.open = user, vh, props, true
+	c.mechanism, c.heartbeat = so.Mechanism, to.Heartbeat
 	c.mu.Unlock()
+	c.srv.churn.connCreated.Add(1)
 	c.out.method(0, &amqp.ConnectionOpenOk{})
 	c.logf(slog.LevelInfo, "amqp: connection opened", "user", user, "vhost", op.VirtualHost)
 	// Heartbeats: the client's tune-ok value is final.
@@ -803,6 +836,7 @@ func (c *conn) loop() error {
 		if err != nil {
 			return err
 		}
+		c.net.recvCnt.Add(1)
 		if c.closing.Load() {
 			if f.Type == amqp.FrameMethod && f.Channel == 0 {
 				cls, mth, _ := amqp.MethodIDs(f.Payload)
@@ -931,15 +965,25 @@ func (c *conn) openChannel(f amqp.Frame) error {
 		return amqp.NewError(amqp.NotAllowed, 0, 0, "number of channels opened (%d) has reached the negotiated channel_max (%d)", n, c.channelMax)
 	}
 	ch := newChannel(c, f.Channel)
+	c.chMu.Lock()
 	c.channels[f.Channel] = ch
+	c.chMu.Unlock()
 	c.nchannels.Store(int32(len(c.channels)))
+	c.srv.churn.chCreated.Add(1)
 	c.out.method(f.Channel, &amqp.ChannelOpenOk{})
 	return nil
 }
 
+// dropChannel forgets a channel that ended, keeping its counters in
+// retired.
 func (c *conn) dropChannel(ch *channel) {
+	c.chMu.Lock()
+	v := ch.stats.load()
+	c.retired.addAll(&v)
 	delete(c.channels, ch.id)
+	c.chMu.Unlock()
 	c.nchannels.Store(int32(len(c.channels)))
+	c.srv.churn.chClosed.Add(1)
 }
 
 // flushConfirms sends the publisher confirms owed on every channel.
@@ -1000,6 +1044,7 @@ func (c *conn) teardown() {
 	c.nc.Close()
 	c.forget()
 	if c.open {
+		c.srv.churn.connClosed.Add(1)
 		c.logf(slog.LevelInfo, "amqp: connection closed")
 	}
 }
@@ -1009,8 +1054,35 @@ func (c *conn) closeChannels() {
 	for _, ch := range c.channels {
 		ch.teardown()
 	}
+	c.chMu.Lock()
+	for _, ch := range c.channels {
+		v := ch.stats.load()
+		c.retired.addAll(&v)
+	}
+	n := len(c.channels)
 	c.channels = nil
+	c.chMu.Unlock()
 	c.nchannels.Store(0)
+	c.srv.churn.chClosed.Add(uint64(n))
+}
+
+// totals returns the message counters of every channel this connection
+// had (the closed ones' and the live ones'), and its traffic.
+func (c *conn) totals() (statValues, NetStats) {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	v := c.retired
+	for _, ch := range c.channels {
+		cv := ch.stats.load()
+		v.addAll(&cv)
+	}
+	return v, c.netStats()
+}
+
+func (c *conn) netStats() NetStats {
+	n := c.net.load()
+	n.SendCnt = c.out.frames.Load()
+	return n
 }
 
 // randomName is RabbitMQ's rabbit_guid:binary(gen_secure(), Prefix):

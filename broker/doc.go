@@ -13,8 +13,10 @@
 //	...
 //	err = s.Shutdown(ctx)              // 320 CONNECTION_FORCED to every client, waits for goroutines
 //
-// The admin methods (AddUser, SetPermissions, Queues, Connections,
-// CloseConnection, ...) back `substrate ctl` and the management API.
+// The admin methods (AddUser, SetPermissions in auth.go; vhosts, Queues,
+// Connections, Channels, Consumers, Overview, CloseConnection in
+// admin.go; the message counters in stats.go) back `substrate ctl`, the
+// management API and /metrics.
 //
 // # What is stored where
 //
@@ -208,7 +210,10 @@
 //	                          committer (Commit.AfterFunc), with only outbound.mu below it
 //	alarm.mu                  the resource alarms' state (leaf); the publish path reads alarm.active
 //	                          (atomic) and takes it only when an alarm is on
-//	Server.vhMu, Server.authMu, Server.connMu, conn.mu, conn.consMu
+//	Server.connMu             the connections map and the statistics of ended connections
+//	  conn.chMu               a connection's channels map (written by its reader under it) and the
+//	                          counters of its ended channels; Overview and removeConn fold counters under both
+//	Server.vhMu, Server.authMu, conn.mu, conn.consMu
 //	                          leaves: held only to read or update their maps, never while taking another lock
 //
 // Definitions are called with only adminMu or vhost.cfgMu held, never a
@@ -218,7 +223,17 @@
 // and tx.commit for its messages on the reader goroutine. conn.mu guards the connection's user,
 // vhost, client properties and exclusive queues for other goroutines
 // (admin listing, DeleteUser). Channel state before channel.mu in the
-// struct belongs to the reader goroutine only.
+// struct belongs to the reader goroutine only; what the admin listings
+// need of it is mirrored in atomics the reader sets (channel.confirmOn,
+// txOn, qos, txMsgs, txAckCount). The reader reads conn.channels
+// without a lock and takes conn.chMu only to add or remove a channel;
+// Channels() takes it to copy the map.
+//
+// Message statistics (stats.go) add no lock to the hot path: a channel's
+// counters are atomics, a queue's are plain fields under Queue.mu, which
+// publish, deliver and ack hold anyway; the global ones are sums of the
+// channels' (see stats.go for how counters of ended channels and
+// connections are kept so the sums never go back).
 //
 // A publish takes vhost.mu for reading to route, releases it, then takes
 // each target queue's lock in turn; there is no global lock on the publish

@@ -214,11 +214,13 @@ func (c *conn) throttle() {
 		c.out.method(0, &amqp.ConnectionBlocked{Reason: blockedReason(on)})
 	}
 	c.srv.blocked.Add(1)
+	c.blocked.Store(true)
 	select {
 	case <-cleared:
 	case <-c.srv.stopc:
 	case <-c.writerDone:
 	}
+	c.blocked.Store(false)
 	c.srv.blocked.Add(-1)
 	if c.blockedNotify {
 		c.out.method(0, &unblockedMethod)

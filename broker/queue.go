@@ -61,17 +61,20 @@ type readyList interface {
 	len() int
 	bytes() int64             // body bytes of the messages held
 	resident() int64          // body bytes of those not paged out
+	persistent() (int, int64) // messages kept in the message store, and their body bytes
 	purge(fn func(entry)) int // fn, if not nil, sees each message dropped
 }
 
 // memStore is a ring buffer of entries.
 type memStore struct {
-	buf  []entry
-	head int
-	n    int
-	size int64       // body bytes
-	res  int64       // body bytes in memory
-	acct *memAccount // the broker's memory: messages in memory are held (nil: not counted)
+	buf      []entry
+	head     int
+	n        int
+	size     int64       // body bytes
+	res      int64       // body bytes in memory
+	pers     int         // messages kept in the message store (sid set)
+	persSize int64       // their body bytes
+	acct     *memAccount // the broker's memory: messages in memory are held (nil: not counted)
 }
 
 func (s *memStore) len() int { return s.n }
@@ -80,9 +83,15 @@ func (s *memStore) bytes() int64 { return s.size }
 
 func (s *memStore) resident() int64 { return s.res }
 
+func (s *memStore) persistent() (int, int64) { return s.pers, s.persSize }
+
 // account adds (sign 1) or removes (sign -1) e's bytes.
 func (s *memStore) account(e *entry, sign int64) {
 	s.size += sign * int64(e.size)
+	if e.sid != 0 {
+		s.pers += int(sign)
+		s.persSize += sign * int64(e.size)
+	}
 	if e.m != nil {
 		s.res += sign * int64(e.size)
 		if s.acct != nil {
@@ -159,6 +168,7 @@ func (s *memStore) purge(fn func(entry)) int {
 		}
 	}
 	s.buf, s.head, s.n, s.size, s.res = nil, 0, 0, 0, 0
+	s.pers, s.persSize = 0, 0
 	return n
 }
 
@@ -243,6 +253,14 @@ func (s *priorityStore) resident() int64 {
 	return n
 }
 
+func (s *priorityStore) persistent() (n int, size int64) {
+	for i := range s.levels {
+		n += s.levels[i].pers
+		size += s.levels[i].persSize
+	}
+	return n, size
+}
+
 func (s *priorityStore) purge(fn func(entry)) int {
 	n := s.n
 	for i := range s.levels {
@@ -261,7 +279,8 @@ type consumer struct {
 	exclusive bool
 	prefetch  int   // per-consumer prefetch_count, 0 unlimited
 	priority  int64 // x-priority consumer argument, 0 by default
-	unacked   int   // guarded by q.mu
+	args      amqp.Table
+	unacked   int // guarded by q.mu
 }
 
 // Queue is a message queue. Its state is behind mu; other code uses its
@@ -294,6 +313,8 @@ type Queue struct {
 	// bindings to this queue; guarded by vh.mu.
 	bindings map[*binding]struct{}
 
+	created atomic.Bool // counted in ChurnStats.QueueCreated
+
 	mu                sync.Mutex
 	msgs              readyList
 	consumers         []*consumer // in registration order
@@ -309,6 +330,14 @@ type Queue struct {
 	ttlTimer          *time.Timer
 	ttlAt             int64
 	dead              []deadLetter // to publish once mu is released (unlock)
+
+	// Statistics (stats.go, QueueInfo): message counters, the bytes and
+	// stored messages among the unacknowledged, and the last use.
+	stats          statValues
+	unackedBytes   int64
+	unackedPers    int
+	unackedPersLen int64
+	lastUsed       int64 // unix ns
 }
 
 func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args amqp.Table, owner *conn) *Queue {
@@ -320,6 +349,7 @@ func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args 
 		acct = &vh.srv.mem
 	}
 	q.msgs = &memStore{acct: acct}
+	q.lastUsed = time.Now().UnixNano()
 	if durable && owner == nil && vh.srv.store != nil {
 		q.log, q.key = vh.srv.store, storeKey(vh.name, name)
 	}
@@ -359,16 +389,6 @@ func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args 
 
 // Name returns the queue's name.
 func (q *Queue) Name() string { return q.name }
-
-// Info returns the queue's description and counters.
-func (q *Queue) Info() QueueInfo {
-	q.mu.Lock()
-	defer q.unlock()
-	q.dropExpiredLocked(time.Now().UnixNano())
-	return QueueInfo{Name: q.name, Durable: q.durable, AutoDelete: q.autoDelete, Exclusive: q.exclusive,
-		Type: queueType(q.args), Arguments: copyArgs(q.args), Messages: q.msgs.len() + q.unacked, MessagesReady: q.msgs.len(),
-		MessagesUnacknowledged: q.unacked, Consumers: len(q.consumers)}
-}
 
 // Counts returns the ready messages and the consumers, as queue.declare-ok
 // reports them.
@@ -436,6 +456,8 @@ func (q *Queue) stageLocked(m *message) (entry, pubResult, *store.Commit) {
 // enqueueLocked makes a staged message ready (or delivers it): the second
 // half of Publish.
 func (q *Queue) enqueueLocked(e entry, now int64) {
+	q.stats[statPublish]++
+	q.lastUsed = now
 	ttl := q.setExpiry(&e, now)
 	// A message that can go straight to a consumer does, even with TTL 0,
 	// as in RabbitMQ.
@@ -627,11 +649,30 @@ func (q *Queue) deliverLocked(c *consumer, e entry) bool {
 		return false
 	}
 	q.deliveredLocked(e, c.noAck)
+	q.countDeliveryLocked(e, statDeliver, statDeliverNoAck, c.noAck)
 	if !c.noAck {
 		c.unacked++
-		q.unacked++
 	}
 	return true
+}
+
+// countDeliveryLocked counts a delivery or a get of e (ack, noAck: which
+// counter) and, when an ack is due, its unacknowledged message.
+func (q *Queue) countDeliveryLocked(e entry, ack, noAckStat stat, noAck bool) {
+	if e.redelivered {
+		q.stats[statRedeliver]++
+	}
+	if noAck {
+		q.stats[noAckStat]++
+		return
+	}
+	q.stats[ack]++
+	q.unacked++
+	q.unackedBytes += int64(e.size)
+	if e.sid != 0 {
+		q.unackedPers++
+		q.unackedPersLen += int64(e.size)
+	}
 }
 
 // dispatchLocked delivers ready messages to consumers with credit.
@@ -757,9 +798,12 @@ func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 		return false, consumeGone
 	}
 	q.touchLocked()
-	q.dropExpiredLocked(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	q.lastUsed = now
+	q.dropExpiredLocked(now)
 	e, ok := q.msgs.pop()
 	if !ok {
+		q.stats[statGetEmpty]++
 		return false, consumeOK
 	}
 	out, ok := q.messageLocked(e)
@@ -772,9 +816,7 @@ func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 	}
 	ch.deliverGet(q, e, out, noAck, q.msgs.len())
 	q.deliveredLocked(e, noAck)
-	if !noAck {
-		q.unacked++
-	}
+	q.countDeliveryLocked(e, statGet, statGetNoAck, noAck)
 	// The new head may have expired behind the one taken (a priority
 	// queue), as after RabbitMQ's fetch.
 	q.dropExpiredLocked(time.Now().UnixNano())
@@ -787,6 +829,8 @@ func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 func (q *Queue) Ack(ds []*delivery) {
 	q.mu.Lock()
 	defer q.unlock()
+	q.stats[statAck] += uint64(len(ds))
+	q.lastUsed = time.Now().UnixNano()
 	q.settleLocked(ds)
 	for _, d := range ds {
 		q.forgetLocked(d.e)
@@ -817,6 +861,11 @@ func (q *Queue) settleLocked(ds []*delivery) {
 			d.c.unacked--
 		}
 		q.unacked--
+		q.unackedBytes -= int64(d.e.size)
+		if d.e.sid != 0 {
+			q.unackedPers--
+			q.unackedPersLen -= int64(d.e.size)
+		}
 	}
 }
 
@@ -868,6 +917,9 @@ func (q *Queue) markDeleted() (count int, cs []*consumer, dropped *store.Commit)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.deleted = true
+	if q.vh.srv != nil {
+		q.vh.srv.churn.qDeleted.Add(1)
+	}
 	cs = q.consumers
 	q.consumers, q.active = nil, nil
 	count = q.msgs.purge(nil)

@@ -117,6 +117,13 @@ type Server struct {
 
 	connMu sync.Mutex
 	conns  map[*conn]struct{}
+	// Statistics (stats.go): the message counters and traffic of
+	// connections that ended (under connMu), object churn, and the
+	// source of connection ids.
+	retired    statValues
+	retiredNet NetStats
+	churn      churn
+	connSeq    atomic.Uint64
 
 	lnMu      sync.Mutex
 	listeners []net.Listener // Config.Addrs, then Config.TLSAddrs
@@ -473,8 +480,15 @@ func (s *Server) connections() []*conn {
 	return out
 }
 
+// removeConn forgets c, folding its statistics into the server's
+// (Server.retired), so that global sums never go back.
 func (s *Server) removeConn(c *conn) {
 	s.connMu.Lock()
+	if _, ok := s.conns[c]; ok {
+		v, n := c.totals()
+		s.retired.addAll(&v)
+		s.retiredNet.add(n)
+	}
 	delete(s.conns, c)
 	s.connMu.Unlock()
 }
