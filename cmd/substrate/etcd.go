@@ -17,7 +17,10 @@ import (
 // etcd runs only the kvstore with etcd's command line and ETCD_* environment,
 // so that an etcd unit file (Debian's etcd.service, RDO's) can point at
 // substrate unchanged.
-func etcd(ctx context.Context, args []string, stderr io.Writer) error {
+func etcd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if etcdHelpOrVersion(args, stdout, stderr) {
+		return nil
+	}
 	t0 := time.Now()
 	log := logging.New(stderr, slog.LevelInfo)
 	kc := kvstore.NewConfig()

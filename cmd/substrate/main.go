@@ -83,9 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch cmd {
 	case "serve":
-		err = serve(ctx, rest, stderr)
+		err = serve(ctx, rest, stdout, stderr)
 	case "etcd":
-		err = etcd(ctx, rest, stderr)
+		err = etcd(ctx, rest, stdout, stderr)
 	case "memcached":
 		err = memcached(ctx, rest, stdout, stderr)
 	case "ctl":

@@ -45,6 +45,7 @@ type serveFlags struct {
 	etcdConfig, memcachedConfig     string
 	memcachedOptions                string
 	logLevel, etcdLogLevel          string
+	logFormat                       string
 	amqpMemoryHighWatermark         string
 	amqpDiskFreeLimit               string
 	amqpMaxConnections              int
@@ -82,20 +83,22 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.httpsPort, "https-port", defaultHTTPSPort, "management HTTPS `port` (with --tls-cert)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "substrate's log `level`: debug, info, warn, error")
 	fs.StringVar(&f.etcdLogLevel, "etcd-log-level", "warn", "log `level` of the embedded etcd's own lines")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log line `format`: text (logfmt) or json (one object a line, for log shippers)")
 }
 
 // parseServe applies the command line, then SUBSTRATE_* variables, then
 // the config file, over the defaults. Warnings are returned for logging
-// once the logger exists.
-func parseServe(args []string, env map[string]string, stderr io.Writer) (serveFlags, []string, error) {
+// once the logger exists. -h or --help writes the help to stdout and
+// returns errHelp.
+func parseServe(args []string, env map[string]string, stdout io.Writer) (serveFlags, []string, error) {
 	var f serveFlags
 	fs := flag.NewFlagSet("substrate serve", flag.ContinueOnError)
 	f.register(fs)
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
+			writeServeHelp(stdout, fs)
+			return f, nil, errHelp
 		}
 		return f, nil, usageError{err}
 	}
@@ -145,9 +148,12 @@ func selectServices(list string) (map[string]bool, error) {
 	return run, nil
 }
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	t0 := time.Now()
-	f, warnings, err := parseServe(args, config.Environ("SUBSTRATE"), stderr)
+	f, warnings, err := parseServe(args, config.Environ("SUBSTRATE"), stdout)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -171,7 +177,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if f.amqpMaxConnections < 0 {
 		return fmt.Errorf("--amqp-max-connections: %d is negative (0: unlimited)", f.amqpMaxConnections)
 	}
-	log := logging.New(stderr, level)
+	logFormat, err := logging.ParseFormat(f.logFormat)
+	if err != nil {
+		return fmt.Errorf("--log-format: %w", err)
+	}
+	log := logging.NewFormat(stderr, level, logFormat)
 	for _, w := range warnings {
 		log.Warn(w)
 	}
