@@ -273,6 +273,7 @@ func (q *Queue) Info() QueueInfo {
 	if q.owner != nil {
 		info.Owner = q.owner.name
 	}
+	info.Policy, info.OperatorPolicy, info.EffectivePolicy = q.pol.name, q.pol.operator, copyArgs(q.pol.def)
 	return info
 }
 
@@ -302,6 +303,7 @@ type ExchangeInfo struct {
 	AutoDelete bool
 	Internal   bool
 	Arguments  map[string]any
+	Policy     string // the policy in effect, "" if none
 }
 
 // Exchanges lists the exchanges of a vhost (the default one as ""),
@@ -314,7 +316,7 @@ func (s *Server) Exchanges(vhost string) []ExchangeInfo {
 	vh.mu.RLock() // exchanges' fields are guarded by vh.mu: described in the snapshot
 	snap := make([]ExchangeInfo, 0, len(vh.exchanges))
 	for _, x := range vh.exchanges {
-		snap = append(snap, ExchangeInfo{Name: x.name, Type: x.kind, Durable: x.durable, AutoDelete: x.autoDelete, Internal: x.internal, Arguments: copyArgs(x.args)})
+		snap = append(snap, ExchangeInfo{Name: x.name, Type: x.kind, Durable: x.durable, AutoDelete: x.autoDelete, Internal: x.internal, Arguments: copyArgs(x.args), Policy: x.policy})
 	}
 	vh.mu.RUnlock()
 	return listing(snap, same, byName)

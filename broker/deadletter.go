@@ -44,9 +44,13 @@ const (
 )
 
 // deadLetter is a message that left a queue for its dead-letter exchange.
+// It carries the dead-letter exchange and routing key in effect when it
+// died (a policy may change them later).
 type deadLetter struct {
 	m      *message
 	reason string
+	dlx    string
+	dlrk   *string
 }
 
 // unlock releases q.mu and publishes the dead letters collected under it.
@@ -78,7 +82,7 @@ func (q *Queue) flushDeadLater() {
 func (q *Queue) dropLocked(e entry, reason string) {
 	if q.dlx != nil {
 		if m, ok := q.messageLocked(e); ok {
-			q.dead = append(q.dead, deadLetter{m: m, reason: reason})
+			q.dead = append(q.dead, deadLetter{m: m, reason: reason, dlx: *q.dlx, dlrk: q.dlrk})
 		}
 	}
 	q.forgetLocked(e)
@@ -95,7 +99,7 @@ func (q *Queue) dropLocked(e entry, reason string) {
 // queue's next unlock, and the one being routed is dropped (some of its
 // target queues may already have it).
 func (vh *vhost) publishDead(q *Queue, dead []deadLetter) {
-	if q.dlx == nil || vh.srv.stopping.Load() {
+	if vh.srv.stopping.Load() {
 		return
 	}
 	next := 0 // the first letter not yet handed to any queue
@@ -109,15 +113,18 @@ func (vh *vhost) publishDead(q *Queue, dead []deadLetter) {
 		}
 	}()
 	faults.Point("amqp.deadletter", q.name)
-	x := vh.exchange(*q.dlx)
-	if x == nil {
-		return // RabbitMQ drops dead letters to a missing exchange
-	}
 	now := time.Now()
 	var buf [4]*Queue
+	var x *exchange
 	for i, d := range dead {
 		next = i + 1
-		m, headers, deaths := deadLetterMessage(d.m, d.reason, q.name, x.name, q.dlrk, now)
+		if x == nil || x.name != d.dlx {
+			x = vh.exchange(d.dlx)
+		}
+		if x == nil {
+			continue // RabbitMQ drops dead letters to a missing exchange
+		}
+		m, headers, deaths := deadLetterMessage(d.m, d.reason, q.name, x.name, d.dlrk, now)
 		qs := vh.route(x, m.routingKey, headers, buf[:0])
 		for _, t := range qs {
 			if d.reason != reasonRejected && isDeathCycle(t.name, deaths) {

@@ -41,6 +41,11 @@ type Definitions interface {
 	DeleteQueue(ctx context.Context, vhost, name string) error // and bindings to it
 	PutBinding(ctx context.Context, b BindingDef) error
 	DeleteBinding(ctx context.Context, b BindingDef) error
+
+	// PutPolicy stores a policy, or an operator policy (p.Operator):
+	// the two are apart, a name may be used by one of each.
+	PutPolicy(ctx context.Context, p Policy) error
+	DeletePolicy(ctx context.Context, vhost, name string, operator bool) error
 }
 
 // DefinitionSet is everything Definitions holds, each list sorted by key.
@@ -51,6 +56,7 @@ type DefinitionSet struct {
 	Exchanges   []ExchangeDef
 	Queues      []QueueDef
 	Bindings    []BindingDef
+	Policies    []Policy // policies, then operator policies (Operator set)
 }
 
 // User is a broker user. PasswordHash is RabbitMQ's
@@ -251,6 +257,7 @@ type MemDefinitions struct {
 	exchanges   map[string]ExchangeDef
 	queues      map[string]QueueDef
 	bindings    map[string]BindingDef
+	policies    map[string]Policy // by policyKey
 }
 
 // NewMemDefinitions returns an empty store.
@@ -258,7 +265,17 @@ func NewMemDefinitions() *MemDefinitions {
 	return &MemDefinitions{
 		users: map[string]User{}, vhosts: map[string]VHost{}, permissions: map[string]Permission{},
 		exchanges: map[string]ExchangeDef{}, queues: map[string]QueueDef{}, bindings: map[string]BindingDef{},
+		policies: map[string]Policy{},
 	}
+}
+
+// policyKey orders policies before operator policies, then by vhost and
+// name.
+func policyKey(vhost, name string, operator bool) string {
+	if operator {
+		return "1" + vkey(vhost, name)
+	}
+	return "0" + vkey(vhost, name)
 }
 
 func vkey(vhost, name string) string { return vhost + "\x00" + name }
@@ -270,6 +287,7 @@ func (m *MemDefinitions) Load(context.Context) (*DefinitionSet, error) {
 	return &DefinitionSet{
 		Users: sortedValues(m.users), VHosts: sortedValues(m.vhosts), Permissions: sortedValues(m.permissions),
 		Exchanges: sortedValues(m.exchanges), Queues: sortedValues(m.queues), Bindings: sortedValues(m.bindings),
+		Policies: sortedValues(m.policies),
 	}, nil
 }
 
@@ -340,6 +358,11 @@ func (m *MemDefinitions) DeleteVHost(_ context.Context, name string) error {
 				delete(m.bindings, k)
 			}
 		}
+		for k, p := range m.policies {
+			if p.VHost == name {
+				delete(m.policies, k)
+			}
+		}
 	})
 }
 
@@ -395,6 +418,17 @@ func (m *MemDefinitions) PutBinding(_ context.Context, b BindingDef) error {
 // DeleteBinding implements Definitions.
 func (m *MemDefinitions) DeleteBinding(_ context.Context, b BindingDef) error {
 	return m.do(func() { delete(m.bindings, b.Key()) })
+}
+
+// PutPolicy implements Definitions.
+func (m *MemDefinitions) PutPolicy(_ context.Context, p Policy) error {
+	p = clonePolicy(p)
+	return m.do(func() { m.policies[policyKey(p.VHost, p.Name, p.Operator)] = p })
+}
+
+// DeletePolicy implements Definitions.
+func (m *MemDefinitions) DeletePolicy(_ context.Context, vhost, name string, operator bool) error {
+	return m.do(func() { delete(m.policies, policyKey(vhost, name, operator)) })
 }
 
 // stringify renders an argument value deterministically (fmt prints maps

@@ -32,6 +32,8 @@ type exchange struct {
 	autoDelete bool
 	internal   bool
 	args       amqp.Table
+	policy     string // the policy in effect, "" if none (policy.go)
+	ae         string // alternate exchange (argument, else policy), "" if none
 
 	// bindings with this exchange as the source, by bindingKey.
 	bindings map[string]*binding

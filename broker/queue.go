@@ -299,16 +299,8 @@ type Queue struct {
 	log store.Log
 	key string
 
-	expires       time.Duration // x-expires, 0 none
-	messageTTL    int64         // x-message-ttl in ms, -1 none
-	maxLength     int           // x-max-length, -1 none
-	maxBytes      int64         // x-max-length-bytes, -1 none
-	overflow      string        // x-overflow: overflowDropHead (default), overflowRejectPublish(DLX)
-	dlx           *string       // x-dead-letter-exchange, nil none
-	dlrk          *string       // x-dead-letter-routing-key, nil: the message's own
-	sac           bool          // x-single-active-consumer
-	quorum        bool          // x-queue-type quorum: delivery counts
-	deliveryLimit int64         // quorum x-delivery-limit, -1 none
+	sac    bool // x-single-active-consumer
+	quorum bool // x-queue-type quorum: delivery counts
 
 	// bindings to this queue; guarded by vh.mu.
 	bindings map[*binding]struct{}
@@ -331,6 +323,18 @@ type Queue struct {
 	ttlAt             int64
 	dead              []deadLetter // to publish once mu is released (unlock)
 
+	// Settings from the arguments and the policies in effect
+	// (applyPolicyLocked, policy.go), which may change them.
+	pol           queuePolicy
+	expires       time.Duration // x-expires, 0 none
+	messageTTL    int64         // x-message-ttl in ms, -1 none
+	maxLength     int           // x-max-length, -1 none
+	maxBytes      int64         // x-max-length-bytes, -1 none
+	overflow      string        // x-overflow: overflowDropHead (default), overflowRejectPublish(DLX)
+	dlx           *string       // x-dead-letter-exchange, nil none
+	dlrk          *string       // x-dead-letter-routing-key, nil: the message's own
+	deliveryLimit int64         // quorum x-delivery-limit, -1 none
+
 	// Statistics (stats.go, QueueInfo): message counters, the bytes and
 	// stored messages among the unacknowledged, and the last use.
 	stats          statValues
@@ -342,8 +346,8 @@ type Queue struct {
 
 func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args amqp.Table, owner *conn) *Queue {
 	q := &Queue{vh: vh, name: name, durable: durable, exclusive: exclusive, autoDelete: autoDelete, args: args, owner: owner,
-		quorum:     args["x-queue-type"] == "quorum",
-		messageTTL: -1, maxLength: -1, maxBytes: -1, deliveryLimit: -1, overflow: overflowDropHead, bindings: map[*binding]struct{}{}}
+		quorum: args["x-queue-type"] == "quorum", bindings: map[*binding]struct{}{}}
+	q.applyPolicyLocked(queuePolicyFor(vh.policies.Load(), name)) // not shared yet
 	var acct *memAccount
 	if vh.srv != nil {
 		acct = &vh.srv.mem
@@ -353,37 +357,10 @@ func newQueue(vh *vhost, name string, durable, exclusive, autoDelete bool, args 
 	if durable && owner == nil && vh.srv.store != nil {
 		q.log, q.key = vh.srv.store, storeKey(vh.name, name)
 	}
-	if v, ok := toInt(args["x-expires"]); ok && v > 0 {
-		q.expires = time.Duration(v) * time.Millisecond
-	}
-	if v, ok := toInt(args["x-message-ttl"]); ok && v >= 0 {
-		q.messageTTL = v
-	}
-	if v, ok := toInt(args["x-max-length"]); ok && v >= 0 {
-		q.maxLength = int(v)
-	}
 	if v, ok := toInt(args["x-max-priority"]); ok && v >= 0 && v <= maxPriority {
 		q.msgs = newPriorityStore(int(v), acct)
 	}
-	if v, ok := toInt(args["x-max-length-bytes"]); ok && v >= 0 {
-		q.maxBytes = v
-	}
-	if v, ok := args["x-overflow"].(string); ok && (v == overflowRejectPublish || v == overflowRejectPublishDLX) {
-		q.overflow = v
-	}
-	if q.quorum && q.overflow == overflowRejectPublishDLX {
-		q.overflow = overflowDropHead // RabbitMQ 3.10.8's quorum queues do so
-	}
 	q.sac = args["x-single-active-consumer"] == true
-	if v, ok := toInt(args["x-delivery-limit"]); ok && q.quorum && v >= 0 {
-		q.deliveryLimit = v
-	}
-	if v, ok := args["x-dead-letter-exchange"].(string); ok {
-		q.dlx = &v
-	}
-	if v, ok := args["x-dead-letter-routing-key"].(string); ok {
-		q.dlrk = &v
-	}
 	return q
 }
 

@@ -274,6 +274,7 @@ func (s *Server) loadDefinitions(set *DefinitionSet) error {
 		s.vhosts[v.Name] = vh
 	}
 	s.vhMu.Unlock()
+	s.loadPolicies(set) // before the queues and exchanges they apply to
 	for _, e := range set.Exchanges {
 		if vh := s.vhost(e.VHost); vh != nil {
 			vh.restoreExchange(e)

@@ -37,6 +37,10 @@ type vhost struct {
 	limits              VHostLimits
 	maxConns, maxQueues atomic.Int64
 	conns               atomic.Int64
+
+	// policies are the vhost's policies and operator policies
+	// (policy.go); replaced whole under cfgMu, read without a lock.
+	policies atomic.Pointer[policySet]
 }
 
 // predefined exchanges of every vhost.
@@ -126,6 +130,7 @@ func (vh *vhost) declareExchange(m *amqp.ExchangeDeclare) *amqp.Error {
 			return amqp.NewError(amqp.AccessRefused, cls, mth, "exchange name '%s' contains reserved prefix 'amq.*'", m.Exchange)
 		}
 		x = newExchange(m.Exchange, m.Type, m.Durable, m.AutoDelete, m.Internal, m.Arguments)
+		setExchangePolicyLocked(vh.policies.Load(), x) // not shared yet
 		if x.durable {
 			def := ExchangeDef{VHost: vh.name, Name: x.name, Type: x.kind, Durable: true, AutoDelete: x.autoDelete, Internal: x.internal, Arguments: copyArgs(x.args)}
 			if err := vh.persist(cls, mth, func(ctx context.Context, d Definitions) error { return d.PutExchange(ctx, def) }); err != nil {
@@ -642,7 +647,8 @@ func notifyCancelled(cs []*consumer) {
 // ---- routing ----
 
 // route returns the queues a message published to x reaches, following
-// exchange-to-exchange bindings, each queue once.
+// exchange-to-exchange bindings and, from an exchange that routes it
+// nowhere, its alternate exchange (alternateLocked), each queue once.
 func (vh *vhost) route(x *exchange, key string, headers amqp.Table, dst []*Queue) []*Queue {
 	vh.mu.RLock()
 	defer vh.mu.RUnlock()
@@ -659,6 +665,9 @@ func (vh *vhost) route(x *exchange, key string, headers amqp.Table, dst []*Queue
 	}
 	seenX := map[*exchange]bool{x: true}
 	seenQ := map[*Queue]bool{}
+	if len(matched) == 0 && x.ae != "" {
+		matched = vh.alternateLocked(x, matched, 0, seenX, key, headers)
+	}
 	for i := 0; i < len(matched); i++ {
 		b := matched[i]
 		if b.queue != nil {
@@ -668,7 +677,9 @@ func (vh *vhost) route(x *exchange, key string, headers amqp.Table, dst []*Queue
 			}
 		} else if !seenX[b.dest] {
 			seenX[b.dest] = true
+			n := len(matched)
 			matched = b.dest.match(matched, key, headers)
+			matched = vh.alternateLocked(b.dest, matched, n, seenX, key, headers)
 		}
 	}
 	return dst
@@ -682,7 +693,9 @@ func (vh *vhost) restoreExchange(e ExchangeDef) {
 	if _, ok := vh.exchanges[e.Name]; ok || !validKind(e.Type) {
 		return
 	}
-	vh.exchanges[e.Name] = newExchange(e.Name, e.Type, true, e.AutoDelete, e.Internal, normalizeArgs(e.Arguments))
+	x := newExchange(e.Name, e.Type, true, e.AutoDelete, e.Internal, normalizeArgs(e.Arguments))
+	setExchangePolicyLocked(vh.policies.Load(), x)
+	vh.exchanges[e.Name] = x
 }
 
 func (vh *vhost) restoreQueue(d QueueDef) {

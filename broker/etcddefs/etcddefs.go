@@ -1,5 +1,5 @@
 // Package etcddefs keeps the broker's definitions (users, vhosts,
-// permissions, durable exchanges, queues and bindings) in etcd, through
+// permissions, durable exchanges, queues and bindings, policies) in etcd, through
 // etcd's client API, so that the same code serves the embedded member and
 // an external etcd cluster, and several controllers see one set of
 // definitions.
@@ -13,6 +13,8 @@
 //	exchanges/VHOST/NAME           JSON exchange
 //	queues/VHOST/NAME              JSON queue
 //	bindings/VHOST/SHA256(key)     JSON binding
+//	policies/VHOST/NAME            JSON policy (RabbitMQ's shape)
+//	operator-policies/VHOST/NAME   JSON operator policy
 //
 // Arguments are stored as AMQP field tables (base64 in the JSON), so their
 // AMQP types survive a restart. A delete and its cascade are one etcd
@@ -220,6 +222,7 @@ func (s *Store) Load(ctx context.Context) (*broker.DefinitionSet, error) {
 	}
 	users, vhosts, perms := get("users"), get("vhosts"), get("permissions")
 	exs, qs, bs := get("exchanges"), get("queues"), get("bindings")
+	pols, opPols := get("policies"), get("operator-policies")
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +238,8 @@ func (s *Store) Load(ctx context.Context) (*broker.DefinitionSet, error) {
 	for _, b := range decodeAll(s, bs, func(b *bindingJSON) (err error) { b.BindingDef.Arguments, err = decodeArgs(b.Arguments); return }) {
 		set.Bindings = append(set.Bindings, b.BindingDef)
 	}
+	set.Policies = decodeAll[broker.Policy](s, pols, nil)
+	set.Policies = append(set.Policies, decodeAll(s, opPols, func(p *broker.Policy) error { p.Operator = true; return nil })...)
 	return &set, nil
 }
 
@@ -267,7 +272,7 @@ func (s *Store) PutVHost(ctx context.Context, v broker.VHost) error {
 // DeleteVHost implements broker.Definitions; everything in it goes too.
 func (s *Store) DeleteVHost(ctx context.Context, name string) error {
 	var prefixes []string
-	for _, kind := range []string{"permissions", "exchanges", "queues", "bindings"} {
+	for _, kind := range []string{"permissions", "exchanges", "queues", "bindings", "policies", "operator-policies"} {
 		prefixes = append(prefixes, s.key(kind, name)+"/")
 	}
 	return s.deleteAll(ctx, []string{s.key("vhosts", name)}, prefixes)
@@ -348,4 +353,21 @@ func (s *Store) PutBinding(ctx context.Context, b broker.BindingDef) error {
 // DeleteBinding implements broker.Definitions.
 func (s *Store) DeleteBinding(ctx context.Context, b broker.BindingDef) error {
 	return s.deleteAll(ctx, []string{s.bindingKey(b)}, nil)
+}
+
+func policyKind(operator bool) string {
+	if operator {
+		return "operator-policies"
+	}
+	return "policies"
+}
+
+// PutPolicy implements broker.Definitions.
+func (s *Store) PutPolicy(ctx context.Context, p broker.Policy) error {
+	return s.put(ctx, s.key(policyKind(p.Operator), p.VHost, p.Name), p)
+}
+
+// DeletePolicy implements broker.Definitions.
+func (s *Store) DeletePolicy(ctx context.Context, vhost, name string, operator bool) error {
+	return s.deleteAll(ctx, []string{s.key(policyKind(operator), vhost, name)}, nil)
 }
