@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"substrate/internal/faults"
@@ -37,6 +38,14 @@ type Config struct {
 	// port 15671), served with TLS; the same handlers as Addrs.
 	TLSAddrs []string
 	TLS      *tls.Config // required with TLSAddrs (tlsutil.Store.ServerConfig)
+
+	// Health checks the services for /healthz: one line per failing
+	// service, none when all are healthy (then 200 "ok"; else 503 with
+	// the lines). nil: always healthy.
+	Health func(ctx context.Context) []string
+	// PerObjectMetrics is served on /metrics/per-object (RabbitMQ's
+	// per-queue, per-channel and per-connection metrics); nil: 404.
+	PerObjectMetrics prometheus.Gatherer
 }
 
 // Server is the management HTTP service.
@@ -65,7 +74,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, errc: make(chan error, len(cfg.Addrs))}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /healthz", s.healthz)
+	if cfg.PerObjectMetrics != nil {
+		mux.Handle("GET /metrics/per-object", promhttp.HandlerFor(cfg.PerObjectMetrics, promhttp.HandlerOpts{}))
+	}
 	mux.HandleFunc("GET /{$}", s.status)
 	s.srv = &http.Server{Handler: recoverPanics(cfg.Logger, mux), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: log.New(serverErrors{logging.NewLimiter(cfg.Logger, "http", 10, time.Second)}, "", 0)}
@@ -119,6 +131,25 @@ func recoverPanics(log *slog.Logger, h http.Handler) http.Handler {
 		faults.Point(SiteHandler, r.URL.Path)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// healthz answers 200 "ok" when every service is healthy, else 503 with
+// one line per failing service (Config.Health).
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	var failed []string
+	if s.cfg.Health != nil {
+		failed = s.cfg.Health(r.Context())
+	}
+	if len(failed) == 0 {
+		fmt.Fprintln(w, "ok")
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	for _, l := range failed {
+		fmt.Fprintln(w, l)
+	}
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
