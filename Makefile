@@ -4,14 +4,28 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildVersion=$(VERSION)
 
-.PHONY: build run test unit integration lint bench clean fuzz fuzz-smoke
+.PHONY: build run test unit integration lint bench clean fuzz fuzz-smoke packages
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/substrate ./cmd/substrate
 
 # Starts every service with its defaults: loopback, data in ./substrate-data.
+# ARGS are serve's flags, e.g. beside the real daemons on their ports:
+#   make run ARGS="--amqp-port 5673 --memcached-port 11212 --etcd-client-port 2381 --etcd-peer-port 2382 --http-port 15673"
+ARGS ?=
 run: build
-	./bin/substrate serve
+	./bin/substrate serve $(ARGS)
+
+# dist/substrate_VERSION-1_ARCH.deb and dist/substrate-VERSION-1.ARCH.rpm
+# from packaging/nfpm.yaml (binary, systemd unit, commented config, data
+# directory, the rabbitmqctl and rabbitmq-diagnostics names), built by
+# packaging/mkpkg with nfpm as a library. The version counts the commits.
+# packaging/check.sh installs the .deb and checks both.
+PKG_VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
+packages: build
+	cd packaging/mkpkg && $(GO) build -o ../../bin/mkpkg .
+	rm -f dist/substrate_*.deb dist/substrate-*.rpm
+	./bin/mkpkg -version $(PKG_VERSION) -arch $$($(GO) env GOARCH) -out dist
 
 # Unit and integration tests, race detector on. Integration tests drive
 # bin/substrate with Debian's clients; a missing client skips its test
@@ -70,4 +84,4 @@ bench: build
 	$(GO) run ./bench/amqpbench -substrate bin/substrate
 
 clean:
-	rm -rf bin substrate-data
+	rm -rf bin dist substrate-data
