@@ -474,7 +474,7 @@ func (ch *channel) info(ci *ConnectionInfo) ChannelInfo {
 	info := ChannelInfo{Name: fmt.Sprintf("%s (%d)", ci.Name, ch.id), Number: int(ch.id),
 		ConnectionID: ci.ID, ConnectionName: ci.Name, ClientConnectionName: ci.ConnectionName,
 		PeerHost: ci.PeerHost, PeerPort: ci.PeerPort, User: ci.User, VHost: ci.VHost, State: "running",
-		Transactional: ch.txOn.Load(), Confirm: ch.confirmOn.Load(),
+		Transactional: ch.modes.Load()&modeTx != 0, Confirm: ch.modes.Load()&modeConfirm != 0,
 		MessagesUncommitted: int(ch.txMsgs.Load()), AcksUncommitted: int(ch.txAckCount.Load()),
 		PrefetchCount: int(ch.qos.Load())}
 	v := ch.stats.load()

@@ -3,11 +3,14 @@ package broker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"substrate/internal/testkit"
 )
 
 func TestPermissions(t *testing.T) {
@@ -167,5 +170,33 @@ func TestCloseConnectionLongReason(t *testing.T) {
 	must(t, s.CloseConnection(s.Connections()[0].Name, strings.Repeat("x", 400)))
 	if e := recvTimeout(t, closed, 3*time.Second); e.Code != 320 || len(e.Reason) != 255 {
 		t.Fatalf("%d %d", e.Code, len(e.Reason))
+	}
+}
+
+// TestLogLinesCarryConnectionName: lines about a connection name the
+// client's connection_name, so an operator can tell which service it is.
+func TestLogLinesCarryConnectionName(t *testing.T) {
+	logs := &testkit.Buffer{}
+	s := startServer(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	c := dialNamed(t, urlOf(s), "neutron-server:77:agent")
+	opened := `connection_name=neutron-server:77:agent`
+	eventually(t, 3*time.Second, func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "connection opened") && strings.Contains(l, opened) && strings.Contains(l, "conn=\""+c.LocalAddr().String()+" -> ") {
+				return true
+			}
+		}
+		return false
+	}, "the connection opened line with connection_name:\n"+logs.String())
+	must(t, c.Close())
+	eventually(t, 3*time.Second, func() bool {
+		return strings.Contains(logs.String(), "connection closed") && strings.Count(logs.String(), opened) == 2
+	}, "the connection closed line with connection_name")
+	// A client without the property gets no empty attribute.
+	c2 := dial(t, urlOf(s))
+	must(t, c2.Close())
+	eventually(t, 3*time.Second, func() bool { return strings.Count(logs.String(), "connection closed") == 2 }, "second close")
+	if n := strings.Count(logs.String(), "connection_name="); n != 2 {
+		t.Fatalf("%d lines with connection_name, want 2:\n%s", n, logs.String())
 	}
 }

@@ -50,12 +50,12 @@ type channel struct {
 	confirm   bool
 	tx        bool
 	dirty     bool // in c.dirty
+	permValid bool // next to the other flags: channels are many
 	txPubs    []txPub
 	txAcks    []txAck
 	prefetch  int    // basic.qos global=false: for consumers created next
 	lastQueue string // for the "" queue name shortcut
 	permGen   uint64
-	permValid bool
 	permOK    string // exchange last allowed for write (when permValid)
 
 	*content // the publish being assembled; nil until the channel's first publish
@@ -66,11 +66,10 @@ type channel struct {
 	// message counters (stats.go) and copies of reader-owned state,
 	// written by the reader when that state changes.
 	stats      statCounters
-	confirmOn  atomic.Bool  // confirm
-	txOn       atomic.Bool  // tx
-	qos        atomic.Int32 // prefetch
-	txMsgs     atomic.Int32 // len(txPubs)
-	txAckCount atomic.Int32 // deliveries in txAcks
+	modes      atomic.Uint32 // modeConfirm, modeTx
+	qos        atomic.Int32  // prefetch
+	txMsgs     atomic.Int32  // len(txPubs)
+	txAckCount atomic.Int32  // deliveries in txAcks
 
 	mu             sync.Mutex
 	closed         bool
@@ -80,6 +79,12 @@ type channel struct {
 	globalUnacked  int
 	consumers      map[string]*consumer
 }
+
+// channel.modes: confirm.select or tx.select seen.
+const (
+	modeConfirm = 1 << iota
+	modeTx
+)
 
 // content is the basic.publish a channel is assembling. Most channels
 // never publish (a consumer's, an RPC reply queue's), so they do without.
@@ -414,7 +419,7 @@ func (ch *channel) handle(m amqp.Method) *amqp.Error {
 			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "cannot switch from tx to confirm mode")
 		}
 		ch.confirm = true
-		ch.confirmOn.Store(true)
+		ch.modes.Or(modeConfirm)
 		if !m.NoWait {
 			ch.c.out.method(ch.id, &amqp.ConfirmSelectOk{})
 		}
@@ -424,7 +429,7 @@ func (ch *channel) handle(m amqp.Method) *amqp.Error {
 			return amqp.NewError(amqp.PreconditionFailed, m.ClassID(), m.MethodID(), "cannot switch from confirm to tx mode")
 		}
 		ch.tx = true
-		ch.txOn.Store(true)
+		ch.modes.Or(modeTx)
 		ch.c.out.method(ch.id, &amqp.TxSelectOk{})
 		return nil
 	case *amqp.TxCommit:

@@ -198,10 +198,10 @@ type conn struct {
 	// channels is written by the reader only, under chMu; the reader
 	// reads it without the lock, other goroutines (Channels, Overview)
 	// under it. chMu also guards retired, the message counters of the
-	// channels that ended.
+	// channels that ended (nil until one does: idle connections are many).
 	chMu      sync.Mutex
 	channels  map[uint16]*channel
-	retired   statValues
+	retired   *statValues
 	nchannels atomic.Int32
 	login     string     // the user that passed authentication; reader-owned
 	dirty     []*channel // channels with confirms to send; reader-owned
@@ -978,8 +978,7 @@ func (c *conn) openChannel(f amqp.Frame) error {
 // retired.
 func (c *conn) dropChannel(ch *channel) {
 	c.chMu.Lock()
-	v := ch.stats.load()
-	c.retired.addAll(&v)
+	c.retire(ch)
 	delete(c.channels, ch.id)
 	c.chMu.Unlock()
 	c.nchannels.Store(int32(len(c.channels)))
@@ -1056,8 +1055,7 @@ func (c *conn) closeChannels() {
 	}
 	c.chMu.Lock()
 	for _, ch := range c.channels {
-		v := ch.stats.load()
-		c.retired.addAll(&v)
+		c.retire(ch)
 	}
 	n := len(c.channels)
 	c.channels = nil
@@ -1068,15 +1066,26 @@ func (c *conn) closeChannels() {
 
 // totals returns the message counters of every channel this connection
 // had (the closed ones' and the live ones'), and its traffic.
-func (c *conn) totals() (statValues, NetStats) {
+func (c *conn) totals() (v statValues, n NetStats) {
 	c.chMu.Lock()
 	defer c.chMu.Unlock()
-	v := c.retired
+	if c.retired != nil {
+		v = *c.retired
+	}
 	for _, ch := range c.channels {
 		cv := ch.stats.load()
 		v.addAll(&cv)
 	}
 	return v, c.netStats()
+}
+
+// retire keeps the counters of a channel that ends (under chMu).
+func (c *conn) retire(ch *channel) {
+	if c.retired == nil {
+		c.retired = new(statValues)
+	}
+	v := ch.stats.load()
+	c.retired.addAll(&v)
 }
 
 func (c *conn) netStats() NetStats {

@@ -224,8 +224,8 @@
 // vhost, client properties and exclusive queues for other goroutines
 // (admin listing, DeleteUser). Channel state before channel.mu in the
 // struct belongs to the reader goroutine only; what the admin listings
-// need of it is mirrored in atomics the reader sets (channel.confirmOn,
-// txOn, qos, txMsgs, txAckCount). The reader reads conn.channels
+// need of it is mirrored in atomics the reader sets (channel.modes,
+// qos, txMsgs, txAckCount). The reader reads conn.channels
 // without a lock and takes conn.chMu only to add or remove a channel;
 // Channels() takes it to copy the map.
 //
