@@ -251,12 +251,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		services = append(services, kv)
 		ports = append(ports, kv.Ports()...)
 	}
+	var brk *broker.Server // nil: amqp not running
 	if enabled["amqp"] {
 		b, closeDefs, err := serveBroker(f, hosts, kv, watermark, diskFreeLimit, log)
 		if err != nil {
 			return err
 		}
 		defer closeDefs()
+		brk = b
 		services = append(services, b, ctl.NewServer(f.dataDir, ctlBroker{b, f.tls, log}).WithLogger(log.With("service", "ctl")))
 		for _, a := range preflight.Addrs(hosts, f.amqpPort) {
 			ports = append(ports, preflight.Port{What: "amqp port", Addr: a})
@@ -268,12 +270,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	var cacheBytes uint64
+	var cacheSrv *cache.Server // nil: memcached not running
 	if enabled["memcached"] {
 		svc, limit, err := serveCache(ctx, f, hosts, log.With("service", "memcached"))
 		if err != nil {
 			return err
 		}
 		cacheBytes = uint64(limit)
+		cacheSrv = svc.Server
 		services = append(services, svc)
 		ports = append(ports, svc.Ports()...)
 	}
@@ -297,6 +301,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Version:  versionString(),
 			Services: names,
 			Logger:   log.With("service", "http"),
+			UI:       newWebUI(t0, names, kv, brk, cacheSrv),
 		}
 		if f.tls != nil {
 			mc.TLSAddrs, mc.TLS = preflight.Addrs(hosts, f.httpsPort), f.tls.ServerConfig()

@@ -39,6 +39,10 @@ type Config struct {
 	TLSAddrs []string
 	TLS      *tls.Config // required with TLSAddrs (tlsutil.Store.ServerConfig)
 
+	// UI, when set, serves / (the dashboard, internal/webui) and the
+	// paths it registers; nil: / is the plain-text status.
+	UI interface{ Register(mux *http.ServeMux) }
+
 	// Health checks the services for /healthz: one line per failing
 	// service, none when all are healthy (then 200 "ok"; else 503 with
 	// the lines). nil: always healthy.
@@ -78,7 +82,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PerObjectMetrics != nil {
 		mux.Handle("GET /metrics/per-object", promhttp.HandlerFor(cfg.PerObjectMetrics, promhttp.HandlerOpts{}))
 	}
-	mux.HandleFunc("GET /{$}", s.status)
+	if cfg.UI != nil {
+		cfg.UI.Register(mux)
+	} else {
+		mux.HandleFunc("GET /{$}", s.status)
+	}
 	s.srv = &http.Server{Handler: recoverPanics(cfg.Logger, mux), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: log.New(serverErrors{logging.NewLimiter(cfg.Logger, "http", 10, time.Second)}, "", 0)}
 	return s, nil

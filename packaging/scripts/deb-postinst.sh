@@ -22,9 +22,11 @@ configure)
 	alternatives
 	# Enable the unit (deb-systemd-helper records it even without a running
 	# systemd; was-enabled is true on a first install, so an administrator's
-	# disable survives upgrades), then start it, or restart it on upgrade,
-	# through deb-systemd-invoke, which asks policy-rc.d first: in a chroot,
-	# container build or CI that forbids starting daemons, nothing starts.
+	# disable survives upgrades), then start it on a first install, or
+	# restart it on upgrade if it was running (try-restart: a service the
+	# administrator stopped stays stopped), through deb-systemd-invoke,
+	# which asks policy-rc.d first: in a chroot, container build or CI that
+	# forbids starting daemons, nothing starts.
 	deb-systemd-helper unmask substrate.service >/dev/null || true
 	if deb-systemd-helper --quiet was-enabled substrate.service; then
 		deb-systemd-helper enable substrate.service >/dev/null || true
@@ -34,7 +36,7 @@ configure)
 	if [ -d /run/systemd/system ]; then
 		systemctl --system daemon-reload >/dev/null || true
 		if [ -n "$2" ]; then
-			action=restart
+			action=try-restart
 		else
 			action=start
 		fi

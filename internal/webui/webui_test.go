@@ -1,0 +1,241 @@
+package webui
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"substrate/broker"
+	"substrate/cache"
+	"substrate/kvstore"
+)
+
+func server(t *testing.T, cfg Config) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	New(cfg, time.Unix(1000, 0)).Register(mux)
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func get(t *testing.T, url string, auth bool) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if auth {
+		req.SetBasicAuth("guest", "guest")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// TestServesPageAndAssets: / is the page, its script and style come from
+// /ui/ with their types, under a policy that allows nothing from
+// elsewhere; nothing else is served.
+func TestServesPageAndAssets(t *testing.T) {
+	ts := server(t, Config{})
+	resp, body := get(t, ts.URL+"/", false)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(body, `src="/ui/app.js"`) || !strings.Contains(body, `href="/ui/style.css"`) {
+		t.Fatalf("/: %d %s %.200q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
+		t.Errorf("CSP %q", csp)
+	}
+	for path, typ := range map[string]string{"/ui/app.js": "text/javascript", "/ui/style.css": "text/css"} {
+		resp, body := get(t, ts.URL+path, false)
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), typ) || len(body) < 1000 {
+			t.Errorf("%s: %d %q, %d bytes", path, resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+		}
+	}
+	for _, path := range []string{"/ui/", "/ui/index.html", "/ui/nope.js", "/index.html", "/substrate/nope"} {
+		if resp, _ := get(t, ts.URL+path, false); resp.StatusCode != 404 {
+			t.Errorf("%s: %d, want 404", path, resp.StatusCode)
+		}
+	}
+	// The page references no other origin.
+	for _, path := range []string{"/", "/ui/app.js", "/ui/style.css"} {
+		_, body := get(t, ts.URL+path, false)
+		if strings.Contains(body, "http://") || strings.Contains(body, "https://") || strings.Contains(body, "//cdn") {
+			t.Errorf("%s refers to another origin", path)
+		}
+	}
+}
+
+type status struct {
+	Version  string
+	User     string
+	Services []struct{ Name, State, Detail string }
+	Alarms   []Alarm
+	Cache    *struct {
+		CurrItems     uint64   `json:"curr_items"`
+		Evictions     uint64   `json:"evictions"`
+		HitRatio      *float64 `json:"hit_ratio"`
+		LimitMaxBytes int64    `json:"limit_maxbytes"`
+	}
+	Etcd *struct {
+		Error      string
+		Leader     string
+		LeaderName string `json:"leader_name"`
+		DBSize     int64  `json:"db_size"`
+		Members    []struct {
+			ID       string
+			Name     string
+			IsLeader bool `json:"is_leader"`
+			IsSelf   bool `json:"is_self"`
+		}
+	}
+	Broker *struct {
+		Overview struct {
+			ObjectTotals map[string]int `json:"object_totals"`
+			QueueTotals  map[string]int `json:"queue_totals"`
+		}
+		Queues      []map[string]any
+		Connections []map[string]any
+	}
+}
+
+func readStatus(t *testing.T, ts *httptest.Server) status {
+	t.Helper()
+	resp, body := get(t, ts.URL+"/substrate/status", true)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("status: %d %s", resp.StatusCode, body)
+	}
+	var st status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+type fakeBroker struct{}
+
+func (fakeBroker) VHosts() []string { return []string{"/", "other"} }
+func (fakeBroker) Queues(vh string) []broker.QueueInfo {
+	if vh == "/" {
+		return []broker.QueueInfo{{Name: "q1", Messages: 5, MessagesReady: 3, MessagesUnacknowledged: 2, Consumers: 1, Durable: true}}
+	}
+	return []broker.QueueInfo{{Name: "q2", Type: "quorum", Messages: 1, MessagesReady: 1}}
+}
+func (fakeBroker) Connections() []broker.ConnectionInfo {
+	return []broker.ConnectionInfo{{Name: "127.0.0.1:1 -> 127.0.0.1:5672", User: "guest", VHost: "/", Channels: 2,
+		ClientProperties: map[string]any{"connection_name": "nova-api", "product": "py-amqp", "capabilities": map[string]any{"x": true}}}}
+}
+
+// TestStatus: every source lands in the reply: health per service (a
+// failing check, a passing one, one without a check, a disabled one),
+// the broker's alarms and etcd's, the cache's hit ratio, the etcd
+// leader by name, the broker's lists in RabbitMQ's shapes.
+func TestStatus(t *testing.T) {
+	ts := server(t, Config{
+		Version:  "substrate test",
+		Services: []string{"etcd", "amqp", "memcached", "http"},
+		Health: func(ctx context.Context) []Check {
+			if _, ok := ctx.Deadline(); !ok {
+				t.Error("health checks run without a deadline")
+			}
+			return []Check{{Service: "etcd", OK: true}, {Service: "amqp", OK: false, Detail: "disk alarm in effect"}}
+		},
+		Alarms: func() []Alarm { return []Alarm{{Service: "amqp", Resource: "disk", Detail: "40 MiB free"}} },
+		Cache: func() cache.Stats {
+			return cache.Stats{CurrItems: 7, GetHits: 3, GetMisses: 1, Evictions: 2, LimitMaxBytes: 64 << 20}
+		},
+		Etcd: func() (kvstore.Status, error) {
+			return kvstore.Status{ID: 0xa, Leader: 0xb, DBSize: 20480, Alarms: []string{"NOSPACE on b"},
+				Members: []kvstore.Member{{ID: 0xa, Name: "ctl1"}, {ID: 0xb, Name: "ctl2"}}}, nil
+		},
+		Broker:       fakeBroker{},
+		Authenticate: func(r *http.Request) (string, error) { return "guest", nil },
+	})
+	st := readStatus(t, ts)
+	states := map[string]string{}
+	for _, s := range st.Services {
+		states[s.Name] = s.State
+	}
+	want := map[string]string{"etcd": "ok", "amqp": "failed", "memcached": "running", "http": "running"}
+	for k, v := range want {
+		if states[k] != v {
+			t.Errorf("service %s: %q, want %q (all: %v)", k, states[k], v, states)
+		}
+	}
+	if len(st.Alarms) != 2 || st.Alarms[0].Resource != "disk" || st.Alarms[1] != (Alarm{Service: "etcd", Resource: "NOSPACE", Detail: "raised by member b"}) {
+		t.Errorf("alarms %+v", st.Alarms)
+	}
+	if st.Cache == nil || st.Cache.CurrItems != 7 || st.Cache.HitRatio == nil || *st.Cache.HitRatio != 0.75 || st.Cache.Evictions != 2 {
+		t.Errorf("cache %+v", st.Cache)
+	}
+	if st.Etcd == nil || st.Etcd.Leader != "b" || st.Etcd.LeaderName != "ctl2" || len(st.Etcd.Members) != 2 ||
+		!st.Etcd.Members[0].IsSelf || st.Etcd.Members[0].IsLeader || !st.Etcd.Members[1].IsLeader {
+		t.Errorf("etcd %+v", st.Etcd)
+	}
+	if st.User != "guest" || st.Version != "substrate test" {
+		t.Errorf("user %q version %q", st.User, st.Version)
+	}
+	b := st.Broker
+	if b == nil || len(b.Queues) != 2 || b.Queues[1]["vhost"] != "other" || b.Queues[1]["type"] != "quorum" || b.Queues[0]["type"] != "classic" ||
+		b.Overview.QueueTotals["messages"] != 6 || b.Overview.QueueTotals["messages_ready"] != 4 || b.Overview.ObjectTotals["channels"] != 2 {
+		t.Fatalf("broker %+v", b)
+	}
+	cp := b.Connections[0]["client_properties"].(map[string]any)
+	if cp["connection_name"] != "nova-api" || cp["product"] != "py-amqp" || cp["capabilities"] != nil {
+		t.Errorf("client_properties %v", cp)
+	}
+}
+
+// TestStatusDisabledServices: what does not run is null or disabled, and
+// without a user database (no broker) the endpoint is open.
+func TestStatusDisabledServices(t *testing.T) {
+	ts := server(t, Config{Services: []string{"etcd", "http"}, Etcd: func() (kvstore.Status, error) {
+		return kvstore.Status{}, errors.New("kvstore: etcd member not running")
+	}})
+	resp, body := get(t, ts.URL+"/substrate/status", false)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	st := readStatus(t, ts)
+	if st.Cache != nil || st.Broker != nil || st.Etcd == nil || st.Etcd.Error == "" || len(st.Alarms) != 0 {
+		t.Errorf("%s", body)
+	}
+	for _, s := range st.Services {
+		if want := map[string]string{"etcd": "running", "http": "running"}[s.Name]; want == "" && s.State != "disabled" || want != "" && s.State != want {
+			t.Errorf("service %s: %q", s.Name, s.State)
+		}
+	}
+	if !strings.Contains(body, `"alarms":[]`) {
+		t.Errorf("alarms not an empty list: %s", body)
+	}
+}
+
+// TestStatusNeedsLogin: with a user database the endpoint answers 401
+// with RabbitMQ's JSON and the reason, and no WWW-Authenticate (the
+// page's form asks, not the browser).
+func TestStatusNeedsLogin(t *testing.T) {
+	ts := server(t, Config{Services: []string{"amqp"}, Authenticate: func(r *http.Request) (string, error) {
+		if u, p, _ := r.BasicAuth(); u == "guest" && p == "guest" {
+			return u, nil
+		}
+		return "", errors.New("Login failed")
+	}})
+	resp, body := get(t, ts.URL+"/substrate/status", false)
+	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != "" || strings.TrimSpace(body) != `{"error":"not_authorised","reason":"Login failed"}` {
+		t.Errorf("%d %q %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+	if st := readStatus(t, ts); st.User != "guest" {
+		t.Errorf("user %q", st.User)
+	}
+	// The page itself and its assets need no login: the form is on it.
+	if resp, _ := get(t, ts.URL+"/", false); resp.StatusCode != 200 {
+		t.Errorf("/: %d", resp.StatusCode)
+	}
+}
