@@ -58,6 +58,9 @@ func (s *Server) DeleteVHost(ctx context.Context, name string) error {
 	s.vhMu.Lock()
 	delete(s.vhosts, name)
 	s.vhMu.Unlock()
+	s.connMu.Lock()
+	delete(s.retiredVH, vh)
+	s.connMu.Unlock()
 	s.authMu.Lock()
 	for k, p := range s.perms {
 		if p.p.VHost == name {
@@ -647,6 +650,46 @@ func (s *Server) Overview() Overview {
 	}
 	o.QueueTotals.Messages = o.QueueTotals.MessagesReady + o.QueueTotals.MessagesUnacknowledged
 	return o
+}
+
+// VHostStats is a vhost's message counters and traffic, those of its
+// connections that ended included (the management API's per-vhost
+// message_stats, recv_oct, send_oct).
+type VHostStats struct {
+	MessageStats MessageStats
+	Net          NetStats
+}
+
+// VHostStats returns each vhost's counters, by name. A deleted vhost's
+// counters go with it.
+func (s *Server) VHostStats() map[string]VHostStats {
+	sums := map[*vhost]*vhostTotals{}
+	for _, vh := range s.vhostList() {
+		sums[vh] = new(vhostTotals)
+	}
+	s.connMu.Lock() // with removeConn's folding into retiredVH: sums never go back
+	for vh, t := range s.retiredVH {
+		if sum := sums[vh]; sum != nil {
+			sum.stats.addAll(&t.stats)
+			sum.net.add(t.net)
+		}
+	}
+	for c := range s.conns {
+		c.mu.Lock()
+		vh := c.vh
+		c.mu.Unlock()
+		if sum := sums[vh]; sum != nil {
+			v, n := c.totals()
+			sum.stats.addAll(&v)
+			sum.net.add(n)
+		}
+	}
+	s.connMu.Unlock()
+	out := make(map[string]VHostStats, len(sums))
+	for vh, t := range sums {
+		out[vh.name] = VHostStats{MessageStats: t.stats.public(), Net: t.net}
+	}
+	return out
 }
 
 // ---- closing connections ----

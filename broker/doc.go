@@ -210,9 +210,10 @@
 //	                          committer (Commit.AfterFunc), with only outbound.mu below it
 //	alarm.mu                  the resource alarms' state (leaf); the publish path reads alarm.active
 //	                          (atomic) and takes it only when an alarm is on
-//	Server.connMu             the connections map and the statistics of ended connections
+//	Server.connMu             the connections map and the statistics of ended connections (overall, per vhost)
 //	  conn.chMu               a connection's channels map (written by its reader under it) and the
-//	                          counters of its ended channels; Overview and removeConn fold counters under both
+//	                          counters of its ended channels; Overview, VHostStats and removeConn sum
+//	                          counters under both (and read conn.mu, Server.vhMu: leaves)
 //	Server.vhMu, Server.authMu, conn.mu, conn.consMu
 //	                          leaves: held only to read or update their maps, never while taking another lock
 //

@@ -122,6 +122,7 @@ type Server struct {
 	// source of connection ids.
 	retired    statValues
 	retiredNet NetStats
+	retiredVH  map[*vhost]*vhostTotals // dropped with the vhost
 	churn      churn
 	connSeq    atomic.Uint64
 
@@ -489,6 +490,21 @@ func (s *Server) removeConn(c *conn) {
 		v, n := c.totals()
 		s.retired.addAll(&v)
 		s.retiredNet.add(n)
+		c.mu.Lock()
+		vh := c.vh
+		c.mu.Unlock()
+		if vh != nil && s.vhost(vh.name) == vh { // not deleted meanwhile
+			t := s.retiredVH[vh]
+			if t == nil {
+				t = new(vhostTotals)
+				if s.retiredVH == nil {
+					s.retiredVH = map[*vhost]*vhostTotals{}
+				}
+				s.retiredVH[vh] = t
+			}
+			t.stats.addAll(&v)
+			t.net.add(n)
+		}
 	}
 	delete(s.conns, c)
 	s.connMu.Unlock()

@@ -38,6 +38,7 @@ const (
 	statGetEmpty                     // basic.get-empty
 	statRedeliver                    // deliveries and gets with redelivered set
 	statAck                          // messages acknowledged by basic.ack
+	statReceivedConfirm              // publishes on a channel in confirm mode
 	nStats
 )
 
@@ -57,6 +58,9 @@ type MessageStats struct {
 	Redeliver        uint64 // redeliver
 	Ack              uint64 // ack
 	DeliverGet       uint64 // deliver_get: Deliver + DeliverNoAck + Get + GetNoAck
+	// Not in message_stats; rabbitmq_prometheus's
+	// rabbitmq_global_messages_received_confirm_total.
+	ReceivedConfirm uint64 // publishes on channels in confirm mode (confirmed, nacked or waiting)
 }
 
 // statCounters is a channel's set of counters, updated with atomics.
@@ -97,7 +101,14 @@ func (v *statValues) public() MessageStats {
 		Redeliver:        v[statRedeliver],
 		Ack:              v[statAck],
 		DeliverGet:       v[statDeliver] + v[statDeliverNoAck] + v[statGet] + v[statGetNoAck],
+		ReceivedConfirm:  v[statReceivedConfirm],
 	}
+}
+
+// vhostTotals is what the connections of a vhost that ended counted.
+type vhostTotals struct {
+	stats statValues
+	net   NetStats
 }
 
 // ChurnStats count objects created and closed since the start, as

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"sync"
@@ -129,7 +130,7 @@ func TestMessageStatsCountExactly(t *testing.T) {
 		t.Fatalf("get no-ack: %v %v", ok, err)
 	}
 
-	pubWant := MessageStats{Publish: 17, Confirm: 17, ReturnUnroutable: 2, DropUnroutable: 3}
+	pubWant := MessageStats{Publish: 17, Confirm: 17, ReturnUnroutable: 2, DropUnroutable: 3, ReceivedConfirm: 17}
 	subWant := MessageStats{Deliver: 12, Get: 1, GetNoAck: 1, GetEmpty: 1, Redeliver: 2, Ack: 11, DeliverGet: 14}
 	queueWant := MessageStats{Publish: 12, Deliver: 12, Get: 1, GetNoAck: 1, GetEmpty: 1, Redeliver: 2, Ack: 11, DeliverGet: 14}
 	global := pubWant
@@ -145,6 +146,7 @@ func TestMessageStatsCountExactly(t *testing.T) {
 	waitStats(t, "consumer channel", subWant, chStats("consumer"))
 	waitStats(t, "queue", queueWant, func() MessageStats { return queueInfo(t, s, "/", q.Name).MessageStats })
 	waitStats(t, "global", global, func() MessageStats { return s.Overview().MessageStats })
+	waitStats(t, "vhost", global, func() MessageStats { return s.VHostStats()["/"].MessageStats })
 	qi = queueInfo(t, s, "/", q.Name)
 	if qi.Messages != 0 || qi.MessageBytes != 0 || qi.MessageBytesUnacknowledged != 0 {
 		t.Fatalf("queue after settling everything: %+v", qi)
@@ -159,6 +161,45 @@ func TestMessageStatsCountExactly(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool { return len(s.Connections()) == 1 && len(s.Channels()) == 0 }, "publisher gone")
 	if got := s.Overview().MessageStats; got != global {
 		t.Fatalf("after closing:\n got %+v\nwant %+v", got, global)
+	}
+	if got := s.VHostStats()["/"]; got.MessageStats != global || got.Net.RecvOct == 0 {
+		t.Fatalf("vhost after closing:\n got %+v\nwant %+v", got, global)
+	}
+}
+
+// TestVHostStatsPerVHost: each vhost counts its own connections', the
+// closed ones' included; a deleted vhost's counters go with it.
+func TestVHostStatsPerVHost(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	must(t, s.AddVHost(ctx, "v2"))
+	must(t, s.SetPermissions(ctx, Permission{User: "guest", VHost: "v2", Configure: ".*", Write: ".*", Read: ".*"}))
+	c := dial(t, urlOf(s)+"v2")
+	ch := channel091(t, c)
+	must(t, ch.Confirm(false))
+	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, 10))
+	for i := 0; i < 3; i++ {
+		must(t, ch.Publish("", "none", false, false, amqp091.Publishing{}))
+	}
+	for i := 0; i < 3; i++ {
+		recvTimeout(t, confirms, 5*time.Second)
+	}
+	must(t, c.Close())
+	eventually(t, 5*time.Second, func() bool { return len(s.Connections()) == 0 }, "connection closed")
+	d := dial(t, urlOf(s))
+	must(t, channel091(t, d).Publish("", "none", false, false, amqp091.Publishing{}))
+	eventually(t, 5*time.Second, func() bool { return s.VHostStats()["/"].MessageStats.Publish == 1 }, "a publish in /")
+	st := s.VHostStats()
+	if m := st["v2"].MessageStats; m.Publish != 3 || m.DropUnroutable != 3 || m.Confirm != 3 || m.ReceivedConfirm != 3 || st["v2"].Net.RecvOct == 0 {
+		t.Fatalf("v2 %+v", st["v2"])
+	}
+	if m := st["/"].MessageStats; m != (MessageStats{Publish: 1, DropUnroutable: 1}) || len(st) != 2 {
+		t.Fatalf("vhosts %+v", st)
+	}
+	must(t, s.DeleteVHost(ctx, "v2"))
+	must(t, s.AddVHost(ctx, "v2"))
+	if st := s.VHostStats(); st["v2"] != (VHostStats{}) || st["/"].MessageStats.Publish != 1 {
+		t.Fatalf("after deleting and adding v2 again: %+v", st)
 	}
 }
 
