@@ -306,6 +306,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if f.tls != nil {
 			mc.TLSAddrs, mc.TLS = preflight.Addrs(hosts, f.httpsPort), f.tls.ServerConfig()
 		}
+		var m *mgmt.Server
+		if brk != nil {
+			mc.API = newMgmtAPI(brk, f.dataDir, len(mc.Addrs), log.With("service", "http"), func() *mgmt.Server { return m })
+		}
 		m, err := mgmt.New(mc)
 		if err != nil {
 			return err

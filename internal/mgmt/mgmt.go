@@ -1,6 +1,7 @@
 // Package mgmt is substrate's management HTTP service (port 15672 by
 // default): Prometheus metrics for every subsystem, a health check, and a
-// plain-text status page. RabbitMQ's /api/ arrives with the broker.
+// plain-text status page, and RabbitMQ's management API under /api/
+// (Config.API, internal/mgmtapi).
 //
 // It serves its own mux: importing etcd registers pprof and expvar handlers
 // on http.DefaultServeMux, which must never be reachable.
@@ -38,6 +39,15 @@ type Config struct {
 	// port 15671), served with TLS; the same handlers as Addrs.
 	TLSAddrs []string
 	TLS      *tls.Config // required with TLSAddrs (tlsutil.Store.ServerConfig)
+
+	// API, when set, serves RabbitMQ's management API (internal/mgmtapi)
+	// at /api and below, outside the mux (whose path cleaning would undo
+	// %2F, the default vhost); started and stopped with the server.
+	API interface {
+		http.Handler
+		Start()
+		Stop()
+	}
 
 	// UI, when set, serves / (the dashboard, internal/webui) and the
 	// paths it registers; nil: / is the plain-text status.
@@ -87,9 +97,24 @@ func New(cfg Config) (*Server, error) {
 	} else {
 		mux.HandleFunc("GET /{$}", s.status)
 	}
-	s.srv = &http.Server{Handler: recoverPanics(cfg.Logger, mux), ReadHeaderTimeout: 10 * time.Second,
+	var h http.Handler = mux
+	if cfg.API != nil {
+		h = withAPI(cfg.API, mux)
+	}
+	s.srv = &http.Server{Handler: recoverPanics(cfg.Logger, h), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: log.New(serverErrors{logging.NewLimiter(cfg.Logger, "http", 10, time.Second)}, "", 0)}
 	return s, nil
+}
+
+// withAPI sends /api and the paths below it to api, the rest to mux.
+func withAPI(api, mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "/api" || strings.HasPrefix(p, "/api/") {
+			api.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // serverErrors takes net/http's own error lines (a failed TLS handshake:
@@ -207,6 +232,9 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.lns = append(s.lns, tls.NewListener(l, s.cfg.TLS))
 	}
+	if s.cfg.API != nil {
+		s.cfg.API.Start()
+	}
 	for _, l := range s.lns {
 		s.wg.Add(1)
 		go func(l net.Listener) {
@@ -237,6 +265,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.once.Do(func() {
 		s.stopErr = s.srv.Shutdown(ctx)
 		s.wg.Wait()
+		if s.cfg.API != nil {
+			s.cfg.API.Stop()
+		}
 	})
 	return s.stopErr
 }
