@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"substrate/broker/amqp"
 )
 
 func queueInfo(t testing.TB, s *Server, vhost, name string) QueueInfo {
@@ -445,5 +448,73 @@ func TestListingsDuringChurn(t *testing.T) {
 	wg.Wait()
 	if last.MessageStats.Publish == 0 || last.Churn.ChannelCreated < 3 {
 		t.Fatalf("no traffic: %+v", last)
+	}
+}
+
+// TestConnectionStateUnderAlarm: with an alarm on, connections are
+// "blocking" until they publish, then "blocked", as RabbitMQ lists them;
+// "running" again once it clears.
+func TestConnectionStateUnderAlarm(t *testing.T) {
+	var used atomic.Uint64
+	s := startServer(t, func(c *Config) {
+		c.MemoryHighWatermark = 1000
+		c.memUsage = used.Load
+	})
+	pub := rawOpen(t, addrOf(s)) // channel 1 open
+	idle := dial(t, urlOf(s))
+	states := func() map[string]string {
+		out := map[string]string{}
+		for _, c := range s.Connections() {
+			out[c.Peer] = c.State
+		}
+		return out
+	}
+	pubPeer, idlePeer := pub.nc.LocalAddr().String(), idle.LocalAddr().String()
+	eventually(t, 2*time.Second, func() bool { st := states(); return st[pubPeer] == "running" && st[idlePeer] == "running" }, "running")
+	used.Store(2000)
+	eventually(t, 2*time.Second, s.MemoryAlarm, "alarm on")
+	eventually(t, 2*time.Second, func() bool { st := states(); return st[pubPeer] == "blocking" && st[idlePeer] == "blocking" }, "blocking")
+	pub.publish(1, &amqp.BasicPublish{RoutingKey: "nowhere"}, &amqp.Properties{}, []byte("x"), 4096)
+	eventually(t, 2*time.Second, func() bool { st := states(); return st[pubPeer] == "blocked" && st[idlePeer] == "blocking" }, "publisher blocked")
+	used.Store(10)
+	eventually(t, 2*time.Second, func() bool { st := states(); return st[pubPeer] == "running" && st[idlePeer] == "running" }, "running again")
+}
+
+// TestQueuePersistentCounts: persistent messages of a durable queue
+// (kept in the message store) count in MessagesPersistent, ready or
+// unacknowledged; transient ones and those of transient queues do not.
+func TestQueuePersistentCounts(t *testing.T) {
+	b := newDurableBroker(t)
+	c := dial(t, b.start())
+	ch := channel091(t, c)
+	declareDurable(t, ch, "pers.q", nil)
+	_, err := ch.QueueDeclare("pers.transient", false, false, false, false, nil)
+	must(t, err)
+	publishConfirmed(t, c, "pers.q", 2, "p1", "p2", "p3")
+	publishConfirmed(t, c, "pers.q", 1, "t1", "t2")
+	publishConfirmed(t, c, "pers.transient", 2, "x1")
+	qi := queueInfo(t, b.s, "/", "pers.q")
+	if qi.MessagesPersistent != 3 || qi.MessageBytesPersistent != 6 || qi.Messages != 5 || qi.MessageBytes != 10 {
+		t.Fatalf("durable queue %+v", qi)
+	}
+	if qi := queueInfo(t, b.s, "/", "pers.transient"); qi.MessagesPersistent != 0 || qi.Messages != 1 {
+		t.Fatalf("transient queue %+v", qi)
+	}
+	d, ok, err := ch.Get("pers.q", false) // p1, unacknowledged: still persistent
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if qi := queueInfo(t, b.s, "/", "pers.q"); qi.MessagesPersistent != 3 || qi.MessagesUnacknowledged != 1 || qi.MessageBytesUnacknowledged != 2 {
+		t.Fatalf("with one unacked %+v", qi)
+	}
+	must(t, d.Ack(false))
+	eventually(t, 5*time.Second, func() bool {
+		qi := queueInfo(t, b.s, "/", "pers.q")
+		return qi.MessagesPersistent == 2 && qi.MessageBytesPersistent == 4 && qi.Messages == 4
+	}, "two persistent left")
+	_, err = ch.QueuePurge("pers.q", false)
+	must(t, err)
+	if qi := queueInfo(t, b.s, "/", "pers.q"); qi.MessagesPersistent != 0 || qi.MessageBytes != 0 {
+		t.Fatalf("after purge %+v", qi)
 	}
 }
