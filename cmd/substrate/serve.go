@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -218,6 +219,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer lock.Unlock()
 
 	var services []lifecycle.Service
+	checks := &health{log: log.With("service", "health")} // /healthz and the systemd watchdog
 	var ports []preflight.Port
 	var kv *kvstore.Store
 	if enabled["etcd"] {
@@ -249,6 +251,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			defer etcdLock.Unlock()
 		}
 		services = append(services, kv)
+		checks.checks = append(checks.checks, etcdCheck(kv.KV()))
 		ports = append(ports, kv.Ports()...)
 	}
 	var brk *broker.Server // nil: amqp not running
@@ -260,6 +263,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer closeDefs()
 		brk = b
 		services = append(services, b, ctl.NewServer(f.dataDir, ctlBroker{b, f.tls, log}).WithLogger(log.With("service", "ctl")))
+		checks.checks = append(checks.checks, brokerCheck(b))
+		brokerIdentity.Store(newIdentity(f.dataDir, f.amqpMaxConnections))
 		for _, a := range preflight.Addrs(hosts, f.amqpPort) {
 			ports = append(ports, preflight.Port{What: "amqp port", Addr: a})
 		}
@@ -279,6 +284,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cacheBytes = uint64(limit)
 		cacheSrv = svc.Server
 		services = append(services, svc)
+		checks.checks = append(checks.checks, cacheCheck(svc.Server))
+		cacheMetrics.Store(svc.Server)
 		ports = append(ports, svc.Ports()...)
 	}
 	if enabled["redis"] {
@@ -302,6 +309,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Services: names,
 			Logger:   log.With("service", "http"),
 			UI:       newWebUI(t0, names, kv, brk, cacheSrv),
+
+			Health:           checks.Failures,
+			PerObjectMetrics: perObjectMetrics,
 		}
 		if f.tls != nil {
 			mc.TLSAddrs, mc.TLS = preflight.Addrs(hosts, f.httpsPort), f.tls.ServerConfig()
@@ -325,7 +335,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	applyBudget(budget, bounded, log)
-	return runServices(ctx, log, t0, services, ports, nil)
+	// The systemd watchdog (WatchdogSec) hears from us while every
+	// service is healthy; it stops with serve.
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	var watchdogs sync.WaitGroup
+	defer func() {
+		stopWatchdog()
+		watchdogs.Wait()
+	}()
+	return runServices(ctx, log, t0, services, ports, func() error {
+		watchdogs.Go(func() { watchdog(wctx, log, checks) })
+		return nil
+	})
 }
 
 // serveBroker builds the AMQP broker. Its definitions (users, vhosts,
