@@ -73,6 +73,44 @@ for tag in PREIN POSTIN PREUN POSTUN; do
 	rpm -qp --qf "%{$tag}" "$rpm" 2>/dev/null | sh -n || fail "rpm: %$tag is not valid sh"
 done
 ok "rpm: every scriptlet parses with sh -n"
+# The scriptlets run as rpm runs them ($1: 1 on install, 2 on upgrade, 0
+# on erase), with systemctl, update-alternatives, chown, chmod, getent,
+# groupadd and useradd replaced by stubs that log their arguments.
+stubs=$(mktemp -d)
+for c in systemctl update-alternatives chown chmod groupadd useradd; do
+	printf '#!/bin/sh\necho "%s $*" >>"%s/log"\n' "$c" "$stubs" >"$stubs/$c"
+done
+printf '#!/bin/sh\nexit 2\n' >"$stubs/getent" # no such user yet
+mkdir -p "$stubs/run/systemd/system"
+chmod +x "$stubs"/*
+scriptlet() { # scriptlet TAG ARG: run the scriptlet, print what it called
+	rpm -qp --qf "%{$1}" "$rpm" 2>/dev/null | sed "s|/run/systemd/system|$stubs/run/systemd/system|g" >"$stubs/script"
+	: >"$stubs/log"
+	PATH="$stubs:/usr/bin:/bin" sh "$stubs/script" "$2" || fail "rpm %$1 $2 exited $?"
+	cat "$stubs/log"
+}
+pre=$(scriptlet PREIN 1)
+grep -qx 'groupadd --system substrate' <<<"$pre" && grep -q '^useradd --system --gid substrate --home-dir /var/lib/substrate' <<<"$pre" ||
+	fail "%pre 1 ran: $pre"
+post1=$(scriptlet POSTIN 1)
+post2=$(scriptlet POSTIN 2)
+grep -qx 'systemctl --no-reload preset substrate.service' <<<"$post1" || fail "%post 1 did not preset: $post1"
+grep -q preset <<<"$post2" && fail "%post 2 (upgrade) ran preset: $post2"
+grep -q '^update-alternatives --install /usr/bin/rabbitmqctl rabbitmqctl /usr/lib/substrate/bin/rabbitmqctl 50 --slave /usr/bin/rabbitmq-diagnostics' <<<"$post1" ||
+	fail "%post 1 alternatives: $post1"
+grep -qx 'chown substrate:substrate /var/lib/substrate' <<<"$post2" || fail "%post 2 chown: $post2"
+grep -q 'systemctl start' <<<"$post1$post2" && fail "%post starts the service: $post1 $post2"
+preun0=$(scriptlet PREUN 0)
+preun1=$(scriptlet PREUN 1)
+grep -qx 'systemctl --no-reload disable --now substrate.service' <<<"$preun0" && grep -q '^update-alternatives --remove rabbitmqctl' <<<"$preun0" ||
+	fail "%preun 0 (erase): $preun0"
+[ -z "$preun1" ] || fail "%preun 1 (upgrade) did: $preun1"
+postun0=$(scriptlet POSTUN 0)
+postun1=$(scriptlet POSTUN 1)
+grep -q try-restart <<<"$postun0" && fail "%postun 0 (erase) restarts: $postun0"
+grep -qx 'systemctl try-restart substrate.service' <<<"$postun1" || fail "%postun 1 (upgrade): $postun1"
+rm -rf "$stubs"
+ok "rpm scriptlets run with stubs: user in %pre, preset on install only, alternatives, disable on erase, try-restart on upgrade"
 requires=$(rpm -qp --requires "$rpm" 2>/dev/null)
 grep -qx shadow-utils <<<"$requires" || fail "rpm: no Requires: shadow-utils (useradd)"
 ok "rpm: requires shadow-utils"
