@@ -136,6 +136,40 @@ ok "dpkg-deb -c lists the same files"
 dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/substrate/substrate.yaml || fail "deb: conffiles lacks /etc/substrate/substrate.yaml"
 ok "deb: /etc/substrate/substrate.yaml is a conffile"
 
+# The maintainer scripts' branches for a running systemd (which this
+# machine may not have), with deb-systemd-helper, deb-systemd-invoke,
+# systemctl, update-alternatives, chown and chmod as stubs that log.
+stubs=$(mktemp -d)
+for c in deb-systemd-helper deb-systemd-invoke systemctl update-alternatives chown chmod; do
+	printf '#!/bin/sh\necho "%s $*" >>"%s/log"\n' "$c" "$stubs" >"$stubs/$c"
+done
+mkdir -p "$stubs/run/systemd/system" "$stubs/control"
+chmod +x "$stubs"/*
+dpkg-deb -e "$deb" "$stubs/control"
+debscript() { # debscript NAME ARGS...: run the maintainer script, print what it called
+	local name=$1
+	shift
+	sed "s|/run/systemd/system|$stubs/run/systemd/system|g" "$stubs/control/$name" >"$stubs/script"
+	: >"$stubs/log"
+	PATH="$stubs:/usr/bin:/bin" sh "$stubs/script" "$@" || fail "deb $name $* exited $?"
+	cat "$stubs/log"
+}
+install=$(debscript postinst configure)
+upgrade=$(debscript postinst configure 0.1.1-1)
+grep -qx 'deb-systemd-invoke start substrate.service' <<<"$install" || fail "postinst configure (install) did not start: $install"
+grep -qx 'deb-systemd-helper enable substrate.service' <<<"$install" || fail "postinst configure did not enable: $install"
+grep -qx 'deb-systemd-invoke try-restart substrate.service' <<<"$upgrade" || fail "postinst configure OLD (upgrade): $upgrade"
+grep -q '^update-alternatives --install /usr/bin/rabbitmqctl rabbitmqctl /usr/lib/substrate/bin/rabbitmqctl 50' <<<"$install" || fail "postinst alternatives: $install"
+remove=$(debscript prerm remove)
+upgrading=$(debscript prerm upgrade 0.1.2-1)
+grep -qx 'deb-systemd-invoke stop substrate.service' <<<"$remove" && grep -q '^update-alternatives --remove rabbitmqctl' <<<"$remove" ||
+	fail "prerm remove: $remove"
+[ -z "$upgrading" ] || fail "prerm upgrade did: $upgrading"
+purge=$(debscript postrm purge)
+grep -qx 'deb-systemd-helper purge substrate.service' <<<"$purge" || fail "postrm purge: $purge"
+rm -rf "$stubs"
+ok "deb maintainer scripts with stubs: start on install, try-restart on upgrade, stop and drop alternatives on remove, purge"
+
 if [ "$(id -u)" != 0 ]; then
 	echo "not root: dpkg -i and the installed checks skipped"
 	echo "$passed passed, 0 failed"
