@@ -88,7 +88,7 @@ func etcdSection(name string) string {
 		return "Features"
 	case has("auth-token", "bcrypt", "auth-"):
 		return "Auth"
-	case has("cert", "key-file", "ca-file", "cipher", "tls", "crl", "allowed-cn", "allowed-hostname"):
+	case has("cert", "key-file", "ca-file", "cipher", "tls", "crl", "allowed-cn", "allowed-hostname", "cors", "host-whitelist"):
 		return "Security"
 	case has("log", "logger"):
 		return "Logging"
