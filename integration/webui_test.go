@@ -162,23 +162,13 @@ type apiConn struct {
 	ClientProperties map[string]any `json:"client_properties"`
 }
 
-// brokerLists reads the queues and connections from the management API,
-// or, in a build without it, from the status endpoint's broker member;
-// source says which.
-func brokerLists(t *testing.T, port int) (queues []apiQueue, conns []apiConn, source string) {
+// brokerLists reads the queues and connections from the management API.
+func brokerLists(t *testing.T, port int) (queues []apiQueue, conns []apiConn) {
 	t.Helper()
-	if apiGet(t, port, "/api/queues", &queues) {
-		apiGet(t, port, "/api/connections", &conns)
-		return queues, conns, "/api/queues"
+	if !apiGet(t, port, "/api/queues", &queues) || !apiGet(t, port, "/api/connections", &conns) {
+		t.Fatal("no management API (/api/queues, /api/connections)")
 	}
-	var st struct {
-		Broker struct {
-			Queues      []apiQueue
-			Connections []apiConn
-		}
-	}
-	apiGet(t, port, "/substrate/status", &st)
-	return st.Broker.Queues, st.Broker.Connections, "/substrate/status"
+	return queues, conns
 }
 
 // memcachedStat reads one "stats" value over the text protocol.
@@ -287,8 +277,7 @@ func TestWebUI(t *testing.T) {
 	})
 
 	// The numbers the page shows are the API's.
-	queues, conns, source := brokerLists(t, s.httpPort)
-	t.Logf("broker figures compared with %s", source)
+	queues, conns := brokerLists(t, s.httpPort)
 	for _, q := range queues {
 		if got := p.Queues[q.VHost+"/"+q.Name]; got != strconv.Itoa(q.Messages) {
 			t.Errorf("queue %s/%s: page shows %q, API %d", q.VHost, q.Name, got, q.Messages)
@@ -341,7 +330,7 @@ func TestWebUI(t *testing.T) {
 	p = waitPage(t, ctx, 10*time.Second, func(p pageState) bool {
 		return p.Queues["//webui.work"] == strconv.Itoa(published+3) && p.Samples >= samples+3
 	})
-	queues, _, _ = brokerLists(t, s.httpPort)
+	queues, _ = brokerLists(t, s.httpPort)
 	for _, q := range queues {
 		if q.Name == "webui.work" && q.Messages != published+3 {
 			t.Errorf("API: %d messages in webui.work, want %d (page %s)", q.Messages, published+3, p.Queues["//webui.work"])

@@ -308,7 +308,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Version:  versionString(),
 			Services: names,
 			Logger:   log.With("service", "http"),
-			UI:       newWebUI(t0, names, kv, brk, cacheSrv),
+			UI:       newWebUI(t0, names, checks, kv, brk, cacheSrv),
 
 			Health:           checks.Failures,
 			PerObjectMetrics: perObjectMetrics,

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"substrate/broker"
@@ -15,9 +17,9 @@ import (
 )
 
 // newWebUI builds the dashboard at / from the services this process runs
-// (nil: not running).
-func newWebUI(started time.Time, services []string, kv *kvstore.Store, b *broker.Server, c *cache.Server) *webui.Handler {
-	cfg := webui.Config{Version: versionString(), Services: services}
+// (nil: not running) and the checks of /healthz.
+func newWebUI(started time.Time, services []string, checks *health, kv *kvstore.Store, b *broker.Server, c *cache.Server) *webui.Handler {
+	cfg := webui.Config{Version: versionString(), Services: services, Health: checks.perService}
 	if kv != nil {
 		cfg.Etcd = kv.Status
 	}
@@ -25,11 +27,36 @@ func newWebUI(started time.Time, services []string, kv *kvstore.Store, b *broker
 		cfg.Cache = c.Stats
 	}
 	if b != nil {
-		cfg.Broker = b
 		cfg.Alarms = func() []webui.Alarm { return brokerAlarms(b) }
 		cfg.Authenticate = func(r *http.Request) (string, error) { return uiLogin(b, r) }
 	}
 	return webui.New(cfg, started)
+}
+
+// perService runs the checks of /healthz and says for each checked
+// service whether it passed, with the failure's reason.
+func (h *health) perService(ctx context.Context) []webui.Check {
+	failed := map[string]string{}
+	for _, l := range h.Failures(ctx) {
+		name, reason, _ := strings.Cut(l, ": ")
+		failed[name] = reason
+	}
+	out := make([]webui.Check, 0, len(h.checks))
+	for _, c := range h.checks {
+		reason, bad := failed[c.name]
+		if !bad {
+			reason = checkedWhat[c.name]
+		}
+		out = append(out, webui.Check{Service: c.name, OK: !bad, Detail: reason})
+	}
+	return out
+}
+
+// checkedWhat says what a passing check of health.go found.
+var checkedWhat = map[string]string{
+	"etcd":      "linearizable read answered",
+	"amqp":      "accepting connections, no alarm",
+	"memcached": "accepting connections",
 }
 
 // brokerAlarms are the broker's resource alarms in effect, as
@@ -73,29 +100,19 @@ func uiLogin(b *broker.Server, r *http.Request) (string, error) {
 	if !ok {
 		return "", errors.New("Not logged in")
 	}
-	users := b.Users()
-	i := slices.IndexFunc(users, func(u broker.User) bool { return u.Name == name })
-	if i < 0 {
-		return "", errors.New("Login failed")
+	var peer net.Addr
+	if a, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
+		peer = a
 	}
-	u := users[i]
-	if !u.CheckPassword(pass) {
-		return "", errors.New("Login failed")
-	}
-	if name == broker.DefaultUser && !remoteIsLoopback(r.RemoteAddr) {
+	u, err := b.CheckLogin(name, pass, peer)
+	switch {
+	case errors.Is(err, broker.ErrLoopbackOnly):
 		return "", errors.New("User can only log in via localhost")
+	case err != nil:
+		return "", errors.New("Login failed")
 	}
 	if !slices.ContainsFunc(u.Tags, func(t string) bool { return slices.Contains(uiTags, t) }) {
 		return "", errors.New("Not management user")
 	}
 	return name, nil
-}
-
-func remoteIsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

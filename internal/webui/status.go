@@ -26,7 +26,6 @@ type statusReply struct {
 	Alarms        []Alarm         `json:"alarms"`
 	Cache         *cacheStatus    `json:"cache"` // null: memcached not running
 	Etcd          *etcdStatus     `json:"etcd"`  // null: etcd not running
-	Broker        *brokerStatus   `json:"broker,omitempty"`
 }
 
 type serviceStatus struct {
@@ -120,9 +119,6 @@ func (h *Handler) collect(ctx context.Context, user string) statusReply {
 	rep.Services = h.services(ctx)
 	if h.cfg.Alarms != nil {
 		rep.Alarms = append(rep.Alarms, h.cfg.Alarms()...)
-	}
-	if h.cfg.Broker != nil {
-		rep.Broker = brokerReply(h.cfg.Broker)
 	}
 	if h.cfg.Cache != nil {
 		rep.Cache = cacheReply(h.cfg.Cache)

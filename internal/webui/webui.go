@@ -58,10 +58,6 @@ type Config struct {
 	// memory and disk alarms); etcd's own come with Etcd.
 	Alarms func() []Alarm
 
-	// Broker, when set, adds the broker's queues and connections to the
-	// status reply, for a build without the management API (broker.go).
-	Broker Broker
-
 	Cache func() cache.Stats             // nil: memcached not running
 	Etcd  func() (kvstore.Status, error) // nil: etcd not running
 

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"substrate/broker"
 	"substrate/cache"
 	"substrate/kvstore"
 )
@@ -96,14 +95,6 @@ type status struct {
 			IsSelf   bool `json:"is_self"`
 		}
 	}
-	Broker *struct {
-		Overview struct {
-			ObjectTotals map[string]int `json:"object_totals"`
-			QueueTotals  map[string]int `json:"queue_totals"`
-		}
-		Queues      []map[string]any
-		Connections []map[string]any
-	}
 }
 
 func readStatus(t *testing.T, ts *httptest.Server) status {
@@ -119,24 +110,10 @@ func readStatus(t *testing.T, ts *httptest.Server) status {
 	return st
 }
 
-type fakeBroker struct{}
-
-func (fakeBroker) VHosts() []string { return []string{"/", "other"} }
-func (fakeBroker) Queues(vh string) []broker.QueueInfo {
-	if vh == "/" {
-		return []broker.QueueInfo{{Name: "q1", Messages: 5, MessagesReady: 3, MessagesUnacknowledged: 2, Consumers: 1, Durable: true}}
-	}
-	return []broker.QueueInfo{{Name: "q2", Type: "quorum", Messages: 1, MessagesReady: 1}}
-}
-func (fakeBroker) Connections() []broker.ConnectionInfo {
-	return []broker.ConnectionInfo{{Name: "127.0.0.1:1 -> 127.0.0.1:5672", User: "guest", VHost: "/", Channels: 2,
-		ClientProperties: map[string]any{"connection_name": "nova-api", "product": "py-amqp", "capabilities": map[string]any{"x": true}}}}
-}
-
 // TestStatus: every source lands in the reply: health per service (a
 // failing check, a passing one, one without a check, a disabled one),
 // the broker's alarms and etcd's, the cache's hit ratio, the etcd
-// leader by name, the broker's lists in RabbitMQ's shapes.
+// leader by name.
 func TestStatus(t *testing.T) {
 	ts := server(t, Config{
 		Version:  "substrate test",
@@ -155,7 +132,6 @@ func TestStatus(t *testing.T) {
 			return kvstore.Status{ID: 0xa, Leader: 0xb, DBSize: 20480, Alarms: []string{"NOSPACE on b"},
 				Members: []kvstore.Member{{ID: 0xa, Name: "ctl1"}, {ID: 0xb, Name: "ctl2"}}}, nil
 		},
-		Broker:       fakeBroker{},
 		Authenticate: func(r *http.Request) (string, error) { return "guest", nil },
 	})
 	st := readStatus(t, ts)
@@ -182,15 +158,6 @@ func TestStatus(t *testing.T) {
 	if st.User != "guest" || st.Version != "substrate test" {
 		t.Errorf("user %q version %q", st.User, st.Version)
 	}
-	b := st.Broker
-	if b == nil || len(b.Queues) != 2 || b.Queues[1]["vhost"] != "other" || b.Queues[1]["type"] != "quorum" || b.Queues[0]["type"] != "classic" ||
-		b.Overview.QueueTotals["messages"] != 6 || b.Overview.QueueTotals["messages_ready"] != 4 || b.Overview.ObjectTotals["channels"] != 2 {
-		t.Fatalf("broker %+v", b)
-	}
-	cp := b.Connections[0]["client_properties"].(map[string]any)
-	if cp["connection_name"] != "nova-api" || cp["product"] != "py-amqp" || cp["capabilities"] != nil {
-		t.Errorf("client_properties %v", cp)
-	}
 }
 
 // TestStatusDisabledServices: what does not run is null or disabled, and
@@ -204,7 +171,7 @@ func TestStatusDisabledServices(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 	st := readStatus(t, ts)
-	if st.Cache != nil || st.Broker != nil || st.Etcd == nil || st.Etcd.Error == "" || len(st.Alarms) != 0 {
+	if st.Cache != nil || st.Etcd == nil || st.Etcd.Error == "" || len(st.Alarms) != 0 {
 		t.Errorf("%s", body)
 	}
 	for _, s := range st.Services {

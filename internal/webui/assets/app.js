@@ -293,18 +293,15 @@ function statBox(label, value, cls, id) {
   return el("div", { class: "stat " + (cls || ""), id }, el("div", { class: "v" }, value), el("div", { class: "k" }, label));
 }
 
-function renderBroker(enabled, overview, queues, conns, sample, source) {
+function renderBroker(enabled, overview, queues, conns, sample) {
   $("broker-body").hidden = !enabled;
-  let note = $("broker-note");
   if (!enabled) {
-    note.textContent = "";
     const off = $("broker-off") || el("div", { class: "disabled-note", id: "broker-off" }, "The AMQP broker does not run in this process (--services).");
     $("broker").append(off);
     return;
   }
   const off = $("broker-off");
   if (off) off.remove();
-  note.textContent = source === "api" ? "" : "broker figures from /substrate/status";
   const ot = overview.object_totals || {}, qt = overview.queue_totals || {};
   $("totals").replaceChildren(
     statBox("Connections", fmtInt(ot.connections ?? conns.length), "", "total-connections"),
@@ -465,21 +462,10 @@ function renderEtcd(e) {
         el("td", {}, m.client_urls.join(", ") || "–")))))));
 }
 
-// ---- broker data: the management API, or this page's own endpoint ----
-let apiMissing = false; // /api/overview answered 404: no management API in this build
-
-async function brokerData(st) {
-  if (!apiMissing) {
-    try {
-      const [overview, queues, conns] = await Promise.all([getJSON("/api/overview"), getJSON("/api/queues"), getJSON("/api/connections")]);
-      return { overview, queues, conns, source: "api" };
-    } catch (e) {
-      if (!(e instanceof HTTPError && e.status === 404) || !st.broker) throw e;
-      apiMissing = true;
-    }
-  }
-  const b = st.broker || { overview: {}, queues: [], connections: [] };
-  return { overview: b.overview, queues: b.queues, conns: b.connections, source: "status" };
+// ---- broker data: RabbitMQ's management API ----
+async function brokerData() {
+  const [overview, queues, conns] = await Promise.all([getJSON("/api/overview"), getJSON("/api/queues"), getJSON("/api/connections")]);
+  return { overview, queues, conns };
 }
 
 // ---- the poll loop ----
@@ -495,7 +481,7 @@ async function poll() {
     st = await getJSON("/substrate/status");
     const amqp = st.services.find((s) => s.name === "amqp");
     const enabled = !!(amqp && amqp.enabled);
-    const b = enabled ? await brokerData(st) : { overview: {}, queues: [], conns: [], source: "" };
+    const b = enabled ? await brokerData() : { overview: {}, queues: [], conns: [] };
     const now = Date.now();
     const sample = recordSample(now, b.overview, b.queues);
     if (st.cache) sample.cache = { t: now, evictions: st.cache.evictions, cmd_get: st.cache.cmd_get };
@@ -512,7 +498,7 @@ async function poll() {
     $("updated").className = "muted";
     renderHealth(st);
     renderAlarms(st);
-    renderBroker(enabled, b.overview || {}, b.queues || [], b.conns || [], sample, b.source);
+    renderBroker(enabled, b.overview || {}, b.queues || [], b.conns || [], sample);
     renderCache(st.cache);
     renderEtcd(st.etcd);
     document.body.dataset.loaded = String(now);
