@@ -4,9 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/metrics"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -15,6 +15,7 @@ import (
 
 	"substrate/cache"
 	internalmetrics "substrate/internal/metrics"
+	"substrate/internal/mgmtapi"
 )
 
 // The sources of the RabbitMQ and memcached metrics. The collectors are
@@ -38,19 +39,19 @@ type identity struct {
 // follows: rabbitmq_build_info's rabbitmq_version.
 const rabbitmqVersion = "3.10.8"
 
-// newIdentity names the node as RabbitMQ names its own (NAME@HOST, with
-// "substrate" for "rabbit"), the cluster as the broker's cluster_name
-// server property does, and derives a permanent cluster id from the host
-// and the data directory: stable across restarts, as RabbitMQ's is.
+// newIdentity names the node as the management API does (RabbitMQ's
+// default, rabbit@ and the short host name), the cluster as the broker's
+// cluster_name server property does, and derives a permanent cluster id
+// from the host and the data directory: stable across restarts, as
+// RabbitMQ's is.
 func newIdentity(dataDir string, maxConns int) *identity {
 	host, _ := os.Hostname()
-	short, _, _ := strings.Cut(host, ".")
-	abs := dataDir
-	if wd, err := os.Getwd(); err == nil && !strings.HasPrefix(dataDir, "/") {
-		abs = wd + "/" + dataDir
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
 	}
 	sum := sha256.Sum256([]byte(host + "\x00" + abs))
-	return &identity{node: "substrate@" + short, cluster: "substrate@" + host,
+	return &identity{node: mgmtapi.DefaultNode(), cluster: "substrate@" + host,
 		clusterID: "rabbitmq-cluster-id-" + base64.RawURLEncoding.EncodeToString(sum[:16]), maxConns: maxConns}
 }
 
