@@ -2,6 +2,7 @@ package cache
 
 import (
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -439,21 +440,58 @@ func TestNoEvict(t *testing.T) {
 
 func TestConcurrentClients(t *testing.T) {
 	addr := startOurs(t, serverOpts{memMB: 4})
+	if got := dial(t, addr).roundTrip("set ctr 0 0 1\r\n0\r\n"); got != "STORED\r\n" {
+		t.Fatalf("set ctr: %q", got)
+	}
+	const clients, rounds = 8, 300
 	var wg sync.WaitGroup
-	for g := range 8 {
+	counts := make([][]int, clients) // the incr replies each client saw
+	for g := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c := dial(t, addr)
-			for i := range 300 {
-				k := "cc" + strconv.Itoa((g*7+i)%50)
+			for i := range rounds {
+				k := "cc" + strconv.Itoa(g) + "-" + strconv.Itoa(i%50)
 				c.send("set " + k + " 0 0 3\r\nabc\r\n")
 				c.send("incr ctr 1\r\nget " + k + "\r\ndelete " + k + "\r\nmg " + k + " v c t\r\n")
 			}
-			c.roundTrip("")
+			lines := strings.Split(strings.TrimSuffix(c.roundTrip(""), "\r\n"), "\r\n")
+			if len(lines) != 7*rounds {
+				t.Errorf("client %d: %d reply lines, want %d", g, len(lines), 7*rounds)
+				return
+			}
+			prev := 0
+			for i := range rounds {
+				k := "cc" + strconv.Itoa(g) + "-" + strconv.Itoa(i%50)
+				r := lines[7*i : 7*i+7]
+				n, err := strconv.Atoi(r[1])
+				want := []string{"STORED", r[1], "VALUE " + k + " 0 3", "abc", "END", "DELETED", "EN"}
+				if err != nil || n <= prev || !slices.Equal(r, want) {
+					t.Errorf("client %d round %d: %q, want %q with a counter above %d", g, i, r, want, prev)
+					return
+				}
+				prev = n
+				counts[g] = append(counts[g], n)
+			}
 		}()
 	}
 	wg.Wait()
+	// Every increment happened exactly once: together the clients saw
+	// each value 1..clients*rounds once.
+	var all []int
+	for _, c := range counts {
+		all = append(all, c...)
+	}
+	slices.Sort(all)
+	for i, n := range all {
+		if n != i+1 {
+			t.Fatalf("incr replies sorted: position %d is %d (lost or repeated increments)", i, n)
+		}
+	}
+	if len(all) != clients*rounds {
+		t.Fatalf("%d incr replies, want %d", len(all), clients*rounds)
+	}
 }
 
 // TestConnectionChurn is Django's pattern: connect, get, close, per

@@ -137,6 +137,12 @@ func (c *conn) execBinary(b *binConn, req *BinaryRequest, err error) bool {
 	case BinIncrement, BinDecrement:
 		c.binArith(b, req)
 	case BinFlush:
+		if s.cfg.NoFlushAll {
+			// memcached -F answers a binary flush (and flushq) so, and
+			// does not count it (a text one it counts).
+			c.binError(b, req, BinStatusAuthError, "")
+			break
+		}
 		st.cmdFlush.Add(1)
 		s.store.flush(flushDelay(req.Exptime), s.clk.now())
 		c.binOK(b, req, nil, 0)
@@ -236,8 +242,9 @@ func (c *conn) binStore(b *binConn, req *BinaryRequest) {
 	if r.mode <= modeReplace {
 		r.flags = req.Flags
 		r.exptime = s.clk.realtimeU(req.Exptime, s.clk.now())
-		// memcached turns any set/add/replace with a CAS into a cas.
-		if req.CAS != 0 {
+		// memcached turns any set/add/replace with a CAS into a cas;
+		// under -C the CAS is lost with the item's CAS field.
+		if req.CAS != 0 && !s.cfg.NoCAS {
 			r.mode = modeCAS
 			isCAS = true
 		}

@@ -69,7 +69,43 @@ type Config struct {
 	// per line (memcached's MEMCACHED_SASL_PWDB format, see the package
 	// documentation). New checks it; every login reads it again.
 	SASLPasswordFile string
+
+	// NoCAS is memcached -C: items carry no CAS value (every CAS reads
+	// 0), "cas" and meta sets with C answer EXISTS/EX for an existing
+	// item, a binary store's CAS is ignored, and delete/arith compare
+	// against 0, as memcached 1.6.18 does.
+	NoCAS bool
+	// NoFlushAll is memcached -F: flush_all answers "CLIENT_ERROR
+	// flush_all not allowed" (binary flush: "Auth failure.") and flushes
+	// nothing.
+	NoFlushAll bool
+	// NoDumping is memcached -X: "stats cachedump" answers "CLIENT_ERROR
+	// stats cachedump not allowed" (it is not implemented otherwise).
+	NoDumping bool
+	// Backlog is the listen(2) backlog of the TCP and unix listeners
+	// (memcached -b, default 1024), passed as memcached passes it: the
+	// kernel caps it at net.core.somaxconn and reads a negative one as
+	// that cap. NewConfig sets the default; 0 is a backlog of 0.
+	Backlog int
+	// Threads is what "stats settings" reports as num_threads (memcached
+	// -t; the caller sets GOMAXPROCS to it when the process is the
+	// cache); 0 reports GOMAXPROCS.
+	Threads int
+	// Verbosity is the initial "stats settings" verbosity (memcached -v
+	// count); the verbosity command changes it.
+	Verbosity int
+	// OnShutdown, when set, enables the text command "shutdown"
+	// (memcached -A): the connection is closed without a reply and
+	// OnShutdown is called once, from the connection's goroutine, with
+	// graceful set for "shutdown graceful"; it must not block (it must not
+	// wait for Shutdown, which waits for that goroutine): the caller
+	// stops the server and the process exits 0, as memcached does.
+	// Without it, shutdown answers "ERROR: shutdown not enabled".
+	OnShutdown func(graceful bool)
 }
+
+// DefaultBacklog is memcached's default listen backlog (-b 1024).
+const DefaultBacklog = 1024
 
 // NewConfig returns a Config with memcached's defaults and the standard
 // listen address 127.0.0.1:11211.
@@ -80,6 +116,7 @@ func NewConfig() Config {
 		MaxConns:    DefaultMaxConns,
 		MaxItemSize: DefaultMaxItemSize,
 		UnixMask:    DefaultUnixMask,
+		Backlog:     DefaultBacklog,
 	}
 }
 

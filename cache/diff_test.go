@@ -78,9 +78,7 @@ func randomCommand(r *rand.Rand) string {
 // TestDifferential sends the same random command stream to our server and
 // to memcached and requires byte-identical replies, command by command.
 func TestDifferential(t *testing.T) {
-	if _, err := os.Stat(memcachedBin); err != nil {
-		t.Skip("memcached not installed")
-	}
+	needMemcached(t)
 	const n = 3000
 	seed := uint64(1)
 	if v, err := strconv.ParseUint(os.Getenv("CACHE_DIFF_SEED"), 10, 64); err == nil {

@@ -8,7 +8,10 @@ import (
 const version = "1.6.18"
 
 // errArithMemory is memcached's reply when incr/decr cannot allocate.
-const errArithMemory = "SERVER_ERROR out of memory"
+const (
+	errArithMemory   = "SERVER_ERROR out of memory"
+	errFlushDisabled = "CLIENT_ERROR flush_all not allowed" // -F
+)
 
 func (c *conn) line(s string) {
 	c.w.WriteString(s)
@@ -100,9 +103,29 @@ func (c *conn) exec(cmd *Command, err error) bool {
 			c.reply(cmd, "NOT_FOUND")
 		}
 	case OpFlushAll:
-		st.cmdFlush.Add(1)
+		st.cmdFlush.Add(1) // counted even under -F, as memcached does
+		if s.cfg.NoFlushAll {
+			c.reply(cmd, errFlushDisabled)
+			break
+		}
 		s.store.flush(cmd.Exptime, s.clk.now())
 		c.reply(cmd, "OK")
+	case OpShutdown:
+		// memcached -A: "shutdown" and "shutdown graceful" close the
+		// connection without a reply and stop the process.
+		switch {
+		case s.cfg.OnShutdown == nil:
+			c.line(ErrShutdownOff.Reply)
+		case len(cmd.Args) == 0 || len(cmd.Args) == 1 && string(cmd.Args[0]) == "graceful":
+			graceful := len(cmd.Args) == 1
+			s.shutdown.Do(func() {
+				s.log.Info("cache: shutdown command received", "remote", remoteString(c.nc), "graceful", graceful)
+				s.cfg.OnShutdown(graceful)
+			})
+			return true
+		default:
+			c.line("CLIENT_ERROR invalid shutdown mode")
+		}
 	case OpVersion:
 		c.line("VERSION " + version)
 	case OpVerbosity:

@@ -31,6 +31,13 @@ type serverOpts struct {
 	sasl    bool   // -S with the users in saslUsers
 	unix    bool   // -s <temp dir>/sock instead of TCP; the address is the path
 	proto   string // -B, if set
+	noCAS   bool   // -C
+	noFlush bool   // -F
+	noDump  bool   // -X
+	backlog int    // -b, if set
+	// shutdown is -A: ours stops (Shutdown) when the command arrives,
+	// as memcached exits.
+	shutdown bool
 }
 
 // saslUsers are the credentials of SASL test servers.
@@ -46,6 +53,16 @@ func startOurs(t testing.TB, o serverOpts) string {
 	}
 	cfg.NoEvict = o.noEvict
 	cfg.Protocol = o.proto
+	cfg.NoCAS, cfg.NoFlushAll, cfg.NoDumping = o.noCAS, o.noFlush, o.noDump
+	if o.backlog != 0 {
+		cfg.Backlog = o.backlog
+	}
+	var srv *Server
+	if o.shutdown {
+		cfg.OnShutdown = func(bool) {
+			go srv.Shutdown(context.Background())
+		}
+	}
 	if o.conns > 0 {
 		cfg.MaxConns = o.conns
 	}
@@ -61,6 +78,7 @@ func startOurs(t testing.TB, o serverOpts) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv = s
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +130,17 @@ func startMemcachedEnv(t testing.TB, o serverOpts, env []string) string {
 	if o.proto != "" {
 		args = append(args, "-B", o.proto)
 	}
+	for _, f := range []struct {
+		on   bool
+		flag string
+	}{{o.noCAS, "-C"}, {o.noFlush, "-F"}, {o.noDump, "-X"}, {o.shutdown, "-A"}} {
+		if f.on {
+			args = append(args, f.flag)
+		}
+	}
+	if o.backlog != 0 {
+		args = append(args, "-b", strconv.Itoa(o.backlog))
+	}
 	if o.sasl {
 		if env == nil {
 			env = saslConf(t)
@@ -156,11 +185,23 @@ func startMemcachedEnv(t testing.TB, o serverOpts, env []string) string {
 func forEachTarget(t *testing.T, o serverOpts, body func(t *testing.T, addr string)) {
 	t.Run("ours", func(t *testing.T) { body(t, startOurs(t, o)) })
 	t.Run("memcached", func(t *testing.T) {
-		if _, err := os.Stat(memcachedBin); err != nil {
-			t.Skip("memcached not installed")
-		}
+		needMemcached(t)
 		body(t, startMemcached(t, o))
 	})
+}
+
+// needMemcached skips a comparison with Debian's memcached when it is not
+// installed, or fails it under SUBSTRATE_REQUIRE_CLIENTS=1 (CI), so that
+// a comparison never disappears silently.
+func needMemcached(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat(memcachedBin); err == nil {
+		return
+	}
+	if os.Getenv("SUBSTRATE_REQUIRE_CLIENTS") == "1" {
+		t.Fatalf("%s is not installed (SUBSTRATE_REQUIRE_CLIENTS=1)", memcachedBin)
+	}
+	t.Skipf("%s is not installed", memcachedBin)
 }
 
 // network is "unix" for socket paths, else "tcp".
@@ -263,4 +304,14 @@ func value(n int, fill byte) string { return strings.Repeat(string(fill), n) }
 
 func setCmd(key string, flags, exp, n int) string {
 	return fmt.Sprintf("set %s %d %d %d\r\n%s\r\n", key, flags, exp, n, value(n, 'v'))
+}
+
+// needTool skips when a tool a test runs is missing, or fails under
+// SUBSTRATE_REQUIRE_CLIENTS=1.
+func needTool(t testing.TB, what string) {
+	t.Helper()
+	if os.Getenv("SUBSTRATE_REQUIRE_CLIENTS") == "1" {
+		t.Fatalf("%s is not installed (SUBSTRATE_REQUIRE_CLIENTS=1)", what)
+	}
+	t.Skipf("%s is not installed", what)
 }

@@ -234,7 +234,8 @@ func (p *Parser) Parse(buf []byte) (*Command, int, error) {
 			return c, consumed, nil
 		case "shutdown":
 			c.Op = OpShutdown
-			return c, consumed, ErrShutdownOff
+			c.Args = append(c.Args, toks[1:]...)
+			return c, consumed, nil
 		case "slabs":
 			return c, consumed, p.parseSlabs(toks)
 		}

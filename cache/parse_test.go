@@ -251,7 +251,6 @@ func TestParseShouldFail(t *testing.T) {
 		{"decr k 1x\r\n", ErrBadDelta, false, 0},
 		{"delete k 5\r\n", ErrDeleteUsage, false, 0},
 		{"delete k 5 noreply\r\n", ErrDeleteUsage, true, 0},
-		{"shutdown\r\n", ErrShutdownOff, false, 0},
 		{"GET / HTTP/1.1\r\n", ErrHTTPRequest, false, 0},
 		{"POST /x HTTP/1.0\r\n", ErrHTTPRequest, false, 0},
 		{"mg k Q\r\n", ErrMetaInvalidFlag, false, 0},

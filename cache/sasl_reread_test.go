@@ -102,9 +102,7 @@ func TestSASLCredentialsReadAtEachLogin(t *testing.T) {
 		})
 	})
 	t.Run("memcached", func(t *testing.T) {
-		if _, err := os.Stat(memcachedBin); err != nil {
-			t.Skip("memcached not installed")
-		}
+		needMemcached(t)
 		env := saslConf(t)
 		db := filepath.Join(strings.TrimPrefix(env[0], "SASL_CONF_PATH="), "sasldb2")
 		saslpasswd := func(stdin string, args ...string) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,7 @@ type Server struct {
 	conns     map[*conn]struct{}
 	wg        sync.WaitGroup
 	verbosity atomic.Uint32
+	shutdown  sync.Once // OnShutdown is called once
 }
 
 // New validates cfg and returns a server that is not yet listening.
@@ -66,6 +68,8 @@ func New(cfg Config) (*Server, error) {
 		conns: make(map[*conn]struct{}),
 	}
 	s.limit = logging.NewLimiter(log, "memcached", 10, time.Second)
+	s.store.noCAS = cfg.NoCAS
+	s.verbosity.Store(uint32(min(max(cfg.Verbosity, 0), math.MaxUint32)))
 	if cfg.TLS != nil {
 		if s.tls, err = newTLSState(cfg.TLS); err != nil {
 			return nil, err
@@ -103,6 +107,12 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("cache: listen %s: %w", a, err)
 		}
 		ls = append(ls, l)
+		if err := setBacklog(l, s.cfg.Backlog); err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return err
+		}
 		useTLS = append(useTLS, s.tls != nil && i < len(s.cfg.Addrs))
 	}
 	if s.cfg.UnixSocket != "" {
@@ -114,6 +124,12 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 		ls = append(ls, l)
+		if err := setBacklog(l, s.cfg.Backlog); err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return err
+		}
 	}
 	udp, err := s.listenUDP(ctx)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,9 +212,7 @@ func BenchmarkServer(b *testing.B) {
 	}
 	b.Run("ours", func(b *testing.B) { run(b, startOurs(b, serverOpts{})) })
 	b.Run("memcached", func(b *testing.B) {
-		if _, err := os.Stat(memcachedBin); err != nil {
-			b.Skip("memcached not installed")
-		}
+		needMemcached(b)
 		run(b, startMemcached(b, serverOpts{}))
 	})
 }

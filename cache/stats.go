@@ -119,6 +119,13 @@ func (c *conn) statsCmd(cmd *Command) bool {
 			s.connStats(&w)
 		case "sizes":
 			w.str("sizes_status", "disabled")
+		case "cachedump":
+			if !s.cfg.NoDumping {
+				c.line("ERROR") // not implemented
+				return false
+			}
+			c.line("CLIENT_ERROR stats cachedump not allowed")
+			return false
 		case "items":
 			s.itemStats(&w)
 		case "slabs":
@@ -262,6 +269,9 @@ func (s *Server) settingsStats(w *statWriter) {
 		}
 	}
 	threads := strconv.Itoa(runtime.GOMAXPROCS(0))
+	if s.cfg.Threads > 0 {
+		threads = strconv.Itoa(s.cfg.Threads)
+	}
 	w.i("maxbytes", s.store.limit.Load())
 	w.i("maxconns", int64(s.cfg.MaxConns))
 	w.str("tcpport", port)
@@ -278,7 +288,7 @@ func (s *Server) settingsStats(w *statWriter) {
 	w.str("evictions", onOff(!s.cfg.NoEvict, "on", "off"))
 	w.str("domain_socket", onOff(s.cfg.UnixSocket != "", s.cfg.UnixSocket, "NULL"))
 	w.str("umask", strconv.FormatUint(uint64(s.cfg.UnixMask&os.ModePerm), 8))
-	w.str("shutdown_command", "no")
+	w.str("shutdown_command", onOff(s.cfg.OnShutdown != nil, "yes", "no"))
 	w.str("growth_factor", "1.25")
 	w.str("chunk_size", "48")
 	w.str("num_threads", threads)
@@ -286,8 +296,8 @@ func (s *Server) settingsStats(w *statWriter) {
 	w.str("stat_key_prefix", ":")
 	w.str("detail_enabled", "no")
 	w.str("reqs_per_event", "20")
-	w.str("cas_enabled", "yes")
-	w.str("tcp_backlog", "1024")
+	w.str("cas_enabled", onOff(!s.cfg.NoCAS, "yes", "no"))
+	w.i("tcp_backlog", int64(s.cfg.Backlog))
 	w.str("binding_protocol", s.bindingProtocol())
 	w.str("auth_enabled_sasl", onOff(s.cfg.SASL, "yes", "no"))
 	w.str("auth_enabled_ascii", "no")
@@ -303,8 +313,8 @@ func (s *Server) settingsStats(w *statWriter) {
 	w.str("lru_crawler_sleep", "100")
 	w.str("lru_crawler_tocrawl", "0")
 	w.str("tail_repair_time", "0")
-	w.str("flush_enabled", "yes")
-	w.str("dump_enabled", "yes")
+	w.str("flush_enabled", onOff(!s.cfg.NoFlushAll, "yes", "no"))
+	w.str("dump_enabled", onOff(!s.cfg.NoDumping, "yes", "no"))
 	w.str("hash_algorithm", "murmur3")
 	w.str("lru_maintainer_thread", "yes")
 	w.str("lru_segmented", "yes")

@@ -127,6 +127,7 @@ type store struct {
 	used       atomic.Int64
 	limit      atomic.Int64
 	noEvict    bool
+	noCAS      bool // memcached -C: every item's CAS is 0
 	casID      atomic.Uint64
 	oldestLive atomic.Uint32
 	oldestCAS  atomic.Uint64
@@ -178,7 +179,14 @@ func (s *store) lookupHash(sh *shard, h uint64, key []byte) int32 {
 	}
 }
 
-func (s *store) nextCAS() uint64 { return s.casID.Add(1) }
+// nextCAS is the CAS of a new or changed item: 0 under -C, as memcached
+// reads an item without a CAS field.
+func (s *store) nextCAS() uint64 {
+	if s.noCAS {
+		return 0
+	}
+	return s.casID.Add(1)
+}
 
 // flushed is memcached's item_is_flushed.
 func (s *store) flushed(it *item, now uint32) bool {
@@ -501,7 +509,9 @@ func (s *store) storeLocked(sh *shard, idx int32, r *storeReq, now uint32, reser
 		if old == nil {
 			return resNotFound, 0, -reserved
 		}
-		if r.cas != old.cas {
+		// Under -C memcached compares the request's CAS (or, for 0, a
+		// fresh id) with the item's missing CAS: it never matches.
+		if r.cas != old.cas || s.noCAS {
 			if !(r.setStale && r.cas < old.cas) {
 				return resExists, 0, -reserved
 			}
@@ -516,7 +526,7 @@ func (s *store) storeLocked(sh *shard, idx int32, r *storeReq, now uint32, reser
 		if old == nil {
 			return resNotStored, 0, -reserved
 		}
-		if r.cas != 0 && r.cas != old.cas {
+		if r.cas != 0 && r.cas != old.cas && !s.noCAS {
 			return resExists, 0, -reserved
 		}
 		total := int64(itemTotal(len(r.key), len(old.value())+len(r.data), old.flags))

@@ -207,9 +207,7 @@ func startMemcachedTLS(t *testing.T, f *tlsFiles, o tlsServerOpts) tlsTarget {
 func forEachTLSTarget(t *testing.T, f *tlsFiles, o tlsServerOpts, body func(t *testing.T, tt tlsTarget)) {
 	t.Run("ours", func(t *testing.T) { body(t, startOursTLS(t, f, o)) })
 	t.Run("memcached", func(t *testing.T) {
-		if _, err := os.Stat(memcachedBin); err != nil {
-			t.Skip("memcached not installed")
-		}
+		needMemcached(t)
 		body(t, startMemcachedTLS(t, f, o))
 	})
 }
@@ -449,7 +447,6 @@ func TestTLSLoadErrorsMatchMemcached(t *testing.T) {
 			files
 		}{"chain unreadable", files{chain: unreadable, key: f.srvKey}})
 	}
-	_, haveReal := os.Stat(memcachedBin)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := NewConfig()
@@ -475,9 +472,7 @@ func TestTLSLoadErrorsMatchMemcached(t *testing.T) {
 			if !errors.As(err, &te) {
 				t.Fatalf("New: %v, want a *TLSError", err)
 			}
-			if haveReal != nil {
-				t.Skip("memcached not installed")
-			}
+			needMemcached(t)
 			args := []string{"-u", "nobody", "-l", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "-U", "0", "-Z"}
 			if len(opts) > 0 {
 				args = append(args, "-o", strings.Join(opts, ","))

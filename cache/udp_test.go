@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,9 +28,7 @@ func forEachUDPTarget(t *testing.T, body func(t *testing.T, addr string)) {
 		body(t, s.UDPAddrs()[0].String())
 	})
 	t.Run("memcached", func(t *testing.T) {
-		if _, err := os.Stat(memcachedBin); err != nil {
-			t.Skip("memcached not installed")
-		}
+		needMemcached(t)
 		port := freeUDPPort(t)
 		execMemcached(t, "-u", "nobody", "-l", "127.0.0.1", "-p", strconv.Itoa(freePort(t)), "-U", strconv.Itoa(port), "-t", "1")
 		addr := "127.0.0.1:" + strconv.Itoa(port)

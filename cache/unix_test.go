@@ -42,9 +42,7 @@ func TestUnixSocket(t *testing.T) {
 // TestUnixSocketDisablesTCP documents memcached's rule the lead maps -s
 // onto: with -s, no TCP port is opened even when -p is given.
 func TestUnixSocketDisablesTCP(t *testing.T) {
-	if _, err := os.Stat(memcachedBin); err != nil {
-		t.Skip("memcached not installed")
-	}
+	needMemcached(t)
 	port := freePort(t)
 	path := filepath.Join(t.TempDir(), "sock")
 	cmd := execMemcached(t, "-u", "root", "-l", "127.0.0.1", "-p", itoa(port), "-U", "0", "-s", path)

@@ -9,12 +9,15 @@ import (
 	"math"
 	"os"
 	"os/user"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"substrate/cache"
 	"substrate/internal/lifecycle"
@@ -63,6 +66,11 @@ func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []str
 	cfg.MaxConns = o.MaxConns
 	cfg.MaxItemSize = o.MaxItemSize
 	cfg.NoEvict = o.NoEvict
+	cfg.NoCAS = o.DisableCAS
+	cfg.NoFlushAll = o.NoFlushAll
+	cfg.NoDumping = o.NoDumping
+	cfg.Backlog = o.Backlog
+	cfg.Verbosity = o.Verbosity
 	cfg.Addrs = nil
 	cfg.TLS = tlsConfig(o)
 	if o.SASL {
@@ -175,6 +183,9 @@ func memcached(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case err != nil:
 		return err
 	}
+	if _, err := o.Check(memcachedcli.Standalone); err != nil {
+		return err
+	}
 	// memcached loads its certificates before checking privileges.
 	if tc := tlsConfig(o); tc != nil {
 		if err := tc.Check(); err != nil {
@@ -194,6 +205,27 @@ func memcached(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cfg.Logger = log
+	if o.ThreadsSet {
+		// memcached -t: the process is the cache, so its worker threads
+		// are the Go scheduler's.
+		runtime.GOMAXPROCS(o.Threads)
+		cfg.Threads = o.Threads
+	}
+	if o.LockMemory {
+		lockMemory(stderr)
+	}
+	if o.Coredumps {
+		if err := enableCoredumps(); err != nil {
+			return err
+		}
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if o.Shutdown {
+		// memcached -A: the shutdown command ends the process (exit 0)
+		// as a signal does.
+		cfg.OnShutdown = func(bool) { stop() }
+	}
 	warnCacheSecrets(log, cfg)
 	limitHeap(o.MaxBytes())
 	srv, err := cache.New(cfg)
@@ -251,6 +283,44 @@ func dropPrivileges(name string) error {
 	if err := syscall.Setuid(uid); err != nil {
 		return fmt.Errorf("failed to assume identity of user %s: %w", name, err)
 	}
+	return nil
+}
+
+// checkServeCacheOptions refuses the memcached options substrate serve does
+// not support and logs one line for each it does not apply (see
+// memcachedcli.Options.Check).
+func checkServeCacheOptions(o memcachedcli.Options, log *slog.Logger) error {
+	notApplied, err := o.Check(memcachedcli.Serve)
+	for _, line := range notApplied {
+		log.Warn(line)
+	}
+	return err
+}
+
+// lockMemory is memcached -k: lock the process's pages in memory, or warn
+// and go on as memcached does.
+func lockMemory(stderr io.Writer) {
+	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE); err != nil {
+		fmt.Fprintf(stderr, "warning: -k invalid, mlockall() failed: %s\n", err)
+	}
+}
+
+// enableCoredumps is memcached -r: raise the core file limit to
+// unlimited (or at least to its hard limit) and fail with memcached's
+// message if cores are still off; a fatal Go error then dumps core.
+func enableCoredumps() error {
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &old); err == nil {
+		inf := unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}
+		if unix.Setrlimit(unix.RLIMIT_CORE, &inf) != nil {
+			_ = unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: old.Max, Max: old.Max})
+		}
+	}
+	var cur unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &cur); err != nil || cur.Cur == 0 {
+		return exitError{"failed to ensure corefile creation", memcachedcli.ExitOSErr}
+	}
+	debug.SetTraceback("crash")
 	return nil
 }
 

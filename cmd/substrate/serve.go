@@ -407,6 +407,9 @@ func serveCache(ctx context.Context, f serveFlags, hosts []string, log *slog.Log
 	for _, w := range o.Warnings {
 		log.Warn(w)
 	}
+	if err := checkServeCacheOptions(o, log); err != nil {
+		return cacheService{}, 0, fmt.Errorf("memcached options %q: %w", strings.Join(args, " "), err)
+	}
 	cfg, err := cacheConfig(ctx, o, hosts, f.memcachedPort)
 	if err != nil {
 		return cacheService{}, 0, fmt.Errorf("memcached: %w", err)

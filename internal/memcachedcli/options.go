@@ -124,6 +124,7 @@ type Options struct {
 	Daemonize bool   // -d, --daemon
 
 	Threads      int  // -t, --threads (default 4)
+	ThreadsSet   bool // -t was given
 	Verbosity    int  // -v count (-v, -vv, -vvv, --verbose[=x])
 	SASL         bool // -S, --enable-sasl
 	TLS          bool // -Z, --enable-ssl

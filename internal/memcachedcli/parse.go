@@ -126,6 +126,7 @@ func (o *Options) apply(c byte, arg string, hasArg bool) error {
 		}
 	case 't':
 		o.Threads = atoi(arg)
+		o.ThreadsSet = true
 		if o.Threads <= 0 {
 			return fail(ExitFailure, "Number of threads must be greater than 0")
 		}

@@ -35,7 +35,7 @@ var validCases = []struct {
 		o.MaxConns = 10
 		o.User = "memcached"
 		o.Inter, o.interSet, o.Listen = "::1", true, []string{"::1"}
-		o.Threads = 2
+		o.Threads, o.ThreadsSet = 2, true
 		o.Daemonize = true
 		o.PidFile = "/run/m.pid"
 	}},
@@ -61,7 +61,7 @@ var validCases = []struct {
 	{"C number quirks", []string{"-c", "10x", "-I", "1.5m", "-t", "3x", "-a", "0755", "-b", "-1", "-R", "-1", "-n", "-1", "-f", "1.5x", "-p", "notanumber"}, func(o *Options) {
 		o.MaxConns = 10
 		o.MaxItemSize = 1024 * 1024
-		o.Threads = 3
+		o.Threads, o.ThreadsSet = 3, true
 		o.UnixMask = 0o755
 		o.Backlog = -1
 		o.ReqsPerEvent = -1
@@ -93,7 +93,7 @@ var validCases = []struct {
 	{"sasl forces binary", []string{"-S"}, func(o *Options) { o.SASL, o.Protocol = true, ProtoBinary }},
 	{"auth file forces ascii", []string{"-Y", "/etc/m.auth"}, func(o *Options) { o.AuthFile, o.Protocol = "/etc/m.auth", ProtoASCII }},
 	{"high thread warning", []string{"-t", "65", "-N", "2"}, func(o *Options) {
-		o.Threads = 65
+		o.Threads, o.ThreadsSet = 65, true
 		o.NAPIIDs = 2
 		o.Warnings = []string{"WARNING: Setting a high number of workerthreads is not recommended.\n Set this value to the number of cores in your machine or less."}
 	}},
