@@ -76,7 +76,7 @@ const (
 
 // ValidationError is a policy RabbitMQ would refuse. Reason is RabbitMQ's
 // text, such as "-1 is not a valid maximum length"; rabbitmqctl prints
-// "Error:\nValidation failed\n\n" + Reason + "\n" (exit code 69), the
+// "Error:\nValidation failed\n\n" + Reason + "\n\n" on stderr (exit code 69), the
 // management API answers 400 with reason "Validation failed\n\n" +
 // Reason + "\n".
 type ValidationError struct{ Reason string }

@@ -5,6 +5,7 @@ package definitionstest
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -110,6 +111,23 @@ func Run(t *testing.T, d broker.Definitions) {
 		t.Fatalf("cleared limits still stored: %#v", got)
 	}
 
+	// Policies and operator policies are apart: one of each may share a
+	// name. Definitions come back as JSON numbers do (compare loosely).
+	pol := broker.Policy{VHost: "nova/cell1", Name: "ha-all", Pattern: `^(?!amq\.).*`, ApplyTo: "all", Priority: 1,
+		Definition: map[string]any{"ha-mode": "all"}}
+	op := broker.Policy{VHost: "nova/cell1", Name: "ha-all", Pattern: ".*", ApplyTo: "queues", Operator: true,
+		Definition: map[string]any{"max-length": 5}}
+	must(d.PutPolicy(ctx, pol))
+	must(d.PutPolicy(ctx, op))
+	must(d.PutPolicy(ctx, broker.Policy{VHost: "/", Name: "gone", Pattern: ".*", ApplyTo: "all", Definition: map[string]any{"expires": 1}}))
+	must(d.DeletePolicy(ctx, "/", "gone", false))
+	must(d.DeletePolicy(ctx, "/", "never", true))
+	set = load()
+	if len(set.Policies) != 2 || !reflect.DeepEqual(set.Policies[0], pol) || set.Policies[1].Operator != true || set.Policies[1].Pattern != ".*" ||
+		fmt.Sprint(set.Policies[1].Definition["max-length"]) != "5" {
+		t.Fatalf("policies round trip: %+v", set.Policies)
+	}
+
 	// Cascades.
 	must(d.DeleteQueue(ctx, "/", q.Name))
 	if set := load(); len(set.Queues) != 0 || len(set.Bindings) != 1 {
@@ -122,7 +140,7 @@ func Run(t *testing.T, d broker.Definitions) {
 	must(d.DeletePermission(ctx, "openstack", "/"))
 	must(d.DeleteVHost(ctx, "nova/cell1"))
 	set = load()
-	if len(set.VHosts) != 1 || set.VHosts[0].Name != "/" || len(set.Permissions) != 0 || len(set.Users) != 1 {
+	if len(set.VHosts) != 1 || set.VHosts[0].Name != "/" || len(set.Permissions) != 0 || len(set.Users) != 1 || len(set.Policies) != 0 {
 		t.Fatalf("after vhost delete: %+v", set)
 	}
 	must(d.DeleteVHost(ctx, "/"))

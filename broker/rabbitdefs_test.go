@@ -1,0 +1,132 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// kollaDefinitions is shaped as kolla-ansible's and openstack-ansible's
+// definitions.json: a sha256 hash made by RabbitMQ (salt 0x01020304,
+// password "s3cret"), a plain password, tags as a string, the ha-all
+// policy with its negative lookahead.
+func kollaDefinitions() string {
+	salt := []byte{1, 2, 3, 4}
+	sum := sha256.Sum256(append(append([]byte(nil), salt...), "s3cret"...))
+	hash := base64.StdEncoding.EncodeToString(append(salt, sum[:]...))
+	return `{
+  "vhosts": [{"name": "/"}, {"name": "nova"}],
+  "users": [
+    {"name": "openstack", "password_hash": "` + hash + `", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "administrator"},
+    {"name": "monitor", "password": "watch", "tags": "monitoring,management"}
+  ],
+  "permissions": [
+    {"user": "openstack", "vhost": "nova", "configure": ".*", "write": ".*", "read": ".*"}
+  ],
+  "policies": [
+    {"vhost": "nova", "name": "ha-all", "pattern": "^(?!(amq\\.)|(.*_fanout_)|(reply_)).*", "apply-to": "all", "definition": {"ha-mode": "all"}, "priority": 0},
+    {"vhost": "nova", "name": "limit", "pattern": "^limited$", "apply-to": "queues", "definition": {"max-length": 1}, "priority": 5}
+  ],
+  "parameters": [
+    {"vhost": "nova", "component": "vhost-limits", "name": "limits", "value": {"max-queues": 100}},
+    {"vhost": "nova", "component": "operator_policy", "name": "op", "value": {"pattern": ".*", "apply-to": "queues", "priority": 0, "definition": [["message-ttl", 3600000]]}}
+  ],
+  "exchanges": [{"name": "nova", "vhost": "nova", "type": "topic", "durable": true, "auto_delete": false, "internal": false, "arguments": {}}],
+  "queues": [
+    {"name": "compute", "vhost": "nova", "durable": true, "auto_delete": false, "arguments": {"x-expires": 1800000}},
+    {"name": "limited", "vhost": "nova", "durable": true, "auto_delete": false, "arguments": {}},
+    {"name": "reply_abc", "vhost": "nova", "durable": false, "auto_delete": false, "arguments": {}}
+  ],
+  "bindings": [{"source": "nova", "vhost": "nova", "destination": "compute", "destination_type": "queue", "routing_key": "compute.host1", "arguments": {}}]
+}`
+}
+
+func importJSON(t *testing.T, s *Server, js string) error {
+	t.Helper()
+	var d RabbitDefinitions
+	must(t, json.Unmarshal([]byte(js), &d))
+	return s.ImportDefinitions(context.Background(), d)
+}
+
+func TestImportDeploymentDefinitions(t *testing.T) {
+	s := startServer(t)
+	must(t, importJSON(t, s, kollaDefinitions()))
+
+	// The imported hash logs in with the original password, and routes.
+	u := "amqp://openstack:s3cret@" + addrOf(s) + "/" + url.PathEscape("nova")
+	c := dial(t, u)
+	ch := channel091(t, c)
+	must(t, ch.Publish("nova", "compute.host1", false, false, amqp091.Publishing{Body: []byte("x")}))
+	waitCount(t, c, "compute", 1)
+	if _, err := amqp091.Dial("amqp://openstack:wrong@" + addrOf(s) + "/nova"); err == nil {
+		t.Fatal("a wrong password logged in")
+	}
+	var monitor User
+	for _, x := range s.Users() {
+		if x.Name == "monitor" {
+			monitor = x
+		}
+	}
+	if !monitor.CheckPassword("watch") || !reflect.DeepEqual(monitor.Tags, []string{"monitoring", "management"}) {
+		t.Fatalf("monitor: %+v", monitor)
+	}
+	pol := map[string]string{}
+	for _, q := range s.Queues("nova") {
+		pol[q.Name] = q.Policy + "/" + q.OperatorPolicy
+	}
+	if want := map[string]string{"compute": "ha-all/op", "limited": "limit/op", "reply_abc": "/op"}; !reflect.DeepEqual(pol, want) {
+		t.Fatalf("policies in effect %v, want %v", pol, want)
+	}
+	if l := s.VHostLimits()["nova"]; l[LimitMaxQueues] != 100 {
+		t.Fatalf("vhost limits %v", l)
+	}
+	pubRange(t, ch, "", "limited", 1, 3)
+	waitCount(t, c, "limited", 1)
+
+	// Export, then import into a fresh broker: the same export.
+	exp := s.ExportDefinitions()
+	b, err := json.Marshal(exp)
+	must(t, err)
+	for _, want := range []string{`"rabbit_version":"3.10.8"`, `"definition":[["message-ttl",3600000]]`, `"component":"vhost-limits"`, `"hashing_algorithm":"rabbit_password_hashing_sha256"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("export lacks %s:\n%s", want, b)
+		}
+	}
+	s2 := startServer(t)
+	must(t, importJSON(t, s2, string(b)))
+	exp2 := s2.ExportDefinitions()
+	b2, _ := json.Marshal(exp2)
+	if string(b) != string(b2) {
+		t.Fatalf("round trip differs:\n%s\n%s", b, b2)
+	}
+	c2 := dial(t, "amqp://openstack:s3cret@"+addrOf(s2)+"/nova")
+	c2.Close()
+}
+
+// A part substrate cannot honour refuses the whole import: nothing is
+// changed.
+func TestImportRefusals(t *testing.T) {
+	s := startServer(t)
+	for _, c := range []struct{ js, want string }{
+		{`{"users":[{"name":"u","password_hash":"abc","tags":[]}]}`, `{:not_base64, "abc"}`},
+		{`{"users":[{"name":"u","password_hash":"YWJjZA==","hashing_algorithm":"rabbit_password_hashing_md5","tags":[]}]}`, "hashing algorithm rabbit_password_hashing_md5 is not supported"},
+		{`{"vhosts":[{"name":"x"}],"policies":[{"vhost":"x","name":"p","pattern":".*","definition":{"max-length":-1}}]}`, "-1 is not a valid maximum length"},
+		{`{"vhosts":[{"name":"x"}],"topic_permissions":[{"user":"guest","vhost":"x","exchange":"amq.topic","write":".*","read":".*"}]}`, "topic permissions are not supported"},
+		{`{"vhosts":[{"name":"x"}],"parameters":[{"vhost":"x","component":"federation-upstream","name":"u","value":{}}]}`, `component "federation-upstream" are not supported`},
+	} {
+		err := importJSON(t, s, c.js)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.js, err, c.want)
+		}
+	}
+	if len(s.Users()) != 1 || len(s.VHosts()) != 1 {
+		t.Fatalf("a refused import changed something: %v %v", s.Users(), s.VHosts())
+	}
+}
