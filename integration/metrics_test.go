@@ -431,6 +431,11 @@ func TestHealthzNamesFailingService(t *testing.T) {
 	if code, body := httpText(t, healthy, "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("healthy: %d %q", code, body)
 	}
+	// Without etcd the broker has no message store and watches no disk;
+	// the dashboards still get the data directory's free space.
+	if free := promSum(promScrape(t, healthy, "/metrics"), "rabbitmq_disk_space_available_bytes"); free <= 0 {
+		t.Errorf("rabbitmq_disk_space_available_bytes = %v without etcd", free)
+	}
 
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})

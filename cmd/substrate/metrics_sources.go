@@ -32,7 +32,8 @@ var (
 // identity is what serve knows of the broker beyond its methods.
 type identity struct {
 	node, cluster, clusterID string
-	maxConns                 int // --amqp-max-connections; 0: unlimited
+	maxConns                 int    // --amqp-max-connections; 0: unlimited
+	dataDir                  string // --data-dir
 }
 
 // rabbitmqVersion is the RabbitMQ release whose behaviour the broker
@@ -52,7 +53,8 @@ func newIdentity(dataDir string, maxConns int) *identity {
 	}
 	sum := sha256.Sum256([]byte(host + "\x00" + abs))
 	return &identity{node: mgmtapi.DefaultNode(), cluster: "substrate@" + host,
-		clusterID: "rabbitmq-cluster-id-" + base64.RawURLEncoding.EncodeToString(sum[:16]), maxConns: maxConns}
+		clusterID: "rabbitmq-cluster-id-" + base64.RawURLEncoding.EncodeToString(sum[:16]),
+		maxConns:  maxConns, dataDir: dataDir}
 }
 
 // perObjectMetrics is /metrics/per-object's registry: the broker per
@@ -94,6 +96,14 @@ func brokerStats() (internalmetrics.BrokerStats, bool) {
 	}
 	for _, vh := range b.VHosts() {
 		st.Queues = append(st.Queues, b.Queues(vh)...)
+	}
+	if st.DiskFree == 0 && id.dataDir != "" {
+		// A broker without a message store (no etcd) watches no disk;
+		// the dashboards still want the data directory's free space.
+		var fs syscall.Statfs_t
+		if err := syscall.Statfs(id.dataDir, &fs); err == nil {
+			st.DiskFree = fs.Bavail * uint64(fs.Bsize)
+		}
 	}
 	st.OpenFDs, st.MaxFDs = fds()
 	st.MaxSockets = st.MaxFDs
