@@ -3,12 +3,15 @@ package broker
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"regexp"
 	"sort"
 	"sync"
@@ -88,12 +91,51 @@ func hashWithSalt(salt []byte, password string) []byte {
 
 // CheckPassword reports whether password matches the user's hash, in
 // constant time.
+// A hash imported from RabbitMQ's definitions may also be
+// rabbit_password_hashing_sha512's or _md5's (the same salted scheme);
+// its length tells which.
 func (u User) CheckPassword(password string) bool {
-	if len(u.PasswordHash) != 4+sha256.Size {
+	h := hashFor(len(u.PasswordHash))
+	if h == nil {
 		return false
 	}
-	want := hashWithSalt(u.PasswordHash[:4], password)
+	h.Write(u.PasswordHash[:4])
+	h.Write([]byte(password))
+	want := h.Sum(append([]byte(nil), u.PasswordHash[:4]...))
 	return subtle.ConstantTimeCompare(want, u.PasswordHash) == 1
+}
+
+// RabbitMQ's password hashing algorithms, as definitions name them.
+const (
+	HashSHA256 = "rabbit_password_hashing_sha256"
+	HashSHA512 = "rabbit_password_hashing_sha512"
+	HashMD5    = "rabbit_password_hashing_md5"
+)
+
+// hashLen is the length of a salted hash of each algorithm.
+var hashLen = map[string]int{HashSHA256: 4 + sha256.Size, HashSHA512: 4 + sha512.Size, HashMD5: 4 + md5.Size}
+
+func hashFor(n int) hash.Hash {
+	switch n {
+	case 4 + sha256.Size:
+		return sha256.New()
+	case 4 + sha512.Size:
+		return sha512.New()
+	case 4 + md5.Size:
+		return md5.New()
+	}
+	return nil
+}
+
+// HashingAlgorithm names the algorithm of the user's hash as RabbitMQ's
+// definitions do (HashSHA256 for a user without a password).
+func (u User) HashingAlgorithm() string {
+	for name, n := range hashLen {
+		if n == len(u.PasswordHash) {
+			return name
+		}
+	}
+	return HashSHA256
 }
 
 // EncodedHash is the hash as RabbitMQ's definitions JSON writes it

@@ -27,8 +27,8 @@ import (
 // Import takes such a file, or a deployment tool's (kolla-ansible's and
 // openstack-ansible's definitions.json: users with a "password" or a
 // "password_hash", tags as a list or "a,b"), checks all of it first and
-// refuses, with nothing changed, what substrate cannot honour: a hashing
-// algorithm other than rabbit_password_hashing_sha256, user limits, topic
+// refuses, with nothing changed, what substrate cannot honour: an unknown
+// hashing algorithm (sha256, sha512 and md5 are RabbitMQ's), user limits, topic
 // permissions, parameters other than vhost-limits and operator_policy,
 // global parameters other than cluster_name and internal_cluster_id
 // (RabbitMQ's own bookkeeping, which substrate has no use for and
@@ -172,11 +172,6 @@ type RabbitBinding struct {
 	VHost           string         `json:"vhost"`
 }
 
-// Password hashing algorithms of RabbitMQ's users.
-const (
-	HashSHA256 = "rabbit_password_hashing_sha256"
-)
-
 // The version RabbitMQ's definitions carry: the RabbitMQ substrate
 // behaves as.
 const rabbitVersion = "3.10.8"
@@ -202,7 +197,7 @@ func (s *Server) ExportDefinitions() RabbitDefinitions {
 		if len(u.PasswordHash) > 0 {
 			hash = u.EncodedHash()
 		}
-		d.Users = append(d.Users, RabbitUser{Name: u.Name, PasswordHash: hash, HashingAlgorithm: HashSHA256,
+		d.Users = append(d.Users, RabbitUser{Name: u.Name, PasswordHash: hash, HashingAlgorithm: u.HashingAlgorithm(),
 			Tags: append(RabbitTags{}, u.Tags...), Limits: map[string]any{}})
 	}
 	limits := s.VHostLimits()
@@ -285,8 +280,13 @@ func (s *Server) ImportDefinitions(ctx context.Context, d RabbitDefinitions) err
 		if ru.Name == "" {
 			return errors.New("broker: import: a user without a name")
 		}
-		if ru.HashingAlgorithm != "" && ru.HashingAlgorithm != HashSHA256 {
-			return fmt.Errorf("broker: import: user %q: hashing algorithm %s is not supported (only %s)", ru.Name, ru.HashingAlgorithm, HashSHA256)
+		algo := ru.HashingAlgorithm
+		if algo == "" {
+			algo = HashSHA256 // RabbitMQ's default
+		}
+		want, ok := hashLen[algo]
+		if !ok {
+			return fmt.Errorf("broker: import: user %q: unknown hashing algorithm %s", ru.Name, ru.HashingAlgorithm)
 		}
 		if len(ru.Limits) > 0 {
 			return fmt.Errorf("broker: import: user %q: user limits are not supported", ru.Name)
@@ -298,8 +298,8 @@ func (s *Server) ImportDefinitions(ctx context.Context, d RabbitDefinitions) err
 			if err != nil {
 				return fmt.Errorf("broker: import: user %q: {:not_base64, %q}", ru.Name, ru.PasswordHash)
 			}
-			if len(h) != 4+32 {
-				return fmt.Errorf("broker: import: user %q: password_hash is %d bytes, not a %s hash (36)", ru.Name, len(h), HashSHA256)
+			if len(h) != want {
+				return fmt.Errorf("broker: import: user %q: password_hash is %d bytes, not a %s hash (%d)", ru.Name, len(h), algo, want)
 			}
 			u.PasswordHash = h
 		case ru.Password != "":

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -21,11 +22,14 @@ func kollaDefinitions() string {
 	salt := []byte{1, 2, 3, 4}
 	sum := sha256.Sum256(append(append([]byte(nil), salt...), "s3cret"...))
 	hash := base64.StdEncoding.EncodeToString(append(salt, sum[:]...))
+	md := md5.Sum(append(append([]byte(nil), salt...), "old"...))
+	md5Hash := base64.StdEncoding.EncodeToString(append(append([]byte(nil), salt...), md[:]...))
 	return `{
   "vhosts": [{"name": "/"}, {"name": "nova"}],
   "users": [
     {"name": "openstack", "password_hash": "` + hash + `", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "administrator"},
-    {"name": "monitor", "password": "watch", "tags": "monitoring,management"}
+    {"name": "monitor", "password": "watch", "tags": "monitoring,management"},
+    {"name": "legacy", "password_hash": "` + md5Hash + `", "hashing_algorithm": "rabbit_password_hashing_md5", "tags": []}
   ],
   "permissions": [
     {"user": "openstack", "vhost": "nova", "configure": ".*", "write": ".*", "read": ".*"}
@@ -68,11 +72,17 @@ func TestImportDeploymentDefinitions(t *testing.T) {
 	if _, err := amqp091.Dial("amqp://openstack:wrong@" + addrOf(s) + "/nova"); err == nil {
 		t.Fatal("a wrong password logged in")
 	}
-	var monitor User
+	var monitor, legacy User
 	for _, x := range s.Users() {
-		if x.Name == "monitor" {
+		switch x.Name {
+		case "monitor":
 			monitor = x
+		case "legacy":
+			legacy = x
 		}
+	}
+	if !legacy.CheckPassword("old") || legacy.CheckPassword("s3cret") || legacy.HashingAlgorithm() != HashMD5 {
+		t.Fatalf("legacy (md5): %+v", legacy)
 	}
 	if !monitor.CheckPassword("watch") || !reflect.DeepEqual(monitor.Tags, []string{"monitoring", "management"}) {
 		t.Fatalf("monitor: %+v", monitor)
@@ -116,7 +126,8 @@ func TestImportRefusals(t *testing.T) {
 	s := startServer(t)
 	for _, c := range []struct{ js, want string }{
 		{`{"users":[{"name":"u","password_hash":"abc","tags":[]}]}`, `{:not_base64, "abc"}`},
-		{`{"users":[{"name":"u","password_hash":"YWJjZA==","hashing_algorithm":"rabbit_password_hashing_md5","tags":[]}]}`, "hashing algorithm rabbit_password_hashing_md5 is not supported"},
+		{`{"users":[{"name":"u","password_hash":"YWJjZA==","hashing_algorithm":"rabbit_password_hashing_md5","tags":[]}]}`, "password_hash is 4 bytes, not a rabbit_password_hashing_md5 hash (20)"},
+		{`{"users":[{"name":"u","password_hash":"YWJjZA==","hashing_algorithm":"bcrypt","tags":[]}]}`, "unknown hashing algorithm bcrypt"},
 		{`{"vhosts":[{"name":"x"}],"policies":[{"vhost":"x","name":"p","pattern":".*","definition":{"max-length":-1}}]}`, "-1 is not a valid maximum length"},
 		{`{"vhosts":[{"name":"x"}],"topic_permissions":[{"user":"guest","vhost":"x","exchange":"amq.topic","write":".*","read":".*"}]}`, "topic permissions are not supported"},
 		{`{"vhosts":[{"name":"x"}],"parameters":[{"vhost":"x","component":"federation-upstream","name":"u","value":{}}]}`, `component "federation-upstream" are not supported`},
