@@ -159,6 +159,10 @@ type family[T any] struct {
 	v          func(T) float64
 }
 
+// perObjectOnly are families that RabbitMQ's aggregated /metrics declares
+// without a sample, which is no family in the text format.
+var perObjectOnly = map[string]bool{"queue_messages_persistent_bytes": true}
+
 // emitFamilies sends each family per object (labels from key) or, when
 // aggregated, as one unlabelled sample summing the objects: RabbitMQ's
 // /metrics with return_per_object_metrics = false. The sum is exported
@@ -166,6 +170,9 @@ type family[T any] struct {
 func emitFamilies[T any](e emitter, perObject bool, fams []family[T], objs []T, labels []string, key func(T) []string) {
 	const p = "rabbitmq_"
 	for _, f := range fams {
+		if perObjectOnly[f.name] && !perObject {
+			continue
+		}
 		if perObject {
 			rows := make([]row, 0, len(objs))
 			for _, o := range objs {
