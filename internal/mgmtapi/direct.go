@@ -248,8 +248,8 @@ func publishing(props map[string]any, body []byte) amqp.Publishing {
 }
 
 // propsObj is a delivery's properties as RabbitMQ's management API shows
-// them: only those set.
-func propsObj(d amqp.Delivery) obj {
+// them: only those set; none is [] (an empty Erlang property list).
+func propsObj(d amqp.Delivery) any {
 	o := obj{}
 	set := func(k, v string) {
 		if v != "" {
@@ -276,6 +276,9 @@ func propsObj(d amqp.Delivery) obj {
 	}
 	if len(d.Headers) > 0 {
 		o["headers"] = fromAMQP(d.Headers)
+	}
+	if len(o) == 0 {
+		return []any{}
 	}
 	return o
 }
