@@ -18,9 +18,7 @@ import (
 // empty written as [].
 //
 // Export holds what RabbitMQ 3.10 exports: users, vhosts, permissions,
-// policies, vhost limits and operator policies (as parameters, with the
-// operator policy's definition as a list of pairs, as RabbitMQ writes
-// it), and the queues, exchanges and bindings that are not exclusive,
+// policies, vhost limits and operator policies (as parameters), and the queues, exchanges and bindings that are not exclusive,
 // internal, predefined (amq.*) or the default exchange; substrate has no
 // topic permissions and no global parameters.
 //
@@ -32,7 +30,10 @@ import (
 // permissions, parameters other than vhost-limits and operator_policy,
 // global parameters other than cluster_name and internal_cluster_id
 // (RabbitMQ's own bookkeeping, which substrate has no use for and
-// ignores). Then, in RabbitMQ's order, it creates or replaces users,
+// ignores). An operator policy's definition may be an object or, as
+// RabbitMQ 3.10 exports it, a list of [key, value] pairs (which its own
+// import refuses: "definition must be a dictionary"; substrate exports
+// an object, so that RabbitMQ can import substrate's export). Then, in RabbitMQ's order, it creates or replaces users,
 // vhosts, permissions, vhost limits, operator policies, policies,
 // queues, exchanges and bindings (an existing queue or exchange must be
 // equivalent, as on declare).
@@ -222,17 +223,8 @@ func (s *Server) ExportDefinitions() RabbitDefinitions {
 		d.Permissions = append(d.Permissions, RabbitPermission{Configure: p.Configure, Read: p.Read, User: p.User, VHost: p.VHost, Write: p.Write})
 	}
 	for _, p := range s.OperatorPolicies("") {
-		keys := make([]string, 0, len(p.Definition))
-		for k := range p.Definition {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		pairs := [][]any{}
-		for _, k := range keys {
-			pairs = append(pairs, []any{k, p.Definition[k]})
-		}
 		d.Parameters = append(d.Parameters, RabbitParameter{Component: "operator_policy", Name: p.Name, VHost: p.VHost,
-			Value: map[string]any{"apply-to": p.ApplyTo, "definition": pairs, "pattern": p.Pattern, "priority": p.Priority}})
+			Value: map[string]any{"apply-to": p.ApplyTo, "definition": p.Definition, "pattern": p.Pattern, "priority": p.Priority}})
 	}
 	d.Policies = append(d.Policies, s.Policies("")...)
 	for _, vh := range s.VHosts() {

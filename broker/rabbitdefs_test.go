@@ -6,12 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"substrate/internal/rabbitmqtest"
 )
 
 // kollaDefinitions is shaped as kolla-ansible's and openstack-ansible's
@@ -104,7 +109,7 @@ func TestImportDeploymentDefinitions(t *testing.T) {
 	exp := s.ExportDefinitions()
 	b, err := json.Marshal(exp)
 	must(t, err)
-	for _, want := range []string{`"rabbit_version":"3.10.8"`, `"definition":[["message-ttl",3600000]]`, `"component":"vhost-limits"`, `"hashing_algorithm":"rabbit_password_hashing_sha256"`} {
+	for _, want := range []string{`"rabbit_version":"3.10.8"`, `"definition":{"message-ttl":3600000}`, `"component":"vhost-limits"`, `"hashing_algorithm":"rabbit_password_hashing_sha256"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("export lacks %s:\n%s", want, b)
 		}
@@ -140,4 +145,107 @@ func TestImportRefusals(t *testing.T) {
 	if len(s.Users()) != 1 || len(s.VHosts()) != 1 {
 		t.Fatalf("a refused import changed something: %v %v", s.Users(), s.VHosts())
 	}
+}
+
+// substrate's export loads into RabbitMQ 3.10.8 (rabbitmqctl
+// import_definitions), and RabbitMQ then exports the same objects as
+// substrate did.
+func TestExportImportsIntoRabbitMQ(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	v, user := uniq("exp"), uniq("expuser")
+	must(t, s.AddVHost(ctx, v))
+	must(t, s.AddUser(ctx, user, "pw1"))
+	must(t, s.SetUserTags(ctx, user, []string{"monitoring"}))
+	must(t, s.SetPermissions(ctx, Permission{User: user, VHost: v, Configure: ".*", Write: "^nova", Read: ""}))
+	must(t, s.SetPermissions(ctx, Permission{User: "guest", VHost: v, Configure: ".*", Write: ".*", Read: ".*"}))
+	must(t, s.SetVHostLimits(ctx, v, VHostLimits{LimitMaxQueues: 50}))
+	def, _ := ParsePolicyDefinition([]byte(`{"ha-mode":"all","ha-sync-mode":"automatic","max-length":10}`))
+	must(t, s.SetPolicy(ctx, Policy{VHost: v, Name: "ha-all", Pattern: `^(?!amq\.).*`, ApplyTo: "all", Priority: 2, Definition: def}))
+	opDef, _ := ParsePolicyDefinition([]byte(`{"message-ttl":60000}`))
+	must(t, s.SetOperatorPolicy(ctx, Policy{VHost: v, Name: "ttl-cap", Pattern: ".*", ApplyTo: "queues", Definition: opDef}))
+	c := dial(t, "amqp://guest:guest@"+addrOf(s)+"/"+url.PathEscape(v))
+	ch := channel091(t, c)
+	must(t, ch.ExchangeDeclare("nova", "topic", true, false, false, false, amqp091.Table{"alternate-exchange": "ae"}))
+	_, err := ch.QueueDeclare("compute", true, false, false, false, amqp091.Table{"x-expires": int32(1800000)})
+	must(t, err)
+	_, err = ch.QueueDeclare("qq", true, false, false, false, amqp091.Table{"x-queue-type": "quorum"})
+	must(t, err)
+	must(t, ch.QueueBind("compute", "compute.*", "nova", false, nil))
+
+	exp := s.ExportDefinitions()
+	body, err := json.Marshal(exp)
+	must(t, err)
+
+	node := rabbitNode(t)
+	defer node.Ctl(ctx, "delete_vhost", v)
+	defer node.Ctl(ctx, "delete_user", user)
+	stdout, stderr, code, err := node.CLI(ctx, rabbitmqtest.CtlScript, strings.NewReader(string(body)), "import_definitions")
+	must(t, err)
+	if code != 0 {
+		t.Fatalf("rabbitmqctl import_definitions: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// Import is asynchronous in 3.10: poll its export.
+	var theirs map[string]any
+	eventually(t, 60*time.Second, func() bool {
+		out, stderr, code, err := node.CLI(ctx, rabbitmqtest.CtlScript, nil, "export_definitions", "-")
+		if err != nil || code != 0 {
+			t.Fatalf("export_definitions: %v exit %d %s", err, code, stderr)
+		}
+		theirs = nil
+		must(t, json.Unmarshal([]byte(out), &theirs))
+		return len(objectsIn(theirs, "bindings", v)) == 1
+	}, "RabbitMQ to have imported the binding")
+	var ours map[string]any
+	must(t, json.Unmarshal(body, &ours))
+	for _, kind := range []string{"policies", "queues", "exchanges", "bindings", "permissions", "parameters"} {
+		a, b := objectsIn(ours, kind, v), objectsIn(theirs, kind, v)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s of vhost %s:\nsubstrate %v\n rabbitmq %v", kind, v, a, b)
+		}
+	}
+	if a, b := userNamed(ours, user), userNamed(theirs, user); !reflect.DeepEqual(a, b) || a == nil {
+		t.Errorf("user:\nsubstrate %v\n rabbitmq %v", a, b)
+	}
+	if out, err := node.Ctl(ctx, "authenticate_user", user, "pw1"); err != nil {
+		t.Errorf("authenticate_user with the exported hash: %v\n%s", err, out)
+	}
+}
+
+// objectsIn returns the definitions of one kind in vhost v, sorted by
+// their JSON.
+func objectsIn(d map[string]any, kind, v string) []string {
+	var out []string
+	list, _ := d[kind].([]any)
+	for _, o := range list {
+		if m, ok := o.(map[string]any); ok && m["vhost"] == v {
+			// RabbitMQ exports an operator policy's definition as
+			// [[key, value]]; substrate as an object (see rabbitdefs.go).
+			if val, ok := m["value"].(map[string]any); ok {
+				if pairs, ok := val["definition"].([]any); ok {
+					obj := map[string]any{}
+					for _, p := range pairs {
+						if kv, ok := p.([]any); ok && len(kv) == 2 {
+							obj[fmt.Sprint(kv[0])] = kv[1]
+						}
+					}
+					val["definition"] = obj
+				}
+			}
+			b, _ := json.Marshal(m)
+			out = append(out, string(b))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func userNamed(d map[string]any, name string) map[string]any {
+	list, _ := d["users"].([]any)
+	for _, o := range list {
+		if m, ok := o.(map[string]any); ok && m["name"] == name {
+			return m
+		}
+	}
+	return nil
 }
