@@ -65,8 +65,12 @@ func init() {
 	prometheus.MustRegister(internalmetrics.RabbitMQ{Source: brokerStats})
 	perObjectMetrics.MustRegister(internalmetrics.RabbitMQ{PerObject: true, Source: brokerStats})
 	prometheus.MustRegister(internalmetrics.Memcached{Source: func() internalmetrics.StatsSource {
+		// Not listening (not yet started, or stopped): memcached_up 0, as
+		// memcached_exporter reports a server it cannot reach.
 		if c := cacheMetrics.Load(); c != nil {
-			return c
+			if _, _, _, ok := c.ProbeTarget(); ok {
+				return c
+			}
 		}
 		return nil
 	}})
