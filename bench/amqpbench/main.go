@@ -277,6 +277,9 @@ func main() {
 	if *noRabbit {
 		why = "-no-rabbitmq"
 	}
+	if why != "" && !*noRabbit {
+		fail("rabbitmq-server cannot run: " + why + " (install rabbitmq-server, or pass -no-rabbitmq to measure substrate alone)")
+	}
 	if why != "" {
 		fmt.Printf("amqpbench: not measuring rabbitmq: %s; measuring substrate only (no ratios)\n", why)
 		rep.Config.RabbitMQ = ""

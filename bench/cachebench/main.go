@@ -126,7 +126,8 @@ type report struct {
 
 func main() {
 	c := benchkit.CommonFlags("each load", time.Second)
-	mcBin := flag.String("memcached", "/usr/bin/memcached", "path to memcached (skipped if missing)")
+	mcBin := flag.String("memcached", "/usr/bin/memcached", "path to memcached (required unless -substrate-only)")
+	alone := flag.Bool("substrate-only", false, "measure substrate alone, without memcached (no ratios)")
 	rate := flag.Float64("rate", 0, "open-loop rate in ops/s (0: 70% of the lower closed-loop token rate of the round)")
 	churnWorkers := flag.Int("churn-workers", 16, "concurrent connect-get-close workers")
 	addr := flag.String("addr", "", "drive one -load against the server already running at this address (for profiling) instead of comparing")
@@ -149,10 +150,13 @@ func main() {
 		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it with `go build -o bin/substrate ./cmd/substrate`, or pass -substrate PATH)", c.Substrate))
 	}
 	targets := []target{substrateTarget(c.Substrate)}
-	if benchkit.IsExecutable(*mcBin) {
+	switch {
+	case *alone:
+		fmt.Println("cachebench: -substrate-only: measuring substrate alone (no ratios)")
+	case benchkit.IsExecutable(*mcBin):
 		targets = append(targets, memcachedTarget(*mcBin))
-	} else {
-		fmt.Printf("cachebench: memcached binary %q not found; measuring substrate only (no ratios)\n", *mcBin)
+	default:
+		fail(fmt.Sprintf("memcached binary %q not found: install memcached (Debian's 1.6.18), pass -memcached PATH, or -substrate-only", *mcBin))
 	}
 	warmup := min(time.Second, c.Duration/5)
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -56,9 +57,13 @@ type report struct {
 	Config struct {
 		Substrate string `json:"substrate"`
 		Etcd      string `json:"etcd"`
-		Rounds    int    `json:"rounds"`
-		Duration  string `json:"duration"`
-		Warmup    string `json:"warmup"`
+		// The etcd versions compared: the one substrate embeds and the
+		// stand-alone one (Debian's 3.4), as each binary reports it.
+		SubstrateEtcdVersion string `json:"substrate_etcd_version"`
+		EtcdVersion          string `json:"etcd_version,omitempty"`
+		Rounds               int    `json:"rounds"`
+		Duration             string `json:"duration"`
+		Warmup               string `json:"warmup"`
 	} `json:"config"`
 	Rounds []round                      `json:"rounds"`
 	Median map[string]figures           `json:"median"`          // target -> metric -> median
@@ -68,7 +73,8 @@ type report struct {
 
 func main() {
 	c := benchkit.CommonFlags("each load", time.Second)
-	etcdBin := flag.String("etcd", "/usr/bin/etcd", "path to the stand-alone etcd binary (skipped if missing)")
+	etcdBin := flag.String("etcd", "/usr/bin/etcd", "path to the stand-alone etcd binary (required unless -substrate-only)")
+	alone := flag.Bool("substrate-only", false, "measure substrate alone, without the stand-alone etcd (no ratios)")
 	c.Parse()
 
 	if c.Rounds < 1 || c.Duration <= 0 {
@@ -78,17 +84,23 @@ func main() {
 		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it first, or pass -substrate PATH)", c.Substrate))
 	}
 	targets := []target{substrateTarget(c.Substrate)}
-	if benchkit.IsExecutable(*etcdBin) {
+	var rep report
+	rep.Config.SubstrateEtcdVersion = etcdVersion(c.Substrate, "etcd")
+	switch {
+	case *alone:
+		fmt.Println("kvbench: -substrate-only: measuring substrate alone (no ratios)")
+	case benchkit.IsExecutable(*etcdBin):
 		targets = append(targets, etcdTarget(*etcdBin))
-	} else {
-		fmt.Printf("kvbench: etcd binary %q not found; measuring substrate only (no ratios)\n", *etcdBin)
+		rep.Config.EtcdVersion = etcdVersion(*etcdBin)
+	default:
+		fail(fmt.Sprintf("etcd binary %q not found: install etcd-server (Debian's etcd 3.4), pass -etcd PATH, or -substrate-only", *etcdBin))
 	}
+	fmt.Printf("kvbench: etcd versions: substrate embeds %s; stand-alone %s\n", rep.Config.SubstrateEtcdVersion, orNone(rep.Config.EtcdVersion))
 	warmup := min(time.Second, c.Duration/5)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var rep report
 	rep.Config.Substrate, rep.Config.Etcd = c.Substrate, *etcdBin
 	rep.Config.Rounds, rep.Config.Duration, rep.Config.Warmup = c.Rounds, c.Duration.String(), warmup.String()
 	est := time.Duration(c.Rounds*len(targets)) * (4*(c.Duration+warmup) + 3*time.Second)
@@ -204,8 +216,9 @@ func summarize(rep *report, targets []target) {
 }
 
 func printReport(w io.Writer, rep *report, targets []target) {
-	fmt.Fprintf(w, "\nMedians of %d round(s), %s per load, 1 member, loopback; ops/s: higher is better, ms/MiB: lower is better\n\n",
+	fmt.Fprintf(w, "\nMedians of %d round(s), %s per load, 1 member, loopback; ops/s: higher is better, ms/MiB: lower is better\n",
 		len(rep.Rounds), rep.Config.Duration)
+	fmt.Fprintf(w, "etcd versions: substrate embeds %s; stand-alone etcd %s\n\n", rep.Config.SubstrateEtcdVersion, orNone(rep.Config.EtcdVersion))
 	t := &benchkit.Table{Width: 15, Names: names(targets), Metrics: metrics,
 		Median: rep.Median, Ratio: rep.Ratio, Goals: rep.Goals, GoalTrim: "abs", GoalAlone: true}
 	benchkit.PrintMedians(w, t)
@@ -242,3 +255,23 @@ func names(targets []target) []string {
 }
 
 func fail(msg string) { benchkit.Fail("kvbench", msg) }
+
+// etcdVersion runs `bin args... --version` and returns the version on its
+// "etcd Version: X" line (substrate: `substrate etcd --version`).
+func etcdVersion(bin string, args ...string) string {
+	out, err := exec.Command(bin, append(args, "--version")...).Output()
+	for line := range strings.Lines(string(out)) {
+		if v, ok := strings.CutPrefix(line, "etcd Version: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	fail(fmt.Sprintf("%s %s --version: no \"etcd Version:\" line (%v): %q", bin, strings.Join(args, " "), err, out))
+	return ""
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "(not measured)"
+	}
+	return v
+}
