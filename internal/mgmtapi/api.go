@@ -333,6 +333,7 @@ func (a *API) table() []route {
 	a.policyRoutes(add)
 
 	a.definitionRoutes(add)
+	a.limitRoutes(add)
 
 	add(G, "health/checks/alarms", accMgmt, a.checkAlarms)
 	add(G, "health/checks/local-alarms", accMgmt, a.checkAlarms)

@@ -22,7 +22,8 @@ func (a *API) definitionRoutes(add func(m, p string, acc access, h handler)) {
 }
 
 // vhostSections are the parts of a vhost's definitions (RabbitMQ's
-// export of /api/definitions/{vhost}), whose objects carry no vhost.
+// export of /api/definitions/{vhost}); only policies and parameters keep
+// their vhost there.
 var vhostSections = []string{"parameters", "policies", "queues", "exchanges", "bindings"}
 
 func (a *API) definitions(w http.ResponseWriter, r *http.Request, rq *request) {
@@ -37,6 +38,14 @@ func (a *API) definitions(w http.ResponseWriter, r *http.Request, rq *request) {
 	if err := d.Decode(&all); err != nil {
 		writeError(w, http.StatusInternalServerError, "internal_error", err.Error())
 		return
+	}
+	// Every exchange has "internal", false ones too, as RabbitMQ's.
+	if xs, ok := all["exchanges"].([]any); ok {
+		for _, x := range xs {
+			if m, ok := x.(map[string]any); ok && m["internal"] == nil {
+				m["internal"] = false
+			}
+		}
 	}
 	out := all
 	vh, byVHost := rq.vars["vhost"]
@@ -54,7 +63,9 @@ func (a *API) definitions(w http.ResponseWriter, r *http.Request, rq *request) {
 				if !ok || m["vhost"] != vh {
 					continue
 				}
-				delete(m, "vhost")
+				if sec != "policies" && sec != "parameters" {
+					delete(m, "vhost")
+				}
 				kept = append(kept, m)
 			}
 			out[sec] = kept
@@ -79,7 +90,7 @@ func (a *API) postDefinitions(w http.ResponseWriter, r *http.Request, rq *reques
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
 	if err := d.Decode(&defs); err != nil {
-		badRequest(w, "not_json")
+		badRequest(w, "failed_to_parse_json")
 		return
 	}
 	// Policy definitions as RabbitMQ reads them: integers stay integers.

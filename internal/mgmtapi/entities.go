@@ -18,11 +18,15 @@ import (
 // ---- exchanges ----
 
 func (a *API) exchangeObj(vhost string, x broker.ExchangeInfo) obj {
-	return obj{
+	o := obj{
 		"name": x.Name, "vhost": vhost, "type": x.Type, "durable": x.Durable,
 		"auto_delete": x.AutoDelete, "internal": x.Internal, "arguments": argsObj(x.Arguments),
 		"user_who_performed_action": "rmq-internal",
 	}
+	if x.Policy != "" {
+		o["policy"] = x.Policy
+	}
+	return o
 }
 
 func (a *API) exchanges(w http.ResponseWriter, r *http.Request, rq *request) {
@@ -155,6 +159,13 @@ func (a *API) queueObj(q broker.QueueInfo) obj {
 			"avg_ingress_rate": a.sampler.rate(k, "publish"), "avg_egress_rate": a.sampler.rate(k, "deliver_get"),
 			"avg_ack_ingress_rate": a.sampler.rate(k, "deliver_get"), "avg_ack_egress_rate": a.sampler.rate(k, "ack"),
 		},
+	}
+	// A classic queue under an ha-mode policy is a mirrored queue in
+	// RabbitMQ; substrate has one node, so it has no mirrors.
+	if _, ok := q.EffectivePolicy["ha-mode"]; ok {
+		o["slave_nodes"], o["synchronised_slave_nodes"] = []string{}, []string{}
+		bqs := o["backing_queue_status"].(obj)
+		bqs["mirror_seen"], bqs["mirror_senders"] = 0, 0
 	}
 	if !q.IdleSince.IsZero() {
 		o["idle_since"] = formatTime(q.IdleSince)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"substrate/broker"
 )
 
 // ErlangVersion stands in for erlang_version: substrate runs on Go; the
@@ -120,6 +122,18 @@ func fdCounts() (used, total int) {
 		total = int(rl.Cur)
 	}
 	return used, total
+}
+
+// nodeGauges are the node's figures that have a rate in /api/nodes.
+func nodeGauges(b *broker.Server) map[string]float64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fdUsed, _ := fdCounts()
+	return map[string]float64{
+		"mem_used": float64(b.MemoryUsed()), "disk_free": float64(b.DiskFree()), "fd_used": float64(fdUsed),
+		"proc_used": float64(runtime.NumGoroutine()), "gc_num": float64(ms.NumGC),
+		"gc_bytes_reclaimed": float64(ms.TotalAlloc - ms.HeapAlloc), "sockets_used": float64(len(b.Connections())),
+	}
 }
 
 // nodeObj is the one node. Erlang VM figures have Go runtime stand-ins:

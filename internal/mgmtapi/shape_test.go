@@ -251,6 +251,20 @@ func scenario(t *testing.T, tg *target) map[string]golden {
 		{name: "publish missing keys", method: "POST", path: "/exchanges/%2F/amq.default/publish", body: map[string]any{"routing_key": "q1", "payload": "x"}, exact: true},
 		{name: "get", method: "POST", path: "/queues/%2F/q1/get", body: map[string]any{"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 50000}, exact: true},
 		{name: "get again requeued", method: "POST", path: "/queues/%2F/q1/get", body: map[string]any{"count": 1, "ackmode": "ack_requeue_true", "encoding": "base64"}, exact: true},
+		{name: "put queue q3", method: "PUT", path: "/queues/%2F/q3", body: map[string]any{}},
+		{name: "publish no properties", method: "POST", path: "/exchanges/%2F/amq.default/publish", body: map[string]any{"properties": map[string]any{}, "routing_key": "q3", "payload": "plain", "payload_encoding": "string"}, exact: true},
+		{name: "get no properties", method: "POST", path: "/queues/%2F/q3/get", body: map[string]any{"count": 2, "ackmode": "reject_requeue_false", "encoding": "auto"}, exact: true},
+		{name: "put vhost limit", method: "PUT", path: "/vhost-limits/shape/max-connections", body: map[string]any{"value": 100}},
+		{name: "post definitions", method: "POST", path: "/definitions", body: map[string]any{
+			"vhosts":      []any{map[string]any{"name": "defs"}},
+			"users":       []any{map[string]any{"name": "defuser", "password_hash": "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR", "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "management"}},
+			"permissions": []any{map[string]any{"user": "defuser", "vhost": "defs", "configure": ".*", "write": ".*", "read": ".*"}},
+			"policies":    []any{map[string]any{"vhost": "defs", "name": "ha-all", "pattern": ".*", "apply-to": "all", "definition": map[string]any{"ha-mode": "all"}, "priority": 0}},
+			"queues":      []any{map[string]any{"name": "dq", "vhost": "defs", "durable": true, "auto_delete": false, "arguments": map[string]any{"x-message-ttl": 60000}}},
+			"exchanges":   []any{map[string]any{"name": "dx", "vhost": "defs", "type": "topic", "durable": true, "auto_delete": false, "internal": false, "arguments": map[string]any{}}},
+			"bindings":    []any{map[string]any{"source": "dx", "vhost": "defs", "destination": "dq", "destination_type": "queue", "routing_key": "#", "arguments": map[string]any{}}},
+		}},
+		{name: "post definitions not json", method: "POST", path: "/definitions", body: "nope", exact: true},
 		{name: "get missing keys", method: "POST", path: "/queues/%2F/q1/get", body: map[string]any{"count": 1}, exact: true},
 		{name: "get no queue", method: "POST", path: "/queues/%2F/nope/get", body: map[string]any{"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}, exact: true},
 		{name: "no credentials", method: "GET", path: "/overview", cred: none, exact: true},
@@ -376,6 +390,7 @@ func scenario(t *testing.T, tg *target) map[string]golden {
 		"bindings", "bindings/%2F", "bindings/%2F/e/x1/q/q1", "bindings/%2F/e/x1/q/q1/a.%2523",
 		"vhosts", "vhosts/%2F", "users", "users/mon", "permissions", "permissions/%2F/guest",
 		"policies", "policies/%2F", "policies/%2F/p1", "operator-policies", "cluster-name", "extensions",
+		"vhost-limits", "vhost-limits/shape", "definitions", "definitions/%2F", "definitions/defs", "whoami",
 		"queues?columns=name,messages,message_stats.publish_details.rate", "queues?page=1&page_size=2"} {
 		run(step{name: "GET " + p, method: "GET", path: "/" + p, shape: true})
 	}
@@ -398,6 +413,9 @@ func scenario(t *testing.T, tg *target) map[string]golden {
 		{name: "delete user", method: "DELETE", path: "/users/mon"},
 		{name: "delete vhost", method: "DELETE", path: "/vhosts/shape"},
 		{name: "delete vhost again", method: "DELETE", path: "/vhosts/shape", exact: true},
+		{name: "delete queue q3", method: "DELETE", path: "/queues/%2F/q3"},
+		{name: "delete vhost defs", method: "DELETE", path: "/vhosts/defs"},
+		{name: "delete user defuser", method: "DELETE", path: "/users/defuser"},
 	} {
 		run(s)
 	}
@@ -483,6 +501,7 @@ var knownGaps = []struct{ step, path, why string }{
 	{"GET exchanges", ".message_stats: missing", "the broker counts no per-exchange publish_in/publish_out"},
 	{"GET exchanges", "[].message_stats: missing", "the broker counts no per-exchange publish_in/publish_out"},
 	{"GET extensions", ": empty, RabbitMQ's has elements", "substrate serves no management UI JavaScript"},
+	{"GET definitions", ".global_parameters: empty, RabbitMQ's has elements", "RabbitMQ exports its internal_cluster_id; substrate has no global parameters"},
 	{"GET nodes", ".config_files: empty, RabbitMQ's has elements", "RabbitMQ lists its rabbitmq.conf; substrate is configured by flags"},
 	{"GET nodes", "[].config_files: empty, RabbitMQ's has elements", "RabbitMQ lists its rabbitmq.conf; substrate is configured by flags"},
 }

@@ -84,7 +84,8 @@ func (s *sampler) rate(obj, field string) float64 {
 
 // gauges are the sampled values that may go down (their rate is a
 // change, which can be negative).
-var gauges = map[string]bool{"messages": true, "messages_ready": true, "messages_unacknowledged": true}
+var gauges = map[string]bool{"messages": true, "messages_ready": true, "messages_unacknowledged": true,
+	"mem_used": true, "disk_free": true, "fd_used": true, "proc_used": true, "sockets_used": true}
 
 func (s *sampler) details(obj, field string) map[string]any {
 	return map[string]any{"rate": s.rate(obj, field)}
@@ -146,6 +147,10 @@ func (a *API) collect() (vals, activity map[string]float64) {
 	vals["overview\x00messages_unacknowledged"] = float64(ov.QueueTotals.MessagesUnacknowledged)
 	for f, v := range churnFields(ov.Churn) {
 		vals["overview\x00"+f] = float64(v)
+		vals["node\x00"+f] = float64(v)
+	}
+	for f, v := range nodeGauges(a.b) {
+		vals["node\x00"+f] = v
 	}
 	for _, vh := range a.b.VHosts() {
 		var msgs, ready, unacked int
