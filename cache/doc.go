@@ -125,10 +125,9 @@
 //     datagram from anyone. Likewise after a binary error or noop memcached
 //     only reads the rest of the datagram when the socket's next datagram
 //     wakes it; we answer the whole datagram at once.
-//   - TLS: ssl_ciphers, ssl_wbuf_size, ssl_session_cache and ssl_kernel_tls
-//     are reported by "stats settings" but not applied (Go's TLS stack
-//     chooses its cipher suites and always offers session tickets), so a
-//     cipher list memcached would refuse is accepted. A failed certificate
+//   - TLS: Go's TLS stack chooses its cipher suites and buffers, so
+//     ssl_ciphers, ssl_session_cache, ssl_kernel_tls and a non-default
+//     ssl_wbuf_size are refused at start (see below). A failed certificate
 //     load prints only memcached's own last line, not OpenSSL's error queue
 //     before it. memcached 1.6.18 can stall when a command follows a large
 //     value in the same TLS record stream; we do not.
@@ -145,6 +144,79 @@
 //     slabs" are computed by scanning the items into memcached's default
 //     slab classes.
 //   - Not implemented (answer ERROR): lru, lru_crawler, watch, stats
-//     cachedump, debugtime; the -F (no flush_all), -C (no CAS) and -A
-//     (shutdown) switches have no Config fields.
+//     cachedump (with -X: memcached's CLIENT_ERROR), debugtime. With -W
+//     memcached answers watch with "CLIENT_ERROR watch commands not
+//     allowed"; we answer ERROR either way.
+//   - With -C (Config.NoCAS) memcached's items lose their 8-byte CAS field;
+//     we still count it in "stats bytes" and against -I and -m.
+//
+// # memcached options
+//
+// `substrate memcached` and serve's --memcached-options and
+// --memcached-config take memcached 1.6.18's command line
+// (internal/memcachedcli). Every option memcached accepts is either
+// honoured, with its "stats settings" line as memcached prints it, or
+// refused at start with one line, "substrate does not support memcached's
+// OPTION: why" (exit status 1; under serve after `memcached options
+// "...":`); none is ignored. An option given at memcached's default value
+// is accepted ("default only" below): it asks for what substrate does.
+// Tests: memcachedcli's TestCheck (each option's decision, standalone and
+// under serve) and TestCheckCoversEveryOption (no option without one);
+// memcachedcli's TestStatsSettingsMatchMemcached and cmd/substrate's
+// TestCacheOptionsHonoured (stats settings of the honoured options, ours
+// and memcached's); and the behaviour tests named in the table (cache
+// package unless marked integration/).
+//
+//	option                            status        note (test)
+//	-p -U -l -s -a                    honoured      listeners (unix_test, udp_test)
+//	-m -M -c -I -B                    honoured      limits, no eviction, protocol (behaviour_test)
+//	-S                                honoured      SASL PLAIN (sasl_test)
+//	-Z, -o ssl_chain_cert ssl_key     honoured      TLS (tls_test)
+//	  ssl_keyformat ssl_verify_mode
+//	  ssl_ca_cert ssl_min_version
+//	-v                                honoured      stats verbosity; log level of substrate memcached
+//	-u USER                           honoured      substrate memcached: root dropped after binding, the
+//	                                                -s socket and -P file given to USER
+//	                                                (integration/TestMemcachedDropsPrivileges);
+//	                                                serve: not applied, one warning line (the process is substrate's)
+//	-P                                honoured      substrate memcached (integration/TestMemcachedSubcommand);
+//	                                                refused under serve
+//	-t                                honoured      substrate memcached: GOMAXPROCS and num_threads
+//	                                                (integration/TestMemcachedProcessOptions); serve: not applied,
+//	                                                one warning line, num_threads shows GOMAXPROCS
+//	-k, -r                            honoured      substrate memcached: mlockall, core limit raised
+//	                                                (integration/TestMemcachedProcessOptions); refused under serve
+//	-A                                honoured      substrate memcached: "shutdown [graceful]" closes the connection
+//	                                                and the process exits 0 (TestShutdownCommand,
+//	                                                integration/TestMemcachedProcessOptions); refused under serve:
+//	                                                it would stop etcd and the broker too
+//	-F                                honoured      flush_all refused as memcached does (TestDisableFlushAll)
+//	-C                                honoured      CAS values 0, memcached's compare rules (TestDisableCAS)
+//	-X                                honoured      stats cachedump refused (TestDisableDumping)
+//	-W                                honoured      no watch command either way
+//	-b                                honoured      listen(2) backlog, ss Send-Q (TestListenBacklog)
+//	-f -n -R                          default only  no slab classes; a goroutine per connection
+//	-d                                refused       no fork into the background (units do not pass -d)
+//	-L -D -Y -e -N                    refused       large pages, per-prefix stats, ASCII auth, memory file, NAPI
+//	-o maxconns_fast modern           honoured      what substrate does, or (inline_ascii_resp,
+//	  (no_)inline_ascii_resp                        drop_privileges without seccomp) no effect in
+//	  (no_)drop_privileges                          Debian's memcached 1.6.18 either
+//	  relaxed_privileges resp_obj_mem_limit
+//	  slab_reassign lru_crawler lru_maintainer
+//	-o slab_automove(_ratio,_window)  default only  no slab pages, LRU threads or watch to tune
+//	  hash_algorithm lru_crawler_sleep
+//	  lru_crawler_tocrawl hot_lru_pct warm_lru_pct
+//	  hot_max_factor warm_max_factor idle_timeout
+//	  watcher_logbuf_size read_buf_mem_limit
+//	  ssl_wbuf_size slab_chunk_max
+//	-o no_maxconns_fast hashpower     refused       internals substrate does not have
+//	  no_hashexpand no_slab_reassign
+//	  no_slab_automove tail_repair_time
+//	  no_lru_crawler no_lru_maintainer
+//	  temporary_ttl slab_sizes worker_logbuf_size
+//	  track_sizes no_chunked_items no_modern
+//	  sock_cookie_id
+//	-o ssl_ciphers ssl_session_cache  refused       Go's TLS stack
+//	  ssl_kernel_tls
+//	-o ext_* slab_automove_freeratio  refused       no extstore: substrate has no flash tier
 package cache
