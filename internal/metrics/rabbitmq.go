@@ -1,6 +1,10 @@
 package metrics
 
 import (
+	"slices"
+	"strings"
+	"unicode/utf8"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"substrate/broker"
@@ -63,10 +67,19 @@ func (e emitter) untyped(name, help string, v float64) {
 }
 
 // labelled sends one family with label names and one sample per row.
+// Label values must be UTF-8 in the exposition format, AMQP names need
+// not be: invalid bytes become U+FFFD rather than fail the scrape.
 func (e emitter) labelled(name, help string, typ prometheus.ValueType, labels []string, rows []row) {
 	d := prometheus.NewDesc(name, help, labels, nil)
 	for _, r := range rows {
-		e.ch <- prometheus.MustNewConstMetric(d, typ, r.v, r.labels...)
+		vals := r.labels
+		for i, v := range vals {
+			if !utf8.ValidString(v) {
+				vals = slices.Clone(vals)
+				vals[i] = strings.ToValidUTF8(v, "\uFFFD")
+			}
+		}
+		e.ch <- prometheus.MustNewConstMetric(d, typ, r.v, vals...)
 	}
 }
 
