@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"substrate/cache"
+	"substrate/internal/faults"
 	internalmetrics "substrate/internal/metrics"
 	"substrate/internal/mgmtapi"
 )
@@ -69,15 +71,28 @@ func init() {
 		// memcached_exporter reports a server it cannot reach.
 		if c := cacheMetrics.Load(); c != nil {
 			if _, _, _, ok := c.ProbeTarget(); ok {
-				return c
+				return recoveringStats{c}
 			}
 		}
 		return nil
 	}})
 }
 
-// brokerStats reads the current broker's figures for one scrape.
-func brokerStats() (internalmetrics.BrokerStats, bool) {
+// recoveringStats contains a panic of the cache's stats to the scrape
+// (the registry collects in goroutines of its own, where a panic would end
+// the process): counted in substrate_panics_total{service="http"}, the
+// group reads as failed and memcached_up as 0.
+type recoveringStats struct{ c *cache.Server }
+
+func (r recoveringStats) StatsGroup(group string) (st map[string]string, err error) {
+	defer faults.Recover(nil, faults.HTTP, "metrics scrape", func(v any) { st, err = nil, fmt.Errorf("panic: %v", v) })
+	return r.c.StatsGroup(group)
+}
+
+// brokerStats reads the current broker's figures for one scrape. A panic
+// is contained as recoveringStats's is: the scrape has no broker series.
+func brokerStats() (st internalmetrics.BrokerStats, ok bool) {
+	defer faults.Recover(nil, faults.HTTP, "metrics scrape", func(any) { st, ok = internalmetrics.BrokerStats{}, false })
 	b := brokerMetrics.Load()
 	if b == nil {
 		return internalmetrics.BrokerStats{}, false
@@ -86,7 +101,7 @@ func brokerStats() (internalmetrics.BrokerStats, bool) {
 	if id == nil {
 		id = newIdentity("", 0)
 	}
-	st := internalmetrics.BrokerStats{
+	st = internalmetrics.BrokerStats{
 		Node: id.node, Cluster: id.cluster, ClusterID: id.clusterID,
 		Version: rabbitmqVersion, PluginVersion: versionString(), GoVersion: runtime.Version(),
 		Overview:    b.Overview(),
