@@ -82,6 +82,9 @@ type Config struct {
 	// NoDumping is memcached -X: "stats cachedump" answers "CLIENT_ERROR
 	// stats cachedump not allowed" (it is not implemented otherwise).
 	NoDumping bool
+	// NoWatch is memcached -W: "watch" answers "CLIENT_ERROR watch
+	// commands not allowed" (it is not implemented otherwise: ERROR).
+	NoWatch bool
 	// Backlog is the listen(2) backlog of the TCP and unix listeners
 	// (memcached -b, default 1024), passed as memcached passes it: the
 	// kernel caps it at net.core.somaxconn and reads a negative one as

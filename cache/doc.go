@@ -143,10 +143,9 @@
 //     reported with the right names but as 0; "stats items" and "stats
 //     slabs" are computed by scanning the items into memcached's default
 //     slab classes.
-//   - Not implemented (answer ERROR): lru, lru_crawler, watch, stats
-//     cachedump (with -X: memcached's CLIENT_ERROR), debugtime. With -W
-//     memcached answers watch with "CLIENT_ERROR watch commands not
-//     allowed"; we answer ERROR either way.
+//   - Not implemented (answer ERROR): lru, lru_crawler, watch (with -W:
+//     memcached's CLIENT_ERROR), stats cachedump (with -X: memcached's
+//     CLIENT_ERROR), debugtime.
 //   - With -C (Config.NoCAS) memcached's items lose their 8-byte CAS field;
 //     we still count it in "stats bytes" and against -I and -m.
 //
@@ -193,7 +192,7 @@
 //	-F                                honoured      flush_all refused as memcached does (TestDisableFlushAll)
 //	-C                                honoured      CAS values 0, memcached's compare rules (TestDisableCAS)
 //	-X                                honoured      stats cachedump refused (TestDisableDumping)
-//	-W                                honoured      no watch command either way
+//	-W                                honoured      watch refused as memcached does (TestDisableWatch)
 //	-b                                honoured      listen(2) backlog, ss Send-Q (TestListenBacklog)
 //	-f -n -R                          default only  no slab classes; a goroutine per connection
 //	-d                                refused       no fork into the background (units do not pass -d)

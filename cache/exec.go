@@ -41,6 +41,9 @@ func (c *conn) exec(cmd *Command, err error) bool {
 			}
 		case cmd.Op == OpFlushAll:
 			st.cmdFlush.Add(1)
+		case cmd.Op == OpWatch && s.cfg.NoWatch:
+			c.line("CLIENT_ERROR watch commands not allowed") // -W
+			return false
 		case err == ErrBadCommandLine && cmd.Op >= OpGet && cmd.Op <= OpGats:
 			// memcached looks up the keys before the bad one, then
 			// discards their output.

@@ -34,6 +34,7 @@ type serverOpts struct {
 	noCAS   bool   // -C
 	noFlush bool   // -F
 	noDump  bool   // -X
+	noWatch bool   // -W
 	backlog int    // -b, if set
 	// shutdown is -A: ours stops (Shutdown) when the command arrives,
 	// as memcached exits.
@@ -53,7 +54,7 @@ func startOurs(t testing.TB, o serverOpts) string {
 	}
 	cfg.NoEvict = o.noEvict
 	cfg.Protocol = o.proto
-	cfg.NoCAS, cfg.NoFlushAll, cfg.NoDumping = o.noCAS, o.noFlush, o.noDump
+	cfg.NoCAS, cfg.NoFlushAll, cfg.NoDumping, cfg.NoWatch = o.noCAS, o.noFlush, o.noDump, o.noWatch
 	if o.backlog != 0 {
 		cfg.Backlog = o.backlog
 	}
@@ -133,7 +134,7 @@ func startMemcachedEnv(t testing.TB, o serverOpts, env []string) string {
 	for _, f := range []struct {
 		on   bool
 		flag string
-	}{{o.noCAS, "-C"}, {o.noFlush, "-F"}, {o.noDump, "-X"}, {o.shutdown, "-A"}} {
+	}{{o.noCAS, "-C"}, {o.noFlush, "-F"}, {o.noDump, "-X"}, {o.noWatch, "-W"}, {o.shutdown, "-A"}} {
 		if f.on {
 			args = append(args, f.flag)
 		}

@@ -134,6 +134,14 @@ func TestDisableDumping(t *testing.T) {
 	})
 }
 
+func TestDisableWatch(t *testing.T) {
+	forEachTarget(t, serverOpts{noWatch: true}, func(t *testing.T, addr string) {
+		if got := dial(t, addr).roundTrip("watch\r\n"); got != "CLIENT_ERROR watch commands not allowed\r\n" {
+			t.Errorf("watch: %q", got)
+		}
+	})
+}
+
 // listenQueue returns the backlog ss reports (Send-Q of a listening
 // socket) for the TCP port or unix socket path of addr.
 func listenQueue(t *testing.T, addr string) int {

@@ -35,6 +35,7 @@ const (
 	OpSlabsAutomove
 	OpSlabsReassign
 	OpRefreshCerts
+	OpWatch      // not implemented: parsed only so that -W can refuse it as memcached does
 	OpMetaGet    // mg
 	OpMetaSet    // ms
 	OpMetaDelete // md
@@ -50,7 +51,7 @@ var opNames = [...]string{
 	OpDecr: "decr", OpTouch: "touch", OpFlushAll: "flush_all", OpVersion: "version",
 	OpVerbosity: "verbosity", OpQuit: "quit", OpStats: "stats", OpShutdown: "shutdown",
 	OpCacheMemlimit: "cache_memlimit", OpSlabsAutomove: "slabs automove",
-	OpSlabsReassign: "slabs reassign", OpRefreshCerts: "refresh_certs", OpMetaGet: "mg", OpMetaSet: "ms",
+	OpSlabsReassign: "slabs reassign", OpRefreshCerts: "refresh_certs", OpWatch: "watch", OpMetaGet: "mg", OpMetaSet: "ms",
 	OpMetaDelete: "md", OpMetaArith: "ma", OpMetaNoop: "mn", OpMetaDebug: "me",
 }
 
@@ -343,6 +344,9 @@ func (p *Parser) Parse(buf []byte) (*Command, int, error) {
 	case "version":
 		c.Op = OpVersion
 		return c, consumed, nil
+	case "watch":
+		c.Op = OpWatch
+		return c, consumed, ErrUnknownCommand
 	case "quit":
 		c.Op = OpQuit
 		return c, consumed, nil
