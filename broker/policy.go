@@ -19,7 +19,8 @@ import (
 // queue's or an exchange's name), what it applies to (queues, exchanges
 // or all), a priority, and a definition (settings by key). Of the
 // policies that match an object, the one with the highest priority
-// applies (equal priorities: the first by name); so does, separately,
+// applies (equal priorities: the first by name; RabbitMQ's choice
+// between equals depends on its table's hash order); so does, separately,
 // one operator policy, whose numeric limits cap the policy's (the lower
 // value wins for message-ttl, expires, max-length, max-length-bytes,
 // delivery-limit and the max-in-memory keys).
@@ -663,7 +664,8 @@ func (q *Queue) applyPolicyLocked(p queuePolicy) {
 		}
 		return 0, false
 	}
-	// the argument's string if set, else the policy's.
+	// the argument's string if set, else the policy's (policyWins: the
+	// other way round).
 	str := func(key string, policyWins bool) (string, bool) {
 		a, aok := args["x-"+key].(string)
 		v, pok := pol[key].(string)

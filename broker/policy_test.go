@@ -499,3 +499,89 @@ func TestErlTerm(t *testing.T) {
 		}
 	}
 }
+
+// Which value wins: a classic queue's x-overflow beats the policy's, a
+// quorum queue's does not; x-message-ttl and the policy's: the lower; a shrinking max-length
+// drops nothing from a reject-publish queue.
+func TestPolicyPrecedenceMatchRabbitMQ(t *testing.T) {
+	forPolicyTargets(t, func(t *testing.T, pt *policyTarget) {
+		c := dial(t, pt.url)
+		ch := channel091(t, c)
+		pt.set(t, false, "ovf", "^ovf", `{"max-length":1,"overflow":"drop-head"}`, "queues", 0)
+		pt.set(t, false, "qovf", "^qovf", `{"max-length":1,"overflow":"reject-publish"}`, "queues", 0)
+		pt.set(t, false, "ttl", "^ttl", `{"message-ttl":50}`, "queues", 0)
+		_, err := ch.QueueDeclare("ovf", false, false, false, false, amqp091.Table{"x-overflow": "reject-publish"})
+		must(t, err)
+		_, err = ch.QueueDeclare("qovf", true, false, false, false, amqp091.Table{"x-queue-type": "quorum", "x-overflow": "drop-head"})
+		must(t, err)
+		_, err = ch.QueueDeclare("qovf2", true, false, false, false, amqp091.Table{"x-queue-type": "quorum"})
+		must(t, err)
+		_, err = ch.QueueDeclare("ttl", false, false, false, false, amqp091.Table{"x-message-ttl": int32(60000)})
+		must(t, err)
+		_, err = ch.QueueDeclare("shrink", false, false, false, false, amqp091.Table{"x-overflow": "reject-publish"})
+		must(t, err)
+
+		// One publish at a time: RabbitMQ's quorum queues apply the
+		// limit asynchronously.
+		acks := func(q string, n int) []bool {
+			t.Helper()
+			cch := channel091(t, c)
+			defer cch.Close()
+			must(t, cch.Confirm(false))
+			confirms := cch.NotifyPublish(make(chan amqp091.Confirmation, n))
+			var out []bool
+			for i := 1; i <= n; i++ {
+				pubRange(t, cch, "", q, i, i)
+				out = append(out, recvTimeout(t, confirms, 10*time.Second).Ack)
+				time.Sleep(50 * time.Millisecond)
+			}
+			return out
+		}
+		if got := acks("ovf", 2); !reflect.DeepEqual(got, []bool{true, false}) {
+			t.Errorf("classic queue, x-overflow reject-publish, policy drop-head: acks %v, want [true false]", got)
+		}
+		if got := acks("qovf", 3); !reflect.DeepEqual(got, []bool{true, true, false}) {
+			t.Errorf("quorum queue, x-overflow drop-head, policy reject-publish: acks %v, want [true true false]", got)
+		}
+		if got := acks("qovf2", 3); !reflect.DeepEqual(got, []bool{true, true, false}) {
+			t.Errorf("quorum queue, policy reject-publish: acks %v, want [true true false]", got)
+		}
+		pubRange(t, ch, "", "ttl", 1, 1)
+		waitCount(t, c, "ttl", 0) // 50 ms, not 60 s
+
+		pubRange(t, ch, "", "shrink", 1, 3)
+		waitCount(t, c, "shrink", 3)
+		pt.set(t, false, "shrink", "^shrink$", `{"max-length":1}`, "queues", 0)
+		if got := acks("shrink", 1); !reflect.DeepEqual(got, []bool{false}) { // applied (RabbitMQ: asynchronously)
+			t.Errorf("shrink: a publish over the new limit was acked")
+		}
+		if n := readyCount(t, c, "shrink"); n != 3 {
+			t.Errorf("shrink holds %d, want 3: reject-publish drops nothing", n)
+		}
+	})
+}
+
+// Of two policies of one priority, substrate applies the first by name
+// (RabbitMQ's choice follows its table's hash order: not compared).
+func TestPolicyPriorityTie(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	must(t, s.SetPolicy(ctx, Policy{VHost: "/", Name: "tie-b", Pattern: "^tie", Definition: map[string]any{"max-length": 2}}))
+	must(t, s.SetPolicy(ctx, Policy{VHost: "/", Name: "tie-a", Pattern: "^tie", Definition: map[string]any{"max-length": 1}}))
+	must(t, s.SetPolicy(ctx, Policy{VHost: "/", Name: "other", Pattern: "^tie", ApplyTo: "exchanges", Priority: 9, Definition: map[string]any{"alternate-exchange": "x"}}))
+	c := dial(t, urlOf(s))
+	ch := channel091(t, c)
+	_, err := ch.QueueDeclare("tie", false, false, false, false, nil)
+	must(t, err)
+	must(t, ch.ExchangeDeclare("tiex", "fanout", false, true, false, false, nil))
+	for _, q := range s.Queues("/") {
+		if q.Name == "tie" && q.Policy != "tie-a" {
+			t.Fatalf("queue tie: policy %q, want tie-a", q.Policy)
+		}
+	}
+	for _, x := range s.Exchanges("/") {
+		if x.Name == "tiex" && x.Policy != "other" {
+			t.Fatalf("exchange tiex: policy %q, want other (apply-to exchanges, priority 9)", x.Policy)
+		}
+	}
+}
