@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/version"
+
+	"substrate/internal/ctl"
 )
 
 // version is set at build time (make build: -X main.version=...).
@@ -60,6 +62,7 @@ const usage = `usage:
   substrate etcd [etcd's flags]    run only the kvstore, as the etcd daemon would
   substrate memcached [flags]      run only the cache, with memcached 1.6's flags
   substrate ctl COMMAND ARGS...    rabbitmqctl's commands against a running serve (--data-dir DIR)
+  substrate rabbitmq-diagnostics COMMAND ARGS...  rabbitmq-diagnostics' commands (so are the rabbitmqctl and rabbitmq-diagnostics symlinks)
   substrate certs --host NAMES     write a lab CA, server and client certificates (--dir DIR) and print how to use them
   substrate version
 `
@@ -71,8 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch filepath.Base(args[0]) {
 	case "etcd", "memcached": // installed as, or linked to, etcd or memcached
 		cmd = filepath.Base(args[0])
-	case "rabbitmqctl":
-		cmd = "ctl"
+	case "rabbitmqctl", "rabbitmq-diagnostics": // installed as, or linked to, RabbitMQ's CLI tools
+		cmd = filepath.Base(args[0])
 	default:
 		if len(rest) == 0 {
 			fmt.Fprint(stderr, usage)
@@ -88,8 +91,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = etcd(ctx, rest, stdout, stderr)
 	case "memcached":
 		err = memcached(ctx, rest, stdout, stderr)
-	case "ctl":
-		err = ctlCommand(rest, stdout, stderr)
+	case "ctl", "rabbitmqctl":
+		err = ctlCommand(ctl.ToolCtl, rest, os.Stdin, stdout, stderr)
+	case "rabbitmq-diagnostics":
+		err = ctlCommand(ctl.ToolDiag, rest, os.Stdin, stdout, stderr)
 	case "certs":
 		err = certsCommand(rest, stdout, stderr)
 	case "version", "--version", "-version":

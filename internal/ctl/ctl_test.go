@@ -53,7 +53,7 @@ func TestCommandsAsRabbitmqctl(t *testing.T) {
 		{"delete_user openstack", ExitNoUser, "Deleting user \"openstack\" ...\n", "User \"openstack\" does not exist"},
 		{"add_user onlyname", ExitUsage, "", "not enough arguments"},
 		{"frobnicate", ExitUsage, "", "Command 'frobnicate' not found"},
-		{"", ExitUsage, "", "no command given"},
+		{"", ExitUsage, "", "Usage"},
 	} {
 		res := Run(ctx, b, strings.Fields(tc.argv))
 		if res.Code != tc.code || res.Stdout != tc.stdout || !strings.Contains(res.Stderr, tc.stderrPart) {
@@ -78,15 +78,15 @@ func TestSocketRoundTrip(t *testing.T) {
 	if err := NewServer(dir, b).Start(context.Background()); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second server on the same data dir: %v", err)
 	}
-	res := Call(context.Background(), dir, []string{"add_user", "u", "p"})
+	res := Call(context.Background(), dir, Request{Argv: []string{"add_user", "u", "p"}})
 	if res.Code != 0 || !strings.HasPrefix(res.Stdout, `Adding user "u" ...`) {
 		t.Fatalf("over the socket: %+v", res)
 	}
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	res = Call(context.Background(), dir, []string{"list_users"})
-	if res.Code != ExitUnavailable || !strings.Contains(res.Stderr, "Is `substrate serve` running") {
+	res = Call(context.Background(), dir, Request{Argv: []string{"list_users"}})
+	if res.Code != ExitUnavailable || !strings.Contains(res.Stderr, "is `substrate serve` running") {
 		t.Fatalf("after shutdown: %+v", res)
 	}
 	// A long data directory still gets a usable socket.
@@ -153,7 +153,7 @@ func TestVHostLimitsAsRabbitmqctl(t *testing.T) {
 		stdout     string // exact
 		stderrPart string
 	}{
-		{"list_vhost_limits", 0, "Listing limits for vhost \"/\" ...\n", ""},
+		{"list_vhost_limits", 0, "Listing limits for vhost \"/\" ...\n\n", ""},
 		{`set_vhost_limits -p / {"max-connections":2,"max-queues":1}`, 0, "Setting vhost limits to \"{\\\"max-connections\\\":2,\\\"max-queues\\\":1}\" for vhost \"/\" ...\n", ""},
 		{"list_vhost_limits", 0, "Listing limits for vhost \"/\" ...\n{\"max-connections\":2,\"max-queues\":1}\n", ""},
 		{"list_vhost_limits --global", 0, "Listing limits for all vhosts ...\nvhost\tlimits\n/\t{\"max-connections\":2,\"max-queues\":1}\n", ""},

@@ -26,6 +26,7 @@ const ExitUnavailable = 69
 type Server struct {
 	path string
 	b    Broker
+	node Node
 	log  *slog.Logger
 	srv  *http.Server
 	ln   net.Listener
@@ -55,21 +56,40 @@ func (s *Server) WithLogger(log *slog.Logger) *Server {
 	return s
 }
 
+// WithNode sets what status, listeners and the like report of the
+// serving process, and returns s.
+func (s *Server) WithNode(n Node) *Server {
+	s.node = n
+	return s
+}
+
 func (s *Server) run(w http.ResponseWriter, r *http.Request) {
-	var argv []string
-	if err := json.NewDecoder(r.Body).Decode(&argv); err != nil {
+	// A Request, or a bare array: a rabbitmqctl command line.
+	var raw json.RawMessage
+	if err := json.NewDecoder(r.Body).Decode(&raw); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var req Request
+	var err error
+	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		err = json.Unmarshal(raw, &req.Argv)
+	} else {
+		err = json.Unmarshal(raw, &req)
+	}
+	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(s.runSafely(r.Context(), argv))
+	json.NewEncoder(w).Encode(s.runSafely(r.Context(), req))
 }
 
 // runSafely runs one command; a panic in it answers this request with an
 // error (code 70, as rabbitmqctl's internal errors) and the server goes
 // on serving others.
-func (s *Server) runSafely(ctx context.Context, argv []string) (res Result) {
-	line := strings.Join(Redact(argv), " ")
+func (s *Server) runSafely(ctx context.Context, req Request) (res Result) {
+	line := strings.Join(Redact(req.Argv), " ")
 	defer func() {
 		if v := recover(); v != nil {
 			faults.Handle(s.log, faults.Ctl, "ctl: "+line, v, nil)
@@ -77,7 +97,7 @@ func (s *Server) runSafely(ctx context.Context, argv []string) (res Result) {
 		}
 	}()
 	faults.Point(SiteRun, line)
-	return Run(ctx, s.b, argv)
+	return Exec(ctx, s.b, s.node, req)
 }
 
 // secretArg is, for each command that takes a password, the password's
@@ -174,19 +194,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Call runs argv on the substrate whose data directory is dataDir.
-func Call(ctx context.Context, dataDir string, argv []string) Result {
+// Call runs req on the substrate whose data directory is dataDir. A
+// substrate that cannot be reached is ErrUnreachable's Result, with
+// Unreachable set.
+func Call(ctx context.Context, dataDir string, req Request) Result {
 	path := SocketPath(dataDir)
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		},
 	}}
-	body, _ := json.Marshal(argv)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://substrate/run", bytes.NewReader(body))
-	resp, err := client.Do(req)
+	body, _ := json.Marshal(req)
+	hreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://substrate/run", bytes.NewReader(body))
+	resp, err := client.Do(hreq)
 	if err != nil {
-		return Result{Stderr: fmt.Sprintf("Error: unable to perform an operation on substrate: cannot reach %s (%v).\nIs `substrate serve` running with the amqp service and --data-dir %s?\n", path, err, dataDir), Code: ExitUnavailable}
+		return Result{Stderr: unreachable(path, dataDir, err), Code: ExitUnavailable, Unreachable: true}
 	}
 	defer resp.Body.Close()
 	var res Result
@@ -194,4 +216,37 @@ func Call(ctx context.Context, dataDir string, argv []string) Result {
 		return Result{Stderr: fmt.Sprintf("Error: substrate answered %s\n", resp.Status), Code: ExitSoftware}
 	}
 	return res
+}
+
+// unreachable is rabbitmqctl's answer when the node does not answer, with
+// substrate's diagnostics.
+func unreachable(path, dataDir string, err error) string {
+	node := NodeName()
+	return fmt.Sprintf(`Error: unable to perform an operation on node '%s'. Please see diagnostics information and suggestions below.
+
+Most common reasons for this are:
+
+ * Target node is unreachable (e.g. due to hostname resolution, TCP connection or firewall issues)
+ * CLI tool fails to authenticate with the server (e.g. due to CLI tool's Erlang cookie not matching that of the server)
+ * Target node is not running
+
+In addition to the diagnostics info below:
+
+ * See the CLI, clustering and networking guides on https://rabbitmq.com/documentation.html to learn more
+ * Consult server logs on node %s
+ * If target node is configured to use long node names, don't forget to use --longnames with CLI tools
+
+DIAGNOSTICS
+===========
+
+attempted to contact: [%s]
+
+%s:
+  * substrate's control socket %s: %v
+  * is `+"`substrate serve`"+` running with the amqp service and --data-dir %s?
+    (ctl finds the data directory from --data-dir, SUBSTRATE_DATA_DIR,
+    --config or SUBSTRATE_CONFIG, or /etc/substrate/substrate.yaml)
+  * suggestion: start the node
+
+`, node, node, node, node, path, err, dataDir)
 }

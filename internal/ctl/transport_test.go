@@ -26,7 +26,7 @@ func TestPanicAnswersOnlyThatRequest(t *testing.T) {
 	defer faults.Arm(SiteRun, "boom-user")()
 	before := faults.Count(faults.Ctl)
 
-	res := Call(context.Background(), dir, []string{"add_user", "boom-user", "s3cret-pw"})
+	res := Call(context.Background(), dir, Request{Argv: []string{"add_user", "boom-user", "s3cret-pw"}})
 	if res.Code != ExitSoftware || !strings.Contains(res.Stderr, "internal error") || !strings.Contains(res.Stderr, "add_user boom-user [redacted]") {
 		t.Fatalf("panicking command: %+v", res)
 	}
@@ -39,7 +39,7 @@ func TestPanicAnswersOnlyThatRequest(t *testing.T) {
 	if strings.Contains(logs.String(), "s3cret-pw") || strings.Contains(res.Stderr, "s3cret-pw") {
 		t.Errorf("the password is in the log or the answer:\n%s\n%s", logs.String(), res.Stderr)
 	}
-	res = Call(context.Background(), dir, []string{"add_user", "alice", "p"})
+	res = Call(context.Background(), dir, Request{Argv: []string{"add_user", "alice", "p"}})
 	if res.Code != 0 || !strings.HasPrefix(res.Stdout, `Adding user "alice" ...`) {
 		t.Fatalf("next command: %+v", res)
 	}
@@ -64,7 +64,7 @@ func TestSocketIsPrivateFromTheStart(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dir, ".ctl-*")); len(left) != 0 {
 		t.Errorf("left behind: %v", left)
 	}
-	if res := Call(context.Background(), dir, []string{"list_users"}); res.Code != 0 {
+	if res := Call(context.Background(), dir, Request{Argv: []string{"list_users"}}); res.Code != 0 {
 		t.Fatalf("call: %+v", res)
 	}
 	if err := s.Shutdown(context.Background()); err != nil {
