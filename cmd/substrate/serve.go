@@ -255,6 +255,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ports = append(ports, kv.Ports()...)
 	}
 	var brk *broker.Server // nil: amqp not running
+	var ctlNodeInfo *ctlNode // what ctl's status and listeners report
 	if enabled["amqp"] {
 		b, closeDefs, err := serveBroker(f, hosts, kv, watermark, diskFreeLimit, log)
 		if err != nil {
@@ -262,7 +263,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer closeDefs()
 		brk = b
-		services = append(services, b, ctl.NewServer(f.dataDir, ctlBroker{b, f.tls, log}).WithLogger(log.With("service", "ctl")))
+		ctlNodeInfo = &ctlNode{started: t0, dataDir: f.dataDir, config: f.config}
+		services = append(services, b, ctl.NewServer(f.dataDir, ctlBroker{b, f.tls, log}).WithLogger(log.With("service", "ctl")).WithNode(ctlNodeInfo))
 		checks.checks = append(checks.checks, brokerCheck(b))
 		brokerIdentity.Store(newIdentity(f.dataDir, f.amqpMaxConnections))
 		for _, a := range preflight.Addrs(hosts, f.amqpPort) {
@@ -335,6 +337,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	applyBudget(budget, bounded, log)
+	if ctlNodeInfo != nil {
+		ctlNodeInfo.ports = ports // for ctl's listeners; set before the ctl socket opens
+	}
 	// The systemd watchdog (WatchdogSec) hears from us while every
 	// service is healthy; it stops with serve.
 	wctx, stopWatchdog := context.WithCancel(ctx)

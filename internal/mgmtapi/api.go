@@ -334,6 +334,7 @@ func (a *API) table() []route {
 
 	a.definitionRoutes(add)
 	a.limitRoutes(add)
+	a.parameterRoutes(add)
 
 	add(G, "health/checks/alarms", accMgmt, a.checkAlarms)
 	add(G, "health/checks/local-alarms", accMgmt, a.checkAlarms)

@@ -83,3 +83,54 @@ func (a *API) deleteVHostLimit(w http.ResponseWriter, r *http.Request, rq *reque
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// parameterRoutes adds /api/parameters: the runtime parameters as the
+// definitions export carries them (vhost limits, operator policies), and
+// /api/global-parameters.
+func (a *API) parameterRoutes(add func(m, p string, acc access, h handler)) {
+	add(http.MethodGet, "parameters", accPolicy, a.parameters)
+	add(http.MethodGet, "parameters/{component}", accPolicy, a.parameters)
+	add(http.MethodGet, "parameters/{component}/{vhost}", accPolicy, a.parameters)
+	add(http.MethodGet, "parameters/{component}/{vhost}/{name}", accPolicy, a.parameter)
+	add(http.MethodGet, "global-parameters", accAdmin, a.globalParameters)
+}
+
+func (a *API) paramList(rq *request) []obj {
+	visible := map[string]bool{}
+	for _, vh := range a.visibleVHosts(rq.user) {
+		visible[vh] = true
+	}
+	var out []obj
+	for _, p := range a.b.ExportDefinitions().Parameters {
+		if !visible[p.VHost] {
+			continue
+		}
+		if c, ok := rq.vars["component"]; ok && p.Component != c {
+			continue
+		}
+		if vh, ok := rq.vars["vhost"]; ok && p.VHost != vh {
+			continue
+		}
+		out = append(out, obj{"vhost": p.VHost, "component": p.Component, "name": p.Name, "value": p.Value})
+	}
+	return out
+}
+
+func (a *API) parameters(w http.ResponseWriter, r *http.Request, rq *request) {
+	a.list(w, rq, a.paramList(rq))
+}
+
+func (a *API) parameter(w http.ResponseWriter, r *http.Request, rq *request) {
+	for _, p := range a.paramList(rq) {
+		if p["name"] == rq.v("name") {
+			a.one(w, rq, p)
+			return
+		}
+	}
+	notFound(w)
+}
+
+// globalParameters: substrate keeps none.
+func (a *API) globalParameters(w http.ResponseWriter, r *http.Request, rq *request) {
+	writeJSON(w, http.StatusOK, []obj{})
+}
