@@ -185,6 +185,18 @@
 // Quorum queues are otherwise classic queues in memory: no replication,
 // no at-least-once dead-lettering.
 //
+// Policies and operator policies (policy.go, RabbitMQ's rules and texts)
+// set the same settings without arguments, for existing and future
+// queues, and alternate-exchange for exchanges (argument or policy;
+// vhost.route follows it). A vhost's policies are one immutable set
+// (vhost.policies, an atomic pointer) replaced under adminMu and
+// vhost.cfgMu, so no declare races a change; each queue then recomputes
+// its settings under Queue.mu (applyPolicyLocked) with no vhost lock
+// held, since a shrinking max-length may dead-letter. A dead letter
+// carries the dead-letter exchange and routing key of the moment it died.
+// Policies are stored in Definitions; rabbitdefs.go reads and writes
+// RabbitMQ's definitions file (export_definitions, import_definitions).
+//
 // Publisher confirms are coalesced: the reader counts confirmable
 // publishes per channel and sends one basic.ack (multiple when it covers
 // several) when it has no more buffered input, before any other method on
