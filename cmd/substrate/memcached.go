@@ -69,8 +69,12 @@ func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []str
 	cfg.NoCAS = o.DisableCAS
 	cfg.NoFlushAll = o.NoFlushAll
 	cfg.NoDumping = o.NoDumping
+	cfg.NoWatch = o.NoWatch
 	cfg.Backlog = o.Backlog
 	cfg.Verbosity = o.Verbosity
+	if o.UnixMask&^0o777 == 0 {
+		cfg.UnixMask = os.FileMode(o.UnixMask) // stats settings umask, even without -s
+	}
 	cfg.Addrs = nil
 	cfg.TLS = tlsConfig(o)
 	if o.SASL {
@@ -240,10 +244,16 @@ func memcached(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := os.WriteFile(o.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			return fmt.Errorf("Could not open the pid file %s for writing: %w", o.PidFile, err)
 		}
-		defer os.Remove(o.PidFile)
+		defer func() {
+			// After -u the directory may not let the user remove it;
+			// memcached then says so too.
+			if err := os.Remove(o.PidFile); err != nil {
+				log.Warn("Could not remove the pid file "+o.PidFile, "err", err)
+			}
+		}()
 	}
 	return runServices(ctx, log, t0, []lifecycle.Service{svc}, svc.Ports(), func() error {
-		return dropPrivileges(o.User)
+		return dropPrivileges(o.User, o.UnixSocket, o.PidFile)
 	})
 }
 
@@ -263,8 +273,12 @@ func limitHeap(maxBytes uint64) {
 }
 
 // dropPrivileges switches to user after the listeners are bound, as
-// memcached does with -u when started as root.
-func dropPrivileges(name string) error {
+// memcached does with -u when started as root. memcached drops them before
+// creating its unix socket and pid file, so they belong to the user: files
+// (the -s socket, the -P pid file; "" skipped) are given to the user first,
+// so that its clients can connect and it can remove them at exit (when
+// their directory lets it, as for memcached).
+func dropPrivileges(name string, files ...string) error {
 	if os.Geteuid() != 0 || name == "" || name == "root" {
 		return nil
 	}
@@ -274,6 +288,14 @@ func dropPrivileges(name string) error {
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		if err := os.Lchown(f, uid, gid); err != nil {
+			return fmt.Errorf("failed to give %s to user %s: %w", f, name, err)
+		}
+	}
 	if err := syscall.Setgroups(nil); err != nil {
 		return fmt.Errorf("failed to drop supplementary groups: %w", err)
 	}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"substrate/cache"
+	"substrate/internal/memcachedcli"
+)
+
+// honouredLines are memcached command lines made only of options substrate
+// honours; memcachedcli's TestStatsSettingsMatchMemcached checks the same
+// lines' `stats settings` in Debian's memcached.
+var honouredLines = [][]string{
+	nil,
+	{"-C", "-F", "-X", "-W", "-A", "-b", "77", "-vv", "-t", "2", "-M", "-m", "32", "-c", "99", "-I", "2m",
+		"-o", "modern,slab_reassign,slab_automove,lru_crawler,lru_maintainer,maxconns_fast,inline_ascii_resp,hash_algorithm=murmur3,idle_timeout=0,slab_chunk_max=524288"},
+	{"-b", "-1", "-f", "1.25", "-n", "48", "-R", "20", "-o", "drop_privileges,no_inline_ascii_resp,hot_lru_pct=20,warm_lru_pct=40,lru_crawler_sleep=100,read_buf_mem_limit=0,ssl_wbuf_size=16"},
+	{"-B", "ascii", "-a", "0755", "-v"},
+}
+
+// TestCacheOptionsHonoured starts the cache as `substrate memcached` would
+// configure it for each line and checks that every `stats settings` line
+// the options determine is what memcached 1.6.18 prints for them.
+func TestCacheOptionsHonoured(t *testing.T) {
+	for _, extra := range honouredLines {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		args := append([]string{"-u", "nobody", "-U", "0", "-l", "127.0.0.1", "-p", strconv.Itoa(port)}, extra...)
+		o, err := memcachedcli.Parse(args)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", args, err)
+		}
+		if _, err := o.Check(memcachedcli.Standalone); err != nil {
+			t.Fatalf("%q refused: %v", extra, err)
+		}
+		cfg, err := cacheConfig(context.Background(), o, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.ThreadsSet {
+			cfg.Threads = o.Threads // as memcached() does, with GOMAXPROCS
+		}
+		if o.Shutdown {
+			cfg.OnShutdown = func(bool) {}
+		}
+		srv, err := cache.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		got := statsSettings(t, fmt.Sprintf("127.0.0.1:%d", port))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+		for k, want := range o.StatsSettings() {
+			if k == "num_threads" && !o.ThreadsSet {
+				continue // GOMAXPROCS without -t
+			}
+			if got[k] != want {
+				t.Errorf("%q: stats settings %s: ours %q, memcached %q", extra, k, got[k], want)
+			}
+		}
+	}
+}
+
+func statsSettings(t *testing.T, addr string) map[string]string {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write([]byte("stats settings\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	r := bufio.NewReader(nc)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading stats settings: %v", err)
+		}
+		line = strings.TrimSuffix(line, "\r\n")
+		if line == "END" {
+			return m
+		}
+		if f := strings.SplitN(line, " ", 3); len(f) == 3 && f[0] == "STAT" {
+			m[f[1]] = f[2]
+		}
+	}
+}
