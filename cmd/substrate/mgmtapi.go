@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 
 	"substrate/broker"
 	"substrate/internal/mgmt"
@@ -13,10 +14,15 @@ import (
 // management server srv returns (set once it is built): the first nHTTP
 // of that server's addresses are HTTP, the rest HTTPS.
 func newMgmtAPI(b *broker.Server, dataDir string, nHTTP int, log *slog.Logger, srv func() *mgmt.Server) *mgmtapi.API {
+	product := "dev"
+	if f := strings.Fields(versionString()); len(f) > 1 {
+		product = f[1]
+	}
 	return mgmtapi.New(mgmtapi.Config{
-		Broker:  b,
-		DataDir: dataDir,
-		Logger:  log,
+		ProductVersion: product,
+		Broker:         b,
+		DataDir:        dataDir,
+		Logger:         log,
 		Listeners: func() []mgmtapi.Listener {
 			var out []mgmtapi.Listener
 			all, tlsAddrs := b.Addrs(), b.TLSAddrs()

@@ -11,6 +11,25 @@
 // user, as RabbitMQ's plugin does, so the user's permissions and the
 // broker's error texts apply.
 //
+// # What is approximated
+//
+// The keys and value types are RabbitMQ's (TestShapes checks them against
+// recordings of RabbitMQ 3.10.8); some values stand in for what an Erlang
+// node has and substrate has not:
+//
+//   - reductions, garbage_collection (Erlang's defaults), run_queue,
+//     context_switches, io_*, mnesia_*, msg_store_*, queue_index_* are 0;
+//   - proc_used is goroutines, gc_num and gc_bytes_reclaimed are Go's GC,
+//     mem_used is the broker's accounted memory (its alarm's figure);
+//     erlang_version is Go's version;
+//   - backing_queue_status, messages_ram and consumer_utilisation (1 with
+//     consumers, else 0) are derived from the queue's counts;
+//   - channel idle_since is when the sampler last saw its counters move;
+//   - exchanges have no message_stats (no per-exchange counters), nodes
+//     no config_files, definitions no global_parameters, extensions is [];
+//   - properties_key of a binding with arguments hashes them with FNV,
+//     not Erlang's phash2 (clients take it from listings).
+//
 // # Goroutines
 //
 // One sampler goroutine (started by Start, stopped by Stop) reads the
@@ -68,6 +87,10 @@ type Config struct {
 	SampleInterval time.Duration
 	// DataDir is shown as the node's db_dir.
 	DataDir string
+	// ProductVersion is substrate's version, overview's product_version
+	// (product_name is "substrate", as RabbitMQ's product.name setting
+	// would show it); default "dev".
+	ProductVersion string
 }
 
 // DefaultNode is RabbitMQ's default node name on this host: "rabbit@"
@@ -103,6 +126,9 @@ func New(cfg Config) *API {
 	if cfg.ClusterName == "" {
 		h, _ := os.Hostname()
 		cfg.ClusterName = "substrate@" + h
+	}
+	if cfg.ProductVersion == "" {
+		cfg.ProductVersion = "dev"
 	}
 	if cfg.SampleInterval <= 0 {
 		cfg.SampleInterval = 5 * time.Second

@@ -80,7 +80,7 @@ func (a *API) overview(w http.ResponseWriter, r *http.Request, rq *request) {
 	ms["disk_writes"], ms["disk_writes_details"] = 0, obj{"rate": 0.0}
 	o := obj{
 		"management_version": Version, "rabbitmq_version": Version,
-		"product_name": "RabbitMQ", "product_version": Version,
+		"product_name": "substrate", "product_version": a.cfg.ProductVersion,
 		"rates_mode": "basic",
 		"sample_retention_policies": obj{
 			"global": []int{600, 3600, 28800, 86400}, "basic": []int{600, 3600}, "detailed": []int{600},
@@ -167,7 +167,7 @@ func (a *API) nodeObj() obj {
 			{"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true},
 			{"name": "EXTERNAL", "description": "SASL EXTERNAL authentication mechanism (TLS client certificate)", "enabled": false},
 		},
-		"applications":    []obj{{"name": "substrate", "description": "substrate broker", "version": Version}},
+		"applications":    []obj{{"name": "substrate", "description": "substrate: AMQP 0-9-1 broker, memcached, etcd", "version": a.cfg.ProductVersion}},
 		"contexts":        a.contextObjs(),
 		"log_files":       []string{"<stdout>"},
 		"config_files":    []string{},
