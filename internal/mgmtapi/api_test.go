@@ -2,6 +2,7 @@ package mgmtapi
 
 import (
 	"net"
+	"net/url"
 	"testing"
 	"time"
 
@@ -122,3 +123,82 @@ func TestGuestLoopbackOnly(t *testing.T) {
 		t.Fatalf("no credentials: %d %q", rp.Status, rp.Header.Get("WWW-Authenticate"))
 	}
 }
+
+// TestTags: what each management tag grants, as RabbitMQ 3.10: monitoring
+// sees every connection, management only its own; policymaker sets
+// policies, monitoring does not; only administrators read definitions.
+func TestTags(t *testing.T) {
+	tg := startSubstrate(t, time.Hour)
+	admin := tg.admin[:]
+	for _, u := range []struct{ name, tags string }{{"mon", "monitoring"}, {"mgr", "management"}, {"pm", "policymaker"}} {
+		if rp := tg.do(t, "PUT", "/users/"+u.name, map[string]any{"password": "pw", "tags": u.tags}, admin...); rp.Status != 201 {
+			t.Fatalf("PUT user %s: %d %s", u.name, rp.Status, rp.Raw)
+		}
+		if rp := tg.do(t, "PUT", "/permissions/%2F/"+u.name, map[string]any{"configure": ".*", "write": ".*", "read": ".*"}, admin...); rp.Status != 201 {
+			t.Fatalf("PUT permission %s: %d %s", u.name, rp.Status, rp.Raw)
+		}
+	}
+	conn, err := amqp.Dial("amqp://guest:guest@" + tg.amqp + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	count := func(user, path string) int {
+		rp := tg.do(t, "GET", path, nil, user, "pw")
+		if rp.Status != 200 {
+			t.Fatalf("%s GET %s: %d %s", user, path, rp.Status, rp.Raw)
+		}
+		return len(rp.Body.([]any))
+	}
+	if n := count("mon", "/connections"); n != 1 {
+		t.Errorf("monitoring user sees %d connections, want 1", n)
+	}
+	if n := count("mgr", "/connections"); n != 0 {
+		t.Errorf("management user sees %d connections of others, want 0", n)
+	}
+	if n := count("mgr", "/channels"); n != 0 {
+		t.Errorf("management user sees %d channels of others, want 0", n)
+	}
+	pol := map[string]any{"pattern": "^x", "definition": map[string]any{"max-length": 5}}
+	for _, c := range []struct {
+		user, method, path string
+		body               any
+		status             int
+	}{
+		{"pm", "PUT", "/policies/%2F/p", pol, 201},
+		{"mon", "PUT", "/policies/%2F/p2", pol, 401},
+		{"mgr", "PUT", "/policies/%2F/p3", pol, 401},
+		{"mgr", "GET", "/policies/%2F", nil, 200},
+		{"mon", "GET", "/definitions", nil, 401},
+		{"pm", "GET", "/definitions", nil, 401},
+		{"mon", "GET", "/nodes", nil, 200},
+		{"mgr", "GET", "/nodes", nil, 401},
+		{"mgr", "GET", "/aliveness-test/%2F", nil, 200},
+		{"mgr", "DELETE", "/users/pm", nil, 401},
+	} {
+		if rp := tg.do(t, c.method, c.path, c.body, c.user, "pw"); rp.Status != c.status {
+			t.Errorf("%s %s %s: %d %s, want %d", c.user, c.method, c.path, rp.Status, rp.Raw, c.status)
+		}
+	}
+	// DELETE /api/connections/{name} closes it with RabbitMQ's text, or
+	// the X-Reason header's.
+	name := tg.b.Connections()[0].Name
+	req := "/connections/" + pathEscape(name)
+	if rp := tg.do(t, "DELETE", req, nil, "mgr", "pw"); rp.Status != 404 {
+		t.Errorf("management user closes another's connection: %d", rp.Status)
+	}
+	if rp := tg.do(t, "DELETE", req, nil, admin...); rp.Status != 204 {
+		t.Fatalf("DELETE %s: %d %s", req, rp.Status, rp.Raw)
+	}
+	select {
+	case e := <-closed:
+		if e == nil || e.Code != 320 || e.Reason != "CONNECTION_FORCED - Closed via management plugin" {
+			t.Fatalf("close: %v", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection was not closed")
+	}
+}
+
+func pathEscape(s string) string { return (&url.URL{Path: s}).EscapedPath() }
