@@ -189,10 +189,10 @@ func (vh *vhost) queueList() []*Queue {
 }
 
 // channelList returns the connection's channels (the reader may open or
-// close channels meanwhile: chMu).
+// close channels meanwhile: conn.mu).
 func (c *conn) channelList() []*channel {
-	c.chMu.Lock()
-	defer c.chMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	out := make([]*channel, 0, len(c.channels))
 	for _, ch := range c.channels {
 		out = append(out, ch)
@@ -262,7 +262,7 @@ func (q *Queue) Info() QueueInfo {
 	info := QueueInfo{Name: q.name, VHost: q.vh.name, Durable: q.durable, AutoDelete: q.autoDelete, Exclusive: q.exclusive,
 		Type: queueType(q.args), State: "running", Arguments: copyArgs(q.args),
 		Messages: ready + q.unacked, MessagesReady: ready, MessagesUnacknowledged: q.unacked,
-		MessagesPersistent:         pers + q.unackedPers,
+		MessagesPersistent:         pers + int(q.unackedPers),
 		MessageBytes:               readyBytes + q.unackedBytes,
 		MessageBytesReady:          readyBytes,
 		MessageBytesUnacknowledged: q.unackedBytes,
@@ -380,9 +380,9 @@ func (c *conn) info() (ConnectionInfo, bool) {
 		return ConnectionInfo{}, false
 	}
 	info := ConnectionInfo{ID: c.id, Name: c.name, User: c.user, VHost: c.vh.name, Peer: c.peer,
-		Protocol: "AMQP 0-9-1", AuthMechanism: c.mechanism, Channels: int(c.nchannels.Load()),
+		Protocol: "AMQP 0-9-1", AuthMechanism: authMechanisms[c.mechanism], Channels: int(c.nchannels.Load()),
 		ChannelMax: int(c.channelMax), FrameMax: int(c.frameMax), Timeout: int(c.heartbeat),
-		ConnectedAt: c.created, ClientProperties: c.clientProperties(), NetStats: c.netStats()}
+		ConnectedAt: time.Unix(0, c.created), ClientProperties: c.clientProperties(), NetStats: c.netStats()}
 	c.mu.Unlock()
 	if l := c.label.Load(); l != &c.peer {
 		info.ConnectionName = *l
@@ -397,6 +397,19 @@ func (c *conn) info() (ConnectionInfo, bool) {
 	}
 	info.State = c.state()
 	return info, true
+}
+
+// authMechanisms are the SASL mechanisms a login can pass with
+// (conn.mechanism is an index; 0: none yet).
+var authMechanisms = [...]string{"", "PLAIN", "AMQPLAIN", mechExternal}
+
+func mechanismIndex(m string) uint8 {
+	for i, x := range authMechanisms {
+		if x == m {
+			return uint8(i)
+		}
+	}
+	return 0
 }
 
 // state is RabbitMQ's connection state.
@@ -480,7 +493,7 @@ func (ch *channel) info(ci *ConnectionInfo) ChannelInfo {
 		Transactional: ch.modes.Load()&modeTx != 0, Confirm: ch.modes.Load()&modeConfirm != 0,
 		MessagesUncommitted: int(ch.txMsgs.Load()), AcksUncommitted: int(ch.txAckCount.Load()),
 		PrefetchCount: int(ch.qos.Load())}
-	v := ch.stats.load()
+	v := ch.counters()
 	info.MessageStats = v.public()
 	ch.mu.Lock()
 	info.ConsumerCount = len(ch.consumers)

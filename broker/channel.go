@@ -1002,7 +1002,6 @@ func (ch *channel) publish() *amqp.Error {
 	ch.stats.add(statPublish, 1)
 	rejected, commit := ch.route(x, msg, p.Mandatory, headers)
 	if ch.confirm {
-		ch.stats.add(statReceivedConfirm, 1)
 		ch.confirmPublish(rejected, commit)
 	}
 	return nil

@@ -153,9 +153,9 @@ func (o *outbound) waitBelow(limit int) {
 type conn struct {
 	srv     *Server
 	nc      net.Conn
-	id      uint64    // unique in this server's run (ConnectionInfo.ID)
-	created time.Time // when it was accepted (ConnectionInfo.ConnectedAt)
-	name    string    // "peer -> local", as RabbitMQ names connections
+	id      uint64 // unique in this server's run (ConnectionInfo.ID)
+	created int64  // when it was accepted, Unix ns (ConnectionInfo.ConnectedAt)
+	name    string // "peer -> local", as RabbitMQ names connections
 	peer    string
 	peerKey string // the peer's IP: its key in the log limiter
 	fr      *amqp.FrameReader
@@ -186,8 +186,8 @@ type conn struct {
 	user      string
 	vh        *vhost
 	props     []byte // the client's properties as sent (a field table's body), decoded by info
-	mechanism string // the SASL mechanism it logged in with
 	heartbeat uint16 // negotiated heartbeat, seconds
+	mechanism uint8  // the SASL mechanism it logged in with, an index of authMechanisms
 	open      bool
 	exclusive []*Queue // a slice, not a map: usually empty or one, and idle connections are many
 	gone      bool     // torn down: no new exclusive queues
@@ -195,11 +195,10 @@ type conn struct {
 	closing    atomic.Bool // we sent connection.close; waiting for close-ok
 	closeTimer *time.Timer
 
-	// channels is written by the reader only, under chMu; the reader
+	// channels is written by the reader only, under mu; the reader
 	// reads it without the lock, other goroutines (Channels, Overview)
-	// under it. chMu also guards retired, the message counters of the
+	// under it. mu also guards retired, the message counters of the
 	// channels that ended (nil until one does: idle connections are many).
-	chMu      sync.Mutex
 	channels  map[uint16]*channel
 	retired   *statValues
 	nchannels atomic.Int32
@@ -219,7 +218,7 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, channels: map[uint16]*channel{}, writerDone: make(chan struct{}),
-		id: s.connSeq.Add(1), created: time.Now()}
+		id: s.connSeq.Add(1), created: time.Now().UnixNano()}
 	c.lastWrite.Store(time.Now().UnixNano())
 	c.peer = nc.RemoteAddr().String()
 	c.peerKey = logging.PeerKey(nc.RemoteAddr())
@@ -812,7 +811,7 @@ func (c *conn) handshake() error {
 		props = nil // not expected: it was decoded from the wire
 	}
 	c.user, c.vh, c.props, c.open = user, vh, props, true
-	c.mechanism, c.heartbeat = so.Mechanism, to.Heartbeat
+	c.mechanism, c.heartbeat = mechanismIndex(so.Mechanism), to.Heartbeat
 	c.mu.Unlock()
 	c.srv.churn.connCreated.Add(1)
 	c.out.method(0, &amqp.ConnectionOpenOk{})
@@ -965,9 +964,9 @@ func (c *conn) openChannel(f amqp.Frame) error {
 		return amqp.NewError(amqp.NotAllowed, 0, 0, "number of channels opened (%d) has reached the negotiated channel_max (%d)", n, c.channelMax)
 	}
 	ch := newChannel(c, f.Channel)
-	c.chMu.Lock()
+	c.mu.Lock()
 	c.channels[f.Channel] = ch
-	c.chMu.Unlock()
+	c.mu.Unlock()
 	c.nchannels.Store(int32(len(c.channels)))
 	c.srv.churn.chCreated.Add(1)
 	c.out.method(f.Channel, &amqp.ChannelOpenOk{})
@@ -977,10 +976,10 @@ func (c *conn) openChannel(f amqp.Frame) error {
 // dropChannel forgets a channel that ended, keeping its counters in
 // retired.
 func (c *conn) dropChannel(ch *channel) {
-	c.chMu.Lock()
+	c.mu.Lock()
 	c.retire(ch)
 	delete(c.channels, ch.id)
-	c.chMu.Unlock()
+	c.mu.Unlock()
 	c.nchannels.Store(int32(len(c.channels)))
 	c.srv.churn.chClosed.Add(1)
 }
@@ -1053,13 +1052,13 @@ func (c *conn) closeChannels() {
 	for _, ch := range c.channels {
 		ch.teardown()
 	}
-	c.chMu.Lock()
+	c.mu.Lock()
 	for _, ch := range c.channels {
 		c.retire(ch)
 	}
 	n := len(c.channels)
 	c.channels = nil
-	c.chMu.Unlock()
+	c.mu.Unlock()
 	c.nchannels.Store(0)
 	c.srv.churn.chClosed.Add(uint64(n))
 }
@@ -1067,24 +1066,24 @@ func (c *conn) closeChannels() {
 // totals returns the message counters of every channel this connection
 // had (the closed ones' and the live ones'), and its traffic.
 func (c *conn) totals() (v statValues, n NetStats) {
-	c.chMu.Lock()
-	defer c.chMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.retired != nil {
 		v = *c.retired
 	}
 	for _, ch := range c.channels {
-		cv := ch.stats.load()
+		cv := ch.counters()
 		v.addAll(&cv)
 	}
 	return v, c.netStats()
 }
 
-// retire keeps the counters of a channel that ends (under chMu).
+// retire keeps the counters of a channel that ends (under mu).
 func (c *conn) retire(ch *channel) {
 	if c.retired == nil {
 		c.retired = new(statValues)
 	}
-	v := ch.stats.load()
+	v := ch.counters()
 	c.retired.addAll(&v)
 }
 

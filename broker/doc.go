@@ -223,9 +223,9 @@
 //	alarm.mu                  the resource alarms' state (leaf); the publish path reads alarm.active
 //	                          (atomic) and takes it only when an alarm is on
 //	Server.connMu             the connections map and the statistics of ended connections (overall, per vhost)
-//	  conn.chMu               a connection's channels map (written by its reader under it) and the
-//	                          counters of its ended channels; Overview, VHostStats and removeConn sum
-//	                          counters under both (and read conn.mu, Server.vhMu: leaves)
+//	  conn.mu                 (a leaf, below) also guards a connection's channels map (written by its
+//	                          reader under it) and the counters of its ended channels; Overview,
+//	                          VHostStats and removeConn sum counters under both (and read Server.vhMu)
 //	Server.vhMu, Server.authMu, conn.mu, conn.consMu
 //	                          leaves: held only to read or update their maps, never while taking another lock
 //
@@ -239,7 +239,7 @@
 // struct belongs to the reader goroutine only; what the admin listings
 // need of it is mirrored in atomics the reader sets (channel.modes,
 // qos, txMsgs, txAckCount). The reader reads conn.channels
-// without a lock and takes conn.chMu only to add or remove a channel;
+// without a lock and takes conn.mu only to add or remove a channel;
 // Channels() takes it to copy the map.
 //
 // Message statistics (stats.go) add no lock to the hot path: a channel's

@@ -305,7 +305,8 @@ type Queue struct {
 	// bindings to this queue; guarded by vh.mu.
 	bindings map[*binding]struct{}
 
-	created atomic.Bool // counted in ChurnStats.QueueCreated
+	created     atomic.Bool // counted in ChurnStats.QueueCreated
+	unackedPers int32       // stored messages among the unacknowledged (under mu; here to pack the struct)
 
 	mu                sync.Mutex
 	msgs              readyList
@@ -337,9 +338,8 @@ type Queue struct {
 
 	// Statistics (stats.go, QueueInfo): message counters, the bytes and
 	// stored messages among the unacknowledged, and the last use.
-	stats          statValues
+	stats          queueStatValues
 	unackedBytes   int64
-	unackedPers    int
 	unackedPersLen int64
 	lastUsed       int64 // unix ns
 }

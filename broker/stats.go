@@ -19,7 +19,7 @@ import (
 //     publish, deliver and ack paths hold anyway).
 //   - globally: the live channels' counters plus those of closed
 //     channels, which are folded into their connection (conn.retired,
-//     under conn.chMu) when a channel ends and into the server
+//     under conn.mu) when a channel ends and into the server
 //     (Server.retired, under Server.connMu) when a connection ends, so a
 //     sum taken under those locks never goes back.
 
@@ -27,18 +27,25 @@ import (
 type stat int
 
 const (
-	statPublish          stat = iota // basic.publish accepted (routed or not)
-	statConfirm                      // publishes confirmed with basic.ack
-	statReturnUnroutable             // mandatory and unroutable: basic.return
-	statDropUnroutable               // unroutable, not mandatory: dropped
-	statDeliver                      // basic.deliver, ack required
-	statDeliverNoAck                 // basic.deliver, no ack
-	statGet                          // basic.get-ok, ack required
-	statGetNoAck                     // basic.get-ok, no ack
-	statGetEmpty                     // basic.get-empty
-	statRedeliver                    // deliveries and gets with redelivered set
-	statAck                          // messages acknowledged by basic.ack
-	statReceivedConfirm              // publishes on a channel in confirm mode
+	// Counted per channel and per queue (a queue's publish: messages
+	// routed to it).
+	statPublish      stat = iota // basic.publish accepted (routed or not)
+	statDeliver                  // basic.deliver, ack required
+	statDeliverNoAck             // basic.deliver, no ack
+	statGet                      // basic.get-ok, ack required
+	statGetNoAck                 // basic.get-ok, no ack
+	statGetEmpty                 // basic.get-empty
+	statRedeliver                // deliveries and gets with redelivered set
+	statAck                      // messages acknowledged by basic.ack
+	nQueueStats
+)
+
+// Counted per channel only.
+const (
+	statConfirm          = nQueueStats + iota // publishes confirmed with basic.ack
+	statReturnUnroutable                      // mandatory and unroutable: basic.return
+	statDropUnroutable                        // unroutable, not mandatory: dropped
+	statReceivedConfirm                       // publishes on a channel in confirm mode (confirms.published)
 	nStats
 )
 
@@ -64,21 +71,34 @@ type MessageStats struct {
 }
 
 // statCounters is a channel's set of counters, updated with atomics.
-type statCounters [nStats]atomic.Uint64
+// ReceivedConfirm is not among them: the channel's confirms count it
+// (confirms.published).
+type statCounters [statReceivedConfirm]atomic.Uint64
 
 func (c *statCounters) add(s stat, n uint64) { c[s].Add(n) }
 
-// load returns the counters' values.
-func (c *statCounters) load() (v statValues) {
-	for i := range c {
-		v[i] = c[i].Load()
+// counters returns the channel's counter values.
+func (ch *channel) counters() (v statValues) {
+	for i := range ch.stats {
+		v[i] = ch.stats[i].Load()
 	}
+	v[statReceivedConfirm] = ch.conf.published.Load()
 	return v
 }
 
 // statValues is a set of counter values: a queue's (under Queue.mu), a
 // snapshot of a channel's, or a sum.
 type statValues [nStats]uint64
+
+// queueStatValues are a queue's counters (under Queue.mu): the first
+// nQueueStats of a channel's.
+type queueStatValues [nQueueStats]uint64
+
+func (v *queueStatValues) public() MessageStats {
+	var all statValues
+	copy(all[:], v[:])
+	return all.public()
+}
 
 func (v *statValues) addAll(o *statValues) {
 	for i := range v {
