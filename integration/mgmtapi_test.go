@@ -227,9 +227,11 @@ func testRabbitmqadmin(t *testing.T, targets []adminTarget) {
 	}
 
 	// export writes a definitions file both can parse with the same
-	// sections.
+	// sections, and each imports the other's.
+	files := map[string]string{}
 	for _, a := range targets {
 		file := filepath.Join(t.TempDir(), a.name+".json")
+		files[a.name] = file
 		out := a.admin(t, false, "export", file)
 		if !strings.Contains(out, "Exported definitions for") {
 			t.Errorf("%s: export: %s", a.name, out)
@@ -248,6 +250,13 @@ func testRabbitmqadmin(t *testing.T, targets []adminTarget) {
 			if _, ok := d[k]; !ok {
 				t.Errorf("%s: exported definitions lack %q (have %v)", a.name, k, keys)
 			}
+		}
+	}
+	for i, a := range targets {
+		other := targets[1-i]
+		out := a.admin(t, false, "import", files[other.name])
+		if !strings.Contains(out, "Uploaded definitions from") {
+			t.Errorf("%s: import of %s's export: %s", a.name, other.name, out)
 		}
 	}
 }
