@@ -22,7 +22,7 @@ type binConn struct {
 // it, flush before blocking on the socket.
 func (c *conn) serveBinary(buf []byte, start, end int) {
 	b := &binConn{}
-	b.p.MaxItemSize = c.s.cfg.MaxItemSize
+	b.p.MaxItemSize = c.s.parseMaxItem()
 	b.p.SASL = c.s.cfg.SASL
 	swallow := 0
 	for {

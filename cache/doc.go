@@ -112,7 +112,7 @@
 //     that reaches its shard's tail goes back to the head once (second
 //     chance) instead of being evicted.
 //   - Memory is counted as memcached's "stats bytes" (a 48 B header, 8 B of
-//     CAS, the key and value with their terminators, 4 B for non-zero
+//     CAS unless -C, the key and value with their terminators, 4 B for non-zero
 //     flags) without slab rounding, so slightly more items fit in one -m.
 //   - MaxConns counts client connections only; memcached also counts about
 //     20 internal descriptors.
@@ -146,8 +146,6 @@
 //   - Not implemented (answer ERROR): lru, lru_crawler, watch (with -W:
 //     memcached's CLIENT_ERROR), stats cachedump (with -X: memcached's
 //     CLIENT_ERROR), debugtime.
-//   - With -C (Config.NoCAS) memcached's items lose their 8-byte CAS field;
-//     we still count it in "stats bytes" and against -I and -m.
 //
 // # memcached options
 //

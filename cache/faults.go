@@ -57,7 +57,7 @@ func (u *udpConn) recoverDatagram() {
 		u.conn.releaseShard()
 		u.seg.Reset()
 		u.conn.w.Reset(&u.seg)
-		u.conn.p = Parser{MaxItemSize: u.conn.s.cfg.MaxItemSize}
+		u.conn.p = Parser{MaxItemSize: u.conn.s.parseMaxItem()}
 		u.bin = binConn{}
 	})
 }

@@ -25,7 +25,7 @@ func (c *conn) metaGet(cmd *Command) {
 	sh := s.shardFor(cmd.Key)
 	var reserved int64
 	if m.Vivify {
-		if need := int64(itemTotal(len(cmd.Key), 0, 0)); s.reserve(need, sh) {
+		if need := s.sizeOf(len(cmd.Key), 0, 0); s.reserve(need, sh) {
 			reserved = need
 		}
 	}
@@ -294,7 +294,7 @@ func (c *conn) metaArith(cmd *Command) {
 		s.release(maxIncrGrowth)
 		if m.Vivify {
 			out = strconv.AppendUint(c.scratch[:0], m.Initial, 10)
-			need := int64(itemTotal(len(cmd.Key), len(out), 0))
+			need := s.sizeOf(len(cmd.Key), len(out), 0)
 			if s.used.Add(need) > s.limit.Load() && !c.tryEvictLocked(sh, need) {
 				s.release(need)
 				c.unlockShard(sh)
@@ -419,7 +419,7 @@ func (c *conn) metaDebug(cmd *Command) {
 	} else {
 		b = append(b, " fetch=no"...)
 	}
-	tot := it.total()
+	tot := c.s.store.size(it)
 	b = append(b, " cls="...)
 	b = strconv.AppendInt(b, int64(slabClass(tot)), 10)
 	b = append(b, " size="...)

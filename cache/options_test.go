@@ -111,14 +111,21 @@ func TestDisableCAS(t *testing.T) {
 	})
 }
 
-// TestDisableCASItemSize checks stats bytes under -C. memcached's items
-// are 8 bytes smaller without their CAS field; substrate counts them as
-// with it (a documented difference), so only ours is checked here.
+// TestDisableCASItemSize: memcached's items lose their 8-byte CAS field
+// under -C, which "stats bytes" shows.
 func TestDisableCASItemSize(t *testing.T) {
-	c := dial(t, startOurs(t, serverOpts{noCAS: true}))
-	c.roundTrip("set a 0 0 1\r\nx\r\n")
-	if got := c.stats("")["bytes"]; got != "61" {
-		t.Errorf("bytes %s, want 61 (memcached -C: 53)", got)
+	for _, o := range []serverOpts{{}, {noCAS: true}} {
+		want := "127" // 61 + 66
+		if o.noCAS {
+			want = "111" // 53 + 58
+		}
+		forEachTarget(t, o, func(t *testing.T, addr string) {
+			c := dial(t, addr)
+			c.roundTrip("set a 0 0 1\r\nx\r\nset b 5 0 2\r\nxy\r\n")
+			if got := c.stats("")["bytes"]; got != want {
+				t.Errorf("-C %v: bytes %s, want %s", o.noCAS, got, want)
+			}
+		})
 	}
 }
 
@@ -227,6 +234,29 @@ func TestShutdownCommand(t *testing.T) {
 					t.Fatalf("%q: still accepting connections", cmd)
 				}
 				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestDisableCASItemSizeLimit: under -C the 8 bytes of CAS are not counted
+// against -I either.
+func TestDisableCASItemSizeLimit(t *testing.T) {
+	for _, o := range []serverOpts{{}, {noCAS: true}} {
+		fits := DefaultMaxItemSize - itemHeaderSize - casSize - 2 - 2 // key "a" + NUL, value CR LF
+		if o.noCAS {
+			fits += casSize
+		}
+		forEachTarget(t, o, func(t *testing.T, addr string) {
+			c := dial(t, addr)
+			for _, tc := range []struct {
+				n    int
+				want string
+			}{{fits, "STORED\r\n"}, {fits + 1, "SERVER_ERROR object too large for cache\r\n"}} {
+				req := "set a 0 0 " + strconv.Itoa(tc.n) + "\r\n" + strings.Repeat("v", tc.n) + "\r\n"
+				if got := c.roundTrip(req); got != tc.want {
+					t.Errorf("-C %v: a %d-byte value: %q, want %q", o.noCAS, tc.n, got, tc.want)
+				}
 			}
 		})
 	}

@@ -49,6 +49,15 @@ type Server struct {
 	shutdown  sync.Once // OnShutdown is called once
 }
 
+// parseMaxItem is the parsers' item size limit: -I, which under -C holds
+// items casSize bytes larger than itemTotal counts (they have no CAS).
+func (s *Server) parseMaxItem() int {
+	if s.cfg.NoCAS {
+		return s.cfg.MaxItemSize + casSize
+	}
+	return s.cfg.MaxItemSize
+}
+
 // New validates cfg and returns a server that is not yet listening.
 func New(cfg Config) (*Server, error) {
 	err := cfg.Validate()
@@ -68,7 +77,9 @@ func New(cfg Config) (*Server, error) {
 		conns: make(map[*conn]struct{}),
 	}
 	s.limit = logging.NewLimiter(log, "memcached", 10, time.Second)
-	s.store.noCAS = cfg.NoCAS
+	if cfg.NoCAS {
+		s.store.noCAS, s.store.casAdj = true, casSize
+	}
 	s.verbosity.Store(uint32(min(max(cfg.Verbosity, 0), math.MaxUint32)))
 	if cfg.TLS != nil {
 		if s.tls, err = newTLSState(cfg.TLS); err != nil {
@@ -321,7 +332,7 @@ func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
 	}
 	c.w = writerPool.Get().(*bufio.Writer)
 	c.w.Reset(c.out)
-	c.p.MaxItemSize = s.cfg.MaxItemSize
+	c.p.MaxItemSize = s.parseMaxItem()
 	c.lastCmd.Store(s.clk.now())
 	return c
 }

@@ -425,7 +425,7 @@ func (s *Server) scanClasses() map[int]*classInfo {
 		sh.mu.Lock()
 		for idx := sh.head; idx != nilSlot; idx = sh.at(idx).next {
 			it := sh.at(idx)
-			tot := it.total()
+			tot := s.store.size(it)
 			cl := slabClass(tot)
 			ci := out[cl]
 			if ci == nil {

@@ -60,6 +60,15 @@ func (it *item) total() int64 {
 	return int64(itemTotal(int(it.klen), int(it.size)-int(it.klen), it.flags))
 }
 
+// size is it's accounted size (memcached's ITEM_ntotal): total, without
+// the CAS field under -C.
+func (s *store) size(it *item) int64 { return it.total() - s.casAdj }
+
+// sizeOf is size for an item not yet built.
+func (s *store) sizeOf(nkey, nvalue int, flags uint32) int64 {
+	return int64(itemTotal(nkey, nvalue, flags)) - s.casAdj
+}
+
 // clock is memcached's rel_time_t clock: seconds since process_started,
 // which memcached sets 62 s before the real start so that no relative time
 // is ever 0.
@@ -127,7 +136,8 @@ type store struct {
 	used       atomic.Int64
 	limit      atomic.Int64
 	noEvict    bool
-	noCAS      bool // memcached -C: every item's CAS is 0
+	noCAS      bool  // memcached -C: every item's CAS is 0
+	casAdj     int64 // and items have no CAS field: casSize bytes less
 	casID      atomic.Uint64
 	oldestLive atomic.Uint32
 	oldestCAS  atomic.Uint64
@@ -339,7 +349,7 @@ func (s *store) link(sh *shard, buf []byte, klen int, flags, exptime uint32, cas
 // unlink removes the item at idx from sh (locked) and returns its memory.
 func (s *store) unlink(sh *shard, idx int32) {
 	it := sh.at(idx)
-	s.release(it.total())
+	s.release(s.size(it))
 	sh.index.remove(hashTag(s.hash(it.key())), idx)
 	sh.remove(idx)
 	*it = item{next: sh.free}
@@ -351,7 +361,7 @@ func (s *store) unlink(sh *shard, idx int32) {
 // memory is released, the caller reserved the new one.
 func (s *store) replace(sh *shard, idx int32, buf []byte, flags, exptime uint32, cas uint64, now uint32) {
 	it := sh.at(idx)
-	s.release(it.total())
+	s.release(s.size(it))
 	klen := int(it.klen)
 	bits := it.bits & bitKeyBinary
 	*it = item{data: &buf[0], size: uint32(len(buf)), cas: cas, flags: flags, exptime: exptime, time: now, klen: uint8(klen), prev: it.prev, next: it.next, bits: bits}
@@ -460,7 +470,7 @@ type storeReq struct {
 // store executes a storage command and returns the result and the new CAS.
 func (s *store) store(r *storeReq) (storeResult, uint64) {
 	sh := s.shardFor(r.key)
-	need := int64(itemTotal(len(r.key), len(r.data), r.flags))
+	need := s.sizeOf(len(r.key), len(r.data), r.flags)
 	if !s.reserve(need, sh) {
 		// memcached drops the old value when a set cannot be stored.
 		if r.mode == modeSet {
@@ -529,7 +539,7 @@ func (s *store) storeLocked(sh *shard, idx int32, r *storeReq, now uint32, reser
 		if r.cas != 0 && r.cas != old.cas && !s.noCAS {
 			return resExists, 0, -reserved
 		}
-		total := int64(itemTotal(len(r.key), len(old.value())+len(r.data), old.flags))
+		total := s.sizeOf(len(r.key), len(old.value())+len(r.data), old.flags)
 		if total > int64(r.maxItem) {
 			return resNotStored, 0, -reserved
 		}
@@ -713,7 +723,7 @@ func (s *store) addDeltaLocked(sh *shard, idx int32, incr bool, delta, compareCA
 	} else {
 		buf = makeBuf(it.key(), out)
 	}
-	oldTotal := it.total()
+	oldTotal := s.size(it)
 	cas := s.nextCAS()
 	flags, exp, t, bits := it.flags, it.exptime, it.time, it.bits
 	s.used.Add(oldTotal) // replace releases the old size; keep it reserved
@@ -725,7 +735,7 @@ func (s *store) addDeltaLocked(sh *shard, idx int32, incr bool, delta, compareCA
 		sh.at(idx).time = t
 		sh.at(idx).bits = bits
 	}
-	newTotal := sh.at(idx).total()
+	newTotal := s.size(sh.at(idx))
 	s.release(oldTotal + maxIncrGrowth - newTotal)
 	return out, cas, arithOK
 }

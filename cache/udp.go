@@ -77,7 +77,7 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 	u := &udpConn{pc: pc}
 	u.conn.s = s
 	u.conn.listen = pc.LocalAddr()
-	u.conn.p.MaxItemSize = s.cfg.MaxItemSize
+	u.conn.p.MaxItemSize = s.parseMaxItem()
 	u.conn.w = bufio.NewWriterSize(&u.seg, writeBufSize)
 	buf := make([]byte, udpReadSize)
 	for {
@@ -199,7 +199,7 @@ func (u *udpConn) sendBytes(b []byte) {
 func (u *udpConn) binaryDatagram(b []byte) {
 	c := &u.conn
 	bc := &u.bin
-	bc.p = BinaryParser{MaxItemSize: c.s.cfg.MaxItemSize}
+	bc.p = BinaryParser{MaxItemSize: c.s.parseMaxItem()}
 	bc.saslStarted = false
 	sent := false
 	for len(b) > 0 {
