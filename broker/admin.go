@@ -236,6 +236,8 @@ type QueueInfo struct {
 	MessageBytesRAM            int64 // ready ones not paged out, and the unacknowledged
 	Consumers                  int
 	ActiveConsumers            int       // consumers that get messages (1 with x-single-active-consumer)
+	SingleActiveConsumerTag    string    // x-single-active-consumer: the active consumer's tag
+	ExclusiveConsumerTag       string    // the tag of an exclusive consumer (basic.consume exclusive=true)
 	MemoryBytes                int64     // approximate: bodies in memory and per-message bookkeeping
 	IdleSince                  time.Time // last publish, get, ack or consume
 	MessageStats               MessageStats
@@ -253,11 +255,15 @@ func (q *Queue) Info() QueueInfo {
 	pers, persBytes := q.msgs.persistent()
 	ram := q.msgs.resident() + q.unackedBytes
 	active := len(q.consumers)
+	var sacTag, exclTag string
 	if q.sac {
 		active = 0
 		if q.active != nil {
-			active = 1
+			active, sacTag = 1, q.active.tag
 		}
+	}
+	if q.exclusiveConsumer && len(q.consumers) > 0 {
+		exclTag = q.consumers[0].tag
 	}
 	info := QueueInfo{Name: q.name, VHost: q.vh.name, Durable: q.durable, AutoDelete: q.autoDelete, Exclusive: q.exclusive,
 		Type: queueType(q.args), State: "running", Arguments: copyArgs(q.args),
@@ -269,6 +275,7 @@ func (q *Queue) Info() QueueInfo {
 		MessageBytesPersistent:     persBytes + q.unackedPersLen,
 		MessageBytesRAM:            ram,
 		Consumers:                  len(q.consumers), ActiveConsumers: active,
+		SingleActiveConsumerTag: sacTag, ExclusiveConsumerTag: exclTag,
 		MemoryBytes:  ram + int64(ready+q.unacked)*entryCost,
 		IdleSince:    time.Unix(0, q.lastUsed),
 		MessageStats: q.stats.public(),

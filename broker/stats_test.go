@@ -285,8 +285,11 @@ func TestChannelsConsumersAndConnectionInfo(t *testing.T) {
 		s2.ConsumerTag != "sac-2" || s2.Active || s2.ActivityStatus != "waiting" || s1.AckRequired {
 		t.Fatalf("single active consumers %+v %+v", s1, s2)
 	}
-	if qi := queueInfo(t, s, "/", "info.sac"); qi.Consumers != 2 || qi.ActiveConsumers != 1 {
+	if qi := queueInfo(t, s, "/", "info.sac"); qi.Consumers != 2 || qi.ActiveConsumers != 1 || qi.SingleActiveConsumerTag != "sac-1" || qi.ExclusiveConsumerTag != "" {
 		t.Fatalf("sac queue %+v", qi)
+	}
+	if qi := queueInfo(t, s, "/", "info.q"); qi.Consumers != 1 || qi.ActiveConsumers != 1 || qi.SingleActiveConsumerTag != "" || qi.ExclusiveConsumerTag != "tag-a" {
+		t.Fatalf("queue with an exclusive consumer %+v", qi)
 	}
 
 	// Committing counts the publishes; acks held in a transaction show.
