@@ -165,7 +165,10 @@
 // package unless marked integration/).
 //
 //	option                            status        note (test)
-//	-p -U -l -s -a                    honoured      listeners (unix_test, udp_test)
+//	-p -U -l -s -a                    honoured      listeners (unix_test, udp_test); -l's tag[...]: prefix
+//	                                                too (only memcached's proxy reads it, absent from
+//	                                                Debian's build); -l proto[...]: is refused
+//	                                                (cmd/substrate TestCacheListenPrefixes)
 //	-m -M -c -I -B                    honoured      limits, no eviction, protocol (behaviour_test)
 //	-S                                honoured      SASL PLAIN (sasl_test)
 //	-Z, -o ssl_chain_cert ssl_key     honoured      TLS (tls_test)

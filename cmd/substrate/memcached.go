@@ -107,6 +107,13 @@ func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []str
 		return cfg, err
 	}
 	for _, la := range las {
+		if la.Protocol != "" {
+			// A "tag[...]:" prefix only matters to memcached's proxy,
+			// which Debian's build lacks, as substrate does: it is honoured
+			// by having no effect. A per-listener protocol is not.
+			return cfg, &memcachedcli.UnsupportedError{Option: "-l " + la.Item,
+				Why: "a listener's own protocol (proto[" + la.Protocol + "]:); use -B for all of them"}
+		}
 		ips := []string{""} // "" or "*": every interface
 		if la.Host != "" && la.Host != "*" {
 			if ips, err = preflight.Hosts(ctx, la.Host); err != nil {

@@ -76,6 +76,28 @@ func TestCacheOptionsHonoured(t *testing.T) {
 	}
 }
 
+// TestCacheListenPrefixes: -l's "tag[...]:" prefix is accepted (only
+// memcached's proxy reads it; Debian's build has none), "proto[...]:" is
+// refused in one line.
+func TestCacheListenPrefixes(t *testing.T) {
+	for _, tc := range []struct{ item, refused string }{
+		{"tag[web]:127.0.0.1:11311", ""},
+		{"proto[ascii]:127.0.0.1:11311", "substrate does not support memcached's -l proto[ascii]:127.0.0.1:11311: a listener's own protocol"},
+	} {
+		o, err := memcachedcli.Parse([]string{"-u", "nobody", "-l", tc.item})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := cacheConfig(context.Background(), o, nil, 0)
+		switch {
+		case tc.refused == "" && (err != nil || len(cfg.Addrs) != 1 || cfg.Addrs[0] != "127.0.0.1:11311"):
+			t.Errorf("-l %s: %v, addrs %v", tc.item, err, cfg.Addrs)
+		case tc.refused != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.refused)):
+			t.Errorf("-l %s: %v, want %q", tc.item, err, tc.refused)
+		}
+	}
+}
+
 func statsSettings(t *testing.T, addr string) map[string]string {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
