@@ -170,7 +170,24 @@ func (a *API) queueObj(q broker.QueueInfo) obj {
 	if !q.IdleSince.IsZero() {
 		o["idle_since"] = formatTime(q.IdleSince)
 	}
+	if q.Type == "quorum" {
+		quorumFields(o, a.cfg.Node)
+	}
 	return o
+}
+
+// quorumFields makes o a quorum queue as RabbitMQ shows one: a Raft
+// group (here of one member, this node) without a classic backing queue.
+func quorumFields(o obj, node string) {
+	for _, k := range []string{"backing_queue_status", "messages_paged_out", "message_bytes_paged_out", "recoverable_slaves",
+		"exclusive_consumer_tag", "single_active_consumer_tag", "head_message_timestamp", "idle_since",
+		"messages_ready_ram", "messages_unacknowledged_ram", "slave_nodes", "synchronised_slave_nodes"} {
+		delete(o, k)
+	}
+	o["leader"], o["members"], o["online"] = node, []string{node}, []string{node}
+	o["open_files"] = obj{node: 0}
+	o["messages_dlx"], o["message_bytes_dlx"] = 0, 0
+	o["single_active_consumer_ctag"] = nil
 }
 
 // formatTime is RabbitMQ's idle_since format.
