@@ -133,7 +133,7 @@ func (a *API) queueObj(q broker.QueueInfo) obj {
 		"type": q.Type, "state": q.State,
 		"policy": policy(q.Policy), "operator_policy": policy(q.OperatorPolicy),
 		"effective_policy_definition": eff,
-		"exclusive_consumer_tag":      nil, "single_active_consumer_tag": nil,
+		"exclusive_consumer_tag":      nullStr(q.ExclusiveConsumerTag), "single_active_consumer_tag": nullStr(q.SingleActiveConsumerTag),
 		"head_message_timestamp": nil, "recoverable_slaves": nil,
 		"consumers": q.Consumers, "consumer_capacity": consumerUtil, "consumer_utilisation": consumerUtil,
 		"memory":   q.MemoryBytes,
@@ -172,6 +172,7 @@ func (a *API) queueObj(q broker.QueueInfo) obj {
 	}
 	if q.Type == "quorum" {
 		quorumFields(o, a.cfg.Node)
+		o["single_active_consumer_ctag"] = nullStr(q.SingleActiveConsumerTag)
 	}
 	return o
 }
@@ -187,7 +188,6 @@ func quorumFields(o obj, node string) {
 	o["leader"], o["members"], o["online"] = node, []string{node}, []string{node}
 	o["open_files"] = obj{node: 0}
 	o["messages_dlx"], o["message_bytes_dlx"] = 0, 0
-	o["single_active_consumer_ctag"] = nil
 }
 
 // formatTime is RabbitMQ's idle_since format.
