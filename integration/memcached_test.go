@@ -80,6 +80,10 @@ func TestServeMemcachedSysconfig(t *testing.T) {
 	}
 	memcachedRoundTrip(t, "127.0.0.1:"+itoa(port))
 	memcachedRoundTrip(t, "[::1]:"+itoa(port))
+	// USER="memcached" is not applied under serve, and says so once.
+	if n := strings.Count(s.output(), "memcached's -u memcached is not applied under substrate serve"); n != 1 {
+		t.Errorf("%d warnings about USER, want 1:\n%s", n, s.output())
+	}
 }
 
 // TestMemcachedSubcommand: `substrate memcached` takes memcached's flags,
