@@ -6,9 +6,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
-	"sort"
 	"strconv"
 	"time"
 	"unsafe"
@@ -82,13 +82,9 @@ func (s *Server) DeleteVHost(ctx context.Context, name string) error {
 // VHosts lists the vhost names, sorted.
 func (s *Server) VHosts() []string {
 	s.vhMu.RLock()
-	defer s.vhMu.RUnlock()
-	out := make([]string, 0, len(s.vhosts))
-	for n := range s.vhosts {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	names := slices.Collect(maps.Keys(s.vhosts))
+	s.vhMu.RUnlock()
+	return listing(names, same, cmp.Compare[string])
 }
 
 // SetVHostLimits replaces a vhost's limits, as `rabbitmqctl
@@ -170,22 +166,14 @@ func (i ConnectionInfo) name() string { return i.Name }
 func (s *Server) vhostList() []*vhost {
 	s.vhMu.RLock()
 	defer s.vhMu.RUnlock()
-	out := make([]*vhost, 0, len(s.vhosts))
-	for _, vh := range s.vhosts {
-		out = append(out, vh)
-	}
-	return out
+	return slices.Collect(maps.Values(s.vhosts))
 }
 
 // queueList returns the vhost's queues.
 func (vh *vhost) queueList() []*Queue {
 	vh.mu.RLock()
 	defer vh.mu.RUnlock()
-	out := make([]*Queue, 0, len(vh.queues))
-	for _, q := range vh.queues {
-		out = append(out, q)
-	}
-	return out
+	return slices.Collect(maps.Values(vh.queues))
 }
 
 // channelList returns the connection's channels (the reader may open or
@@ -193,11 +181,7 @@ func (vh *vhost) queueList() []*Queue {
 func (c *conn) channelList() []*channel {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]*channel, 0, len(c.channels))
-	for _, ch := range c.channels {
-		out = append(out, ch)
-	}
-	return out
+	return slices.Collect(maps.Values(c.channels))
 }
 
 // consumerList returns the connection's consumers.
