@@ -160,6 +160,16 @@ func TestTags(t *testing.T) {
 	if n := count("mgr", "/channels"); n != 0 {
 		t.Errorf("management user sees %d channels of others, want 0", n)
 	}
+	totals := func(user string) map[string]any {
+		rp := tg.do(t, "GET", "/overview", nil, user, "pw")
+		return rp.Body.(map[string]any)["object_totals"].(map[string]any)
+	}
+	if n := num(totals("mon")["connections"]); n != 1 {
+		t.Errorf("monitoring user's overview counts %v connections, want 1", n)
+	}
+	if n := num(totals("mgr")["connections"]); n != 0 {
+		t.Errorf("management user's overview counts %v connections of others, want 0", n)
+	}
 	pol := map[string]any{"pattern": "^x", "definition": map[string]any{"max-length": 5}}
 	for _, c := range []struct {
 		user, method, path string

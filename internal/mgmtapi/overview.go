@@ -78,6 +78,21 @@ func (a *API) overview(w http.ResponseWriter, r *http.Request, rq *request) {
 	ms := a.messageStats(k, ov.MessageStats, overviewStatKeys)
 	ms["disk_reads"], ms["disk_reads_details"] = 0, obj{"rate": 0.0}
 	ms["disk_writes"], ms["disk_writes_details"] = 0, obj{"rate": 0.0}
+	queueTotals := obj{
+		"messages": ov.QueueTotals.Messages, "messages_details": a.sampler.details(k, "messages"),
+		"messages_ready": ov.QueueTotals.MessagesReady, "messages_ready_details": a.sampler.details(k, "messages_ready"),
+		"messages_unacknowledged":         ov.QueueTotals.MessagesUnacknowledged,
+		"messages_unacknowledged_details": a.sampler.details(k, "messages_unacknowledged"),
+	}
+	objectTotals := obj{
+		"connections": ov.ObjectTotals.Connections, "channels": ov.ObjectTotals.Channels,
+		"exchanges": ov.ObjectTotals.Exchanges, "queues": ov.ObjectTotals.Queues, "consumers": ov.ObjectTotals.Consumers,
+	}
+	if !isMonitor(rq.user) {
+		// Users without monitoring see the totals of their vhosts and
+		// their own connections, as in RabbitMQ.
+		ms, queueTotals, objectTotals = a.userTotals(rq)
+	}
 	o := obj{
 		"management_version": Version, "rabbitmq_version": Version,
 		"product_name": "substrate", "product_version": a.cfg.ProductVersion,
@@ -91,24 +106,76 @@ func (a *API) overview(w http.ResponseWriter, r *http.Request, rq *request) {
 		"erlang_full_version":           erlangVersion() + " (substrate: no Erlang VM)",
 		"release_series_support_status": "supported",
 		"disable_stats":                 false, "enable_queue_totals": false,
-		"message_stats": ms,
-		"churn_rates":   churn,
-		"queue_totals": obj{
-			"messages": ov.QueueTotals.Messages, "messages_details": a.sampler.details(k, "messages"),
-			"messages_ready": ov.QueueTotals.MessagesReady, "messages_ready_details": a.sampler.details(k, "messages_ready"),
-			"messages_unacknowledged":         ov.QueueTotals.MessagesUnacknowledged,
-			"messages_unacknowledged_details": a.sampler.details(k, "messages_unacknowledged"),
-		},
-		"object_totals": obj{
-			"connections": ov.ObjectTotals.Connections, "channels": ov.ObjectTotals.Channels,
-			"exchanges": ov.ObjectTotals.Exchanges, "queues": ov.ObjectTotals.Queues, "consumers": ov.ObjectTotals.Consumers,
-		},
+		"message_stats":             ms,
+		"churn_rates":               churn,
+		"queue_totals":              queueTotals,
+		"object_totals":             objectTotals,
 		"statistics_db_event_queue": 0,
 		"node":                      a.cfg.Node,
 		"listeners":                 a.listenerObjs(),
 		"contexts":                  a.contextObjs(),
 	}
 	a.one(w, rq, o)
+}
+
+// userTotals are overview's message_stats, queue_totals and
+// object_totals over the vhosts rq's user sees, and its connections.
+func (a *API) userTotals(rq *request) (ms, queueTotals, objectTotals obj) {
+	vhosts := a.visibleVHosts(rq.user)
+	stats := a.b.VHostStats()
+	sum := func(keys []string, field string) float64 {
+		var r float64
+		for _, k := range keys {
+			r += a.sampler.rate(k, field)
+		}
+		return r
+	}
+	var keys []string
+	var m broker.MessageStats
+	var msgs, ready, unacked, queues, consumers, exchanges int
+	for _, vh := range vhosts {
+		keys = append(keys, "vhost\x00"+vh)
+		v := stats[vh].MessageStats
+		m.Publish += v.Publish
+		m.Confirm += v.Confirm
+		m.ReturnUnroutable += v.ReturnUnroutable
+		m.DropUnroutable += v.DropUnroutable
+		m.Deliver += v.Deliver
+		m.DeliverNoAck += v.DeliverNoAck
+		m.Get += v.Get
+		m.GetNoAck += v.GetNoAck
+		m.GetEmpty += v.GetEmpty
+		m.Redeliver += v.Redeliver
+		m.Ack += v.Ack
+		m.DeliverGet += v.DeliverGet
+		for _, q := range a.b.Queues(vh) {
+			msgs, ready, unacked = msgs+q.Messages, ready+q.MessagesReady, unacked+q.MessagesUnacknowledged
+			queues++
+			consumers += q.Consumers
+		}
+		exchanges += len(a.b.Exchanges(vh))
+	}
+	ms = obj{}
+	for _, f := range overviewStatKeys {
+		ms[f.name] = f.get(m)
+		ms[f.name+"_details"] = obj{"rate": sum(keys, f.name)}
+	}
+	ms["disk_reads"], ms["disk_reads_details"] = 0, obj{"rate": 0.0}
+	ms["disk_writes"], ms["disk_writes_details"] = 0, obj{"rate": 0.0}
+	queueTotals = obj{
+		"messages": msgs, "messages_details": obj{"rate": sum(keys, "messages")},
+		"messages_ready": ready, "messages_ready_details": obj{"rate": sum(keys, "messages_ready")},
+		"messages_unacknowledged": unacked, "messages_unacknowledged_details": obj{"rate": sum(keys, "messages_unacknowledged")},
+	}
+	conns, chans := 0, 0
+	for _, c := range a.b.Connections() {
+		if c.User == rq.user.Name {
+			conns++
+			chans += c.Channels
+		}
+	}
+	objectTotals = obj{"connections": conns, "channels": chans, "exchanges": exchanges, "queues": queues, "consumers": consumers}
+	return ms, queueTotals, objectTotals
 }
 
 // ---- nodes ----
