@@ -263,15 +263,26 @@ for _ in $(seq 600); do
 done
 grep -q 'substrate ready' "$tmp/serve.log" || { cat "$tmp/serve.log"; fail "serve not ready in 60 s"; }
 ok "serve --config /etc/substrate/substrate.yaml starts as substrate with data in /var/lib/substrate"
-# By its full path: with rabbitmq-server installed, root's PATH finds
-# RabbitMQ's /usr/sbin/rabbitmqctl first (docs/operations.md).
-vhosts=$(SUBSTRATE_CONFIG=/etc/substrate/substrate.yaml /usr/bin/rabbitmqctl list_vhosts 2>&1) || fail "rabbitmqctl list_vhosts: $vhosts"
+# By their full paths: with rabbitmq-server installed, root's PATH finds
+# RabbitMQ's /usr/sbin/rabbitmqctl first (docs/operations.md). Nothing
+# says where the data directory is: they read /etc/substrate/substrate.yaml.
+vhosts=$(env -u SUBSTRATE_CONFIG -u SUBSTRATE_DATA_DIR /usr/bin/rabbitmqctl list_vhosts 2>&1) || fail "rabbitmqctl list_vhosts: $vhosts"
 grep -qx / <<<"$vhosts" || fail "rabbitmqctl list_vhosts: $vhosts"
-ok "/usr/bin/rabbitmqctl list_vhosts reaches it"
+ok "/usr/bin/rabbitmqctl list_vhosts reaches it through the installed config"
+for c in ping check_running check_local_alarms check_port_connectivity; do
+	out=$(env -u SUBSTRATE_CONFIG -u SUBSTRATE_DATA_DIR /usr/bin/rabbitmq-diagnostics -q "$c" 2>&1) || fail "rabbitmq-diagnostics -q $c: $out"
+done
+ok "/usr/bin/rabbitmq-diagnostics -q ping, check_running, check_local_alarms, check_port_connectivity pass"
 kill "$serve_pid"
 wait "$serve_pid" || fail "serve exited $? after SIGTERM: $(tail -5 "$tmp/serve.log")"
 serve_pid=
 ok "serve stops on SIGTERM with status 0"
+set +e
+env -u SUBSTRATE_CONFIG -u SUBSTRATE_DATA_DIR /usr/bin/rabbitmq-diagnostics -q ping >/dev/null 2>&1
+code=$?
+set -e
+[ "$code" = 69 ] || fail "rabbitmq-diagnostics -q ping with the server stopped exited $code, want 69 as RabbitMQ's"
+ok "rabbitmq-diagnostics -q ping with the server stopped: 69, as RabbitMQ's"
 
 # Upgrade over itself: a changed conffile is kept; postinst configure
 # runs with the old version.
