@@ -4,11 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"substrate/broker/amqp"
 )
@@ -118,10 +121,19 @@ func TestErrorRepliesMatchRabbitMQ(t *testing.T) {
 }
 
 // compareGolden compares got with a golden file, or rewrites it with
-// -update.
+// -update, which records from RabbitMQ only: PROBE_ADDR must be set and
+// answer as RabbitMQ (connection.start's product), else the test fails
+// rather than write substrate's own replies into RabbitMQ's goldens.
 func compareGolden(t *testing.T, golden, got string) {
 	t.Helper()
 	if *update {
+		addr := os.Getenv("PROBE_ADDR")
+		if addr == "" {
+			t.Fatalf("-update records %s from RabbitMQ only: set PROBE_ADDR to a RabbitMQ 3.10.8 (the tests otherwise run against substrate)", golden)
+		}
+		if product, err := serverProduct(addr); err != nil || product != "RabbitMQ" {
+			t.Fatalf("-update records %s from RabbitMQ only: PROBE_ADDR %s answers as product %q (%v)", golden, addr, product, err)
+		}
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +160,71 @@ func noWait(m amqp.Method) bool {
 	return false
 }
 
-var update = flag.Bool("update", false, "rewrite golden files from PROBE_ADDR")
+var update = flag.Bool("update", false, "rewrite golden files from PROBE_ADDR, which must be a RabbitMQ")
+
+// serverProduct returns the product server property addr announces in
+// connection.start.
+func serverProduct(addr string) (string, error) {
+	c, err := amqp091.Dial("amqp://guest:guest@" + addr + "/")
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	p, _ := c.Properties["product"].(string)
+	return p, nil
+}
+
+// TestGoldensMatchRabbitMQ runs the golden tests (recorded from RabbitMQ
+// 3.10.8) against the private RabbitMQ that TestMain starts, so that the
+// goldens themselves are checked against RabbitMQ in every run, not only
+// when they are recorded.
+func TestGoldensMatchRabbitMQ(t *testing.T) {
+	if *update {
+		t.Skip("-update records; this checks")
+	}
+	rabbit.waited.Store(true)
+	<-rabbit.ready
+	if rabbit.fail != "" {
+		t.Fatal(rabbit.fail)
+	}
+	if rabbit.skip != "" {
+		t.Skip(rabbit.skip)
+	}
+	u, err := url.Parse(rabbit.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PROBE_ADDR", u.Host)
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T)
+	}{
+		{"error-replies", TestErrorRepliesMatchRabbitMQ},
+		{"connection-errors", TestConnectionErrorsMatchRabbitMQ},
+		{"queue-args", TestQueueArgsMatchRabbitMQ},
+		{"dead-letter-headers", TestDeadLetterHeadersMatchRabbitMQ},
+		{"permission-errors", func(t *testing.T) {
+			// The user and queue the golden was recorded with.
+			if rabbit.node == nil {
+				t.Skip("SUBSTRATE_TEST_RABBITMQ: no rabbitmqctl to add the user zzu with")
+			}
+			ctx := context.Background()
+			for _, args := range [][]string{{"add_user", "zzu", "pw"}, {"set_permissions", "-p", "/", "zzu", "^zz", "^zz", "^zz"}} {
+				if out, err := rabbit.node.Ctl(ctx, args...); err != nil && !strings.Contains(out, "already exists") {
+					t.Fatalf("rabbitmqctl %v: %v\n%s", args, err, out)
+				}
+			}
+			ch := channel091(t, dial(t, rabbit.url))
+			if _, err := ch.QueueDeclare("other", false, false, false, false, nil); err != nil {
+				t.Fatal(err)
+			}
+			dropQueues(t, rabbit.url, "other")
+			TestPermissionRepliesMatchRabbitMQ(t)
+		}},
+	} {
+		t.Run(tc.name, tc.test)
+	}
+}
 
 func lineDiff(want, got string) string {
 	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
