@@ -58,6 +58,8 @@ Also read from the environment:
                   warning, <6> info, <7> debug) and carry no time of their own
   NOTIFY_SOCKET   set by systemd for Type=notify units: READY=1 is sent once
                   every listener accepts, STOPPING=1 at shutdown
+  WATCHDOG_USEC   set by systemd with WatchdogSec: WATCHDOG=1 is sent at half
+                  that period while every service passes its health check
   GOMEMLIMIT      Go's memory limit; when set, serve does not set its own
                   from the memory budget
 

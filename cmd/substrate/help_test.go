@@ -30,7 +30,7 @@ func TestServeHelp(t *testing.T) {
 			t.Fatalf("serve %s: exit %d, stderr %q", arg, code, stderr.String())
 		}
 		out := stdout.String()
-		want := []string{"Usage: substrate serve", defaultConfigFile, "SUBSTRATE_CONFIG", "JOURNAL_STREAM", "NOTIFY_SOCKET", "GOMEMLIMIT"}
+		want := []string{"Usage: substrate serve", defaultConfigFile, "SUBSTRATE_CONFIG", "JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "GOMEMLIMIT"}
 		fs := flag.NewFlagSet("", flag.ContinueOnError)
 		new(serveFlags).register(fs)
 		fs.VisitAll(func(f *flag.Flag) {
