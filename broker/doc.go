@@ -73,9 +73,11 @@
 // deliveries are encoded straight into the consumer's connection buffer.
 // Timers (time.AfterFunc) run x-expires and message-TTL expiry (and
 // publish dead letters collected under vhost.mu, see below). Accept
-// loops run one per listener. Server.wg counts accept loops, readers and
-// running writers (a writer is added only while its reader runs);
-// Shutdown waits for it.
+// loops run one per listener. A direct connection (DirectConn, the
+// management API's, mgmt_ops.go) is one end of a net.Pipe admitted as an
+// accepted socket: the same reader and writer, listed and shut down with
+// the others. Server.wg counts accept loops, readers and running writers
+// (a writer is added only while its reader runs); Shutdown waits for it.
 //
 // Each of these goroutines recovers its own panic (internal/faults: one
 // ERROR line with peer and stack, counted in substrate_panics_total):
