@@ -54,6 +54,11 @@ type Config struct {
 	// -Z). The files are loaded by New and again by refresh_certs.
 	TLS *TLSConfig
 
+	// TLSSettings, when TLS is nil, are the ssl_* settings "stats
+	// settings" reports: memcached -o ssl_... without -Z, which has no
+	// other effect there either.
+	TLSSettings *TLSConfig
+
 	// Protocol is memcached's -B: "auto" (or "") picks the protocol of
 	// each connection (and UDP datagram) from its first byte, "binary"
 	// speaks only the binary protocol, "ascii" only the text ones (a

@@ -343,6 +343,9 @@ func (s *Server) settingsStats(w *statWriter) {
 	w.str("ext_drop_unread", "no")
 	tc := s.cfg.TLS
 	if tc == nil {
+		tc = s.cfg.TLSSettings
+	}
+	if tc == nil {
 		tc = NewTLSConfig("", "")
 	}
 	orNull := func(v, null string) string { return onOff(v != "", v, null) }

@@ -77,6 +77,9 @@ func cacheConfig(ctx context.Context, o memcachedcli.Options, defaultHosts []str
 	}
 	cfg.Addrs = nil
 	cfg.TLS = tlsConfig(o)
+	if cfg.TLS == nil {
+		cfg.TLSSettings = tlsSettings(o)
+	}
 	if o.SASL {
 		// memcached built with its password-file SASL reads this variable.
 		cfg.SASL = true
@@ -147,6 +150,12 @@ func tlsConfig(o memcachedcli.Options) *cache.TLSConfig {
 	if !o.TLS {
 		return nil
 	}
+	return tlsSettings(o)
+}
+
+// tlsSettings is the -o ssl_* suboptions as a TLS configuration, with or
+// without -Z.
+func tlsSettings(o memcachedcli.Options) *cache.TLSConfig {
 	e := o.Ext
 	tc := cache.NewTLSConfig(e.SSLChainCert, e.SSLKey)
 	tc.KeyFormat = e.SSLKeyFormat

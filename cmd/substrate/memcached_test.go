@@ -22,6 +22,7 @@ var honouredLines = [][]string{
 	{"-C", "-F", "-X", "-W", "-A", "-b", "77", "-vv", "-t", "2", "-M", "-m", "32", "-c", "99", "-I", "2m",
 		"-o", "modern,slab_reassign,slab_automove,lru_crawler,lru_maintainer,maxconns_fast,inline_ascii_resp,hash_algorithm=murmur3,idle_timeout=0,slab_chunk_max=524288"},
 	{"-b", "-1", "-f", "1.25", "-n", "48", "-R", "20", "-o", "drop_privileges,no_inline_ascii_resp,hot_lru_pct=20,warm_lru_pct=40,lru_crawler_sleep=100,read_buf_mem_limit=0,ssl_wbuf_size=16"},
+	{"-o", "ssl_chain_cert=/x.pem,ssl_key=/k.pem,ssl_ca_cert=/ca.pem,ssl_verify_mode=2,ssl_min_version=3,ssl_keyformat=2"},
 	{"-B", "ascii", "-a", "0755", "-v"},
 }
 

@@ -179,6 +179,7 @@ var statsCases = [][]string{
 	{"-C", "-F", "-X", "-W", "-A", "-b", "77", "-vv", "-t", "2", "-M", "-m", "32", "-c", "99", "-I", "2m",
 		"-o", "modern,slab_reassign,slab_automove,lru_crawler,lru_maintainer,maxconns_fast,inline_ascii_resp,hash_algorithm=murmur3,idle_timeout=0,slab_chunk_max=524288"},
 	{"-b", "-1", "-f", "1.25", "-n", "48", "-R", "20", "-o", "drop_privileges,no_inline_ascii_resp,hot_lru_pct=20,warm_lru_pct=40,lru_crawler_sleep=100,read_buf_mem_limit=0,ssl_wbuf_size=16"},
+	{"-o", "ssl_chain_cert=/x.pem,ssl_key=/k.pem,ssl_ca_cert=/ca.pem,ssl_verify_mode=2,ssl_min_version=3,ssl_keyformat=2"},
 	{"-m", "128", "-c", "500", "-t", "2", "-R", "5", "-b", "50", "-f", "1.5", "-n", "64", "-a", "0755", "-D", "/x", "-B", "ascii", "-C", "-M", "-I", "2m", "-v", "-F", "-X", "-A"},
 	{"-c", "500x", "-t", "3x", "-n", "-1", "-b", "-1", "-f", "1.5x", "-I", "1.5m", "-m", "-5", "-vv", "-a", "999"},
 	{"-o", "no_modern"},

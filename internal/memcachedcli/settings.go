@@ -5,7 +5,7 @@ import "fmt"
 // StatsSettings returns the `stats settings` lines (name to value) of
 // memcached 1.6.18 that these options determine, as memcached prints
 // them. Lines that depend on the running process or its build
-// (num_threads_per_udp, ssl_chain_cert and the like) are not included.
+// (num_threads_per_udp and the like) are not included.
 func (o Options) StatsSettings() map[string]string {
 	yes := func(b bool) string {
 		if b {
@@ -52,7 +52,17 @@ func (o Options) StatsSettings() map[string]string {
 		"read_buf_mem_limit": fmt.Sprint(e.ReadBufMemLimit), "track_sizes": yes(e.TrackSizes),
 		"inline_ascii_response": "no", "ssl_enabled": yes(o.TLS),
 		"ssl_verify_mode": fmt.Sprint([]int{0, 1, 3, 7}[e.SSLVerifyMode]), "ssl_keyformat": fmt.Sprint(e.SSLKeyFormat),
-		"ssl_wbuf_size":   fmt.Sprint(e.SSLWbufSize),
+		"ssl_wbuf_size":  fmt.Sprint(e.SSLWbufSize),
+		"ssl_chain_cert": orNull(e.SSLChainCert, "(null)"), "ssl_key": orNull(e.SSLKey, "(null)"),
+		"ssl_ca_cert": orNull(e.SSLCACert, "NULL"), "ssl_ciphers": orNull(e.SSLCiphers, "NULL"),
 		"ssl_min_version": []string{"tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"}[e.SSLMinVersion],
 	}
+}
+
+// orNull is how memcached prints an unset string setting.
+func orNull(v, null string) string {
+	if v == "" {
+		return null
+	}
+	return v
 }
