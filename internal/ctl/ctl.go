@@ -216,7 +216,7 @@ var commands = map[string]command{
 	}},
 	"set_vhost_limits": {args: "<definition>", min: 1, max: 1, vhost: true, run: func(c *call) (string, string, error) {
 		ctx, b, vhost, a := c.ctx, c.b, c.vhost, c.args
-		banner := fmt.Sprintf("Setting vhost limits to %q for vhost %q ...", a[0], vhost)
+		banner := fmt.Sprintf(`Setting vhost limits to "%s" for vhost "%s" ...`, a[0], vhost)
 		l, err := parseLimits(a[0])
 		if err != nil {
 			return banner, "", err
@@ -295,26 +295,32 @@ var commands = map[string]command{
 		}
 		return banner, c.table(rows, false), nil
 	}},
-	"list_queues": {args: "[<column> ...]", max: -1, vhost: true, run: func(c *call) (string, string, error) {
+	// --online and --local list every queue (one node, always online),
+	// --offline none.
+	"list_queues": {args: "[<column> ...]", max: -1, vhost: true, bools: []string{"online", "offline", "local"}, run: func(c *call) (string, string, error) {
 		b, vhost, a := c.b, c.vhost, c.args
 		cols := a
 		if len(cols) == 0 {
 			cols = []string{"name", "messages"}
 		}
 		var bad []string
-		for _, c := range cols {
-			if queueColumns[c] == nil {
-				bad = append(bad, c)
+		for _, col := range cols {
+			if queueColumns[col] == nil {
+				bad = append(bad, col)
 			}
 		}
 		if len(bad) > 0 {
 			return "", "", badKeys(bad)
 		}
 		rows := [][]string{cols}
-		for _, q := range b.Queues(vhost) {
+		qs := b.Queues(vhost)
+		if _, offline := c.flags["offline"]; offline {
+			qs = nil
+		}
+		for _, q := range qs {
 			row := make([]string, len(cols))
-			for i, c := range cols {
-				row[i] = queueColumns[c](q)
+			for i, col := range cols {
+				row[i] = queueColumns[col](q)
 			}
 			rows = append(rows, row)
 		}

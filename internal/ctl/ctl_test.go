@@ -154,16 +154,16 @@ func TestVHostLimitsAsRabbitmqctl(t *testing.T) {
 		stderrPart string
 	}{
 		{"list_vhost_limits", 0, "Listing limits for vhost \"/\" ...\n\n", ""},
-		{`set_vhost_limits -p / {"max-connections":2,"max-queues":1}`, 0, "Setting vhost limits to \"{\\\"max-connections\\\":2,\\\"max-queues\\\":1}\" for vhost \"/\" ...\n", ""},
+		{`set_vhost_limits -p / {"max-connections":2,"max-queues":1}`, 0, "Setting vhost limits to \"{\"max-connections\":2,\"max-queues\":1}\" for vhost \"/\" ...\n", ""},
 		{"list_vhost_limits", 0, "Listing limits for vhost \"/\" ...\n{\"max-connections\":2,\"max-queues\":1}\n", ""},
 		{"list_vhost_limits --global", 0, "Listing limits for all vhosts ...\nvhost\tlimits\n/\t{\"max-connections\":2,\"max-queues\":1}\n", ""},
-		{`set_vhost_limits {"max-connection":2}`, ExitUnavail, "Setting vhost limits to \"{\\\"max-connection\\\":2}\" for vhost \"/\" ...\n", "Validation failed\n\nUnrecognised terms [{<<\"max-connection\">>,2}] in limits\n"},
-		{`set_vhost_limits {"max-connections":"x"}`, ExitUnavail, "Setting vhost limits to \"{\\\"max-connections\\\":\\\"x\\\"}\" for vhost \"/\" ...\n", "max-connections should be a number, actually was <<\"x\">>"},
+		{`set_vhost_limits {"max-connection":2}`, ExitUnavail, "Setting vhost limits to \"{\"max-connection\":2}\" for vhost \"/\" ...\n", "Validation failed\n\nUnrecognised terms [{<<\"max-connection\">>,2}] in limits\n"},
+		{`set_vhost_limits {"max-connections":"x"}`, ExitUnavail, "Setting vhost limits to \"{\"max-connections\":\"x\"}\" for vhost \"/\" ...\n", "max-connections should be a number, actually was <<\"x\">>"},
 		{`set_vhost_limits nojson`, ExitUnavail, "Setting vhost limits to \"nojson\" for vhost \"/\" ...\n", "JSON decoding error. Reason: badarg"},
-		{`set_vhost_limits -p nosuch {"max-queues":1}`, ExitDataErr, "Setting vhost limits to \"{\\\"max-queues\\\":1}\" for vhost \"nosuch\" ...\n", "Virtual host 'nosuch' does not exist"},
+		{`set_vhost_limits -p nosuch {"max-queues":1}`, ExitDataErr, "Setting vhost limits to \"{\"max-queues\":1}\" for vhost \"nosuch\" ...\n", "Virtual host 'nosuch' does not exist"},
 		{"clear_vhost_limits -p /", 0, "Clearing vhost \"/\" limits ...\n", ""},
 		{"clear_vhost_limits -p /", ExitUnavail, "Clearing vhost \"/\" limits ...\n", "Parameter does not exist"},
-		{`set_vhost_limits {"max-connections":-1,"max-queues":-1}`, 0, "Setting vhost limits to \"{\\\"max-connections\\\":-1,\\\"max-queues\\\":-1}\" for vhost \"/\" ...\n", ""},
+		{`set_vhost_limits {"max-connections":-1,"max-queues":-1}`, 0, "Setting vhost limits to \"{\"max-connections\":-1,\"max-queues\":-1}\" for vhost \"/\" ...\n", ""},
 		{"list_vhost_limits -p /", 0, "Listing limits for vhost \"/\" ...\n{\"max-connections\":-1,\"max-queues\":-1}\n", ""},
 	} {
 		res := Run(ctx, b, strings.Fields(tc.argv))

@@ -115,7 +115,7 @@ func (c *call) alarms() []string {
 }
 
 func jsonLine(v any) string {
-	b, _ := json.Marshal(v)
+	b, _ := marshal(v)
 	return string(b) + "\n"
 }
 
@@ -144,6 +144,14 @@ func (c *call) status() (string, string, error) {
 	if c.node != nil {
 		info = c.node.NodeInfo()
 	}
+	unit := "gb"
+	if u, ok := c.flags["unit"]; ok {
+		unit = strings.ToLower(u)
+	}
+	if unit != "gb" && unit != "mb" && unit != "bytes" {
+		return "", "", argErr(fmt.Sprintf("unit %q is not one of bytes, mb, gb", unit))
+	}
+	mem := func(n uint64) string { return inUnit(n, unit) }
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	conns, vhosts := len(c.b.Connections()), c.b.VHosts()
@@ -189,12 +197,12 @@ func (c *call) status() (string, string, error) {
 	s = append(s, section("Alarms", noneOr(alarms)))
 	wm := "Memory high watermark setting: off"
 	if c.b.MemoryHighWatermark() > 0 {
-		wm = fmt.Sprintf("Memory high watermark setting: %s gb, computed to: %s gb", gb(c.b.MemoryHighWatermark()), gb(c.b.MemoryHighWatermark()))
+		wm = fmt.Sprintf("Memory high watermark setting: %s, computed to: %s", mem(c.b.MemoryHighWatermark()), mem(c.b.MemoryHighWatermark()))
 	}
-	s = append(s, section("Memory", fmt.Sprintf("Total memory used: %s gb\nCalculation strategy: rss\n%s\n\ngo_heap: %s gb\ngo_other: %s gb",
-		gb(used), wm, gb(ms.HeapAlloc), gb(ms.Sys-ms.HeapAlloc))))
+	s = append(s, section("Memory", fmt.Sprintf("Total memory used: %s\nCalculation strategy: rss\n%s\n\ngo_heap: %s\ngo_other: %s",
+		mem(used), wm, mem(ms.HeapAlloc), mem(ms.Sys-ms.HeapAlloc))))
 	s = append(s, section("File Descriptors", fmt.Sprintf("Total: %d, limit: %d\nSockets: %d, limit: %d", conns, 0, conns, 0)))
-	s = append(s, section("Free Disk Space", fmt.Sprintf("Low free disk space watermark: %s gb\nFree disk space: %s gb", gb(c.b.DiskFreeLimit()), gb(c.b.DiskFree()))))
+	s = append(s, section("Free Disk Space", fmt.Sprintf("Low free disk space watermark: %s\nFree disk space: %s", mem(c.b.DiskFreeLimit()), mem(c.b.DiskFree()))))
 	s = append(s, section("Totals", fmt.Sprintf("Connection count: %d\nQueue count: %d\nVirtual host count: %d", conns, queues, len(vhosts))))
 	s = append(s, section("Listeners", strings.TrimSuffix(c.listenerLines(false), "\n")))
 	return banner, strings.Join(s, "\n\n") + "\n", nil
@@ -359,6 +367,14 @@ func init() {
 	// await_startup: the client waits for the socket; a broker that
 	// answers has started (the ctl server starts after it).
 	commands["await_startup"] = command{run: func(c *call) (string, string, error) { return "", "", nil }}
+	// wait PIDFILE runs in the client (cmd/substrate), which watches the
+	// pid file and the process; here it only refuses a missing pid file.
+	commands["wait"] = command{max: 1, flags: []string{"pid"}, run: func(c *call) (string, string, error) {
+		if _, ok := c.flags["pid"]; !ok && len(c.args) == 0 {
+			return "", "", argErr(`"No pid or pidfile specified"`)
+		}
+		return "", "", nil
+	}}
 	commands["status"] = command{flags: []string{"unit"}, run: func(c *call) (string, string, error) { return c.status() }}
 	commands["cluster_status"] = command{run: func(c *call) (string, string, error) { return c.clusterStatus() }}
 	commands["check_running"] = command{run: func(c *call) (string, string, error) {
@@ -419,7 +435,7 @@ func init() {
 		if f, ok := c.flags["format"]; ok && f != "json" {
 			return "", "", argErr(fmt.Sprintf("format %q is not supported: substrate exports json", f))
 		}
-		defs, err := json.Marshal(c.b.ExportDefinitions())
+		defs, err := marshal(c.b.ExportDefinitions())
 		if err != nil {
 			return "", "", err
 		}

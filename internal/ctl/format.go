@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -38,6 +39,18 @@ type cell struct {
 type rawJSON string
 
 func (r rawJSON) MarshalJSON() ([]byte, error) { return []byte(r), nil }
+
+// marshal is json.Marshal without HTML escaping: rabbitmqctl prints
+// "->" and "<" as they are.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
 
 func str(s string) cell   { return cell{text: s, json: s} }
 func boolean(b bool) cell { return cell{text: strconv.FormatBool(b), json: b} }
@@ -129,14 +142,14 @@ func jsonTable(t map[string]any) string {
 	parts := make([]string, 0, len(t))
 	for _, k := range sortedKeys(t) {
 		typ, val := jsonField(t[k])
-		kb, _ := json.Marshal(k)
+		kb, _ := marshal(k)
 		parts = append(parts, fmt.Sprintf("[%s,%q,%s]", kb, typ, val))
 	}
 	return "[" + strings.Join(parts, ",") + "]"
 }
 
 func jsonField(v any) (string, string) {
-	m := func(x any) string { b, _ := json.Marshal(x); return string(b) }
+	m := func(x any) string { b, _ := marshal(x); return string(b) }
 	switch v := v.(type) {
 	case string:
 		return "longstr", m(v)
@@ -255,10 +268,10 @@ func jsonObject(cols []string, r []cell) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		k, _ := json.Marshal(cols[i])
-		v, err := json.Marshal(c.json)
+		k, _ := marshal(cols[i])
+		v, err := marshal(c.json)
 		if err != nil {
-			v, _ = json.Marshal(c.text)
+			v, _ = marshal(c.text)
 		}
 		b.Write(k)
 		b.WriteByte(':')
@@ -365,12 +378,20 @@ func (l listing) pretty() string {
 	return b.String()
 }
 
-// gb prints bytes as status does: gigabytes with at most 4 decimals.
-func gb(n uint64) string {
-	v := math.Round(float64(n)/1e9*1e4) / 1e4
+// inUnit prints bytes as status does in unit (status --unit): "bytes",
+// or "mb" and "gb" with at most 4 decimals ("0.1262 gb").
+func inUnit(n uint64, unit string) string {
+	div := 1e9
+	switch unit {
+	case "bytes":
+		return fmt.Sprintf("%d bytes", n)
+	case "mb":
+		div = 1e6
+	}
+	v := math.Round(float64(n)/div*1e4) / 1e4
 	s := strconv.FormatFloat(v, 'f', -1, 64)
 	if !strings.Contains(s, ".") {
 		s += ".0"
 	}
-	return s
+	return s + " " + unit
 }

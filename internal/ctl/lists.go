@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -26,11 +25,11 @@ type infoKey[T any] struct {
 // shape from the connection id and channel number, which close_connection
 // accepts too.
 func connPid(node string, id uint64) cell {
-	return cell{text: fmt.Sprintf("<%s.0.%d.0>", node, id), json: fmt.Sprintf("#PID<0.%d.0>", id)}
+	return cell{text: fmt.Sprintf("<%s.0.%d.0>", node, id), json: fmt.Sprintf("#PID<0.%d.0>", id), pretty: fmt.Sprintf("<0.%d.0>", id)}
 }
 
 func chanPid(node string, conn uint64, ch int) cell {
-	return cell{text: fmt.Sprintf("<%s.%d.%d.1>", node, conn, ch), json: fmt.Sprintf("#PID<%d.%d.1>", conn, ch)}
+	return cell{text: fmt.Sprintf("<%s.%d.%d.1>", node, conn, ch), json: fmt.Sprintf("#PID<%d.%d.1>", conn, ch), pretty: fmt.Sprintf("<%d.%d.1>", conn, ch)}
 }
 
 var connPidRE = regexp.MustCompile(`^<[^<>]+\.0\.(\d+)\.0>$`)
@@ -153,7 +152,7 @@ func keyNames[T any](keys []infoKey[T]) string {
 func policyList(ps []broker.Policy) listing {
 	l := listing{cols: []string{"vhost", "name", "pattern", "apply-to", "definition", "priority"}}
 	for _, p := range ps {
-		def, _ := json.Marshal(p.Definition) // keys sorted, as RabbitMQ prints them
+		def, _ := marshal(p.Definition) // keys sorted, as RabbitMQ prints them
 		l.rows = append(l.rows, []cell{str(p.VHost), str(p.Name), str(p.Pattern), str(p.ApplyTo), str(string(def)), num(p.Priority)})
 	}
 	return l
@@ -216,7 +215,7 @@ func init() {
 			if operator {
 				what = "operator policy override"
 			}
-			banner := fmt.Sprintf("Setting %s %q for pattern %q to %q with priority %q for vhost %q ...", what, name, pattern, def, prio, c.vhost)
+			banner := fmt.Sprintf(`Setting %s "%s" for pattern "%s" to "%s" with priority "%s" for vhost "%s" ...`, what, name, pattern, def, prio, c.vhost)
 			n, err := strconv.Atoi(prio)
 			if err != nil {
 				return banner, "", &cmdError{code: ExitUnavail, msg: fmt.Sprintf("Validation failed\n\npriority must be a number, actually was %q\n", prio)}
