@@ -255,6 +255,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ports = append(ports, kv.Ports()...)
 	}
 	var brk *broker.Server // nil: amqp not running
+
 	var ctlNodeInfo *ctlNode // what ctl's status and listeners report
 	if enabled["amqp"] {
 		b, closeDefs, err := serveBroker(f, hosts, kv, watermark, diskFreeLimit, log)
