@@ -166,3 +166,36 @@ func TestRabbitMQCLINames(t *testing.T) {
 		t.Errorf("await_startup, no server: code %d after %v", code, time.Since(t0))
 	}
 }
+
+// TestDiagnosticsAlarm: a disk alarm (disk_free_limit above the free
+// space) makes check_local_alarms and check_alarms fail with exit code 69
+// naming it, as RabbitMQ's do, while check_running still passes.
+func TestDiagnosticsAlarm(t *testing.T) {
+	s := serve(t, "--amqp-disk-free-limit", "100000GB")
+	diag := filepath.Join(t.TempDir(), "rabbitmq-diagnostics")
+	if err := os.Symlink(binary, diag); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"SUBSTRATE_DATA_DIR=" + s.dataDir}
+	var out, errOut string
+	var code int
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		out, errOut, code = ctlRun(t, diag, env, "", "check_local_alarms")
+		if code != 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if code != 69 || !strings.Contains(out, "to report any local resource alarms") || !regexp.MustCompile(`^Error:\nFree disk space alarm on node rabbit@\S+\n$`).MatchString(errOut) {
+		t.Fatalf("check_local_alarms under a disk alarm: %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code := ctlRun(t, diag, env, "", "check_alarms"); code != 69 || !strings.HasPrefix(errOut, "Free disk space alarm on node ") {
+		t.Errorf("check_alarms: %d %q", code, errOut)
+	}
+	if out, _, code := ctlRun(t, diag, env, "", "-q", "alarms"); code != 0 || !strings.HasPrefix(out, "Free disk space alarm on node ") {
+		t.Errorf("alarms: %d %q", code, out)
+	}
+	if _, _, code := ctlRun(t, diag, env, "", "check_running"); code != 0 {
+		t.Errorf("check_running under an alarm: %d", code)
+	}
+}
