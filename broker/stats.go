@@ -20,8 +20,9 @@ import (
 //   - globally: the live channels' counters plus those of closed
 //     channels, which are folded into their connection (conn.retired,
 //     under conn.mu) when a channel ends and into the server
-//     (Server.retired, under Server.connMu) when a connection ends, so a
-//     sum taken under those locks never goes back.
+//     (Server.retired, and its vhost's in Server.retiredVH, under
+//     Server.connMu) when a connection ends, so a sum taken under those
+//     locks never goes back.
 
 // stat names one message counter.
 type stat int
