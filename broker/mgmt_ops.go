@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 )
 
 // ErrLoginRefused is CheckLogin's error for an unknown user or a wrong
@@ -42,14 +43,17 @@ var ErrStopped = errors.New("broker: stopped")
 // serves as one accepted from peer on local: the client runs the AMQP
 // handshake and logs in on it as over TCP, and it is listed, limited and
 // closed at Shutdown like any other connection (named "peer -> local").
-// The caller closes it.
-func (s *Server) DirectConn(peer, local net.Addr) (net.Conn, error) {
+// The caller closes it; gone is closed once the broker has forgotten the
+// connection (it is no longer listed).
+func (s *Server) DirectConn(peer, local net.Addr) (nc net.Conn, gone <-chan struct{}, err error) {
 	if s.stopping.Load() {
-		return nil, ErrStopped
+		return nil, nil, ErrStopped
 	}
 	cli, srv := net.Pipe()
-	s.admit(addrConn{Conn: srv, local: local, remote: peer}, nil)
-	return cli, nil
+	done := make(chan struct{})
+	var once sync.Once
+	s.admit(addrConn{Conn: srv, local: local, remote: peer}, func() { once.Do(func() { close(done) }) })
+	return cli, done, nil
 }
 
 // addrConn is a net.Conn with chosen addresses.

@@ -17,7 +17,7 @@ func TestDirectConn(t *testing.T) {
 	s := startServer(t)
 	peer := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40001}
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15672}
-	nc, err := s.DirectConn(peer, local)
+	nc, gone, err := s.DirectConn(peer, local)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,15 @@ func TestDirectConn(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the direct connection outlived Shutdown")
 	}
-	if _, err := s.DirectConn(peer, local); !errors.Is(err, ErrStopped) {
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gone not closed after Shutdown")
+	}
+	if len(s.Connections()) != 0 {
+		t.Fatal("a gone connection is listed")
+	}
+	if _, _, err := s.DirectConn(peer, local); !errors.Is(err, ErrStopped) {
 		t.Fatalf("DirectConn after Shutdown: %v", err)
 	}
 }

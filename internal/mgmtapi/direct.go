@@ -19,6 +19,7 @@ import (
 type direct struct {
 	conn *amqp.Connection
 	ch   *amqp.Channel
+	gone <-chan struct{} // closed when the broker has forgotten the connection
 }
 
 // directTimeout bounds one request's AMQP exchange with the broker.
@@ -36,7 +37,7 @@ func (a *API) openDirect(r *http.Request, rq *request, vhost string) (*direct, e
 	if peer == nil {
 		peer = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
 	}
-	nc, err := a.b.DirectConn(peer, local)
+	nc, gone, err := a.b.DirectConn(peer, local)
 	if err != nil {
 		return nil, err
 	}
@@ -57,11 +58,18 @@ func (a *API) openDirect(r *http.Request, rq *request, vhost string) (*direct, e
 		c.Close()
 		return nil, err
 	}
-	return &direct{conn: c, ch: ch}, nil
+	return &direct{conn: c, ch: ch, gone: gone}, nil
 }
 
+// close closes the connection and waits (a little) until the broker no
+// longer lists it, so that the reply to the request never races its own
+// connection into a listing, as RabbitMQ's direct connections do not.
 func (d *direct) close() {
 	d.conn.Close()
+	select {
+	case <-d.gone:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 // amqpReason splits a broker reply text "NOT_FOUND - no queue 'q' in
@@ -113,7 +121,10 @@ func channelError(w http.ResponseWriter, err error) {
 
 // withDirect runs f on a direct connection to vhost and answers its error
 // with onErr; f answers success itself.
-func (a *API) withDirect(w http.ResponseWriter, r *http.Request, rq *request, vhost string, onErr func(http.ResponseWriter, error), f func(d *direct) error) {
+//
+// The reply is held until the connection is gone, so that a client never
+// sees its request's own connection in a listing it makes next.
+func (a *API) withDirect(w http.ResponseWriter, r *http.Request, rq *request, vhost string, onErr func(http.ResponseWriter, error), f func(d *direct, w http.ResponseWriter) error) {
 	if !a.vhostExists(vhost) {
 		writeError(w, http.StatusNotFound, "not_found", "vhost_not_found")
 		return
@@ -123,10 +134,46 @@ func (a *API) withDirect(w http.ResponseWriter, r *http.Request, rq *request, vh
 		onErr(w, err)
 		return
 	}
-	defer d.close()
-	if err := f(d); err != nil {
-		onErr(w, err)
+	rec := &recorder{h: http.Header{}}
+	if err := f(d, rec); err != nil {
+		onErr(rec, err)
 	}
+	d.close()
+	rec.replay(w)
+}
+
+// recorder holds a reply until replay writes it.
+type recorder struct {
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (rc *recorder) Header() http.Header { return rc.h }
+
+func (rc *recorder) WriteHeader(status int) {
+	if rc.status == 0 {
+		rc.status = status
+	}
+}
+
+func (rc *recorder) Write(b []byte) (int, error) {
+	if rc.status == 0 {
+		rc.status = http.StatusOK
+	}
+	rc.body = append(rc.body, b...)
+	return len(b), nil
+}
+
+func (rc *recorder) replay(w http.ResponseWriter) {
+	for k, v := range rc.h {
+		w.Header()[k] = v
+	}
+	if rc.status == 0 {
+		rc.status = http.StatusOK
+	}
+	w.WriteHeader(rc.status)
+	w.Write(rc.body)
 }
 
 // ---- JSON <-> AMQP values ----
@@ -312,7 +359,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, rq *request) {
 		x = ""
 	}
 	key := strArg(body, "routing_key")
-	a.withDirect(w, r, rq, rq.v("vhost"), publishError, func(d *direct) error {
+	a.withDirect(w, r, rq, rq.v("vhost"), publishError, func(d *direct, w http.ResponseWriter) error {
 		if err := d.ch.Confirm(false); err != nil {
 			return err
 		}
@@ -403,7 +450,7 @@ func (a *API) getMessages(w http.ResponseWriter, r *http.Request, rq *request) {
 		truncate = t
 	}
 	q := rq.v("name")
-	a.withDirect(w, r, rq, rq.v("vhost"), channelError, func(d *direct) error {
+	a.withDirect(w, r, rq, rq.v("vhost"), channelError, func(d *direct, w http.ResponseWriter) error {
 		out := []obj{}
 		var last amqp.Delivery
 		got := false

@@ -80,7 +80,7 @@ func (a *API) putExchange(w http.ResponseWriter, r *http.Request, rq *request) {
 	}
 	name := rq.v("name")
 	_, existed := a.findExchange(rq.v("vhost"), name)
-	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct) error {
+	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct, w http.ResponseWriter) error {
 		err := d.ch.ExchangeDeclare(name, kind, boolArg(body, "durable", false), boolArg(body, "auto_delete", false),
 			boolArg(body, "internal", false), false, toTable(body["arguments"]))
 		if err == nil {
@@ -97,7 +97,7 @@ func (a *API) deleteExchange(w http.ResponseWriter, r *http.Request, rq *request
 		return
 	}
 	ifUnused := rq.params.Get("if-unused") == "true"
-	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct) error {
+	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct, w http.ResponseWriter) error {
 		err := d.ch.ExchangeDelete(exchangeName(name), ifUnused, false)
 		if err == nil {
 			noContent(w, false)
@@ -242,7 +242,7 @@ func (a *API) putQueue(w http.ResponseWriter, r *http.Request, rq *request) {
 	}
 	name := rq.v("name")
 	_, existed := a.findQueue(rq.v("vhost"), name)
-	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct) error {
+	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct, w http.ResponseWriter) error {
 		_, err := d.ch.QueueDeclare(name, boolArg(body, "durable", false), boolArg(body, "auto_delete", false),
 			false, false, toTable(body["arguments"]))
 		if err == nil {
@@ -259,7 +259,7 @@ func (a *API) deleteQueue(w http.ResponseWriter, r *http.Request, rq *request) {
 		return
 	}
 	ifUnused, ifEmpty := rq.params.Get("if-unused") == "true", rq.params.Get("if-empty") == "true"
-	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct) error {
+	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct, w http.ResponseWriter) error {
 		_, err := d.ch.QueueDelete(name, ifUnused, ifEmpty, false)
 		if err == nil {
 			noContent(w, false)
@@ -274,7 +274,7 @@ func (a *API) purgeQueue(w http.ResponseWriter, r *http.Request, rq *request) {
 		notFound(w)
 		return
 	}
-	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct) error {
+	a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct, w http.ResponseWriter) error {
 		_, err := d.ch.QueuePurge(name, false)
 		if err == nil {
 			noContent(w, false)
@@ -476,7 +476,7 @@ func (a *API) bind(t string) handler {
 		}
 		src, dst := exchangeName(rq.v("source")), rq.v("destination")
 		key, args := strArg(body, "routing_key"), toTable(body["arguments"])
-		a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct) error {
+		a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct, w http.ResponseWriter) error {
 			var err error
 			if t == "q" {
 				err = d.ch.QueueBind(dst, key, src, false, args)
@@ -506,7 +506,7 @@ func (a *API) unbind(t string) handler {
 			notFound(w)
 			return
 		}
-		a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct) error {
+		a.withDirect(w, r, rq, rq.v("vhost"), directError, func(d *direct, w http.ResponseWriter) error {
 			var err error
 			if t == "q" {
 				err = d.ch.QueueUnbind(b.Destination, b.RoutingKey, b.Source, amqp.Table(b.Arguments))

@@ -41,11 +41,14 @@ type target struct {
 
 // startSubstrate starts a broker on a free loopback port with the API
 // served by httptest, sampling every interval.
-func startSubstrate(t testing.TB, interval time.Duration) *target {
+func startSubstrate(t testing.TB, interval time.Duration, mod ...func(*broker.Config)) *target {
 	t.Helper()
 	cfg := broker.NewConfig()
 	cfg.Addrs = []string{"127.0.0.1:0"}
 	cfg.StoreDir = t.TempDir() // persistent messages go to the message store, as under serve
+	for _, m := range mod {
+		m(&cfg)
+	}
 	b, err := broker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +80,7 @@ func startSubstrate(t testing.TB, interval time.Duration) *target {
 
 // startRabbitMQ starts a private RabbitMQ 3.10.8 with rabbitmq_management
 // listening on a private loopback port.
-func startRabbitMQ(t testing.TB) *target {
+func startRabbitMQ(t testing.TB, conf ...string) *target {
 	t.Helper()
 	if why := rabbitmqtest.Available(); why != "" {
 		t.Fatalf("-update needs RabbitMQ: %s", why)
@@ -88,7 +91,7 @@ func startRabbitMQ(t testing.TB) *target {
 	}
 	r, err := rabbitmqtest.Start(context.Background(), rabbitmqtest.Options{Name: "mgmtapi", LogLevel: "warning",
 		Plugins: []string{"rabbitmq_management"},
-		Conf:    fmt.Sprintf("management.tcp.port = %d\nmanagement.tcp.ip = 127.0.0.1\n", ports[0])})
+		Conf:    fmt.Sprintf("management.tcp.port = %d\nmanagement.tcp.ip = 127.0.0.1\n%s", ports[0], strings.Join(conf, "\n"))})
 	if err != nil {
 		t.Fatal(err)
 	}

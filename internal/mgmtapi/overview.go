@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -306,14 +307,14 @@ func (a *API) checkAlarms(w http.ResponseWriter, r *http.Request, rq *request) {
 		alarms = append(alarms, obj{"node": a.cfg.Node, "resource": "memory"})
 	}
 	if a.b.DiskAlarm() {
-		alarms = append(alarms, obj{"node": a.cfg.Node, "resource": "disk"})
+		alarms = append(alarms, obj{"node": a.cfg.Node, "resource": "disk space"})
 	}
 	if len(alarms) == 0 {
 		healthOK(w, nil)
 		return
 	}
 	reason := "There are alarms in effect in the cluster"
-	if len(r.URL.Path) > 0 && r.URL.Path[len(r.URL.Path)-len("local-alarms"):] == "local-alarms" {
+	if strings.HasSuffix(r.URL.Path, "/local-alarms") {
 		reason = "There are alarms in effect on the node"
 	}
 	healthFailed(w, reason, obj{"alarms": alarms})
