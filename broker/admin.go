@@ -361,7 +361,7 @@ type ConnectionInfo struct {
 	Timeout          int // heartbeat, seconds; 0: none
 	ConnectedAt      time.Time
 	ClientProperties map[string]any
-	NetStats         // bytes and frames received and sent
+	NetStats         // bytes received and sent, and the socket reads and writes
 }
 
 func (c *conn) info() (ConnectionInfo, bool) {

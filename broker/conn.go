@@ -55,7 +55,6 @@ type outbound struct {
 	mem     *atomic.Int64 // the broker's outbound bytes (memAccount.outbound); nil: not counted
 	acct    int64         // bytes of buf counted in mem (under mu)
 	writing int64         // bytes the writer took and counts until written (under mu)
-	frames  atomic.Uint64 // frames queued (RabbitMQ's send_cnt); added under mu
 }
 
 func (o *outbound) init(done chan struct{}, start func()) {
@@ -96,7 +95,6 @@ func (o *outbound) appendMethodLocked(ch uint16, m amqp.Method) bool {
 		o.log.Error("amqp: cannot encode frame", "method", m.Name(), "err", err)
 		return false
 	}
-	o.frames.Add(1)
 	return true
 }
 
@@ -117,23 +115,7 @@ func (o *outbound) contentLocked(ch uint16, m amqp.Method, msg *message, frameMa
 	}
 	o.buf = amqp.AppendHeaderFrameRaw(o.buf, ch, amqp.ClassBasic, uint64(len(msg.body)), msg.props)
 	o.buf = amqp.AppendBodyFrames(o.buf, ch, msg.body, frameMax)
-	o.frames.Add(1 + bodyFrames(len(msg.body), frameMax))
 	o.kick()
-}
-
-// bodyFrames is how many body frames amqp.AppendBodyFrames writes.
-func bodyFrames(n int, frameMax uint32) uint64 {
-	if n == 0 {
-		return 0
-	}
-	if frameMax == 0 {
-		return 1
-	}
-	if frameMax <= amqp.FrameOverhead {
-		frameMax = amqp.FrameMinSize
-	}
-	chunk := int(frameMax - amqp.FrameOverhead)
-	return uint64((n + chunk - 1) / chunk)
 }
 
 func (o *outbound) writable() bool { return o.pending.Load() < outSoftLimit }
@@ -238,7 +220,10 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
 	}
 	n, err := c.nc.Read(p)
-	c.net.recvOct.Add(uint64(n))
+	if n > 0 {
+		c.net.recvOct.Add(uint64(n))
+		c.net.recvCnt.Add(1)
+	}
 	return n, err
 }
 
@@ -351,6 +336,7 @@ func (c *conn) writeLoop() {
 		}
 		n, err := c.nc.Write(buf)
 		c.net.sendOct.Add(uint64(n))
+		c.net.sendCnt.Add(1)
 		c.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
 			c.out.fail()
@@ -475,7 +461,6 @@ func (c *conn) sendHeartbeat() {
 	if next <= 0 {
 		if len(o.buf) == 0 {
 			o.buf = amqp.AppendHeartbeat(o.buf)
-			o.frames.Add(1)
 			o.kick()
 		}
 		next = half
@@ -696,7 +681,6 @@ func (c *conn) readMethod0() (amqp.Method, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.net.recvCnt.Add(1)
 		if f.Type == amqp.FrameHeartbeat {
 			continue
 		}
@@ -835,7 +819,6 @@ func (c *conn) loop() error {
 		if err != nil {
 			return err
 		}
-		c.net.recvCnt.Add(1)
 		if c.closing.Load() {
 			if f.Type == amqp.FrameMethod && f.Channel == 0 {
 				cls, mth, _ := amqp.MethodIDs(f.Payload)
@@ -1087,11 +1070,7 @@ func (c *conn) retire(ch *channel) {
 	c.retired.addAll(&v)
 }
 
-func (c *conn) netStats() NetStats {
-	n := c.net.load()
-	n.SendCnt = c.out.frames.Load()
-	return n
-}
+func (c *conn) netStats() NetStats { return c.net.load() }
 
 // randomName is RabbitMQ's rabbit_guid:binary(gen_secure(), Prefix):
 // prefix, "-", 22 characters of URL-safe base64.

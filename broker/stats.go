@@ -165,23 +165,23 @@ func (c *churn) public() ChurnStats {
 }
 
 // NetStats are a connection's (or all connections') traffic counters:
-// bytes and frames received and sent (RabbitMQ's recv_oct, send_oct,
-// recv_cnt, send_cnt).
+// bytes received and sent, and the socket reads and writes that moved
+// them (RabbitMQ's recv_oct, send_oct, recv_cnt, send_cnt: the socket's
+// receive and send counts).
 type NetStats struct {
 	RecvOct, SendOct uint64
 	RecvCnt, SendCnt uint64
 }
 
 // netCounters is a connection's traffic as atomics: recv* are added by
-// the reader, sendOct by the writer; the frames sent are counted by the
-// output buffer (outbound.frames).
+// the reader (conn.Read), send* by the writer.
 type netCounters struct {
 	recvOct, sendOct atomic.Uint64
-	recvCnt          atomic.Uint64
+	recvCnt, sendCnt atomic.Uint64
 }
 
 func (n *netCounters) load() NetStats {
-	return NetStats{RecvOct: n.recvOct.Load(), SendOct: n.sendOct.Load(), RecvCnt: n.recvCnt.Load()}
+	return NetStats{RecvOct: n.recvOct.Load(), SendOct: n.sendOct.Load(), RecvCnt: n.recvCnt.Load(), SendCnt: n.sendCnt.Load()}
 }
 
 func (n *NetStats) add(o NetStats) {

@@ -248,7 +248,7 @@ func TestChannelsConsumersAndConnectionInfo(t *testing.T) {
 		ci.AuthMechanism == "PLAIN" && ci.State == "running" && ci.Channels == 4 && ci.ChannelMax == 2047 &&
 		ci.FrameMax == 131072 && ci.Timeout == 10 && time.Since(ci.ConnectedAt) < time.Minute &&
 		ci.ClientProperties["connection_name"] == "nova-compute:1234" &&
-		ci.RecvOct > 0 && ci.SendOct > 0 && ci.RecvCnt >= 10 && ci.SendCnt >= 10 && ci.ID > 0
+		ci.RecvOct > 0 && ci.SendOct > 0 && ci.RecvCnt > 0 && ci.SendCnt > 0 && ci.ID > 0
 	if !wantConn {
 		t.Fatalf("connection info %+v", ci)
 	}
