@@ -36,9 +36,9 @@ func isMonitor(u broker.User) bool { return hasTag(u, tagAdmin, tagMonitoring) }
 //   - wrong ones: 401 {"error":"not_authorized","reason":"Login failed"};
 //   - guest from afar: 401 not_authorised "User can only log in via localhost";
 //   - no management tag: 401 not_authorised "Not management user";
-//   - too few tags: "Not administrator user", "Not monitor user",
-//     "Not policymaker user"? no: RabbitMQ says "Not administrator user"
-//     for policies without policymaker;
+//   - too few tags: "Not administrator user", "Not monitor user", and
+//     for writing policies without policymaker "User not authorised to
+//     access object";
 //   - no access to the path's vhost: "User not authorised to access
 //     virtual host"; a vhost that does not exist: 404.
 func (a *API) authenticate(w http.ResponseWriter, r *http.Request, acc access, vars map[string]string) (*request, bool) {
