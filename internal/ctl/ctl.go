@@ -187,12 +187,15 @@ var commands = map[string]command{
 		return banner, "", b.SetUserTags(ctx, a[0], a[1:])
 	}},
 	"list_users": {run: func(c *call) (string, string, error) {
-		b := c.b
-		rows := [][]string{{"user", "tags"}}
-		for _, u := range b.Users() {
-			rows = append(rows, []string{u.Name, "[" + strings.Join(u.Tags, ", ") + "]"})
+		l := listing{cols: []string{"user", "tags"}}
+		for _, u := range c.b.Users() {
+			tags := cell{text: "[" + strings.Join(u.Tags, ", ") + "]", json: u.Tags, pretty: strings.Join(u.Tags, ", ")}
+			if u.Tags == nil {
+				tags.json = []string{}
+			}
+			l.rows = append(l.rows, []cell{str(u.Name), tags})
 		}
-		return "Listing users ...", c.table(rows, false), nil
+		return "Listing users ...", c.render(l), nil
 	}},
 	"add_vhost": {args: "<vhost>", min: 1, max: 1, run: func(c *call) (string, string, error) {
 		ctx, b, a := c.ctx, c.b, c.args
@@ -550,7 +553,7 @@ func Exec(ctx context.Context, b Broker, node Node, req Request) Result {
 		if g, ok := globalValued[key]; ok {
 			v, ok := next()
 			if !ok {
-				return c.argError("Invalid options for this command:")
+				return c.argError("Invalid options for this command:\n" + key + " : ")
 			}
 			switch g {
 			case "vhost":
@@ -594,7 +597,7 @@ func Exec(ctx context.Context, b Broker, node Node, req Request) Result {
 			case slices.Contains(cmd.flags, k):
 				v, ok := next()
 				if !ok {
-					return c.argError("Invalid options for this command:")
+					return c.argError("Invalid options for this command:\n" + key + " : ")
 				}
 				c.flags[k] = v
 			case slices.Contains(cmd.bools, k):

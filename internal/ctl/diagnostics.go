@@ -419,9 +419,11 @@ func init() {
 		if len(c.args) == 2 {
 			pw = c.args[1]
 		} else {
+			// rabbitmqctl prompts even when stdin is not a terminal.
+			banner += "\nPassword: "
 			pw, _, _ = strings.Cut(string(c.stdin), "\n")
 			if pw == "" {
-				return banner + "\nPassword: ", "", &cmdError{code: ExitSoftware, msg: "Password is not provided via argument or stdin"}
+				return banner, "", &cmdError{code: ExitSoftware, msg: "Password is not provided via argument or stdin"}
 			}
 		}
 		for _, u := range c.b.Users() {
@@ -435,7 +437,11 @@ func init() {
 		if f, ok := c.flags["format"]; ok && f != "json" {
 			return "", "", argErr(fmt.Sprintf("format %q is not supported: substrate exports json", f))
 		}
-		defs, err := marshal(c.b.ExportDefinitions())
+		d := c.b.ExportDefinitions()
+		// RabbitMQ 3.10 names a product only when configured to; tools
+		// compare exports with its.
+		d.ProductName, d.ProductVersion = "", ""
+		defs, err := marshal(d)
 		if err != nil {
 			return "", "", err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"regexp"
@@ -36,7 +37,10 @@ const goldenFile = "testdata/rabbitmq-cli.json"
 // goldenCase is one command line. Compare modes: "" exact (after
 // normalize); "subset": substrate's lines appear in RabbitMQ's, in order
 // (help listings: substrate lists only the commands it has);
-// "structure": the section headers and keys of status-like output.
+// "structure": the section headers and keys of status-like output;
+// "jsonkeys": the keys of a JSON document (status, definitions), whose
+// values are each node's own; "setup-alarms": recorded on RabbitMQ, not
+// compared (it raises RabbitMQ's alarms; substrate's are forced on).
 type goldenCase struct {
 	Tool  string   `json:"tool"`
 	Argv  []string `json:"argv"`
@@ -109,7 +113,44 @@ var goldenCases = []goldenCase{
 	diagc("alarms"), diagc("--formatter", "json", "alarms"),
 	diagc("server_version"), diagc("-q", "server_version"), diagc("--formatter", "json", "server_version"),
 	with(diagc("nosuch"), "subset"),
+	with(ctlc("--formatter", "json", "status"), "jsonkeys"), with(ctlc("--formatter", "json", "cluster_status"), "jsonkeys"),
+	with(ctlc("export_definitions", "-"), "jsonkeys"),
+	{Tool: ToolCtl, Argv: []string{"import_definitions"}, Stdin: `{"vhosts":[{"name":"imported"}],"permissions":[{"user":"guest","vhost":"imported","configure":".*","write":".*","read":".*"}]}`},
+	{Tool: ToolCtl, Argv: []string{"authenticate_user", "guest"}, Stdin: "guest\n"},
+	ctlc("list_vhost_limits", "--global"), ctlc("list_queues", "--local"), ctlc("--formatter", "json", "list_users"),
+	ctlc("list_users", "-p"), ctlc("list_permissions", "-p", "imported"), ctlc("--formatter", "csv", "list_permissions", "-p", "imported"),
+	// Resource alarms: RabbitMQ's are raised with these two commands;
+	// substrate's broker reports both alarms from here on (see alarmed).
+	with(ctlc("set_vm_memory_high_watermark", "0.00001"), "setup-alarms"), with(ctlc("set_disk_free_limit", "100000GB"), "setup-alarms"),
+	diagc("check_local_alarms"), diagc("--formatter", "json", "check_local_alarms"),
+	diagc("check_alarms"), diagc("--formatter", "json", "check_alarms"),
+	diagc("alarms"), diagc("--formatter", "json", "alarms"),
+	with(ctlc("cluster_status"), "structure"), with(ctlc("status"), "structure"),
 }
+
+// Every help page substrate prints: each command's, as both tools.
+func init() {
+	goldenCases = append(goldenCases, with(ctlc(), "subset"), ctlc("close_connection", "nosuch-name", "bye"),
+		ctlc("list_connections", "user,peer_port"), with(ctlc("status", "--unit", "mb"), "structure"))
+	for _, name := range slices.Sorted(maps.Keys(helpData)) {
+		if name == "reload_certificates" { // substrate's own
+			continue
+		}
+		for _, tool := range []string{ToolCtl, ToolDiag} {
+			if toolHas(tool, name) && (tool == ToolCtl || !toolHas(ToolCtl, name)) {
+				goldenCases = append(goldenCases, goldenCase{Tool: tool, Argv: []string{"help", name}})
+			}
+		}
+	}
+}
+
+// alarmed is the broker with both resource alarms on, as RabbitMQ's after
+// the setup-alarms cases (the broker's alarms have tests of their own:
+// broker/memory_test.go, broker/disk_alarm_test.go).
+type alarmed struct{ Broker }
+
+func (alarmed) MemoryAlarm() bool { return true }
+func (alarmed) DiskAlarm() bool   { return true }
 
 // fixtureConns opens the connections, channels and consumers the list
 // cases show: one named connection (connection_name) with a consumer
@@ -181,8 +222,13 @@ func TestCLIMatchesRabbitMQ(t *testing.T) {
 	ours := normalizer{node: NodeName(), amqp: addr.Port, peers: peers}
 	theirs := normalizer{node: g.Node, amqp: g.AMQPPort, dist: g.DistPort, peers: g.Peers}
 	ctx := context.Background()
+	var target Broker = b
 	for _, want := range g.Results {
-		got := Exec(ctx, b, nil, Request{Tool: want.Tool, Argv: want.Argv, Stdin: []byte(want.Stdin)})
+		if want.Mode == "setup-alarms" {
+			target = alarmed{b}
+			continue
+		}
+		got := Exec(ctx, target, nil, Request{Tool: want.Tool, Argv: want.Argv, Stdin: []byte(want.Stdin)})
 		name := want.Tool + " " + strings.Join(want.Argv, " ")
 		if got.Code != want.Code {
 			t.Errorf("%s: exit code %d, RabbitMQ's %d\nstdout %q\nstderr %q", name, got.Code, want.Code, got.Stdout, got.Stderr)
@@ -390,6 +436,11 @@ func compare(mode, got, want string) string {
 			j++
 		}
 		return ""
+	case "jsonkeys":
+		if g, w := jsonKeys(got), jsonKeys(want); !slices.Equal(g, w) {
+			return fmt.Sprintf("JSON keys %q, RabbitMQ's %q", g, w)
+		}
+		return ""
 	case "structure":
 		if g, w := structure(got), structure(want); !slices.Equal(g, w) {
 			return fmt.Sprintf("structure %q, RabbitMQ's %q", g, w)
@@ -400,6 +451,28 @@ func compare(mode, got, want string) string {
 		return "text"
 	}
 	return ""
+}
+
+// jsonKeys are the sorted top-level keys of a JSON object, and those of
+// the objects in its top-level arrays as "key.sub" (status, definitions).
+func jsonKeys(s string) []string {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return []string{"not a JSON object: " + err.Error()}
+	}
+	var keys []string
+	for k, v := range m {
+		keys = append(keys, k)
+		if arr, ok := v.([]any); ok && len(arr) > 0 {
+			if o, ok := arr[0].(map[string]any); ok {
+				for sub := range o {
+					keys = append(keys, k+"."+sub)
+				}
+			}
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // breakdownRE matches status' memory breakdown lines, whose categories are
