@@ -291,6 +291,9 @@ func scenario(t *testing.T, tg *target) map[string]golden {
 		{name: "delete queue not found", method: "DELETE", path: "/queues/%2F/nope", exact: true},
 		{name: "delete connection not found", method: "DELETE", path: "/connections/nope", exact: true},
 		{name: "put policy", method: "PUT", path: "/policies/%2F/p1", body: map[string]any{"pattern": "^q", "definition": map[string]any{"max-length": 1000}, "priority": 1, "apply-to": "queues"}},
+		{name: "put operator policy", method: "PUT", path: "/operator-policies/%2F/op1", body: map[string]any{"pattern": "^q", "definition": map[string]any{"max-length": 500}, "apply-to": "queues"}},
+		{name: "put operator policy invalid", method: "PUT", path: "/operator-policies/%2F/op2", body: map[string]any{"pattern": "^q", "definition": map[string]any{"ha-mode": "all"}}, exact: true},
+		{name: "monitor puts operator policy", method: "PUT", path: "/operator-policies/%2F/op3", body: map[string]any{"pattern": "^q", "definition": map[string]any{"max-length": 1}}, cred: mon, exact: true},
 		{name: "put policy invalid", method: "PUT", path: "/policies/%2F/p2", body: map[string]any{"pattern": "^q", "definition": map[string]any{"max-length": -1}}, exact: true},
 		{name: "whoami", method: "GET", path: "/whoami", exact: true},
 		{name: "whoami monitor", method: "GET", path: "/whoami", cred: mon, exact: true},
@@ -348,7 +351,7 @@ func scenario(t *testing.T, tg *target) map[string]golden {
 		// RabbitMQ's figures lag (its statistics database): wait until
 		// they are those of now.
 		ok := len(chs) == 2 && q["message_stats"] != nil && num(q["messages"]) == 30 && num(q["consumers"]) == 1 &&
-			q1["policy"] == "p1" && num(q1["messages"]) == 2 && len(cs) == 1 && num(cs[0].(map[string]any)["channels"]) == 2 &&
+			q1["policy"] == "p1" && q1["operator_policy"] == "op1" && num(q1["messages"]) == 2 && len(cs) == 1 && num(cs[0].(map[string]any)["channels"]) == 2 &&
 			num(qt["messages"]) == 33
 		for _, c := range chs {
 			if m := c.(map[string]any); m["message_stats"] == nil || m["idle_since"] == nil {
@@ -386,7 +389,7 @@ func scenario(t *testing.T, tg *target) map[string]golden {
 			"message_bytes_unacknowledged", "policy", "operator_policy", "effective_policy_definition", "exclusive_consumer_tag",
 			"single_active_consumer_tag", "head_message_timestamp", "recoverable_slaves"}})
 	run(step{name: "GET queues/%2F/q1 fields", method: "GET", path: "/queues/%2F/q1",
-		keep: []string{"arguments", "durable", "messages", "message_bytes", "messages_persistent", "message_bytes_persistent", "policy", "effective_policy_definition"}})
+		keep: []string{"arguments", "durable", "messages", "message_bytes", "messages_persistent", "message_bytes_persistent", "policy", "operator_policy", "effective_policy_definition"}})
 	run(step{name: "GET overview fields", method: "GET", path: "/overview",
 		keep: []string{"rabbitmq_version", "management_version", "rates_mode", "queue_totals", "disable_stats", "enable_queue_totals"}})
 	for _, p := range []string{"overview", "nodes", "connections", "channels", "consumers", "consumers/%2F",
@@ -394,7 +397,7 @@ func scenario(t *testing.T, tg *target) map[string]golden {
 		"queues", "queues/%2F", "queues/%2F/q1", "queues/%2F/cq", "queues/%2F/q1/bindings", "queues/%2F/qq",
 		"bindings", "bindings/%2F", "bindings/%2F/e/x1/q/q1", "bindings/%2F/e/x1/q/q1/a.%2523",
 		"vhosts", "vhosts/%2F", "users", "users/mon", "permissions", "permissions/%2F/guest",
-		"policies", "policies/%2F", "policies/%2F/p1", "operator-policies", "cluster-name", "extensions",
+		"policies", "policies/%2F", "policies/%2F/p1", "operator-policies", "operator-policies/%2F/op1", "cluster-name", "extensions",
 		"vhost-limits", "vhost-limits/shape", "definitions", "definitions/%2F", "definitions/defs", "whoami",
 		"queues?columns=name,messages,message_stats.publish_details.rate", "queues?page=1&page_size=2"} {
 		run(step{name: "GET " + p, method: "GET", path: "/" + p, shape: true})
@@ -413,6 +416,8 @@ func scenario(t *testing.T, tg *target) map[string]golden {
 		{name: "delete queue aliveness", method: "DELETE", path: "/queues/%2F/aliveness-test"},
 		{name: "delete exchange", method: "DELETE", path: "/exchanges/%2F/x1"},
 		{name: "delete policy", method: "DELETE", path: "/policies/%2F/p1"},
+		{name: "delete operator policy", method: "DELETE", path: "/operator-policies/%2F/op1"},
+		{name: "delete operator policy again", method: "DELETE", path: "/operator-policies/%2F/op1", exact: true},
 		{name: "delete permission", method: "DELETE", path: "/permissions/%2F/mgr"},
 		{name: "delete permission again", method: "DELETE", path: "/permissions/%2F/mgr", exact: true},
 		{name: "delete user", method: "DELETE", path: "/users/mon"},
