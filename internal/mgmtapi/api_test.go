@@ -48,6 +48,7 @@ func TestRates(t *testing.T) {
 			t.Fatalf("rates stay 0: overview %v, queue %v, messages %v", o, q, m)
 		}
 	}
+	deadline = time.Now().Add(10 * time.Second)
 	for rate("/overview", "message_stats", "publish_details", "rate") != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the publish rate stays above 0 after publishing stopped")
