@@ -585,3 +585,74 @@ func TestPolicyPriorityTie(t *testing.T) {
 		}
 	}
 }
+
+// Policies changing while messages flow, are rejected into a dead-letter
+// exchange and expire: no lost lock, no race (run with -race).
+func TestPolicyChangesUnderLoad(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	c := dial(t, urlOf(s))
+	ch := channel091(t, c)
+	must(t, ch.ExchangeDeclare("dlx", "fanout", false, false, false, false, nil))
+	for _, q := range []string{"load", "dead"} {
+		_, err := ch.QueueDeclare(q, false, false, false, false, nil)
+		must(t, err)
+	}
+	must(t, ch.QueueBind("dead", "", "dlx", false, nil))
+	closed := c.NotifyClose(make(chan *amqp091.Error, 1))
+	cons := channel091(t, c)
+	must(t, cons.Qos(10, 0, false))
+	ds, err := cons.Consume("load", "c1", false, false, false, false, nil)
+	must(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		i := 0
+		for d := range ds {
+			if i++; i%2 == 0 {
+				d.Nack(false, false)
+			} else {
+				d.Ack(false)
+			}
+		}
+	}()
+	pub := channel091(t, c)
+	stop := make(chan struct{})
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if pub.Publish("", "load", false, false, amqp091.Publishing{Body: []byte("x")}) != nil {
+				return
+			}
+		}
+	}()
+	defs := []string{`{"max-length":3,"dead-letter-exchange":"dlx"}`, `{"message-ttl":1,"overflow":"reject-publish","max-length":5}`, `{"expires":60000,"max-length-bytes":10}`}
+	for i := 0; i < 60; i++ {
+		d, err := ParsePolicyDefinition([]byte(defs[i%len(defs)]))
+		must(t, err)
+		must(t, s.SetPolicy(ctx, Policy{VHost: "/", Name: "p", Pattern: "^load$", ApplyTo: "queues", Definition: d}))
+		if i%7 == 0 {
+			must(t, s.SetOperatorPolicy(ctx, Policy{VHost: "/", Name: "op", Pattern: ".*", Definition: map[string]any{"max-length": int64(2 + i%3)}}))
+		}
+	}
+	must(t, s.ClearPolicy(ctx, "/", "p"))
+	must(t, s.ClearOperatorPolicy(ctx, "/", "op"))
+	close(stop)
+	<-pubDone
+	must(t, cons.Cancel("c1", false))
+	<-done
+	select {
+	case err := <-closed:
+		t.Fatalf("connection closed: %v", err)
+	default:
+	}
+	if n := readyCount(t, c, "dead"); n <= 0 {
+		t.Fatalf("no dead letters reached the policy's dead-letter exchange (%d)", n)
+	}
+}
