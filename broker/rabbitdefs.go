@@ -498,7 +498,7 @@ func operatorPolicyParameter(p RabbitParameter) (Policy, error) {
 		return bad("no definition")
 	}
 	if err := op.Validate(); err != nil {
-		return bad(err.Error())
+		return Policy{}, fmt.Errorf("broker: import: operator policy %q in vhost %q: %w", p.Name, p.VHost, err)
 	}
 	return op, nil
 }

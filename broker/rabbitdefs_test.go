@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -134,12 +135,17 @@ func TestImportRefusals(t *testing.T) {
 		{`{"users":[{"name":"u","password_hash":"YWJjZA==","hashing_algorithm":"rabbit_password_hashing_md5","tags":[]}]}`, "password_hash is 4 bytes, not a rabbit_password_hashing_md5 hash (20)"},
 		{`{"users":[{"name":"u","password_hash":"YWJjZA==","hashing_algorithm":"bcrypt","tags":[]}]}`, "unknown hashing algorithm bcrypt"},
 		{`{"vhosts":[{"name":"x"}],"policies":[{"vhost":"x","name":"p","pattern":".*","definition":{"max-length":-1}}]}`, "-1 is not a valid maximum length"},
+		{`{"vhosts":[{"name":"x"}],"parameters":[{"vhost":"x","component":"operator_policy","name":"op","value":{"pattern":".*","definition":[["ha-mode","all"]]}}],"policies":[]}`, `[{<<"ha-mode">>,<<"all">>}] are not recognised policy settings`},
 		{`{"vhosts":[{"name":"x"}],"topic_permissions":[{"user":"guest","vhost":"x","exchange":"amq.topic","write":".*","read":".*"}]}`, "topic permissions are not supported"},
 		{`{"vhosts":[{"name":"x"}],"parameters":[{"vhost":"x","component":"federation-upstream","name":"u","value":{}}]}`, `component "federation-upstream" are not supported`},
 	} {
 		err := importJSON(t, s, c.js)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.js, err, c.want)
+		}
+		var ve *ValidationError
+		if strings.Contains(c.js, "policies") != errors.As(err, &ve) {
+			t.Errorf("%s: %v: a policy's refusal is a *ValidationError, nothing else is", c.js, err)
 		}
 	}
 	if len(s.Users()) != 1 || len(s.VHosts()) != 1 {
