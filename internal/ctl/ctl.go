@@ -1,11 +1,21 @@
-// Package ctl is `substrate ctl`: rabbitmqctl's commands, output and exit
-// codes, run against the broker of a running `substrate serve`.
+// Package ctl is `substrate ctl`: rabbitmqctl's and rabbitmq-diagnostics'
+// commands, output and exit codes (RabbitMQ 3.10.8's, checked against
+// goldens recorded from it: golden_test.go), run against the broker of a
+// running `substrate serve`.
 //
-// The client sends the command line over a unix socket in the data
-// directory (DATA/ctl.sock, mode 0600: whoever may read the data may
-// administer the broker, as with rabbitmqctl's Erlang cookie); the server
-// runs it and returns the output and exit code. All parsing and formatting
-// happens on the server side, in Run, which tests call directly.
+// The client sends the command line (a Request: tool, words, stdin) over
+// a unix socket in the data directory (DATA/ctl.sock, mode 0600: whoever
+// may read the data may administer the broker, as with rabbitmqctl's
+// Erlang cookie); the server runs it and returns the output and exit
+// code. Parsing and formatting happen on the server side, in Exec, which
+// tests call directly; the client (cmd/substrate/ctl.go) does only what
+// rabbitmqctl does locally: files for definitions, wait's pid file,
+// retrying await_startup, and the answer when no server is there.
+//
+// Files: ctl.go (options, the older commands), lists.go (connections,
+// channels, consumers, policies), diagnostics.go (status, health checks,
+// definitions), format.go (--formatter), help.go and help_data.go
+// (help texts), transport.go (socket).
 package ctl
 
 import (

@@ -477,7 +477,7 @@ func jsonKeys(s string) []string {
 
 // breakdownRE matches status' memory breakdown lines, whose categories are
 // the runtime's (Erlang's or Go's).
-var breakdownRE = regexp.MustCompile(`^\S+: [\d.]+ gb(?: \([\d.]+ %\))?$`)
+var breakdownRE = regexp.MustCompile(`^\S+: [\d.]+ (?:gb|mb|bytes)(?: \([\d.]+ %\))?$`)
 
 // structure is the section headers and keys of status-like output.
 func structure(s string) []string {

@@ -68,6 +68,10 @@ func helpPage(tool, name string) string {
 	if len(h.guides) > 0 {
 		b.WriteString(hdr("Relevant Doc Guides") + "\n\n")
 		for _, g := range h.guides {
+			if g == "" { // RabbitMQ's lists have blank entries
+				b.WriteString("\n")
+				continue
+			}
 			b.WriteString(" * " + g + "\n")
 		}
 		b.WriteString("\n\n")
