@@ -311,33 +311,15 @@ var commands = map[string]command{
 	// --online and --local list every queue (one node, always online),
 	// --offline none.
 	"list_queues": {args: "[<column> ...]", max: -1, vhost: true, bools: []string{"online", "offline", "local"}, run: func(c *call) (string, string, error) {
-		b, vhost, a := c.b, c.vhost, c.args
-		cols := a
-		if len(cols) == 0 {
-			cols = []string{"name", "messages"}
-		}
-		var bad []string
-		for _, col := range cols {
-			if queueColumns[col] == nil {
-				bad = append(bad, col)
-			}
-		}
-		if len(bad) > 0 {
-			return "", "", badKeys(bad)
-		}
-		rows := [][]string{cols}
-		qs := b.Queues(vhost)
+		qs := c.b.Queues(c.vhost)
 		if _, offline := c.flags["offline"]; offline {
 			qs = nil
 		}
-		for _, q := range qs {
-			row := make([]string, len(cols))
-			for i, col := range cols {
-				row[i] = queueColumns[col](q)
-			}
-			rows = append(rows, row)
+		l, err := infoList(c, queueKeys, []string{"name", "messages"}, qs)
+		if err != nil {
+			return "", "", err
 		}
-		return fmt.Sprintf("Timeout: 60.0 seconds ...\nListing queues for vhost %s ...", vhost), c.table(rows, true), nil
+		return fmt.Sprintf("Timeout: %.1f seconds ...\nListing queues for vhost %s ...", float64(c.timeoutMS(60*time.Second))/1000, c.vhost), c.render(l), nil
 	}},
 	"list_exchanges": {vhost: true, run: func(c *call) (string, string, error) {
 		b, vhost := c.b, c.vhost
@@ -360,23 +342,6 @@ var commands = map[string]command{
 		n := b.CloseAllConnections(a[0])
 		return "Closing all connections", fmt.Sprintf("Closed %d connections", n), nil
 	}},
-}
-
-// queueColumns are the list_queues info items substrate answers, as
-// rabbitmqctl prints them.
-var queueColumns = map[string]func(q broker.QueueInfo) string{
-	"name":                    func(q broker.QueueInfo) string { return q.Name },
-	"durable":                 func(q broker.QueueInfo) string { return fmt.Sprint(q.Durable) },
-	"auto_delete":             func(q broker.QueueInfo) string { return fmt.Sprint(q.AutoDelete) },
-	"exclusive":               func(q broker.QueueInfo) string { return fmt.Sprint(q.Exclusive) },
-	"arguments":               func(q broker.QueueInfo) string { return erlangArgs(q.Arguments) },
-	"policy":                  func(q broker.QueueInfo) string { return "" },
-	"messages":                func(q broker.QueueInfo) string { return fmt.Sprint(q.Messages) },
-	"messages_ready":          func(q broker.QueueInfo) string { return fmt.Sprint(q.MessagesReady) },
-	"messages_unacknowledged": func(q broker.QueueInfo) string { return fmt.Sprint(q.MessagesUnacknowledged) },
-	"consumers":               func(q broker.QueueInfo) string { return fmt.Sprint(q.Consumers) },
-	"state":                   func(q broker.QueueInfo) string { return "running" },
-	"type":                    func(q broker.QueueInfo) string { return q.Type },
 }
 
 // erlangArgs prints queue arguments as rabbitmqctl does:

@@ -131,7 +131,10 @@ var goldenCases = []goldenCase{
 // Every help page substrate prints: each command's, as both tools.
 func init() {
 	goldenCases = append(goldenCases, with(ctlc(), "subset"), ctlc("close_connection", "nosuch-name", "bye"),
-		ctlc("list_connections", "user,peer_port"), with(ctlc("status", "--unit", "mb"), "structure"))
+		ctlc("list_connections", "user,peer_port"), with(ctlc("status", "--unit", "mb"), "structure"),
+		ctlc("list_queues", "name", "durable", "auto_delete", "exclusive", "arguments", "policy", "messages", "messages_ready", "messages_unacknowledged", "consumers", "state", "type"),
+		ctlc("--formatter", "json", "list_queues", "name", "messages", "arguments", "durable", "policy"),
+		ctlc("list_queues", "-p", "imported"), ctlc("--formatter", "json", "list_queues", "-p", "imported"))
 	for _, name := range slices.Sorted(maps.Keys(helpData)) {
 		if name == "reload_certificates" { // substrate's own
 			continue

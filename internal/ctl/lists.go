@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"regexp"
@@ -67,6 +68,31 @@ var connectionKeys = []infoKey[broker.ConnectionInfo]{
 	{"timeout", func(_ string, c broker.ConnectionInfo) cell { return num(c.Timeout) }},
 	{"user", func(_ string, c broker.ConnectionInfo) cell { return str(c.User) }},
 	{"vhost", func(_ string, c broker.ConnectionInfo) cell { return str(c.VHost) }},
+}
+
+// queueKeys are the list_queues info keys substrate answers.
+var queueKeys = []infoKey[broker.QueueInfo]{
+	{"arguments", func(_ string, q broker.QueueInfo) cell { return tableCell(q.Arguments) }},
+	{"auto_delete", func(_ string, q broker.QueueInfo) cell { return boolean(q.AutoDelete) }},
+	{"consumers", func(_ string, q broker.QueueInfo) cell { return num(q.Consumers) }},
+	{"durable", func(_ string, q broker.QueueInfo) cell { return boolean(q.Durable) }},
+	{"exclusive", func(_ string, q broker.QueueInfo) cell { return boolean(q.Exclusive) }},
+	{"exclusive_consumer_tag", func(_ string, q broker.QueueInfo) cell { return str(q.ExclusiveConsumerTag) }},
+	{"memory", func(_ string, q broker.QueueInfo) cell { return num(q.MemoryBytes) }},
+	{"message_bytes", func(_ string, q broker.QueueInfo) cell { return num(q.MessageBytes) }},
+	{"message_bytes_persistent", func(_ string, q broker.QueueInfo) cell { return num(q.MessageBytesPersistent) }},
+	{"message_bytes_ram", func(_ string, q broker.QueueInfo) cell { return num(q.MessageBytesRAM) }},
+	{"message_bytes_ready", func(_ string, q broker.QueueInfo) cell { return num(q.MessageBytesReady) }},
+	{"message_bytes_unacknowledged", func(_ string, q broker.QueueInfo) cell { return num(q.MessageBytesUnacknowledged) }},
+	{"messages", func(_ string, q broker.QueueInfo) cell { return num(q.Messages) }},
+	{"messages_persistent", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesPersistent) }},
+	{"messages_ready", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesReady) }},
+	{"messages_unacknowledged", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesUnacknowledged) }},
+	{"name", func(_ string, q broker.QueueInfo) cell { return str(q.Name) }},
+	{"online", func(_ string, q broker.QueueInfo) cell { return boolean(true) }},
+	{"policy", func(_ string, q broker.QueueInfo) cell { return str(q.Policy) }},
+	{"state", func(_ string, q broker.QueueInfo) cell { return str(cmp.Or(q.State, "running")) }},
+	{"type", func(_ string, q broker.QueueInfo) cell { return str(q.Type) }},
 }
 
 var channelKeys = []infoKey[broker.ChannelInfo]{
