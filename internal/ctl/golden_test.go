@@ -134,7 +134,9 @@ func init() {
 		ctlc("list_connections", "user,peer_port"), with(ctlc("status", "--unit", "mb"), "structure"),
 		ctlc("list_queues", "name", "durable", "auto_delete", "exclusive", "arguments", "policy", "messages", "messages_ready", "messages_unacknowledged", "consumers", "state", "type"),
 		ctlc("--formatter", "json", "list_queues", "name", "messages", "arguments", "durable", "policy"),
-		ctlc("list_queues", "-p", "imported"), ctlc("--formatter", "json", "list_queues", "-p", "imported"))
+		ctlc("list_queues", "-p", "imported"), ctlc("--formatter", "json", "list_queues", "-p", "imported"),
+		ctlc("list_queues", "name", "consumer_capacity", "consumer_utilisation", "disk_reads", "exclusive_consumer_pid", "head_message_timestamp",
+			"leader", "members", "messages_ram", "messages_ready_ram", "messages_unacknowledged_ram", "owner_pid", "slave_pids", "synchronised_slave_pids"))
 	for _, name := range slices.Sorted(maps.Keys(helpData)) {
 		if name == "reload_certificates" { // substrate's own
 			continue

@@ -93,6 +93,33 @@ var queueKeys = []infoKey[broker.QueueInfo]{
 	{"policy", func(_ string, q broker.QueueInfo) cell { return str(q.Policy) }},
 	{"state", func(_ string, q broker.QueueInfo) cell { return str(cmp.Or(q.State, "running")) }},
 	{"type", func(_ string, q broker.QueueInfo) cell { return str(q.Type) }},
+	// Keys whose RabbitMQ meaning has a fixed answer in substrate: one
+	// node, no paging to disk, no mirrors.
+	{"consumer_capacity", func(_ string, q broker.QueueInfo) cell { return capacity(q) }},
+	{"consumer_utilisation", func(_ string, q broker.QueueInfo) cell { return capacity(q) }},
+	{"disk_reads", func(_ string, q broker.QueueInfo) cell { return num(0) }},
+	{"disk_writes", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesPersistent) }},
+	{"exclusive_consumer_pid", func(_ string, q broker.QueueInfo) cell { return str("") }},
+	{"head_message_timestamp", func(_ string, q broker.QueueInfo) cell { return str("") }},
+	{"leader", func(node string, q broker.QueueInfo) cell { return str(node) }},
+	{"members", func(node string, q broker.QueueInfo) cell { return cell{text: "[" + node + "]", json: []string{node}} }},
+	{"messages_ram", func(_ string, q broker.QueueInfo) cell { return num(q.Messages) }},
+	{"messages_ready_ram", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesReady) }},
+	{"messages_unacknowledged_ram", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesUnacknowledged) }},
+	{"owner_pid", func(_ string, q broker.QueueInfo) cell { return str("") }},
+	{"pid", func(node string, q broker.QueueInfo) cell { return str("<" + node + ".queue." + q.Name + ">") }},
+	{"slave_pids", func(_ string, q broker.QueueInfo) cell { return str("") }},
+	{"synchronised_slave_pids", func(_ string, q broker.QueueInfo) cell { return str("") }},
+}
+
+// capacity is consumer_capacity: 1.0 while the queue has consumers that
+// can take messages at once (substrate does not measure how often they
+// cannot), 0 without consumers.
+func capacity(q broker.QueueInfo) cell {
+	if q.Consumers > 0 {
+		return cell{text: "1.0", json: 1.0}
+	}
+	return cell{text: "0", json: 0}
 }
 
 var channelKeys = []infoKey[broker.ChannelInfo]{
