@@ -101,8 +101,19 @@ var queueKeys = []infoKey[broker.QueueInfo]{
 	{"disk_writes", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesPersistent) }},
 	{"exclusive_consumer_pid", func(_ string, q broker.QueueInfo) cell { return str("") }},
 	{"head_message_timestamp", func(_ string, q broker.QueueInfo) cell { return str("") }},
-	{"leader", func(node string, q broker.QueueInfo) cell { return str(node) }},
-	{"members", func(node string, q broker.QueueInfo) cell { return cell{text: "[" + node + "]", json: []string{node}} }},
+	// leader and members are a quorum queue's; empty for classic ones.
+	{"leader", func(node string, q broker.QueueInfo) cell {
+		if q.Type != "quorum" {
+			return str("")
+		}
+		return str(node)
+	}},
+	{"members", func(node string, q broker.QueueInfo) cell {
+		if q.Type != "quorum" {
+			return str("")
+		}
+		return cell{text: "[" + node + "]", json: []string{node}}
+	}},
 	{"messages_ram", func(_ string, q broker.QueueInfo) cell { return num(q.Messages) }},
 	{"messages_ready_ram", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesReady) }},
 	{"messages_unacknowledged_ram", func(_ string, q broker.QueueInfo) cell { return num(q.MessagesUnacknowledged) }},
