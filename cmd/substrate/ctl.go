@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -88,8 +89,9 @@ func ctlCommand(tool string, args []string, stdin io.Reader, stdout, stderr io.W
 			exportTo = pos[0]
 		}
 	case "authenticate_user":
-		if len(pos) == 1 {
-			req.Stdin, _ = io.ReadAll(io.LimitReader(stdin, 4096))
+		if len(pos) == 1 { // one line: the password, as rabbitmqctl reads it
+			line, _ := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
+			req.Stdin = []byte(line)
 		}
 	case "wait":
 		return ctlWait(dataDir, req, pos, timeout, stdout)
