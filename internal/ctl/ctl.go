@@ -330,37 +330,17 @@ var commands = map[string]command{
 		return fmt.Sprintf("Listing exchanges for vhost %s ...", vhost), c.table(rows, true), nil
 	}},
 	"list_bindings": {vhost: true, run: func(c *call) (string, string, error) {
-		b, vhost := c.b, c.vhost
-		rows := [][]string{{"source_name", "source_kind", "destination_name", "destination_kind", "routing_key", "arguments"}}
-		for _, x := range b.Bindings(vhost) {
-			rows = append(rows, []string{x.Source, "exchange", x.Destination, x.DestinationType, x.RoutingKey, erlangArgs(x.Arguments)})
+		l := listing{cols: []string{"source_name", "source_kind", "destination_name", "destination_kind", "routing_key", "arguments"}, stream: true}
+		for _, x := range c.b.Bindings(c.vhost) {
+			l.rows = append(l.rows, []cell{str(x.Source), str("exchange"), str(x.Destination), str(x.DestinationType), str(x.RoutingKey), tableCell(x.Arguments)})
 		}
-		return fmt.Sprintf("Listing bindings for vhost %s...", vhost), c.table(rows, true), nil
+		return fmt.Sprintf("Listing bindings for vhost %s...", c.vhost), c.render(l), nil
 	}},
 	"close_all_connections": {args: "<explanation>", min: 1, max: 1, run: func(c *call) (string, string, error) {
 		b, a := c.b, c.args
 		n := b.CloseAllConnections(a[0])
 		return "Closing all connections", fmt.Sprintf("Closed %d connections", n), nil
 	}},
-}
-
-// erlangArgs prints queue arguments as rabbitmqctl does:
-// [{"x-queue-type","quorum"},{"x-expires",1800000}], keys sorted.
-func erlangArgs(m map[string]any) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		v := m[k]
-		if s, ok := v.(string); ok {
-			v = strconv.Quote(s)
-		}
-		parts[i] = fmt.Sprintf("{%s,%v}", strconv.Quote(k), v)
-	}
-	return "[" + strings.Join(parts, ",") + "]"
 }
 
 func exists(b Broker, name string) bool {

@@ -136,7 +136,8 @@ func init() {
 		ctlc("--formatter", "json", "list_queues", "name", "messages", "arguments", "durable", "policy"),
 		ctlc("list_queues", "-p", "imported"), ctlc("--formatter", "json", "list_queues", "-p", "imported"),
 		ctlc("list_queues", "name", "consumer_capacity", "consumer_utilisation", "disk_reads", "exclusive_consumer_pid", "head_message_timestamp",
-			"leader", "members", "messages_ram", "messages_ready_ram", "messages_unacknowledged_ram", "owner_pid", "slave_pids", "synchronised_slave_pids"))
+			"leader", "members", "messages_ram", "messages_ready_ram", "messages_unacknowledged_ram", "owner_pid", "slave_pids", "synchronised_slave_pids"),
+		ctlc("list_bindings"), ctlc("--formatter", "json", "list_bindings"), ctlc("list_bindings", "-p", "imported"))
 	for _, name := range slices.Sorted(maps.Keys(helpData)) {
 		if name == "reload_certificates" { // substrate's own
 			continue
