@@ -331,7 +331,15 @@ var commands = map[string]command{
 	}},
 	"list_bindings": {vhost: true, run: func(c *call) (string, string, error) {
 		l := listing{cols: []string{"source_name", "source_kind", "destination_name", "destination_kind", "routing_key", "arguments"}, stream: true}
+		// RabbitMQ lists the default exchange's implicit binding of each
+		// queue first.
+		for _, q := range c.b.Queues(c.vhost) {
+			l.rows = append(l.rows, []cell{str(""), str("exchange"), str(q.Name), str("queue"), str(q.Name), tableCell(nil)})
+		}
 		for _, x := range c.b.Bindings(c.vhost) {
+			if x.Source == "" {
+				continue // in case the broker lists them too
+			}
 			l.rows = append(l.rows, []cell{str(x.Source), str("exchange"), str(x.Destination), str(x.DestinationType), str(x.RoutingKey), tableCell(x.Arguments)})
 		}
 		return fmt.Sprintf("Listing bindings for vhost %s...", c.vhost), c.render(l), nil
