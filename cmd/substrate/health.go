@@ -40,12 +40,48 @@ type health struct {
 
 // Failures runs the checks in parallel, each within healthTimeout, and
 // returns one line per failing service ("amqp: disk alarm ..."), in the
-// order the services start; none: healthy.
+// order the services start; none: healthy. This is /healthz: a degraded
+// service (an alarm, no etcd quorum) counts as failing.
 func (h *health) Failures(ctx context.Context) []string {
+	var out []string
+	for _, f := range h.run(ctx) {
+		out = append(out, f.line)
+	}
+	return out
+}
+
+// Unresponsive is Failures without the degraded services: what the
+// systemd watchdog acts on. A broker under a resource alarm or an etcd
+// member without quorum is working as designed (RabbitMQ keeps running
+// and blocks publishers; etcd waits for its peers), and a restart would
+// only lose transient messages and connections.
+func (h *health) Unresponsive(ctx context.Context) []string {
+	var out []string
+	for _, f := range h.run(ctx) {
+		if !f.degraded {
+			out = append(out, f.line)
+		}
+	}
+	return out
+}
+
+// degradedError is a check's answer for a service that answers but
+// cannot do all of its work (an alarm, no quorum).
+type degradedError struct{ err error }
+
+func (d degradedError) Error() string { return d.err.Error() }
+func (d degradedError) Unwrap() error { return d.err }
+
+type failure struct {
+	line     string
+	degraded bool
+}
+
+func (h *health) run(ctx context.Context) []failure {
 	if h == nil {
 		return nil
 	}
-	out := make([]string, len(h.checks))
+	out := make([]failure, len(h.checks))
 	var wg sync.WaitGroup
 	for i, c := range h.checks {
 		wg.Add(1)
@@ -67,15 +103,16 @@ func (h *health) Failures(ctx context.Context) []string {
 				err = fmt.Errorf("no answer within %v", healthTimeout)
 			}
 			if err != nil {
-				out[i] = c.name + ": " + err.Error()
+				var d degradedError
+				out[i] = failure{line: c.name + ": " + err.Error(), degraded: errors.As(err, &d)}
 			}
 		}()
 	}
 	wg.Wait()
-	var failed []string
-	for _, l := range out {
-		if l != "" {
-			failed = append(failed, l)
+	var failed []failure
+	for _, f := range out {
+		if f.line != "" {
+			failed = append(failed, f)
 		}
 	}
 	return failed
@@ -83,13 +120,21 @@ func (h *health) Failures(ctx context.Context) []string {
 
 // etcdCheck is a linearizable read (the default for Get): it goes
 // through the leader, so it fails without a quorum, as etcd's own
-// /health does.
+// /health does. When it fails but a serializable (local) read answers,
+// the member is alive without a quorum: degraded.
 func etcdCheck(kv clientv3.KV) serviceCheck {
 	return serviceCheck{"etcd", func(ctx context.Context) error {
-		if _, err := kv.Get(ctx, "health"); err != nil {
-			return fmt.Errorf("linearizable read failed: %w", err)
+		lctx, cancel := context.WithTimeout(ctx, healthTimeout*3/4)
+		_, err := kv.Get(lctx, "health")
+		cancel()
+		if err == nil {
+			return nil
 		}
-		return nil
+		err = fmt.Errorf("linearizable read failed: %w", err)
+		if _, serr := kv.Get(ctx, "health", clientv3.WithSerializable()); serr == nil {
+			return degradedError{fmt.Errorf("%w (the member answers locally: no quorum)", err)}
+		}
+		return err
 	}}
 }
 
@@ -118,7 +163,7 @@ func brokerCheck(b *broker.Server) serviceCheck {
 			alarms = append(alarms, fmt.Sprintf("memory alarm in effect (used %d bytes, high watermark %d bytes)", b.MemoryUsed(), b.MemoryHighWatermark()))
 		}
 		if len(alarms) > 0 {
-			return errors.New(strings.Join(alarms, "; "))
+			return degradedError{errors.New(strings.Join(alarms, "; "))}
 		}
 		return nil
 	}}
@@ -194,10 +239,12 @@ func dialCheck(name string, addrs func() []net.Addr) serviceCheck {
 }
 
 // watchdog sends WATCHDOG=1 at half the unit's WatchdogSec (systemd's
-// WATCHDOG_USEC, for this PID) while every health check passes, until ctx
-// ends: a hung or unhealthy service then gets the unit restarted, as
-// systemd's watchdog intends. Without WatchdogSec it does nothing. A
-// failing check is logged when the state changes, not at every tick.
+// WATCHDOG_USEC, for this PID) while every service answers
+// (Unresponsive), until ctx ends: a hung service then gets the unit
+// restarted, as systemd's watchdog intends. A degraded one (an alarm, no
+// etcd quorum) is not restarted: /healthz reports it. Without WatchdogSec
+// it does nothing. A failing check is logged when the state changes, not
+// at every tick.
 func watchdog(ctx context.Context, log *slog.Logger, h *health) {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {
@@ -214,7 +261,7 @@ func watchdog(ctx context.Context, log *slog.Logger, h *health) {
 	healthy := true
 	for {
 		cctx, cancel := context.WithTimeout(ctx, min(period, healthTimeout))
-		failed := h.Failures(cctx)
+		failed := h.Unresponsive(cctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -230,7 +277,7 @@ func watchdog(ctx context.Context, log *slog.Logger, h *health) {
 			}
 		case healthy:
 			healthy = false
-			log.Error("systemd watchdog: not pinging while a service is unhealthy", "failed", strings.Join(failed, "; "))
+			log.Error("systemd watchdog: not pinging while a service does not answer", "failed", strings.Join(failed, "; "))
 		}
 		select {
 		case <-ctx.Done():

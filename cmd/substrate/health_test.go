@@ -121,8 +121,9 @@ func TestFailuresParallelAndBounded(t *testing.T) {
 }
 
 // TestWatchdogPingsWhileHealthy: with WATCHDOG_USEC set, WATCHDOG=1
-// arrives on NOTIFY_SOCKET every half interval while the checks pass,
-// stops while one fails, and resumes.
+// arrives on NOTIFY_SOCKET every half interval while the services
+// answer, also while one is degraded (an alarm), stops while one does
+// not answer, and resumes.
 func TestWatchdogPingsWhileHealthy(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -132,10 +133,13 @@ func TestWatchdogPingsWhileHealthy(t *testing.T) {
 	defer conn.Close()
 	t.Setenv("NOTIFY_SOCKET", sock)
 	t.Setenv("WATCHDOG_USEC", "200000") // 200 ms: a ping every 100 ms
-	var failing atomic.Bool
+	var state atomic.Int32              // 0 healthy, 1 degraded, 2 not answering
 	h := &health{checks: []serviceCheck{{"amqp", func(context.Context) error {
-		if failing.Load() {
-			return errors.New("disk alarm in effect")
+		switch state.Load() {
+		case 1:
+			return degradedError{errors.New("disk alarm in effect")}
+		case 2:
+			return errors.New("not accepting")
 		}
 		return nil
 	}}}}
@@ -153,19 +157,28 @@ func TestWatchdogPingsWhileHealthy(t *testing.T) {
 		}
 		return string(buf[:n]), true
 	}
-	for i := range 3 {
-		if msg, ok := read(5 * time.Second); !ok || msg != "WATCHDOG=1" {
-			t.Fatalf("ping %d: %q %v", i, msg, ok)
+	pings := func(what string) {
+		t.Helper()
+		for i := range 3 {
+			if msg, ok := read(5 * time.Second); !ok || msg != "WATCHDOG=1" {
+				t.Fatalf("%s: ping %d: %q %v", what, i, msg, ok)
+			}
 		}
 	}
-	failing.Store(true)
+	pings("healthy")
+	state.Store(1)
+	if f := h.Failures(context.Background()); len(f) != 1 {
+		t.Fatalf("/healthz failures while degraded: %q", f)
+	}
+	pings("degraded")
+	state.Store(2)
 	// At most one ping already on its way; then silence for several
 	// periods.
 	read(150 * time.Millisecond)
 	if msg, ok := read(500 * time.Millisecond); ok {
-		t.Fatalf("pinged while unhealthy: %q", msg)
+		t.Fatalf("pinged while a service does not answer: %q", msg)
 	}
-	failing.Store(false)
+	state.Store(0)
 	if msg, ok := read(5 * time.Second); !ok || msg != "WATCHDOG=1" {
 		t.Fatalf("no ping once healthy again: %q %v", msg, ok)
 	}
