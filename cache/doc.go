@@ -61,10 +61,16 @@
 // # Concurrency
 //
 // Ownership:
-//   - Server.mu guards started, closed, listeners and the conns set.
+//   - Server.mu guards started, closed, listeners, the conns set, the
+//     loops list and, after a handover, evConn.nc.
 //   - Each connection's buffers, Parser, writer and raw socket I/O state
-//     (rawIO) belong to its own serve goroutine; only conn.nc.Close (Shutdown) and the atomics lastCmd
-//     (stats conns) are touched from elsewhere.
+//     (rawIO) belong to whoever serves it: its serve goroutine, or the
+//     event loop holding it, or after a handover the goroutine it was
+//     handed to; only conn.nc.Close or evConn.nc.Close (Shutdown) and the
+//     atomic lastCmd (stats conns) are touched from elsewhere.
+//   - An event loop's epoll set, conns map and event buffer belong to the
+//     goroutine running it; its pending list (accepted, not yet
+//     registered) to loop.mu, taken under Server.mu by the accept loop.
 //   - The store has 64 shards; shard.mu guards that shard's hash index,
 //     item chunks, free list, LRU list and shard counters. Item buffers (key+value) are
 //     immutable once linked, so a reader copies the slice header under the
@@ -77,10 +83,20 @@
 // memory is reserved (evicting from shard tails, each under its own lock)
 // before the target shard is locked, so eviction never nests shard locks.
 //
-// Goroutines: one accept loop per listener, one serve loop per connection
-// and one reader per UDP socket (which owns that socket's parser and reply
-// buffers), all counted in Server.wg; Shutdown closes listeners, UDP
-// sockets and connections and waits for wg. A binary connection's parser
+// Goroutines: one accept loop per listener; for plain TCP connections
+// (on Linux) GOMAXPROCS event loops (evloop_linux.go), each over its own
+// epoll set, waiting for it on Go's poller; one serve goroutine per TLS or
+// unix-socket connection, and per TCP connection a loop handed over
+// because a reply could not be written at once (the goroutine that ran
+// the loop keeps the connection and starts a new one for the loop); one
+// reader per UDP socket (which owns that socket's parser and reply
+// buffers); all counted in Server.wg. Shutdown closes listeners, UDP
+// sockets and goroutine-served connections, tells the loops to close
+// theirs and end, and waits for wg. Lock order: Server.mu, then loop.mu.
+// Text and binary connections share one parse/execute loop (conn.process,
+// conn.go), whichever serves them; storeRequest (storereq.go) maps the
+// storage commands of the text, binary and meta protocols to store
+// requests. A binary connection's parser
 // and SASL state (binConn) belong to its serve goroutine; the SASL password
 // file is read by each login. The TLS configuration is swapped atomically by
 // refresh_certs (tlsState.cur); a handshake uses the one current at its
@@ -89,7 +105,9 @@
 // # Faults
 //
 // A panic while serving a client (parsing, executing a command, the TLS
-// handshake) is recovered in that connection's serve goroutine: one ERROR
+// handshake) is recovered in the goroutine serving that connection (an
+// event loop recovers around each connection's turn and goes on with the
+// others; TestLoopPanicSparesItsLoop): one ERROR
 // line with the peer and the stack, substrate_panics_total{service=
 // "memcached"} goes up, and only that connection is closed, without a
 // reply (memcached has none for this); replies still buffered for it are
@@ -195,7 +213,8 @@
 //	-X                                honoured      stats cachedump refused (TestDisableDumping)
 //	-W                                honoured      watch refused as memcached does (TestDisableWatch)
 //	-b                                honoured      listen(2) backlog, ss Send-Q (TestListenBacklog)
-//	-f -n -R                          default only  no slab classes; a goroutine per connection
+//	-f -n -R                          default only  no slab classes; an event loop serves every ready
+//	                                                connection's whole input at once
 //	-d                                refused       no fork into the background (units do not pass -d)
 //	-L -D -Y -e -N                    refused       large pages, per-prefix stats, ASCII auth, memory file, NAPI
 //	-o maxconns_fast modern           honoured      what substrate does, or (inline_ascii_resp,

@@ -38,9 +38,9 @@ import (
 // a value arrives in several reads into the connection's buffer, grown to
 // the parser's need as conn.serve does.
 //
-// Ownership: a loop's conns map, event buffer and every conn it holds
-// belong to the goroutine running the loop; the pending list (connections
-// accepted but not yet registered) to loop.mu; after a handover, the conn
+// Ownership: a loop's event buffer and every conn it holds belong to the
+// goroutine running the loop; its conns map (fd -> conn) to loop.mu, as
+// the accept loop adds to it; after a handover, the conn
 // belongs to its goroutine and evConn.nc is set and read under Server.mu
 // (Shutdown closes it).
 type loop struct {
@@ -48,17 +48,17 @@ type loop struct {
 	epfd   int
 	epf    *os.File        // epfd, on Go's poller (wait)
 	eprc   syscall.RawConn // epf's
-	efd    int             // eventfd: new connections, Shutdown
+	efd    int             // eventfd: Shutdown
 	stop   atomic.Bool
-	conns  map[int32]*conn
 	events []unix.EpollEvent
+	ready  []*conn // the connections of the events being served
 
 	nready int
 	werr   syscall.Errno
 	waitFn func(uintptr) bool
 
-	mu      sync.Mutex
-	pending []*conn
+	mu    sync.Mutex
+	conns map[int32]*conn
 }
 
 // evConn is the socket of a connection an event loop serves: a descriptor
@@ -167,7 +167,7 @@ func (l *loop) pollEvents(fd uintptr) bool {
 	}
 }
 
-// wake makes the loop's epoll_wait return.
+// wake makes the loop's wait return (Shutdown).
 func (l *loop) wake() {
 	var one = [8]byte{1}
 	unix.Write(l.efd, one[:])
@@ -194,9 +194,6 @@ func (s *Server) adopt(nc net.Conn, listen net.Addr) (*conn, error) {
 	if derr != nil {
 		return nil, derr
 	}
-	// The descriptors share one open file, already non-blocking; closing
-	// Go's removes it from Go's poller and sends nothing to the peer.
-	nc.Close()
 	c := newConn(s, nc, listen)
 	e := &evConn{c: c, fd: fd}
 	c.ev = e
@@ -208,9 +205,20 @@ func (s *Server) adopt(nc net.Conn, listen net.Addr) (*conn, error) {
 	l := s.loops[s.next%len(s.loops)]
 	e.l = l
 	l.mu.Lock()
-	l.pending = append(l.pending, c)
+	l.conns[int32(fd)] = c
 	l.mu.Unlock()
-	l.wake()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.mu.Lock()
+		delete(l.conns, int32(fd))
+		l.mu.Unlock()
+		unix.Close(fd)
+		c.buf = nil
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	// The descriptors share one open file, already non-blocking; closing
+	// Go's removes it from Go's poller and sends nothing to the peer.
+	nc.Close()
 	return c, nil
 }
 
@@ -230,21 +238,25 @@ func (l *loop) run() {
 			l.shutdown()
 			return
 		}
-		for i := range n {
-			fd := l.events[i].Fd
-			if int(fd) == l.efd {
-				var b [8]byte
-				unix.Read(l.efd, b[:])
-				if l.stop.Load() {
-					l.shutdown()
-					return
-				}
-				l.register()
-				continue
+		l.ready = l.ready[:0]
+		stop := false
+		l.mu.Lock()
+		for _, ev := range l.events[:n] {
+			if int(ev.Fd) == l.efd {
+				stop = true
+			} else if c := l.conns[ev.Fd]; c != nil {
+				l.ready = append(l.ready, c)
 			}
-			c := l.conns[fd]
-			if c == nil {
-				continue
+		}
+		l.mu.Unlock()
+		if stop && l.stop.Load() {
+			l.shutdown()
+			return
+		}
+		for i, c := range l.ready {
+			l.ready[i] = nil
+			if c.ev.fd < 0 {
+				continue // closed by an earlier event of this batch
 			}
 			res := l.serveEvent(c)
 			if c.ev.handed {
@@ -257,23 +269,6 @@ func (l *loop) run() {
 				l.closeConn(c)
 			}
 		}
-	}
-}
-
-// register adds the pending connections to the epoll set.
-func (l *loop) register() {
-	l.mu.Lock()
-	p := l.pending
-	l.pending = nil
-	l.mu.Unlock()
-	for _, c := range p {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.ev.fd)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.ev.fd, &ev); err != nil {
-			l.s.log.Warn("cache: epoll_ctl failed; closing the connection", "remote", remoteString(c.nc), "err", err)
-			l.closeConn(c)
-			continue
-		}
-		l.conns[int32(c.ev.fd)] = c
 	}
 }
 
@@ -334,7 +329,9 @@ func (l *loop) closeConn(c *conn) {
 			nc.Close()
 		}
 	} else if e.fd >= 0 {
+		l.mu.Lock()
 		delete(l.conns, int32(e.fd))
+		l.mu.Unlock()
 		unix.Close(e.fd) // the only descriptor of the open file: epoll forgets it
 		e.fd = -1
 	}
@@ -345,17 +342,16 @@ func (l *loop) closeConn(c *conn) {
 	l.s.mu.Unlock()
 }
 
-// shutdown closes every connection the loop holds or has pending, and
-// its descriptors (Shutdown; the loop's goroutine).
+// shutdown closes every connection the loop holds, and its descriptors
+// (Shutdown; the loop's goroutine).
 func (l *loop) shutdown() {
 	l.mu.Lock()
-	p := l.pending
-	l.pending = nil
-	l.mu.Unlock()
-	for _, c := range p {
-		l.closeConn(c)
-	}
+	cs := make([]*conn, 0, len(l.conns))
 	for _, c := range l.conns {
+		cs = append(cs, c)
+	}
+	l.mu.Unlock()
+	for _, c := range cs {
 		l.closeConn(c)
 	}
 	l.closeFDs()
@@ -410,7 +406,9 @@ func (e *evConn) Write(b []byte) (int, error) {
 func (e *evConn) handover() error {
 	l := e.l
 	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+	l.mu.Lock()
 	delete(l.conns, int32(e.fd))
+	l.mu.Unlock()
 	fd := e.fd
 	e.fd = -1
 	e.handed = true
