@@ -102,6 +102,34 @@
 // refresh_certs (tlsState.cur); a handshake uses the one current at its
 // start. A UDP socket's binary state (udpConn.bin) belongs to its reader.
 //
+// # Event loops: what was measured
+//
+// On this project's 2-core shared VM, memcaslap -T 2 -c 50 (its default
+// mix: 90% get / 10% set, small values) against `substrate memcached` and
+// memcached 1.6.18 with the same flags, alternating, medians (make bench's
+// maslap phase; other work on the host put the load average at 2-9):
+//   - A goroutine per connection made 1.8 read(2) calls per request
+//     (perf stat on the syscall tracepoints): after each reply the reader
+//     read again, found nothing (EAGAIN) and parked; memcached makes one
+//     read, one sendmsg and 0.35 epoll_wait per request. Reads were 23% of
+//     the server's CPU, scheduling 12%. memaslap ratio 0.74x, server CPU
+//     per op 1.29x (cachebench, 3 rounds).
+//   - The event loops make one read, one write and 0.1-0.3 epoll_pwait
+//     per request. Server CPU per op 0.93-1.01x memcached's; ops/s
+//     0.82-0.85x. With the servers pinned to one CPU and memcaslap to the
+//     other, ops/s 0.91-1.03x (the goroutine path: 0.80-1.02x, 23 us/op
+//     against memcached's 18).
+//   - Why ops/s still trail with CPU per op at parity: on the loaded host
+//     the kernel gives memcached's four worker threads about 0.9 of a core
+//     and our two busy loops about 0.7; memcached's threads sleep 0.24
+//     times per request and are preempted 0.02 times, ours 0.02-0.04 and
+//     0.10-0.13. Not tried to the end: giving `substrate memcached` four
+//     threads by default (-t 4 did not change it measurably).
+//   - Tried and dropped: blocking in epoll_wait on the loop's thread, as
+//     memcached does (each wait longer than 20 us had the runtime retake
+//     the thread's P: sysmon took 11% of the CPU, 17-20 us per op), and
+//     more loops than GOMAXPROCS (4, 8: no gain, more CPU per op).
+//
 // # Faults
 //
 // A panic while serving a client (parsing, executing a command, the TLS
