@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"net"
@@ -14,64 +13,6 @@ type binConn struct {
 	p           BinaryParser
 	saslStarted bool
 	hdr         []byte
-}
-
-// serveBinary takes over a connection whose first byte was 0x80 (or any
-// connection when SASL is on): buf[start:end] holds the bytes read so far.
-// It has the same shape as serve: parse every complete request, execute
-// it, flush before blocking on the socket.
-func (c *conn) serveBinary(buf []byte, start, end int) {
-	b := &binConn{}
-	b.p.MaxItemSize = c.s.parseMaxItem()
-	b.p.SASL = c.s.cfg.SASL
-	swallow := 0
-	for {
-		for {
-			if swallow > 0 {
-				n := min(swallow, end-start)
-				start += n
-				swallow -= n
-				if swallow > 0 {
-					break
-				}
-			}
-			if start == end {
-				break
-			}
-			if b.p.Need > 0 && end-start < b.p.Need {
-				break
-			}
-			req, n, err := b.p.Parse(buf[start:end])
-			if err == ErrIncomplete {
-				break
-			}
-			c.lastCmd.Store(c.s.clk.now())
-			if c.w == nil {
-				c.w = writerPool.Get().(*bufio.Writer)
-				c.w.Reset(c.out)
-			}
-			start += n
-			if be, ok := err.(*BinaryError); ok {
-				swallow = be.Swallow
-				if be.Silent {
-					if c.logOK() {
-						c.s.log.Info("cache: closing connection", "remote", remoteString(c.nc), "reason", be.Error())
-					}
-					return
-				}
-			}
-			if c.execBinary(b, req, err) {
-				c.w.Flush()
-				return
-			}
-		}
-		var ok bool
-		buf, end, ok = c.refill(buf, start, end, b.p.Need, swallow == 0)
-		start = 0
-		if !ok {
-			return
-		}
-	}
 }
 
 // binHeader writes a response header for req.
@@ -220,50 +161,23 @@ func (c *conn) binGet(b *binConn, req *BinaryRequest) {
 func (c *conn) binStore(b *binConn, req *BinaryRequest) {
 	s := c.s
 	st := &s.stats
-	r := storeReq{
+	r := s.storeRequest(&storeCmd{
+		proto:   protoBinary,
+		mode:    binStoreMode(req.Cmd),
 		key:     req.Key,
 		data:    req.Value,
+		flags:   req.Flags,
+		exptime: s.clk.realtimeU(req.Exptime, s.clk.now()),
 		cas:     req.CAS,
-		maxItem: s.cfg.MaxItemSize,
-	}
-	switch req.Cmd {
-	case BinSet:
-		r.mode = modeSet
-	case BinAdd:
-		r.mode = modeAdd
-	case BinReplace:
-		r.mode = modeReplace
-	case BinAppend:
-		r.mode = modeAppend
-	case BinPrepend:
-		r.mode = modePrepend
-	}
-	isCAS := false
-	if r.mode <= modeReplace {
-		r.flags = req.Flags
-		r.exptime = s.clk.realtimeU(req.Exptime, s.clk.now())
-		// memcached turns any set/add/replace with a CAS into a cas;
-		// under -C the CAS is lost with the item's CAS field.
-		if req.CAS != 0 && !s.cfg.NoCAS {
-			r.mode = modeCAS
-			isCAS = true
-		}
-	}
+	})
 	res, cas := s.store.store(&r)
 	// memcached counts a binary store once it has allocated the item, and
 	// keeps no store_no_memory count for the binary protocol.
 	if res != resNoMemory {
 		st.cmdSet.Add(1)
 	}
-	if isCAS {
-		switch res {
-		case resStored:
-			st.casHits.Add(1)
-		case resExists:
-			st.casBadval.Add(1)
-		case resNotFound:
-			st.casMisses.Add(1)
-		}
+	if r.mode == modeCAS {
+		st.countCAS(res)
 	}
 	switch res {
 	case resStored:
@@ -312,13 +226,13 @@ func (c *conn) binArith(b *binConn, req *BinaryRequest) {
 			return
 		}
 		data := strconv.AppendUint(nil, req.Initial, 10)
-		r := storeReq{
+		r := s.storeRequest(&storeCmd{
+			proto:   protoBinary,
 			mode:    modeAdd,
 			key:     req.Key,
 			data:    data,
 			exptime: s.clk.realtimeU(req.Exptime, s.clk.now()),
-			maxItem: s.cfg.MaxItemSize,
-		}
+		})
 		switch res, cas := s.store.store(&r); res {
 		case resStored:
 			binary.BigEndian.PutUint64(val[:], req.Initial)

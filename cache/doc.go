@@ -61,10 +61,16 @@
 // # Concurrency
 //
 // Ownership:
-//   - Server.mu guards started, closed, listeners and the conns set.
+//   - Server.mu guards started, closed, listeners, the conns set, the
+//     loops list and, after a handover, evConn.nc.
 //   - Each connection's buffers, Parser, writer and raw socket I/O state
-//     (rawIO) belong to its own serve goroutine; only conn.nc.Close (Shutdown) and the atomics lastCmd
-//     (stats conns) are touched from elsewhere.
+//     (rawIO) belong to whoever serves it: its serve goroutine, or the
+//     event loop holding it, or after a handover the goroutine it was
+//     handed to; only conn.nc.Close or evConn.nc.Close (Shutdown) and the
+//     atomic lastCmd (stats conns) are touched from elsewhere.
+//   - An event loop's epoll set, conns map and event buffer belong to the
+//     goroutine running it; its pending list (accepted, not yet
+//     registered) to loop.mu, taken under Server.mu by the accept loop.
 //   - The store has 64 shards; shard.mu guards that shard's hash index,
 //     item chunks, free list, LRU list and shard counters. Item buffers (key+value) are
 //     immutable once linked, so a reader copies the slice header under the
@@ -77,19 +83,59 @@
 // memory is reserved (evicting from shard tails, each under its own lock)
 // before the target shard is locked, so eviction never nests shard locks.
 //
-// Goroutines: one accept loop per listener, one serve loop per connection
-// and one reader per UDP socket (which owns that socket's parser and reply
-// buffers), all counted in Server.wg; Shutdown closes listeners, UDP
-// sockets and connections and waits for wg. A binary connection's parser
+// Goroutines: one accept loop per listener; for plain TCP connections
+// (on Linux) GOMAXPROCS event loops (evloop_linux.go), each over its own
+// epoll set, waiting for it on Go's poller; one serve goroutine per TLS or
+// unix-socket connection, and per TCP connection a loop handed over
+// because a reply could not be written at once (the goroutine that ran
+// the loop keeps the connection and starts a new one for the loop); one
+// reader per UDP socket (which owns that socket's parser and reply
+// buffers); all counted in Server.wg. Shutdown closes listeners, UDP
+// sockets and goroutine-served connections, tells the loops to close
+// theirs and end, and waits for wg. Lock order: Server.mu, then loop.mu.
+// Text and binary connections share one parse/execute loop (conn.process,
+// conn.go), whichever serves them; storeRequest (storereq.go) maps the
+// storage commands of the text, binary and meta protocols to store
+// requests. A binary connection's parser
 // and SASL state (binConn) belong to its serve goroutine; the SASL password
 // file is read by each login. The TLS configuration is swapped atomically by
 // refresh_certs (tlsState.cur); a handshake uses the one current at its
 // start. A UDP socket's binary state (udpConn.bin) belongs to its reader.
 //
+// # Event loops: what was measured
+//
+// On this project's 2-core shared VM, memcaslap -T 2 -c 50 (its default
+// mix: 90% get / 10% set, small values) against `substrate memcached` and
+// memcached 1.6.18 with the same flags, alternating, medians (make bench's
+// maslap phase; other work on the host put the load average at 2-9):
+//   - A goroutine per connection made 1.8 read(2) calls per request
+//     (perf stat on the syscall tracepoints): after each reply the reader
+//     read again, found nothing (EAGAIN) and parked; memcached makes one
+//     read, one sendmsg and 0.35 epoll_wait per request. Reads were 23% of
+//     the server's CPU, scheduling 12%. memaslap ratio 0.74x, server CPU
+//     per op 1.29x (cachebench, 3 rounds).
+//   - The event loops make one read, one write and 0.1-0.3 epoll_pwait
+//     per request. Server CPU per op 0.93-1.01x memcached's; ops/s
+//     0.82-0.85x. With the servers pinned to one CPU and memcaslap to the
+//     other, ops/s 0.91-1.03x (the goroutine path: 0.80-1.02x, 23 us/op
+//     against memcached's 18).
+//   - Why ops/s still trail with CPU per op at parity: on the loaded host
+//     the kernel gives memcached's four worker threads about 0.9 of a core
+//     and our two busy loops about 0.7; memcached's threads sleep 0.24
+//     times per request and are preempted 0.02 times, ours 0.02-0.04 and
+//     0.10-0.13. Not tried to the end: giving `substrate memcached` four
+//     threads by default (-t 4 did not change it measurably).
+//   - Tried and dropped: blocking in epoll_wait on the loop's thread, as
+//     memcached does (each wait longer than 20 us had the runtime retake
+//     the thread's P: sysmon took 11% of the CPU, 17-20 us per op), and
+//     more loops than GOMAXPROCS (4, 8: no gain, more CPU per op).
+//
 // # Faults
 //
 // A panic while serving a client (parsing, executing a command, the TLS
-// handshake) is recovered in that connection's serve goroutine: one ERROR
+// handshake) is recovered in the goroutine serving that connection (an
+// event loop recovers around each connection's turn and goes on with the
+// others; TestLoopPanicSparesItsLoop): one ERROR
 // line with the peer and the stack, substrate_panics_total{service=
 // "memcached"} goes up, and only that connection is closed, without a
 // reply (memcached has none for this); replies still buffered for it are
@@ -195,7 +241,8 @@
 //	-X                                honoured      stats cachedump refused (TestDisableDumping)
 //	-W                                honoured      watch refused as memcached does (TestDisableWatch)
 //	-b                                honoured      listen(2) backlog, ss Send-Q (TestListenBacklog)
-//	-f -n -R                          default only  no slab classes; a goroutine per connection
+//	-f -n -R                          default only  no slab classes; an event loop serves every ready
+//	                                                connection's whole input at once
 //	-d                                refused       no fork into the background (units do not pass -d)
 //	-L -D -Y -e -N                    refused       large pages, per-prefix stats, ASCII auth, memory file, NAPI
 //	-o maxconns_fast modern           honoured      what substrate does, or (inline_ascii_resp,

@@ -250,43 +250,21 @@ func (c *conn) storage(cmd *Command) {
 	s := c.s
 	st := &s.stats
 	st.cmdSet.Add(1)
-	r := storeReq{
+	r := s.storeRequest(&storeCmd{
+		proto:   protoText,
+		mode:    textStoreMode(cmd.Op),
 		key:     cmd.Key,
 		data:    cmd.Data,
 		flags:   cmd.Flags,
 		exptime: s.clk.realtime(cmd.Exptime, s.clk.now()),
 		cas:     cmd.CAS,
-		maxItem: s.cfg.MaxItemSize,
-	}
-	switch cmd.Op {
-	case OpSet:
-		r.mode = modeSet
-	case OpAdd:
-		r.mode = modeAdd
-	case OpReplace:
-		r.mode = modeReplace
-	case OpAppend:
-		r.mode = modeAppend
-		r.cas = 0
-	case OpPrepend:
-		r.mode = modePrepend
-		r.cas = 0
-	case OpCas:
-		r.mode = modeCAS
-	}
+	})
 	res, _ := s.store.store(&r)
 	if res == resNoMemory {
 		st.storeNoMemory.Add(1)
 	}
-	if cmd.Op == OpCas {
-		switch res {
-		case resStored:
-			st.casHits.Add(1)
-		case resExists:
-			st.casBadval.Add(1)
-		case resNotFound:
-			st.casMisses.Add(1)
-		}
+	if r.mode == modeCAS {
+		st.countCAS(res)
 	}
 	c.reply(cmd, storeReply(res))
 }

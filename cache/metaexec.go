@@ -152,44 +152,21 @@ func (c *conn) metaSet(cmd *Command) {
 	st := &srv.stats
 	m := &cmd.Meta
 	st.cmdSet.Add(1)
-	r := storeReq{
-		key:     cmd.Key,
-		data:    cmd.Data,
-		flags:   m.ClientFlags,
-		exptime: srv.clk.realtime(m.Exptime, srv.clk.now()),
-		cas:     m.CompareCAS,
-		binary:  m.KeyBinary,
-		maxItem: srv.cfg.MaxItemSize,
-	}
-	switch m.Mode {
-	case 'E':
-		r.mode = modeAdd
-	case 'A':
-		r.mode = modeAppend
-	case 'P':
-		r.mode = modePrepend
-	case 'R':
-		r.mode = modeReplace
-	default:
-		r.mode = modeSet
-	}
-	if m.HasCAS && (r.mode == modeSet || r.mode == modeReplace) {
-		r.mode = modeCAS
-		r.setStale = m.SetStale
-	}
-	if r.mode == modeAdd {
-		r.cas = 0
-	}
+	r := srv.storeRequest(&storeCmd{
+		proto:     protoMeta,
+		mode:      metaStoreMode(m.Mode),
+		key:       cmd.Key,
+		data:      cmd.Data,
+		flags:     m.ClientFlags,
+		exptime:   srv.clk.realtime(m.Exptime, srv.clk.now()),
+		cas:       m.CompareCAS,
+		hasCAS:    m.HasCAS,
+		setStale:  m.SetStale,
+		keyBinary: m.KeyBinary,
+	})
 	res, cas := srv.store.store(&r)
 	if r.mode == modeCAS {
-		switch res {
-		case resStored:
-			st.casHits.Add(1)
-		case resExists:
-			st.casBadval.Add(1)
-		case resNotFound:
-			st.casMisses.Add(1)
-		}
+		st.countCAS(res)
 	}
 	var code string
 	switch res {

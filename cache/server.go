@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"substrate/internal/faults"
 	"substrate/internal/logging"
 	"substrate/internal/netutil"
 )
@@ -44,6 +42,9 @@ type Server struct {
 	listeners []net.Listener
 	udp       []net.PacketConn
 	conns     map[*conn]struct{}
+	loops     []*loop       // event loops for plain TCP connections (evloop_linux.go)
+	next      int           // the loop the next connection goes to
+	handovers atomic.Uint64 // loop connections handed to a goroutine (tests)
 	wg        sync.WaitGroup
 	verbosity atomic.Uint32
 	shutdown  sync.Once // OnShutdown is called once
@@ -149,6 +150,17 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		return err
 	}
+	if s.tls == nil && len(s.cfg.Addrs) > 0 || len(s.cfg.NoTLSAddrs) > 0 {
+		if err := s.startLoops(); err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			for _, pc := range udp {
+				pc.Close()
+			}
+			return err
+		}
+	}
 	s.started = true
 	s.listeners = ls
 	s.startUDP(udp)
@@ -185,8 +197,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			pc.Close()
 		}
 		for c := range s.conns {
-			c.nc.Close()
+			switch {
+			case c.ev == nil:
+				c.nc.Close()
+			case c.ev.nc != nil:
+				c.ev.nc.Close() // handed over to a goroutine
+			}
 		}
+		s.stopLoops() // they close their own connections
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -248,7 +266,13 @@ func (s *Server) acceptLoop(l net.Listener, tlsOn bool) {
 			nc.Close()
 			continue
 		}
-		if tlsOn {
+		if !tlsOn {
+			if c, err := s.adopt(nc, l.Addr()); err == nil {
+				s.conns[c] = struct{}{}
+				s.mu.Unlock()
+				continue
+			}
+		} else {
 			nc = tls.Server(nc, s.tls.base)
 		}
 		c := newConn(s, nc, l.Addr())
@@ -297,22 +321,6 @@ func (c *conn) logOK() bool {
 	return c.s.limit.Allow(key, slog.LevelInfo)
 }
 
-// conn is one client connection. All its fields are owned by its serve
-// goroutine.
-type conn struct {
-	s       *Server
-	nc      net.Conn
-	in      io.Reader // nc, or its rawIO
-	listen  net.Addr
-	w       *bufio.Writer // from writerPool; returned while the conn waits for input
-	out     countingWriter
-	p       Parser
-	scratch []byte
-	lastCmd atomic.Uint32 // rel time of the last command, read by stats conns
-	held    *shard        // shard locked by a meta command (lockShard), for panic cleanup
-	state   atomic.Uint32
-}
-
 type countingWriter struct {
 	w io.Writer
 	n *atomic.Uint64
@@ -322,149 +330,4 @@ func (cw countingWriter) Write(b []byte) (int, error) {
 	n, err := cw.w.Write(b)
 	cw.n.Add(uint64(n))
 	return n, err
-}
-
-func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
-	c := &conn{s: s, nc: nc, in: nc, listen: listen}
-	c.out = countingWriter{nc, &s.stats.bytesWritten}
-	if r := newRawIO(nc); r != nil {
-		c.in, c.out.w = r, r
-	}
-	c.w = writerPool.Get().(*bufio.Writer)
-	c.w.Reset(c.out)
-	c.p.MaxItemSize = s.parseMaxItem()
-	c.lastCmd.Store(s.clk.now())
-	return c
-}
-
-var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
-
-// serve is the connection's reader loop: parse every complete command in
-// the buffer, execute it, and flush replies only before blocking on the
-// socket again (so a pipelined batch costs one write).
-func (c *conn) serve() {
-	// A panic while serving this client closes only this connection
-	// (memcached has no error reply for it): logged once, counted, and
-	// the deferred close below still runs.
-	defer faults.Recover(c.s.log, faults.Memcached, remoteString(c.nc), func(any) { c.releaseShard() })
-	defer func() {
-		c.nc.Close()
-		if c.w != nil {
-			c.w.Reset(nil)
-			writerPool.Put(c.w)
-			c.w = nil
-		}
-	}()
-	if tc, ok := c.nc.(*tls.Conn); ok {
-		if err := c.s.tls.handshake(tc); err != nil {
-			if c.logOK() {
-				c.s.log.Info("cache: TLS handshake failed", "remote", remoteString(c.nc), "err", err)
-			}
-			return
-		}
-	}
-	buf := make([]byte, readBufSize)
-	start, end := 0, 0
-	swallow := 0
-	first := true
-	for {
-		for {
-			if swallow > 0 {
-				n := min(swallow, end-start)
-				start += n
-				swallow -= n
-				if swallow > 0 {
-					break
-				}
-			}
-			if start == end {
-				break
-			}
-			if first {
-				first = false
-				// memcached -B auto: the first byte picks the protocol;
-				// -B binary or SASL: only binary; -B ascii: only text.
-				if c.s.binaryFirst(buf[start]) {
-					c.serveBinary(buf, start, end)
-					return
-				}
-			}
-			if c.p.Need > 0 && end-start < c.p.Need {
-				break
-			}
-			cmd, n, err := c.p.Parse(buf[start:end])
-			if err == ErrIncomplete {
-				break
-			}
-			c.lastCmd.Store(c.s.clk.now())
-			if c.w == nil {
-				c.w = writerPool.Get().(*bufio.Writer)
-				c.w.Reset(c.out)
-			}
-			closeConn := c.exec(cmd, err)
-			start += n
-			swallow = cmd.Swallow
-			if closeConn {
-				if err == nil || err == ErrTooManyConns || cmd.Op == OpQuit {
-					c.w.Flush()
-				} else if e, ok := err.(*Error); ok && e.Reply == "" {
-					if err != ErrHTTPRequest && c.logOK() {
-						c.s.log.Info("cache: closing connection", "remote", c.nc.RemoteAddr().String(), "reason", err.Error())
-					}
-				}
-				return
-			}
-		}
-		var ok bool
-		buf, end, ok = c.refill(buf, start, end, c.p.Need, swallow == 0)
-		start = 0
-		if !ok {
-			return
-		}
-	}
-}
-
-// refill makes room in buf for more input and reads once: pending bytes
-// move to the front, the buffer grows for a long line or a data block of
-// need bytes and shrinks back when empty; when idle (nothing half-sent),
-// the write buffer is flushed and returned to the pool, so idle
-// connections hold none. It returns the buffer, the end of its data (which
-// now starts at 0), and false when the connection is done.
-func (c *conn) refill(buf []byte, start, end, need int, idle bool) ([]byte, int, bool) {
-	if start == end {
-		end = 0
-		if len(buf) > maxIdleRead {
-			buf = make([]byte, readBufSize)
-		}
-	} else if start > 0 {
-		copy(buf, buf[start:end])
-		end -= start
-	}
-	want := len(buf)
-	if need > want {
-		want = need
-	} else if end == len(buf) {
-		want = 2 * len(buf)
-	}
-	if want > len(buf) {
-		nb := make([]byte, want)
-		copy(nb, buf[:end])
-		buf = nb
-	}
-	if idle && c.w != nil {
-		if c.w.Buffered() > 0 {
-			if err := c.w.Flush(); err != nil {
-				return buf, end, false
-			}
-		}
-		c.w.Reset(nil)
-		writerPool.Put(c.w)
-		c.w = nil
-	}
-	n, err := c.in.Read(buf[end:])
-	if n > 0 {
-		end += n
-		c.s.stats.bytesRead.Add(uint64(n))
-	}
-	return buf, end, err == nil
 }

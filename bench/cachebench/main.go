@@ -16,6 +16,9 @@
 //     oslo   oslo.cache shape: 16 conns, 90% get of 10 keys / 10% set, 100-500 B values
 //     pipe   4 conns, each writing 100 gets without waiting, then reading the 100 replies
 //     churn  16 workers, each connecting, doing one get and closing
+//     maslap (on fresh servers of their own) memcaslap, libmemcached-tools, its default mix: 90% get /
+//     10% set, 50 connections from 2 threads; ops/s and server CPU per op
+//     (maslap.go); memcaslap is required
 //  2. open loop: the token shape at a fixed rate, 70% of the lower of the two
 //     targets' closed-loop token rates in this round (or -rate), the same
 //     rate for both; latency is measured from each request's scheduled time.
@@ -81,6 +84,8 @@ var metrics = []benchkit.Metric{
 	{Key: "oslo_p50", Unit: "ms"},
 	{Key: "oslo_p99", Unit: "ms", Goal: "ratio<=1.2"},
 	{Key: "pipe_ops", Unit: "ops/s", Goal: "ratio>=0.9"},
+	{Key: "maslap_ops", Unit: "ops/s", Goal: "ratio>=1.0"},
+	{Key: "maslap_cpu", Unit: "us/op"},
 	{Key: "churn_conns", Unit: "conns/s", Goal: "ratio>=0.9"},
 	{Key: "churn_p99", Unit: "ms"},
 	{Key: "stop", Unit: "ms"},
@@ -127,6 +132,7 @@ type report struct {
 func main() {
 	c := benchkit.CommonFlags("each load", time.Second)
 	mcBin := flag.String("memcached", "/usr/bin/memcached", "path to memcached (required unless -substrate-only)")
+	maslapBin := flag.String("memcaslap", "/usr/bin/memcaslap", "path to libmemcached's memaslap (Debian: memcaslap, package libmemcached-tools); required")
 	alone := flag.Bool("substrate-only", false, "measure substrate alone, without memcached (no ratios)")
 	rate := flag.Float64("rate", 0, "open-loop rate in ops/s (0: 70% of the lower closed-loop token rate of the round)")
 	churnWorkers := flag.Int("churn-workers", 16, "concurrent connect-get-close workers")
@@ -149,6 +155,9 @@ func main() {
 	if !benchkit.IsExecutable(c.Substrate) {
 		fail(fmt.Sprintf("substrate binary not found or not executable at %q (build it with `go build -o bin/substrate ./cmd/substrate`, or pass -substrate PATH)", c.Substrate))
 	}
+	if !benchkit.IsExecutable(*maslapBin) {
+		fail(fmt.Sprintf("memcaslap not found at %q: install libmemcached-tools, or pass -memcaslap PATH", *maslapBin))
+	}
 	targets := []target{substrateTarget(c.Substrate)}
 	switch {
 	case *alone:
@@ -166,7 +175,7 @@ func main() {
 	var rep report
 	rep.Config.Substrate, rep.Config.Memcached = c.Substrate, *mcBin
 	rep.Config.Rounds, rep.Config.Duration, rep.Config.Warmup = c.Rounds, c.Duration.String(), warmup.String()
-	est := time.Duration(c.Rounds*len(targets)) * (5*(c.Duration+warmup) + 8*time.Second)
+	est := time.Duration(c.Rounds*len(targets)) * (6*(c.Duration+warmup) + 11*time.Second)
 	fmt.Printf("cachebench: %d round(s) x %d target(s), %v per load (+%v warm-up), about %v in total\n",
 		c.Rounds, len(targets), c.Duration, warmup, est.Round(time.Second))
 
@@ -194,6 +203,14 @@ func main() {
 			fmt.Printf("  %-9s token %.0f/s p99 %.2f ms, oslo %.0f/s p99 %.2f ms, pipe %.0f/s, churn %.0f conns/s%s\n",
 				t.name, f["token_ops"], f["token_p99"], f["oslo_ops"], f["oslo_p99"], f["pipe_ops"], f["churn_conns"],
 				errNote(f, "token", "oslo", "pipe", "churn"))
+		}
+
+		fmt.Printf("round %d/%d memaslap  %s (%d conns, 90%% get / 10%% set) ... ", r+1, c.Rounds, strings.Join(names(order), " + "), maslapConns)
+		check(benchMaslap(ctx, *maslapBin, order, rd.Results, c.Duration), "memaslap", order[0])
+		fmt.Println()
+		for _, t := range order {
+			f := rd.Results[t.name]
+			fmt.Printf("  %-9s %.0f ops/s, server CPU %.1f us/op\n", t.name, f["maslap_ops"], f["maslap_cpu"])
 		}
 
 		rd.OpenRate = *rate

@@ -1,0 +1,458 @@
+//go:build linux
+
+package cache
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"substrate/internal/faults"
+)
+
+// Event loops serve the plain TCP connections (not TLS, not the unix
+// socket, not UDP): a few goroutines, each waiting in epoll_wait on its own
+// epoll descriptor (level-triggered) for many connections, read each ready
+// connection once, run every complete command in what arrived (conn.process)
+// and write the replies, as memcached's worker threads do. With a goroutine
+// per connection, Go's poller only parks a reader after a read that finds
+// nothing (EAGAIN), so a client waiting for each reply cost two reads
+// per request and a goroutine switch; here it costs one read and one write,
+// and one epoll_wait for all the connections that are ready at once.
+//
+// A loop never waits on one client: when a reply cannot be written in
+// full (the client does not read), the connection is handed over, in the
+// middle of that write, to a goroutine of its own, which blocks on Go's
+// poller from then on exactly as a connection served by conn.serve does
+// (backpressure: it reads no more commands until the reply is written).
+// The goroutine that ran the loop becomes that connection's goroutine and
+// starts a new goroutine for the loop. Large values need no such handover:
+// a value arrives in several reads into the connection's buffer, grown to
+// the parser's need as conn.serve does.
+//
+// Ownership: a loop's event buffer and every conn it holds belong to the
+// goroutine running the loop; its conns map (fd -> conn) to loop.mu, as
+// the accept loop adds to it; after a handover, the conn
+// belongs to its goroutine and evConn.nc is set and read under Server.mu
+// (Shutdown closes it).
+type loop struct {
+	s      *Server
+	epfd   int
+	epf    *os.File        // epfd, on Go's poller (wait)
+	eprc   syscall.RawConn // epf's
+	efd    int             // eventfd: Shutdown
+	stop   atomic.Bool
+	events []unix.EpollEvent
+	ready  []*conn // the connections of the events being served
+
+	nready int
+	werr   syscall.Errno
+	waitFn func(uintptr) bool
+
+	mu    sync.Mutex
+	conns map[int32]*conn
+}
+
+// evConn is the socket of a connection an event loop serves: a descriptor
+// of our own (a dup of the accepted one, whose net.Conn is closed so Go's
+// poller no longer watches it).
+type evConn struct {
+	l      *loop
+	c      *conn
+	fd     int
+	handed bool          // a goroutine of its own serves the connection now
+	nc     net.Conn      // after the handover: the socket, on Go's poller
+	raw    io.ReadWriter // nc's rawIO, or nc
+	werr   error
+}
+
+// startLoops starts n event loops (none when epoll is unavailable).
+func (s *Server) startLoops() error {
+	n := runtime.GOMAXPROCS(0)
+	for range n {
+		l, err := newLoop(s)
+		if err != nil {
+			for _, l := range s.loops {
+				l.closeFDs()
+			}
+			s.loops = nil
+			return err
+		}
+		s.loops = append(s.loops, l)
+	}
+	for _, l := range s.loops {
+		s.wg.Add(1)
+		go l.run()
+	}
+	return nil
+}
+
+func newLoop(s *Server) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	l := &loop{s: s, epfd: epfd, efd: efd, conns: make(map[int32]*conn), events: make([]unix.EpollEvent, 128)}
+	// The epoll descriptor is itself readable while it has events: Go's
+	// poller waits for it (wait), so the loop parks like any goroutine
+	// instead of blocking a thread in epoll_wait, which would have the
+	// runtime hand the thread's P to another thread every time.
+	if err := unix.SetNonblock(epfd, true); err == nil {
+		l.epf = os.NewFile(uintptr(epfd), "epoll")
+		l.eprc, err = l.epf.SyscallConn()
+		if err != nil {
+			l.epf.Close()
+			unix.Close(efd)
+			return nil, err
+		}
+	} else {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	l.waitFn = l.pollEvents
+	return l, nil
+}
+
+func (l *loop) closeFDs() {
+	l.epf.Close()
+	unix.Close(l.efd)
+}
+
+// wait returns the number of ready events in l.events, parking the
+// goroutine on Go's poller while there are none.
+func (l *loop) wait() (int, error) {
+	l.nready, l.werr = 0, 0
+	if err := l.eprc.Read(l.waitFn); err != nil {
+		return 0, err
+	}
+	if l.werr != 0 {
+		return 0, os.NewSyscallError("epoll_pwait", l.werr)
+	}
+	return l.nready, nil
+}
+
+// pollEvents is epoll_pwait without waiting; false: nothing ready, park.
+func (l *loop) pollEvents(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+		switch e {
+		case 0:
+			l.nready = int(n)
+			return n > 0
+		case syscall.EINTR:
+			continue
+		}
+		l.werr = e
+		return true
+	}
+}
+
+// wake makes the loop's wait return (Shutdown).
+func (l *loop) wake() {
+	var one = [8]byte{1}
+	unix.Write(l.efd, one[:])
+}
+
+// adopt takes an accepted plain TCP connection off Go's poller and gives
+// it to the next loop. It is called with Server.mu held (so Shutdown
+// cannot have stopped the loops); on error nc is still open and the caller
+// serves it with a goroutine.
+func (s *Server) adopt(nc net.Conn, listen net.Addr) (*conn, error) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok || len(s.loops) == 0 {
+		return nil, errors.ErrUnsupported
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	c := newConn(s, nc, listen)
+	e := &evConn{c: c, fd: fd}
+	c.ev = e
+	c.in = nil
+	c.out.w = e
+	c.releaseWriter() // taken again when a command needs it
+	c.buf = make([]byte, readBufSize)
+	s.next++
+	l := s.loops[s.next%len(s.loops)]
+	e.l = l
+	l.mu.Lock()
+	l.conns[int32(fd)] = c
+	l.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.mu.Lock()
+		delete(l.conns, int32(fd))
+		l.mu.Unlock()
+		unix.Close(fd)
+		c.buf = nil
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	// The descriptors share one open file, already non-blocking; closing
+	// Go's removes it from Go's poller and sends nothing to the peer.
+	nc.Close()
+	return c, nil
+}
+
+const (
+	evKeep = iota
+	evClose
+	evHanded
+)
+
+// run is the loop: wait, then serve every ready connection.
+func (l *loop) run() {
+	defer l.s.wg.Done()
+	for {
+		n, err := l.wait()
+		if err != nil {
+			l.s.log.Error("cache: epoll_wait failed; closing the loop's connections", "err", err)
+			l.shutdown()
+			return
+		}
+		l.ready = l.ready[:0]
+		stop := false
+		l.mu.Lock()
+		for _, ev := range l.events[:n] {
+			if int(ev.Fd) == l.efd {
+				stop = true
+			} else if c := l.conns[ev.Fd]; c != nil {
+				l.ready = append(l.ready, c)
+			}
+		}
+		l.mu.Unlock()
+		if stop && l.stop.Load() {
+			l.shutdown()
+			return
+		}
+		for i, c := range l.ready {
+			l.ready[i] = nil
+			if c.ev.fd < 0 {
+				continue // closed by an earlier event of this batch
+			}
+			res := l.serveEvent(c)
+			if c.ev.handed {
+				// This goroutine is now c's; another runs the loop
+				// (handover started it).
+				c.serveHanded(res == evClose)
+				return
+			}
+			if res == evClose {
+				l.closeConn(c)
+			}
+		}
+	}
+}
+
+// serveEvent reads what arrived on c once and runs the commands in it. A
+// panic closes only this connection.
+func (l *loop) serveEvent(c *conn) (res int) {
+	defer func() {
+		// faults.Recover, with the peer's name made only on a panic.
+		if v := recover(); v != nil {
+			faults.Handle(l.s.log, faults.Memcached, remoteString(c.nc), v, func(any) { c.releaseShard() })
+			res = evClose
+		}
+	}()
+	e := c.ev
+	c.makeRoom()
+	n, errno := rawRead(e.fd, c.buf[c.end:])
+	switch {
+	case errno == syscall.EAGAIN || errno == syscall.EINTR:
+		return evKeep
+	case errno != 0 || n <= 0:
+		return evClose
+	}
+	c.end += n
+	l.s.stats.bytesRead.Add(uint64(n))
+	if c.process() || !c.flushIdle() {
+		return evClose
+	}
+	if e.handed {
+		return evHanded
+	}
+	return evKeep
+}
+
+// serveHanded serves a connection handed over by its loop, on this
+// goroutine, until it closes (at once with closeNow).
+func (c *conn) serveHanded(closeNow bool) {
+	s := c.s
+	if !closeNow {
+		func() {
+			defer faults.Recover(s.log, faults.Memcached, remoteString(c.nc), func(any) { c.releaseShard() })
+			if c.flushIdle() {
+				c.serveLoop()
+			}
+		}()
+	}
+	c.ev.l.closeConn(c)
+}
+
+// closeConn closes c and forgets it.
+func (l *loop) closeConn(c *conn) {
+	e := c.ev
+	if e.handed {
+		s := l.s
+		s.mu.Lock()
+		nc := e.nc
+		s.mu.Unlock()
+		if nc != nil {
+			nc.Close()
+		}
+	} else if e.fd >= 0 {
+		l.mu.Lock()
+		delete(l.conns, int32(e.fd))
+		l.mu.Unlock()
+		unix.Close(e.fd) // the only descriptor of the open file: epoll forgets it
+		e.fd = -1
+	}
+	c.releaseWriter()
+	c.buf = nil
+	l.s.mu.Lock()
+	delete(l.s.conns, c)
+	l.s.mu.Unlock()
+}
+
+// shutdown closes every connection the loop holds, and its descriptors
+// (Shutdown; the loop's goroutine).
+func (l *loop) shutdown() {
+	l.mu.Lock()
+	cs := make([]*conn, 0, len(l.conns))
+	for _, c := range l.conns {
+		cs = append(cs, c)
+	}
+	l.mu.Unlock()
+	for _, c := range cs {
+		l.closeConn(c)
+	}
+	l.closeFDs()
+}
+
+// stopLoops tells every loop to close its connections and end (Shutdown,
+// with Server.mu held: no connection is adopted after this).
+func (s *Server) stopLoops() {
+	for _, l := range s.loops {
+		l.stop.Store(true)
+		l.wake()
+	}
+}
+
+// Write writes all of b: directly while the loop serves the connection;
+// when the socket's buffer is full, it hands the connection over to this
+// goroutine (handover) and waits on Go's poller like any net.Conn.
+func (e *evConn) Write(b []byte) (int, error) {
+	if e.werr != nil {
+		return 0, e.werr
+	}
+	done := 0
+	for !e.handed && done < len(b) {
+		n, errno := rawWrite(e.fd, b[done:])
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			if herr := e.handover(); herr != nil {
+				e.werr = herr
+				return done, herr
+			}
+		case errno != 0:
+			e.werr = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", errno)}
+			return done, e.werr
+		default:
+			done += n
+		}
+	}
+	if done == len(b) {
+		return done, nil
+	}
+	n, err := e.raw.Write(b[done:])
+	if err != nil {
+		e.werr = err
+	}
+	return done + n, err
+}
+
+// handover takes the connection out of its loop and puts its socket back
+// on Go's poller; the goroutine running the loop now serves it alone.
+func (e *evConn) handover() error {
+	l := e.l
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+	l.mu.Lock()
+	delete(l.conns, int32(e.fd))
+	l.mu.Unlock()
+	fd := e.fd
+	e.fd = -1
+	e.handed = true
+	l.s.handovers.Add(1)
+	// From here this goroutine serves only this connection: a new one
+	// runs the loop (the old one touches no loop state again).
+	l.s.wg.Add(1)
+	go l.run()
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f) // its own dup, non-blocking, on Go's poller
+	f.Close()
+	s := l.s
+	s.mu.Lock()
+	closed := s.closed
+	if err == nil {
+		e.nc = nc
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if closed {
+		nc.Close()
+		return net.ErrClosed
+	}
+	if r := newRawIO(nc); r != nil {
+		e.raw = r
+	} else {
+		e.raw = nc
+	}
+	e.c.in = e.raw
+	return nil
+}
+
+// rawRead and rawWrite are read(2) and write(2) on a non-blocking socket
+// without the runtime's entersyscall/exitsyscall (see rawIO): they never
+// wait, and a P handed to another thread during a long loopback write
+// would cost more than the call.
+func rawRead(fd int, b []byte) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(n), e
+}
+
+func rawWrite(fd int, b []byte) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(n), e
+}

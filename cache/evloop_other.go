@@ -1,0 +1,19 @@
+//go:build !linux
+
+package cache
+
+import (
+	"errors"
+	"net"
+)
+
+// Elsewhere than Linux every connection has a goroutine (conn.serve).
+type loop struct{}
+
+type evConn struct{ nc net.Conn }
+
+func (s *Server) startLoops() error { return nil }
+
+func (s *Server) stopLoops() {}
+
+func (s *Server) adopt(net.Conn, net.Addr) (*conn, error) { return nil, errors.ErrUnsupported }
