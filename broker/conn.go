@@ -881,8 +881,9 @@ func (c *conn) frame(f amqp.Frame) error {
 			if cls == amqp.ClassChannel && mth == amqp.MethodChannelCloseOk {
 				c.dropChannel(ch)
 			} else if cls == amqp.ClassChannel && mth == amqp.MethodChannelClose {
+				// Closes crossed: answer, and keep waiting for the
+				// close-ok of ours, as RabbitMQ does.
 				c.out.method(ch.id, &amqp.ChannelCloseOk{})
-				c.dropChannel(ch)
 			}
 		}
 		return nil
@@ -930,9 +931,6 @@ func (c *conn) openChannel(f amqp.Frame) error {
 	if cls != amqp.ClassChannel || mth != amqp.MethodChannelOpen {
 		if amqp.MethodName(cls, mth) == "" {
 			return amqp.UnknownMethodError(cls, mth)
-		}
-		if cls == amqp.ClassChannel && mth == amqp.MethodChannelCloseOk {
-			return nil // a late close-ok for a channel already gone, as RabbitMQ
 		}
 		if cls == amqp.ClassConnection {
 			return amqp.NewError(amqp.CommandInvalid, cls, mth, "unimplemented method")
