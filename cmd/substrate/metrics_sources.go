@@ -106,7 +106,7 @@ func brokerStats() (st internalmetrics.BrokerStats, ok bool) {
 		Version: rabbitmqVersion, PluginVersion: versionString(), GoVersion: runtime.Version(),
 		Overview:    b.Overview(),
 		Channels:    b.Channels(),
-		Connections: b.Connections(),
+		Connections: b.ConnectionStats(),
 		MemoryUsed:  b.MemoryUsed(), MemoryLimit: b.MemoryHighWatermark(),
 		DiskFree: b.DiskFree(), DiskFreeLimit: b.DiskFreeLimit(),
 		MemoryAlarm: b.MemoryAlarm(), DiskAlarm: b.DiskAlarm(),
