@@ -69,8 +69,9 @@ func (s *sampler) rate(obj, field string) float64 {
 		return 0
 	}
 	k := obj + "\x00" + field
-	v1, ok1 := s.last.vals[k]
-	v0, ok0 := s.prev.vals[k]
+	_, ok1 := s.last.vals[present+obj]
+	_, ok0 := s.prev.vals[present+obj]
+	v1, v0 := s.last.vals[k], s.prev.vals[k] // absent: 0
 	dt := s.last.at.Sub(s.prev.at).Seconds()
 	if !ok0 || !ok1 || dt <= 0 {
 		return 0
@@ -132,7 +133,19 @@ func (a *API) messageStats(key string, m broker.MessageStats, fields []statField
 
 func putStats(vals map[string]float64, key string, m broker.MessageStats, fields []statField) {
 	for _, f := range fields {
-		vals[key+"\x00"+f.name] = float64(f.get(m))
+		put(vals, key, f.name, float64(f.get(m)))
+	}
+}
+
+// present prefixes the key that marks an object as sampled; its counters
+// are kept only when not 0 (absent reads as 0), so that thousands of idle
+// connections, channels and queues cost one entry each per sample.
+const present = "\x01"
+
+func put(vals map[string]float64, obj, field string, v float64) {
+	vals[present+obj] = 0
+	if v != 0 {
+		vals[obj+"\x00"+field] = v
 	}
 }
 
@@ -142,40 +155,40 @@ func (a *API) collect() (vals, activity map[string]float64) {
 	vals, activity = map[string]float64{}, map[string]float64{}
 	ov := a.b.Overview()
 	putStats(vals, "overview", ov.MessageStats, overviewStatKeys)
-	vals["overview\x00messages"] = float64(ov.QueueTotals.Messages)
-	vals["overview\x00messages_ready"] = float64(ov.QueueTotals.MessagesReady)
-	vals["overview\x00messages_unacknowledged"] = float64(ov.QueueTotals.MessagesUnacknowledged)
+	put(vals, "overview", "messages", float64(ov.QueueTotals.Messages))
+	put(vals, "overview", "messages_ready", float64(ov.QueueTotals.MessagesReady))
+	put(vals, "overview", "messages_unacknowledged", float64(ov.QueueTotals.MessagesUnacknowledged))
 	for f, v := range churnFields(ov.Churn) {
-		vals["overview\x00"+f] = float64(v)
-		vals["node\x00"+f] = float64(v)
+		put(vals, "overview", f, float64(v))
+		put(vals, "node", f, float64(v))
 	}
 	for f, v := range nodeGauges(a.b) {
-		vals["node\x00"+f] = v
+		put(vals, "node", f, v)
 	}
 	for _, vh := range a.b.VHosts() {
 		var msgs, ready, unacked int
 		for _, q := range a.b.Queues(vh) {
 			k := "queue\x00" + vh + "\x00" + q.Name
 			putStats(vals, k, q.MessageStats, queueStatKeys)
-			vals[k+"\x00messages"] = float64(q.Messages)
-			vals[k+"\x00messages_ready"] = float64(q.MessagesReady)
-			vals[k+"\x00messages_unacknowledged"] = float64(q.MessagesUnacknowledged)
+			put(vals, k, "messages", float64(q.Messages))
+			put(vals, k, "messages_ready", float64(q.MessagesReady))
+			put(vals, k, "messages_unacknowledged", float64(q.MessagesUnacknowledged))
 			msgs, ready, unacked = msgs+q.Messages, ready+q.MessagesReady, unacked+q.MessagesUnacknowledged
 		}
 		k := "vhost\x00" + vh
-		vals[k+"\x00messages"] = float64(msgs)
-		vals[k+"\x00messages_ready"] = float64(ready)
-		vals[k+"\x00messages_unacknowledged"] = float64(unacked)
+		put(vals, k, "messages", float64(msgs))
+		put(vals, k, "messages_ready", float64(ready))
+		put(vals, k, "messages_unacknowledged", float64(unacked))
 	}
-	for _, c := range a.b.Connections() {
+	for _, c := range a.b.ConnectionStats() { // without client properties: no decoding every 5 s
 		k := "conn\x00" + strconv.FormatUint(c.ID, 10)
-		vals[k+"\x00recv_oct"] = float64(c.RecvOct)
-		vals[k+"\x00send_oct"] = float64(c.SendOct)
+		put(vals, k, "recv_oct", float64(c.RecvOct))
+		put(vals, k, "send_oct", float64(c.SendOct))
 	}
 	for vh, st := range a.b.VHostStats() {
 		k := "vhost\x00" + vh
-		vals[k+"\x00recv_oct"] = float64(st.Net.RecvOct)
-		vals[k+"\x00send_oct"] = float64(st.Net.SendOct)
+		put(vals, k, "recv_oct", float64(st.Net.RecvOct))
+		put(vals, k, "send_oct", float64(st.Net.SendOct))
 		putStats(vals, k, st.MessageStats, channelStatKeys)
 	}
 	for _, ch := range a.b.Channels() {
