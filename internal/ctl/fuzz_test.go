@@ -45,6 +45,10 @@ func FuzzRequest(f *testing.F) {
 	}
 	f.Add([]byte(`["add_user", "a\u0000b", "p"]`))
 	f.Add([]byte(`{"argv": 1}`))
+	f.Add([]byte(`{"tool": "rabbitmq-diagnostics", "argv": ["ping"]}`))
+	f.Add([]byte(`{"argv": ["import_definitions", "-"], "stdin": "e30="}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{}`))
 	f.Add([]byte(`["list_users"] trailing`))
 	f.Add([]byte(`[1, null, true]`))
 	f.Add([]byte(``))
@@ -67,8 +71,17 @@ func FuzzRequest(f *testing.F) {
 		if n := faults.Count(faults.Ctl) - before; n != 0 {
 			t.Fatalf("%q: %d panics contained: %s", body, n, rec.Body)
 		}
-		var argv []string
-		valid := json.NewDecoder(bytes.NewReader(body)).Decode(&argv) == nil
+		// Valid: the first JSON value is an array of strings (a command
+		// line) or an object that is a Request.
+		valid := false
+		var first json.RawMessage
+		if json.NewDecoder(bytes.NewReader(body)).Decode(&first) == nil {
+			var argv []string
+			var req Request
+			t := bytes.TrimLeft(first, " \t\r\n")
+			valid = len(t) > 0 && (t[0] == '[' && json.Unmarshal(first, &argv) == nil ||
+				t[0] == '{' && json.Unmarshal(first, &req) == nil)
+		}
 		switch {
 		case !valid && rec.Code != http.StatusBadRequest:
 			t.Fatalf("%q: not an argv, answered %d", body, rec.Code)

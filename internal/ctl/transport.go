@@ -72,10 +72,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	}
 	var req Request
 	var err error
-	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+	switch t := bytes.TrimLeft(raw, " \t\r\n"); {
+	case len(t) > 0 && t[0] == '[':
 		err = json.Unmarshal(raw, &req.Argv)
-	} else {
+	case len(t) > 0 && t[0] == '{':
 		err = json.Unmarshal(raw, &req)
+	default:
+		err = errors.New("ctl: a request is a JSON array (the command line) or object (Request)")
 	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
