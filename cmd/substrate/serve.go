@@ -342,7 +342,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ctlNodeInfo.ports = ports // for ctl's listeners; set before the ctl socket opens
 	}
 	// The systemd watchdog (WatchdogSec) hears from us while every
-	// service is healthy; it stops with serve.
+	// service answers (health.Unresponsive); it stops with serve.
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	var watchdogs sync.WaitGroup
 	defer func() {
