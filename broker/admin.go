@@ -287,6 +287,20 @@ func (s *Server) Queues(vhost string) []QueueInfo {
 	return listing(vh.queueList(), func(q *Queue) (QueueInfo, bool) { return q.Info(), true }, byName)
 }
 
+// QueueInfo describes one queue of a vhost (what Queues lists), without
+// listing the others.
+func (s *Server) QueueInfo(vhost, name string) (QueueInfo, bool) {
+	vh := s.vhost(vhost)
+	if vh == nil {
+		return QueueInfo{}, false
+	}
+	q := vh.queue(name)
+	if q == nil {
+		return QueueInfo{}, false
+	}
+	return q.Info(), true
+}
+
 // ---- exchanges and bindings ----
 
 // ExchangeInfo describes an exchange for the admin API.

@@ -57,14 +57,21 @@ func (a *API) connectionObj(c broker.ConnectionInfo, single bool) obj {
 }
 
 func (a *API) visibleConnections(rq *request) []broker.ConnectionInfo {
-	var out []broker.ConnectionInfo
+	return visible(rq, a.b.Connections(), func(c broker.ConnectionInfo) (string, string) { return c.VHost, c.User })
+}
+
+// visible keeps the items of the path's vhost (if it names one) that the
+// requesting user sees; owner gives an item's vhost and user.
+func visible[T any](rq *request, items []T, owner func(T) (vhost, user string)) []T {
+	var out []T
 	vh, byVHost := rq.vars["vhost"]
-	for _, c := range a.b.Connections() {
-		if byVHost && c.VHost != vh {
+	for _, it := range items {
+		v, u := owner(it)
+		if byVHost && v != vh {
 			continue
 		}
-		if sees(rq.user, c.User) {
-			out = append(out, c)
+		if sees(rq.user, u) {
+			out = append(out, it)
 		}
 	}
 	return out
@@ -143,17 +150,7 @@ func (a *API) channelObj(ch broker.ChannelInfo) obj {
 }
 
 func (a *API) visibleChannels(rq *request) []broker.ChannelInfo {
-	var out []broker.ChannelInfo
-	vh, byVHost := rq.vars["vhost"]
-	for _, ch := range a.b.Channels() {
-		if byVHost && ch.VHost != vh {
-			continue
-		}
-		if sees(rq.user, ch.User) {
-			out = append(out, ch)
-		}
-	}
-	return out
+	return visible(rq, a.b.Channels(), func(ch broker.ChannelInfo) (string, string) { return ch.VHost, ch.User })
 }
 
 func (a *API) channels(w http.ResponseWriter, r *http.Request, rq *request) {

@@ -218,11 +218,7 @@ func toTable(v any) amqp.Table {
 func fromAMQP(v any) any {
 	switch t := v.(type) {
 	case amqp.Table:
-		out := obj{}
-		for k, e := range t {
-			out[k] = fromAMQP(e)
-		}
-		return out
+		return fromAMQP(map[string]any(t))
 	case map[string]any:
 		out := obj{}
 		for k, e := range t {

@@ -210,12 +210,7 @@ func (a *API) queues(w http.ResponseWriter, r *http.Request, rq *request) {
 }
 
 func (a *API) findQueue(vhost, name string) (broker.QueueInfo, bool) {
-	for _, q := range a.b.Queues(vhost) {
-		if q.Name == name {
-			return q, true
-		}
-	}
-	return broker.QueueInfo{}, false
+	return a.b.QueueInfo(vhost, name)
 }
 
 func (a *API) queue(w http.ResponseWriter, r *http.Request, rq *request) {
