@@ -534,7 +534,15 @@ func Exec(ctx context.Context, b Broker, node Node, req Request) Result {
 					return c.argError("invalid timeout " + v)
 				}
 				c.timeout = time.Duration(n * float64(time.Second))
-			case "node": // one node per substrate: any name reaches it
+			case "node":
+				// One node per substrate: its own name reaches it
+				// (bare "rabbit" gets the host appended, as rabbitmqctl
+				// does; the full host name is --longnames' form); any
+				// other is a node that does not answer here.
+				if !isThisNode(v) {
+					return Result{Stderr: unreachableNode(v, fmt.Sprintf("%s:\n  * this substrate is node %s: one node per substrate\n\n", v, NodeName())),
+						Code: ExitUnavailable}
+				}
 			}
 			continue
 		}

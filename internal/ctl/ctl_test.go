@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -173,5 +174,24 @@ func TestVHostLimitsAsRabbitmqctl(t *testing.T) {
 	}
 	if got := b.VHostLimits()["/"]; got[broker.LimitMaxConnections] != -1 || got[broker.LimitMaxQueues] != -1 {
 		t.Fatalf("broker holds %v", got)
+	}
+}
+
+// TestNodeOption: -n reaches this node by its name (as status prints it,
+// bare "rabbit", or with the full host name); another node does not
+// answer here, as rabbitmqctl says of an unreachable one (exit 69).
+func TestNodeOption(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+	host, _ := os.Hostname()
+	for _, n := range []string{NodeName(), "rabbit", "rabbit@" + host} {
+		if res := Run(ctx, b, []string{"-n", n, "-q", "list_vhosts"}); res.Code != ExitOK || res.Stdout != "name\n/\n" {
+			t.Errorf("-n %s: %+v", n, res)
+		}
+	}
+	res := Run(ctx, b, []string{"-n", "rabbit@elsewhere", "list_vhosts"})
+	if res.Code != ExitUnavailable || !strings.HasPrefix(res.Stderr, "Error: unable to perform an operation on node 'rabbit@elsewhere'.") ||
+		!strings.Contains(res.Stderr, "this substrate is node "+NodeName()) {
+		t.Errorf("-n rabbit@elsewhere: %+v", res)
 	}
 }

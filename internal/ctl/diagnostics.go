@@ -56,6 +56,16 @@ func NodeName() string {
 	return "rabbit@" + h
 }
 
+// isThisNode reports whether -n NODE names this node: rabbit@ and the
+// short host name, "rabbit" alone, or rabbit@ and the full host name.
+func isThisNode(n string) bool {
+	if n == NodeName() || n == "rabbit" {
+		return true
+	}
+	h, err := os.Hostname()
+	return err == nil && n == "rabbit@"+h
+}
+
 // listeners returns the broker's listeners and the process's others.
 func (c *call) listeners() []Listener {
 	var ls []Listener

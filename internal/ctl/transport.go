@@ -225,6 +225,19 @@ func Call(ctx context.Context, dataDir string, req Request) Result {
 // substrate's diagnostics.
 func unreachable(path, dataDir string, err error) string {
 	node := NodeName()
+	return unreachableNode(node, fmt.Sprintf(`%s:
+  * substrate's control socket %s: %v
+  * is `+"`substrate serve`"+` running with the amqp service and --data-dir %s?
+    (ctl finds the data directory from --data-dir, SUBSTRATE_DATA_DIR,
+    --config or SUBSTRATE_CONFIG, or /etc/substrate/substrate.yaml)
+  * suggestion: start the node
+
+`, node, path, err, dataDir))
+}
+
+// unreachableNode is rabbitmqctl's answer when node does not answer;
+// details end its DIAGNOSTICS.
+func unreachableNode(node, details string) string {
 	return fmt.Sprintf(`Error: unable to perform an operation on node '%s'. Please see diagnostics information and suggestions below.
 
 Most common reasons for this are:
@@ -244,12 +257,5 @@ DIAGNOSTICS
 
 attempted to contact: [%s]
 
-%s:
-  * substrate's control socket %s: %v
-  * is `+"`substrate serve`"+` running with the amqp service and --data-dir %s?
-    (ctl finds the data directory from --data-dir, SUBSTRATE_DATA_DIR,
-    --config or SUBSTRATE_CONFIG, or /etc/substrate/substrate.yaml)
-  * suggestion: start the node
-
-`, node, node, node, node, path, err, dataDir)
+%s`, node, node, node, details)
 }
