@@ -113,6 +113,18 @@ type Commit struct {
 
 func newCommit() *Commit { return &Commit{done: make(chan struct{})} }
 
+// NewCommit returns a pending Commit for another Log implementation
+// (broker/replica); it completes it once with Complete.
+func NewCommit() *Commit { return newCommit() }
+
+// Complete completes a Commit made by NewCommit: Done closes, Err returns
+// err and the AfterFunc callbacks run on the caller's goroutine. Call it
+// exactly once.
+func (c *Commit) Complete(err error) { c.complete(err) }
+
+// DoneCommit returns an already complete, successful Commit.
+func DoneCommit() *Commit { return doneCommit }
+
 // Done is closed when the commit is complete.
 func (c *Commit) Done() <-chan struct{} { return c.done }
 
