@@ -189,6 +189,10 @@ func messageFromStore(sm *store.Message) *message {
 
 // openStore opens the message store in Config.StoreDir.
 func (s *Server) openStore() error {
+	if s.cfg.Log != nil {
+		s.store = s.cfg.Log
+		return nil
+	}
 	if s.cfg.StoreDir == "" {
 		return nil
 	}

@@ -51,6 +51,17 @@ type Config struct {
 	// TLS is the server configuration of TLSAddrs, required with them
 	// (tlsutil.Store.ServerConfig: certificates reloadable at run time).
 	TLS *tls.Config
+	// Log, when not nil, is the message store, in place of the one
+	// StoreDir would open: in a cluster, the Raft-replicated store of
+	// the current term (broker/replica). Start recovers from it and
+	// Shutdown closes it. StoreDir then only names the filesystem the
+	// disk alarm watches.
+	Log store.Log
+	// External says connections come only through Serve, from listeners
+	// the caller owns (a cluster node forwards connections to its leader
+	// while it is not the leader itself): Start binds nothing, and Addrs
+	// and TLSAddrs must be empty.
+	External bool
 
 	storeTweak   func(*store.Config)              // tests: adjust the message store's config
 	memUsage     func() uint64                    // tests: memory in use, in place of the broker's accounting
@@ -72,7 +83,11 @@ func NewConfig() Config {
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
-	if len(c.Addrs) == 0 && len(c.TLSAddrs) == 0 {
+	if c.External {
+		if len(c.Addrs) > 0 || len(c.TLSAddrs) > 0 {
+			return errors.New("broker: listen addresses with External (connections come through Serve)")
+		}
+	} else if len(c.Addrs) == 0 && len(c.TLSAddrs) == 0 {
 		return errors.New("broker: no listen address")
 	}
 	if len(c.TLSAddrs) > 0 && c.TLS == nil {
@@ -394,6 +409,24 @@ func (s *Server) admit(nc net.Conn, release func()) {
 	s.connMu.Unlock()
 	started = true
 	go c.serve() // the writer starts when there is output (outbound.kick)
+}
+
+// Serve serves a connection accepted by the caller's listener (Config.External):
+// a plain AMQP socket, or a *tls.Conn whose handshake has not run yet
+// (it runs on the connection's reader, as on the broker's own TLS
+// listeners). After Shutdown started the socket is closed at once.
+func (s *Server) Serve(nc net.Conn) {
+	if !s.isStarted() {
+		nc.Close()
+		return
+	}
+	s.admit(nc, nil)
+}
+
+func (s *Server) isStarted() bool {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	return s.started
 }
 
 // Addrs returns the addresses the listeners are bound to (with the real
