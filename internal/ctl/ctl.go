@@ -486,6 +486,9 @@ func Exec(ctx context.Context, b Broker, node Node, req Request) Result {
 			i++
 		}
 	}
+	if b == nil && !withoutBroker[name] {
+		return notLeader(node)
+	}
 	c := &call{ctx: ctx, b: b, node: node, tool: tool, name: name, vhost: "/", flags: map[string]string{}, stdin: req.Stdin, argv: argv}
 	cmd, known := commands[name]
 	if name != "" && (!known || !toolHas(tool, name)) {

@@ -76,8 +76,10 @@ func (c *call) listeners() []Listener {
 			}
 		}
 	}
-	add(c.b.Addrs(), "amqp", "AMQP 0-9-1 and AMQP 1.0")
-	add(c.b.TLSAddrs(), "amqp/ssl", "AMQP 0-9-1 and AMQP 1.0 over TLS")
+	if c.b != nil {
+		add(c.b.Addrs(), "amqp", "AMQP 0-9-1 and AMQP 1.0")
+		add(c.b.TLSAddrs(), "amqp/ssl", "AMQP 0-9-1 and AMQP 1.0 over TLS")
+	}
 	if c.node != nil {
 		ls = append(ls, c.node.NodeInfo().Listeners...)
 	}
@@ -115,6 +117,9 @@ func (c *call) jsonListeners() []jsonListener {
 // alarms are the resource alarms in effect, as RabbitMQ words them.
 func (c *call) alarms() []string {
 	var out []string
+	if c.b == nil { // a cluster node that does not lead: no broker, no alarms of its own
+		return nil
+	}
 	if c.b.DiskAlarm() {
 		out = append(out, "Free disk space alarm on node "+NodeName())
 	}
@@ -253,33 +258,58 @@ func clusterName() string {
 }
 
 func (c *call) clusterStatus() (string, string, error) {
-	node := NodeName()
+	node := c.selfName()
 	alarms := c.alarms()
+	disk, running := []string{node}, []string{node}
+	v := c.clusterView()
+	if v != nil {
+		disk, running = nil, nil
+		for _, m := range v.Members {
+			disk = append(disk, m.Node)
+			if m.Running {
+				running = append(running, m.Node)
+			}
+		}
+	}
 	if c.json() {
 		ff := []map[string]any{}
 		for _, f := range featureFlags {
 			ff = append(ff, map[string]any{"name": f, "state": "enabled", "provided_by": "rabbit", "stability": "stable", "desc": "", "doc_url": ""})
 		}
-		m := map[string]any{"alarms": orEmpty(alarms), "cluster_name": clusterName(), "disk_nodes": []string{node}, "feature_flags": ff,
+		versions := map[string]any{}
+		for _, n := range running {
+			versions[n] = map[string]any{"erlang_version": runtime.Version(), "rabbitmq_name": "RabbitMQ", "rabbitmq_version": RabbitMQVersion}
+		}
+		m := map[string]any{"alarms": orEmpty(alarms), "cluster_name": clusterName(), "disk_nodes": disk, "feature_flags": ff,
 			"listeners": map[string]any{node: c.jsonListeners()}, "maintenance_status": map[string]any{node: "not under maintenance"},
-			"partitions": map[string]any{}, "ram_nodes": []string{}, "running_nodes": []string{node},
-			"versions": map[string]any{node: map[string]any{"erlang_version": runtime.Version(), "rabbitmq_name": "RabbitMQ", "rabbitmq_version": RabbitMQVersion}}}
+			"partitions": map[string]any{}, "ram_nodes": []string{}, "running_nodes": running,
+			"versions": versions}
+		if v != nil {
+			m["raft"] = raftJSON(v)
+		}
 		return "", jsonLine(m), nil
 	}
 	var flags []string
 	for _, f := range featureFlags {
 		flags = append(flags, "Flag: "+f+", state: enabled")
 	}
+	var versions []string
+	for _, n := range running {
+		versions = append(versions, fmt.Sprintf("%s: RabbitMQ %s on Erlang %s", n, RabbitMQVersion, runtime.Version()))
+	}
 	s := []string{
 		section("Basics", "Cluster name: "+clusterName()),
-		section("Disk Nodes", node),
-		section("Running Nodes", node),
-		section("Versions", fmt.Sprintf("%s: RabbitMQ %s on Erlang %s", node, RabbitMQVersion, runtime.Version())),
+		section("Disk Nodes", strings.Join(disk, "\n")),
+		section("Running Nodes", strings.Join(running, "\n")),
+		section("Versions", strings.Join(versions, "\n")),
 		section("Maintenance status", "Node: "+node+", status: not under maintenance"),
 		section("Alarms", noneOr(alarms)),
 		section("Network Partitions", "(none)"),
 		section("Listeners", strings.TrimSuffix(c.listenerLines(true), "\n")),
 		section("Feature flags", strings.Join(flags, "\n")),
+	}
+	if v != nil {
+		s = append(s, section("Broker Raft group", raftLines(v)))
 	}
 	return fmt.Sprintf("Cluster status of node %s ...", node), strings.Join(s, "\n\n") + "\n", nil
 }

@@ -26,6 +26,7 @@ const ExitUnavailable = 69
 type Server struct {
 	path string
 	b    Broker
+	bfn  func() Broker // WithBroker
 	node Node
 	log  *slog.Logger
 	srv  *http.Server
@@ -53,6 +54,14 @@ const SiteRun = "ctl.run"
 // (default: discard) and returns s.
 func (s *Server) WithLogger(log *slog.Logger) *Server {
 	s.log = log
+	return s
+}
+
+// WithBroker makes each command run against fn's broker, nil while this
+// node's broker does not run (a cluster node that does not lead: the
+// commands that need it say which node does), and returns s.
+func (s *Server) WithBroker(fn func() Broker) *Server {
+	s.bfn = fn
 	return s
 }
 
@@ -100,7 +109,11 @@ func (s *Server) runSafely(ctx context.Context, req Request) (res Result) {
 		}
 	}()
 	faults.Point(SiteRun, line)
-	return Exec(ctx, s.b, s.node, req)
+	b := s.b
+	if s.bfn != nil {
+		b = s.bfn() // a nil interface (never a typed nil) while no broker runs
+	}
+	return Exec(ctx, b, s.node, req)
 }
 
 // secretArg is, for each command that takes a password, the password's
