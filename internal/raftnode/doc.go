@@ -1,0 +1,50 @@
+// Package raftnode is one member of a small, fixed Raft group: the broker
+// nodes of a three-controller cluster (issue 13). Consensus is
+// go.etcd.io/raft/v3's RawNode; durability is etcd's WAL (Dir/wal) and
+// snapshot files (Dir/snap); peers talk over etcd's rafthttp transport,
+// served on the node's peer listener. Nothing here is a protocol of our own:
+// this package only wires those pieces the way etcd's raftexample does and
+// adds proposal completion (Propose's done) and role reporting (Roles).
+//
+// # Start and restart
+//
+// Start with no WAL in Dir bootstraps a new group of every member in
+// Config.Peers (raft IDs are the map keys; the membership is fixed). Start
+// with a WAL restores the state machine from the newest snapshot the WAL
+// knows of and lets raft replay the committed entries after it through
+// StateMachine.Apply before the node serves.
+//
+// # Proposals
+//
+// Propose wraps the data in an envelope (version byte, this node's ID and
+// a sequence number that starts at a random value each process) so that
+// the apply step can tell its own proposals from others' and from entries
+// replayed from an earlier process. The envelope never reaches the state
+// machine. Followers refuse proposals (DisableProposalForwarding): only the
+// leader proposes, and a proposal is pending from raft's acceptance until
+// it is applied here (done(nil)), this node stops leading in that term
+// (done(ErrLeadershipLost)) or the node stops (done(ErrStopped)).
+//
+// # Goroutines
+//
+//   - run (one per Node): the raft loop. It alone touches the RawNode, the
+//     MemoryStorage, the WAL, the snapshotter and the StateMachine: it ticks,
+//     steps received messages, proposes queued data, persists each Ready,
+//     sends its messages, applies committed entries (calling done), takes
+//     snapshots and publishes Roles and the cached Status. It is the
+//     "apply goroutine" of StateMachine and Propose's doc. A panic in it is
+//     recovered (internal/faults, service "raft"), logged, and stops the
+//     node: pending proposals fail with ErrStopped, the transport and WAL
+//     close, Roles is closed.
+//   - serve (one per Node): net/http serving rafthttp's handler on the peer
+//     listener. Its handlers hand received messages and reports to run over
+//     channels (recvc, reportc) and never touch raft state.
+//   - rafthttp's own goroutines (streams, pipelines, probers) belong to the
+//     library; Transport.Stop ends them.
+//
+// # Locks
+//
+// Node.mu guards the proposal queue, the stopped flag and the cached
+// Status. It is a leaf: nothing is called with it held (in particular no
+// done callback), so a done callback may call Propose or Status.
+package raftnode

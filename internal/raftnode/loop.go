@@ -1,0 +1,337 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// handlerWait bounds how long Stop waits for peer HTTP handlers to return
+// once their connections are closed.
+const handlerWait = 5 * time.Second
+
+// run is the raft loop (see doc.go): the only goroutine that touches the
+// RawNode, the storage and the StateMachine.
+func (n *Node) run() {
+	defer close(n.donec)
+	defer n.shutdown()
+	defer recoverRaft(n.log, n.cfg.Peers[n.cfg.ID], func(any) {
+		n.log.Error("raftnode: the raft loop panicked; this node stops")
+	})
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		tick := false
+		select {
+		case <-n.stopc:
+			return
+		case <-ticker.C:
+			n.rn.Tick()
+			tick = true
+		case m := <-n.recvc:
+			n.step(m)
+			for more := len(n.recvc); more > 0; more-- {
+				n.step(<-n.recvc)
+			}
+		case r := <-n.reportc:
+			if r.unreachable {
+				n.rn.ReportUnreachable(r.id)
+			} else {
+				n.rn.ReportSnapshot(r.id, r.snap)
+			}
+		case <-n.wakec:
+			n.proposeQueued()
+		case err := <-n.transport.ErrorC:
+			n.log.Error("raftnode: peer transport failed; this node stops", "err", err)
+			return
+		}
+		for n.rn.HasReady() {
+			n.handleReady(n.rn.Ready())
+		}
+		n.publishStatus(tick)
+	}
+}
+
+func (n *Node) step(m *raftpb.Message) {
+	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
+		n.log.Debug("raftnode: message not stepped", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
+	}
+}
+
+// proposeQueued hands the queued proposals to raft, if this node still
+// leads in the term each was accepted in.
+func (n *Node) proposeQueued() {
+	n.mu.Lock()
+	q := n.queue
+	n.queue = nil
+	n.mu.Unlock()
+	bs := n.rn.BasicStatus()
+	for _, p := range q {
+		if bs.RaftState != raft.StateLeader || bs.GetTerm() != p.term {
+			n.finish(p.done, ErrLeadershipLost)
+			continue
+		}
+		n.seq++
+		if err := n.rn.Propose(encodeEnvelope(n.cfg.ID, n.seq, p.data)); err != nil {
+			// ErrProposalDropped: a leadership transfer is under way.
+			n.finish(p.done, ErrLeadershipLost)
+			continue
+		}
+		n.pending[n.seq] = p.done
+		n.pendingTerm = bs.GetTerm()
+	}
+}
+
+// handleReady persists, sends and applies one Ready, in raftexample's
+// order: snapshot and WAL before anything else, messages after the WAL
+// has them, entries applied after that.
+func (n *Node) handleReady(rd raft.Ready) {
+	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
+	if hasSnap {
+		if err := n.saveSnap(rd.Snapshot); err != nil {
+			panic(fmt.Errorf("raftnode: save received snapshot: %w", err))
+		}
+	}
+	if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
+		panic(fmt.Errorf("raftnode: WAL save: %w", err))
+	}
+	if hasSnap {
+		n.restoreSnapshot(rd.Snapshot)
+	}
+	if err := n.storage.Append(rd.Entries); err != nil {
+		panic(fmt.Errorf("raftnode: append: %w", err))
+	}
+	n.transport.Send(rd.Messages)
+	n.apply(rd.CommittedEntries)
+	n.updateRole()
+	n.maybeSnapshot()
+	n.rn.Advance(rd)
+}
+
+// restoreSnapshot installs a snapshot the leader sent.
+func (n *Node) restoreSnapshot(s *raftpb.Snapshot) {
+	md := s.GetMetadata()
+	if err := n.storage.ApplySnapshot(s); err != nil {
+		panic(fmt.Errorf("raftnode: apply snapshot %d: %w", md.GetIndex(), err))
+	}
+	if md.GetIndex() <= n.applied {
+		panic(fmt.Errorf("raftnode: snapshot index %d not above applied %d", md.GetIndex(), n.applied))
+	}
+	if err := n.sm.Restore(s.GetData()); err != nil {
+		panic(fmt.Errorf("raftnode: restore snapshot %d: %w", md.GetIndex(), err))
+	}
+	n.applied, n.appliedTerm, n.snapIndex = md.GetIndex(), md.GetTerm(), md.GetIndex()
+	n.confState = md.GetConfState()
+	n.restores++
+	n.log.Info("raftnode: restored a snapshot from the leader", "index", md.GetIndex(), "term", md.GetTerm(), "bytes", len(s.GetData()))
+}
+
+// apply applies committed entries not applied yet and completes this
+// node's proposals among them.
+func (n *Node) apply(ents []*raftpb.Entry) {
+	for _, e := range ents {
+		idx := e.GetIndex()
+		if idx <= n.applied {
+			continue
+		}
+		switch e.GetType() {
+		case raftpb.EntryNormal:
+			if len(e.GetData()) == 0 {
+				break // a new leader's empty entry
+			}
+			node, seq, data, ok := decodeEnvelope(e.GetData())
+			if !ok {
+				n.log.Error("raftnode: entry without an envelope skipped", "index", idx)
+				break
+			}
+			n.sm.Apply(idx, data)
+			if node == n.cfg.ID {
+				if done, ok := n.pending[seq]; ok {
+					delete(n.pending, seq)
+					n.finish(done, nil)
+				}
+			}
+		case raftpb.EntryConfChange:
+			var cc raftpb.ConfChange
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				panic(fmt.Errorf("raftnode: conf change at %d: %w", idx, err))
+			}
+			n.confState = n.rn.ApplyConfChange(&cc)
+		case raftpb.EntryConfChangeV2:
+			var cc raftpb.ConfChangeV2
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				panic(fmt.Errorf("raftnode: conf change at %d: %w", idx, err))
+			}
+			n.confState = n.rn.ApplyConfChange(&cc)
+		}
+		n.applied, n.appliedTerm = idx, e.GetTerm()
+	}
+}
+
+// updateRole fails this term's pending proposals once the node no longer
+// leads in that term, and publishes the role when it changed.
+func (n *Node) updateRole() {
+	bs := n.rn.BasicStatus()
+	isLeader := bs.RaftState == raft.StateLeader
+	if len(n.pending) > 0 && (!isLeader || bs.GetTerm() != n.pendingTerm) {
+		n.failPending(ErrLeadershipLost)
+	}
+	r := Role{Term: bs.GetTerm(), Leader: bs.Lead, IsLeader: isLeader, Ready: isLeader && n.appliedTerm == bs.GetTerm()}
+	if r == n.role {
+		return
+	}
+	n.role = r
+	n.mu.Lock()
+	n.status.IsLeader, n.status.Term, n.status.Leader = r.IsLeader, r.Term, r.Leader
+	n.mu.Unlock()
+	n.log.Info("raftnode: role", "term", r.Term, "leader", r.Leader, "is_leader", r.IsLeader, "ready", r.Ready)
+	n.emitRole(r)
+}
+
+// emitRole never blocks: when the reader is behind, the oldest queued
+// role makes room, so the latest is always delivered.
+func (n *Node) emitRole(r Role) {
+	for {
+		select {
+		case n.roles <- r:
+			return
+		default:
+		}
+		select {
+		case <-n.roles:
+		default:
+		}
+	}
+}
+
+func (n *Node) failPending(err error) {
+	for seq, done := range n.pending {
+		delete(n.pending, seq)
+		n.finish(done, err)
+	}
+}
+
+// finish calls a done callback; a panic in it is the caller's bug and
+// does not stop the node.
+func (n *Node) finish(done func(error), err error) {
+	defer recoverRaft(n.log, n.cfg.Peers[n.cfg.ID], nil)
+	done(err)
+}
+
+// maybeSnapshot takes a snapshot every SnapshotEntries applied entries and
+// compacts the in-memory log, keeping catchUpEntries behind it.
+func (n *Node) maybeSnapshot() {
+	if n.applied-n.snapIndex < n.cfg.SnapshotEntries {
+		return
+	}
+	data, err := n.sm.Snapshot()
+	if err != nil {
+		n.log.Error("raftnode: state machine snapshot failed; retrying after more entries", "err", err)
+		n.snapIndex = n.applied
+		return
+	}
+	s, err := n.storage.CreateSnapshot(n.applied, n.confState, data)
+	if err != nil {
+		if errors.Is(err, raft.ErrSnapOutOfDate) {
+			return
+		}
+		panic(fmt.Errorf("raftnode: create snapshot: %w", err))
+	}
+	if err := n.saveSnap(s); err != nil {
+		panic(fmt.Errorf("raftnode: save snapshot: %w", err))
+	}
+	keep := min(uint64(catchUpEntries), n.cfg.SnapshotEntries)
+	if n.applied > keep {
+		if err := n.storage.Compact(n.applied - keep); err != nil && !errors.Is(err, raft.ErrCompacted) {
+			panic(fmt.Errorf("raftnode: compact: %w", err))
+		}
+	}
+	n.snapIndex = n.applied
+}
+
+// publishStatus refreshes the Status cache; a leader's Progress too.
+func (n *Node) publishStatus(bool) {
+	bs := n.rn.BasicStatus()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := &n.status
+	s.ID, s.Term, s.Leader, s.Commit = n.cfg.ID, bs.GetTerm(), bs.Lead, bs.GetCommit()
+	s.Applied, s.SnapshotIndex = n.applied, n.snapIndex
+	s.IsLeader = bs.RaftState == raft.StateLeader
+	if !s.IsLeader {
+		s.Progress = nil
+		return
+	}
+	if s.Progress == nil {
+		s.Progress = make(map[uint64]uint64, len(n.cfg.Peers))
+	}
+	n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		s.Progress[id] = pr.Match
+	})
+}
+
+// shutdown runs on the loop goroutine as it exits, normally or after a
+// panic: every pending proposal fails with ErrStopped, then the peer
+// server, the transport and the WAL close. Each step is protected, so that
+// a failure in one does not skip the others.
+func (n *Node) shutdown() {
+	close(n.exiting)
+	n.quiet.Closing()
+	n.mu.Lock()
+	n.stopped = true
+	q := n.queue
+	n.queue = nil
+	n.status.IsLeader = false
+	n.status.Progress = nil
+	n.mu.Unlock()
+	for _, p := range q {
+		n.finish(p.done, ErrStopped)
+	}
+	n.failPending(ErrStopped)
+	n.safely("peer server", func() {
+		n.srv.Close()
+		<-n.serveDone
+	})
+	n.safely("transport", n.transport.Stop)
+	for deadline := time.Now().Add(handlerWait); n.handlers.Load() > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			n.log.Warn("raftnode: peer handlers still running after stop", "handlers", n.handlers.Load())
+			break
+		}
+	}
+	n.safely("WAL", func() {
+		if err := n.wal.Close(); err != nil {
+			n.log.Warn("raftnode: WAL close", "err", err)
+		}
+	})
+	if n.role.IsLeader || n.role.Leader != 0 {
+		n.role = Role{Term: n.role.Term}
+		n.emitRole(n.role)
+	}
+	close(n.roles)
+	n.log.Info("raftnode: stopped", "applied", n.applied)
+}
+
+func (n *Node) safely(what string, f func()) {
+	defer recoverRaft(n.log, n.cfg.Peers[n.cfg.ID], func(any) {
+		n.log.Error("raftnode: panic while stopping " + what)
+	})
+	f()
+}
+
+// countHandlers wraps rafthttp's handler so shutdown can wait for the
+// handlers of closed connections to return.
+func (n *Node) countHandlers(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.handlers.Add(1)
+		defer n.handlers.Add(-1)
+		h.ServeHTTP(w, r)
+	})
+}

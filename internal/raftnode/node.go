@@ -1,0 +1,450 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
+	stats "go.etcd.io/etcd/server/v3/etcdserver/api/v2stats"
+	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"substrate/internal/logging"
+)
+
+// StateMachine is what the log is applied to. Apply, Snapshot and Restore
+// are called from the node's one apply goroutine, never concurrently.
+type StateMachine interface {
+	// Apply applies one committed normal entry's data (never an empty or
+	// conf-change entry) at index.
+	Apply(index uint64, data []byte)
+	// Snapshot returns the state as of the last applied index.
+	Snapshot() ([]byte, error)
+	// Restore replaces the state with a snapshot's data (at start-up from
+	// the local snapshot, or one received from the leader).
+	Restore(data []byte) error
+}
+
+// Config describes one member. Zero durations and counts take the
+// defaults below.
+type Config struct {
+	ID       uint64            // this node, 1..n
+	Peers    map[uint64]string // every member incl. this one: ID -> peer URL "http://127.0.0.11:25672"
+	Dir      string            // WAL (Dir/wal) and snapshots (Dir/snap)
+	Listener net.Listener      // optional: already bound peer listener; nil: listen on Peers[ID]'s host:port
+
+	TickInterval    time.Duration // default 100ms
+	ElectionTicks   int           // default 10 (1 s); heartbeat 1 tick
+	SnapshotEntries uint64        // applied entries between snapshots (default 10000)
+	Logger          *slog.Logger  // nil: discard
+}
+
+// Defaults.
+const (
+	DefaultTickInterval    = 100 * time.Millisecond
+	DefaultElectionTicks   = 10
+	DefaultSnapshotEntries = 10000
+
+	// catchUpEntries is how many applied entries the in-memory log keeps
+	// behind a snapshot, so that a follower a little behind gets entries,
+	// not a snapshot. Never more than SnapshotEntries.
+	catchUpEntries = 1000
+
+	maxSizePerMsg   = 1 << 20
+	maxInflightMsgs = 256
+
+	// keepFiles is how many old .wal and .snap files are kept (etcd's
+	// default --max-wals / --max-snapshots).
+	keepFiles = 5
+)
+
+// Errors a done callback (and Propose) reports.
+var (
+	ErrNotLeader      = errors.New("raftnode: not the leader")
+	ErrStopped        = errors.New("raftnode: node stopped")
+	ErrLeadershipLost = errors.New("raftnode: leadership lost before the entry was applied")
+)
+
+// Role is the node's place in the group. Ready is true only for a leader
+// that has applied an entry of its own term, hence every entry before it.
+type Role struct {
+	Term, Leader    uint64
+	IsLeader, Ready bool
+}
+
+// Status is a point-in-time view of the node.
+type Status struct {
+	ID, Term, Leader, Commit, Applied, SnapshotIndex uint64
+	IsLeader                                         bool
+	Peers                                            map[uint64]string
+	Progress                                         map[uint64]uint64 // leader only: match index per peer
+}
+
+// Validate reports the first problem with c, after defaults are applied.
+func (c *Config) Validate() error {
+	if c.ID == 0 {
+		return errors.New("raftnode: ID must be at least 1")
+	}
+	if _, ok := c.Peers[c.ID]; !ok {
+		return fmt.Errorf("raftnode: Peers has no URL for this node's ID %d", c.ID)
+	}
+	for id, u := range c.Peers {
+		if id == 0 {
+			return errors.New("raftnode: peer ID 0 is not allowed")
+		}
+		pu, err := url.Parse(u)
+		if err != nil || pu.Scheme != "http" || pu.Host == "" || pu.Port() == "" {
+			return fmt.Errorf("raftnode: peer %d: URL %q is not http://host:port", id, u)
+		}
+	}
+	if c.Dir == "" {
+		return errors.New("raftnode: Dir is required")
+	}
+	if c.TickInterval < 0 || c.ElectionTicks < 0 {
+		return errors.New("raftnode: TickInterval and ElectionTicks must not be negative")
+	}
+	if c.ElectionTicks != 0 && c.ElectionTicks < 3 {
+		return errors.New("raftnode: ElectionTicks must be at least 3 (heartbeat is 1 tick)")
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.TickInterval == 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = DefaultElectionTicks
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = DefaultSnapshotEntries
+	}
+	if c.Logger == nil {
+		c.Logger = logging.Discard()
+	}
+}
+
+// clusterID is derived from the membership, so that nodes configured with
+// different member lists refuse each other's messages (rafthttp checks it).
+func clusterID(peers map[uint64]string) types.ID {
+	ids := make([]uint64, 0, len(peers))
+	for id := range peers {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	h := fnv.New64a()
+	for _, id := range ids {
+		fmt.Fprintf(h, "%d=%s\n", id, peers[id])
+	}
+	return types.ID(h.Sum64())
+}
+
+type proposal struct {
+	data []byte
+	done func(error)
+	term uint64 // the term the node led when Propose accepted it
+}
+
+type report struct {
+	id          uint64
+	unreachable bool
+	snap        raft.SnapshotStatus
+}
+
+// Node is one running member. Its methods are safe for concurrent use.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	quiet *logging.Quieter
+	zl    *zap.Logger
+	sm    StateMachine
+
+	// run's alone (see doc.go).
+	rn          *raft.RawNode
+	storage     *raft.MemoryStorage
+	wal         *wal.WAL
+	snapshotter *snap.Snapshotter
+	pending     map[uint64]func(error) // sequence -> done, this term's proposals
+	pendingTerm uint64
+	seq         uint64
+	applied     uint64
+	appliedTerm uint64
+	snapIndex   uint64
+	confState   *raftpb.ConfState
+	role        Role
+	// restores counts snapshots received from the leader and restored
+	// (tests use it to tell a snapshot catch-up from WAL replay).
+	restores int
+
+	transport *rafthttp.Transport
+	srv       *http.Server
+	ln        net.Listener
+	serveDone chan struct{}
+	handlers  atomic.Int64 // peer HTTP handlers running
+
+	recvc   chan *raftpb.Message
+	reportc chan report
+	wakec   chan struct{}
+	stopc   chan struct{} // closed by Stop
+	exiting chan struct{} // closed when run starts shutting down
+	donec   chan struct{} // closed when run has released everything
+	stopMu  sync.Once
+	roles   chan Role
+
+	mu      sync.Mutex
+	queue   []proposal
+	stopped bool
+	status  Status
+}
+
+// Start opens (or creates) Dir, starts the peer transport and the raft
+// loop. With a WAL in Dir/wal the node restarts: sm is restored from the
+// newest snapshot and raft replays the later committed entries through
+// sm.Apply; otherwise the group is bootstrapped with every Peers member.
+func Start(cfg Config, sm StateMachine) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	peers := make(map[uint64]string, len(cfg.Peers))
+	for id, u := range cfg.Peers {
+		peers[id] = u
+	}
+	cfg.Peers = peers
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger.With("raft_id", cfg.ID),
+		quiet:     logging.NewQuieter(),
+		sm:        sm,
+		pending:   map[uint64]func(error){},
+		recvc:     make(chan *raftpb.Message, 256),
+		reportc:   make(chan report, 64),
+		wakec:     make(chan struct{}, 1),
+		stopc:     make(chan struct{}),
+		exiting:   make(chan struct{}),
+		donec:     make(chan struct{}),
+		serveDone: make(chan struct{}),
+		roles:     make(chan Role, 64),
+	}
+	n.zl = logging.Zap(n.log.Handler(), slog.LevelWarn, n.quiet).Named("raft")
+	n.seq = randomSeq()
+
+	restart, err := n.openStorage()
+	if err != nil {
+		return nil, err
+	}
+	rc := &raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             1,
+		Storage:                   n.storage,
+		Applied:                   n.applied,
+		MaxSizePerMsg:             maxSizePerMsg,
+		MaxInflightMsgs:           maxInflightMsgs,
+		MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		DisableProposalForwarding: true,
+		Logger:                    raftLogger{n.log},
+	}
+	n.rn, err = raft.NewRawNode(rc)
+	if err == nil && !restart {
+		rp := make([]raft.Peer, 0, len(cfg.Peers))
+		for id := range cfg.Peers {
+			rp = append(rp, raft.Peer{ID: id})
+		}
+		sort.Slice(rp, func(i, j int) bool { return rp[i].ID < rp[j].ID })
+		err = n.rn.Bootstrap(rp)
+	}
+	if err != nil {
+		n.wal.Close()
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+
+	if err := n.startTransport(); err != nil {
+		n.wal.Close()
+		return nil, err
+	}
+	n.publishStatus(false)
+	go n.serve()
+	go n.run()
+	return n, nil
+}
+
+func (n *Node) startTransport() error {
+	ln := n.cfg.Listener
+	if ln == nil {
+		u, _ := url.Parse(n.cfg.Peers[n.cfg.ID])
+		var err error
+		ln, err = net.Listen("tcp", u.Host)
+		if err != nil {
+			return fmt.Errorf("raftnode: peer listener: %w", err)
+		}
+	}
+	id := strconv.FormatUint(n.cfg.ID, 10)
+	n.transport = &rafthttp.Transport{
+		Logger:      n.zl,
+		ID:          types.ID(n.cfg.ID),
+		URLs:        types.MustNewURLs([]string{n.cfg.Peers[n.cfg.ID]}),
+		ClusterID:   clusterID(n.cfg.Peers),
+		Raft:        transportRaft{n},
+		Snapshotter: n.snapshotter,
+		ServerStats: stats.NewServerStats(id, id),
+		LeaderStats: stats.NewLeaderStats(n.zl, id),
+		ErrorC:      make(chan error, 1),
+	}
+	if err := n.transport.Start(); err != nil {
+		ln.Close()
+		return fmt.Errorf("raftnode: transport: %w", err)
+	}
+	for pid, u := range n.cfg.Peers {
+		if pid != n.cfg.ID {
+			n.transport.AddPeer(types.ID(pid), []string{u})
+		}
+	}
+	n.ln = ln
+	n.srv = &http.Server{
+		Handler:           n.countHandlers(n.transport.Handler()),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	return nil
+}
+
+func (n *Node) serve() {
+	defer close(n.serveDone)
+	defer recoverRaft(n.log, n.cfg.Peers[n.cfg.ID], nil)
+	if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		n.log.Error("raftnode: peer listener failed", "err", err)
+	}
+}
+
+// Propose appends data to the log if this node is the leader. done is
+// called exactly once in every case: with nil after the entry is committed
+// and applied here (after sm.Apply returned), or with an error when it may
+// not be (ErrNotLeader, ErrStopped, ErrLeadershipLost). ErrLeadershipLost
+// and ErrStopped mean "unknown": the entry may still be committed and
+// applied by the group.
+//
+// When Propose returns an error (ErrNotLeader on a follower, ErrStopped)
+// it has already called done with that same error, on the caller's
+// goroutine. Otherwise done runs later on the apply goroutine and must be
+// quick; it may call Propose.
+func (n *Node) Propose(data []byte, done func(error)) error {
+	if done == nil {
+		done = func(error) {}
+	}
+	n.mu.Lock()
+	var err error
+	switch {
+	case n.stopped:
+		err = ErrStopped
+	case !n.status.IsLeader:
+		err = ErrNotLeader
+	default:
+		n.queue = append(n.queue, proposal{data: data, done: done, term: n.status.Term})
+	}
+	n.mu.Unlock()
+	if err != nil {
+		done(err)
+		return err
+	}
+	select {
+	case n.wakec <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Status returns the node's state as of its last loop iteration
+// (Progress: as of its last Ready or tick).
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.status
+	s.Peers = make(map[uint64]string, len(n.cfg.Peers))
+	for id, u := range n.cfg.Peers {
+		s.Peers[id] = u
+	}
+	if n.status.Progress != nil {
+		s.Progress = make(map[uint64]uint64, len(n.status.Progress))
+		for id, m := range n.status.Progress {
+			s.Progress[id] = m
+		}
+	}
+	return s
+}
+
+// Roles delivers every role change, in order; the latest matters. If the
+// reader falls behind, the oldest undelivered roles are dropped, never the
+// latest. The channel is closed after the node stopped (its last role is
+// a non-leader one).
+func (n *Node) Roles() <-chan Role { return n.roles }
+
+// Stop stops the node: the loop ends, pending proposals fail with
+// ErrStopped, the transport, the peer listener and the WAL close. It
+// waits for every goroutine the node started and is idempotent.
+func (n *Node) Stop() error {
+	n.stopMu.Do(func() { close(n.stopc) })
+	<-n.donec
+	return nil
+}
+
+// transportRaft is what rafthttp calls: it hands everything to run.
+type transportRaft struct{ n *Node }
+
+func (t transportRaft) Process(ctx context.Context, m *raftpb.Message) error {
+	select {
+	case t.n.recvc <- m:
+		return nil
+	case <-t.n.exiting:
+		// Dropped, as if lost on the wire: an error would make rafthttp's
+		// handler panic (its way of cutting a stream).
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t transportRaft) IsIDRemoved(uint64) bool { return false }
+
+func (t transportRaft) ReportUnreachable(id uint64) {
+	t.n.sendReport(report{id: id, unreachable: true})
+}
+
+func (t transportRaft) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	t.n.sendReport(report{id: id, snap: status})
+}
+
+func (n *Node) sendReport(r report) {
+	if r.unreachable {
+		// Unreachable reports are hints repeated on every failure: drop
+		// one rather than block a sender.
+		select {
+		case n.reportc <- r:
+		case <-n.exiting:
+		default:
+		}
+		return
+	}
+	select {
+	case n.reportc <- r:
+	case <-n.exiting:
+	}
+}
