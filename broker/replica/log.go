@@ -40,6 +40,7 @@ type Log struct {
 	mu         sync.Mutex
 	space      *sync.Cond // appenders waiting for maxPending
 	maxPending int
+	waiters    int // Appends blocked on space
 	closed     bool
 	nextID     store.ID
 	baseMax    store.ID // sm's max id at NewLog: those messages recover as redelivered
@@ -161,7 +162,9 @@ func (l *Log) Append(m *store.Message) (store.ID, *store.Commit, error) {
 		if l.pendBytes == 0 || l.pendBytes+size <= l.maxPending {
 			break
 		}
+		l.waiters++
 		l.space.Wait()
+		l.waiters--
 	}
 	if l.closed {
 		return 0, nil, store.ErrClosed
