@@ -129,7 +129,9 @@ func (n *Node) restoreSnapshot(s *raftpb.Snapshot) {
 	}
 	n.applied, n.appliedTerm, n.snapIndex = md.GetIndex(), md.GetTerm(), md.GetIndex()
 	n.confState = md.GetConfState()
+	n.mu.Lock()
 	n.restores++
+	n.mu.Unlock()
 	n.log.Info("raftnode: restored a snapshot from the leader", "index", md.GetIndex(), "term", md.GetTerm(), "bytes", len(s.GetData()))
 }
 

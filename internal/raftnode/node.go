@@ -188,9 +188,6 @@ type Node struct {
 	snapIndex   uint64
 	confState   *raftpb.ConfState
 	role        Role
-	// restores counts snapshots received from the leader and restored
-	// (tests use it to tell a snapshot catch-up from WAL replay).
-	restores int
 
 	transport *rafthttp.Transport
 	srv       *http.Server
@@ -211,6 +208,9 @@ type Node struct {
 	queue   []proposal
 	stopped bool
 	status  Status
+	// restores counts snapshots received from the leader and restored
+	// (tests tell a snapshot catch-up from WAL replay by it).
+	restores int
 }
 
 // Start opens (or creates) Dir, starts the peer transport and the raft
