@@ -57,4 +57,3 @@ func BenchmarkAppendCommitParallel(b *testing.B) {
 	b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "msgs/s")
 	b.ReportMetric(float64(n.Load())/float64(max(p.numEntries(), 1)), "msgs/entry")
 }
-
