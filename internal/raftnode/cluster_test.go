@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -468,6 +469,11 @@ func TestFollowerCatchUpBySnapshot(t *testing.T) {
 	if fromLeader < 1 || smRestores <= localRestores {
 		t.Fatalf("follower restores: %d from the leader, sm.Restore %d times (%d at start); want a snapshot from the leader",
 			fromLeader, smRestores, localRestores)
+	}
+	// Old snapshot files are purged.
+	snaps, _ := filepath.Glob(filepath.Join(c.nodes[lead].dir, "snap", "*.snap"))
+	if len(snaps) == 0 || len(snaps) > keepFiles {
+		t.Errorf("leader keeps %d snapshot files, want 1..%d", len(snaps), keepFiles)
 	}
 	// It keeps up afterwards too.
 	more := names("g", 20)
