@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"slices"
 	"sync"
 
 	"substrate/broker/store"
@@ -24,6 +25,10 @@ const (
 	// defaultMaxPending bounds the bytes queued ahead of Raft (and in
 	// flight); Append blocks beyond it, as the disk store's does.
 	defaultMaxPending = store.DefaultMaxPendingBytes
+	// defaultInflight is how many proposals may be in flight at once: one,
+	// so that everything arriving while it is answered goes in the next
+	// entry (the disk store's one fsync at a time).
+	defaultInflight = 1
 )
 
 // Log is the store.Log of the active broker for one leadership term. See
@@ -33,25 +38,26 @@ type Log struct {
 	p  Proposer
 
 	wake    chan struct{} // ops queued (cap 1)
-	results chan result   // the in-flight proposal's answer (cap 1)
+	results chan result   // answers of proposals in flight (cap maxInflight)
 	quit    chan struct{} // closed by Close
 	stopped chan struct{} // closed when run returns
 
-	mu         sync.Mutex
-	space      *sync.Cond // appenders waiting for maxPending
-	maxPending int
-	waiters    int // Appends blocked on space
-	closed     bool
-	nextID     store.ID
-	baseMax    store.ID // sm's max id at NewLog: those messages recover as redelivered
-	live       map[store.ID]meta
-	order      []store.ID                  // append order; dead ids removed lazily
-	pending    map[store.ID]*store.Message // appended through this Log, not yet known applied
-	ops        []op                        // queued, not yet proposed
-	open       *group                      // the group new appends join; nil once its ops start going out
-	inflight   *batch
-	pendBytes  int // encoded bytes of ops queued and in flight
-	syncs      uint64
+	mu          sync.Mutex
+	space       *sync.Cond // appenders waiting for maxPending
+	maxPending  int
+	waiters     int // Appends blocked on space
+	closed      bool
+	nextID      store.ID
+	baseMax     store.ID // sm's max id at NewLog: those messages recover as redelivered
+	live        map[store.ID]meta
+	order       []store.ID                  // append order; dead ids removed lazily
+	pending     map[store.ID]*store.Message // appended through this Log, not yet known applied
+	ops         []op                        // queued, not yet proposed
+	open        *group                      // the group new appends join; nil once its ops start going out
+	flying      []*batch                    // proposed, not answered, in proposal order
+	maxInflight int                         // proposals in flight at once
+	pendBytes   int                         // encoded bytes of ops queued and in flight
+	syncs       uint64
 }
 
 // meta is the Log's index entry of a live message.
@@ -104,9 +110,12 @@ var _ store.Log = (*Log)(nil)
 // whose Role.Ready is true (sm has applied everything before this term).
 // IDs continue above the highest ID sm has ever seen. Close fails pending
 // commits with store.ErrClosed and does not touch sm.
-func NewLog(sm *StateMachine, p Proposer) *Log {
-	l := &Log{sm: sm, p: p, wake: make(chan struct{}, 1), results: make(chan result, 1),
-		quit: make(chan struct{}), stopped: make(chan struct{}), maxPending: defaultMaxPending,
+func NewLog(sm *StateMachine, p Proposer) *Log { return newLog(sm, p, defaultInflight) }
+
+// newLog is NewLog with up to inflight proposals in flight at once.
+func newLog(sm *StateMachine, p Proposer, inflight int) *Log {
+	l := &Log{sm: sm, p: p, wake: make(chan struct{}, 1), results: make(chan result, inflight),
+		quit: make(chan struct{}), stopped: make(chan struct{}), maxPending: defaultMaxPending, maxInflight: inflight,
 		live: map[store.ID]meta{}, pending: map[store.ID]*store.Message{}}
 	l.space = sync.NewCond(&l.mu)
 	l.baseMax = sm.each(func(id store.ID, m *store.Message) {
@@ -337,10 +346,13 @@ func (l *Log) Close() error {
 	<-l.stopped
 
 	var gs []*group
-	select {
-	case r := <-l.results: // answered before run saw it
-		gs = l.finish(r.b, r.err)
-	default:
+	for drained := false; !drained; { // answered before run saw them
+		select {
+		case r := <-l.results:
+			gs = append(gs, l.finish(r.b, r.err)...)
+		default:
+			drained = true
+		}
 	}
 	l.mu.Lock()
 	collect := func(ops []op) {
@@ -351,10 +363,10 @@ func (l *Log) Close() error {
 			}
 		}
 	}
-	if l.inflight != nil {
-		collect(l.inflight.ops)
-		l.inflight = nil
+	for _, b := range l.flying {
+		collect(b.ops)
 	}
+	l.flying = nil
 	collect(l.ops)
 	l.ops, l.open, l.pendBytes = nil, nil, 0
 	l.live, l.order, l.pending = nil, nil, nil
@@ -391,7 +403,7 @@ func (l *Log) run() {
 func (l *Log) propose() {
 	for {
 		l.mu.Lock()
-		if l.closed || l.inflight != nil || len(l.ops) == 0 {
+		if l.closed || len(l.flying) >= l.maxInflight || len(l.ops) == 0 {
 			l.mu.Unlock()
 			return
 		}
@@ -406,7 +418,7 @@ func (l *Log) propose() {
 			l.ops = nil
 		}
 		l.open = nil // later appends wait for the next entry
-		l.inflight = b
+		l.flying = append(l.flying, b)
 		l.mu.Unlock()
 
 		data := make([]byte, 0, size)
@@ -443,10 +455,11 @@ func (l *Log) propose() {
 func (l *Log) finish(b *batch, err error) []*group {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.inflight != b { // Close already failed it
+	i := slices.Index(l.flying, b)
+	if i < 0 { // Close already failed it
 		return nil
 	}
-	l.inflight = nil
+	l.flying = slices.Delete(l.flying, i, i+1)
 	l.pendBytes -= b.bytes
 	if err == nil {
 		l.syncs++

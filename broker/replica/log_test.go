@@ -426,7 +426,7 @@ func TestConcurrentThreeReplicas(t *testing.T) {
 func proposed(l *Log) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.inflight != nil && len(l.ops) == 0
+	return len(l.flying) > 0 && len(l.ops) == 0
 }
 
 // blocked reports whether an Append waits for space.
