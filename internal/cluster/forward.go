@@ -1,0 +1,185 @@
+package cluster
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Forwarded connections. A follower hands a client connection to the
+// leader over the leader's broker peer port: an HTTP/1.1 upgrade
+// (forwardPath) naming the client's address, then the client's bytes
+// both ways. The leader answers 101 only while its broker is active
+// (503 otherwise: the follower closes the client, which reconnects),
+// so a connection is forwarded at most once and never in a loop between
+// nodes that disagree about who leads. The broker sees the client's own
+// address, so loopback-only users (guest) and logs work as they would on
+// the node the client dialled. The peer port is trusted as etcd's peer
+// port and RabbitMQ's 25672 are: only the controllers may reach it.
+
+// forward relays nc to the leader m.
+func (n *Node) forward(nc net.Conn, m Member, isTLS bool) {
+	pc, err := net.DialTimeout("tcp", m.PeerURL[len("http://"):], forwardDial)
+	if err != nil {
+		n.log.Warn("amqp: cannot reach the leader to forward a client; closing it", "leader", m.Name, "peer", nc.RemoteAddr().String(), "err", err)
+		nc.Close()
+		return
+	}
+	if !n.track(true, nc, pc) {
+		nc.Close()
+		pc.Close()
+		return
+	}
+	defer n.track(false, nc, pc)
+	tlsHeader := ""
+	if isTLS {
+		tlsHeader = "X-Substrate-TLS: 1\r\n"
+	}
+	pc.SetDeadline(time.Now().Add(forwardDial))
+	if _, err := fmt.Fprintf(pc, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: amqp\r\nX-Forwarded-For: %s\r\n%s\r\n",
+		forwardPath, m.Host, nc.RemoteAddr().String(), tlsHeader); err != nil {
+		nc.Close()
+		pc.Close()
+		return
+	}
+	br := bufio.NewReader(pc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		status := ""
+		if resp != nil {
+			status = resp.Status
+		}
+		n.log.Warn("amqp: the leader refused a forwarded client; closing it", "leader", m.Name, "peer", nc.RemoteAddr().String(), "status", status, "err", err)
+		nc.Close()
+		pc.Close()
+		return
+	}
+	pc.SetDeadline(time.Time{})
+	relay(nc, pc, br)
+}
+
+// bufConn is a connection whose first bytes were read into a buffer.
+type bufConn struct {
+	net.Conn
+	r      io.Reader
+	remote net.Addr
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufConn) RemoteAddr() net.Addr       { return c.remote }
+
+// serveForwarded takes a client connection a follower forwards, while
+// this node's broker is active.
+func (n *Node) serveForwarded(w http.ResponseWriter, r *http.Request) {
+	b := n.active.Load()
+	if b == nil {
+		http.Error(w, "this node is not the broker leader", http.StatusServiceUnavailable)
+		return
+	}
+	isTLS := r.Header.Get("X-Substrate-TLS") == "1"
+	if isTLS && n.cfg.TLS == nil {
+		http.Error(w, "AMQPS is not configured on the leader", http.StatusServiceUnavailable)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "cannot take over the connection", http.StatusInternalServerError)
+		return
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	nc.SetDeadline(time.Time{})
+	if _, err := io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: amqp\r\n\r\n"); err != nil {
+		nc.Close()
+		return
+	}
+	var remote net.Addr = nc.RemoteAddr()
+	if a, err := net.ResolveTCPAddr("tcp", r.Header.Get("X-Forwarded-For")); err == nil {
+		remote = a
+	}
+	var c net.Conn = &bufConn{Conn: nc, r: brw.Reader, remote: remote}
+	if isTLS {
+		c = tls.Server(c, n.cfg.TLS)
+	}
+	b.Serve(c)
+}
+
+// NodeStatus is one node's view of the broker's Raft group.
+type NodeStatus struct {
+	Name          string `json:"name"`
+	ID            uint64 `json:"id"`
+	Reachable     bool   `json:"reachable"`
+	Leader        string `json:"leader"`
+	IsLeader      bool   `json:"is_leader"`
+	Active        bool   `json:"active"` // its broker serves clients
+	Term          uint64 `json:"term"`
+	Commit        uint64 `json:"commit_index"`
+	Applied       uint64 `json:"applied_index"`
+	SnapshotIndex uint64 `json:"snapshot_index"`
+	Messages      int    `json:"messages"` // live replicated messages
+	Forwarded     int    `json:"forwarded_connections"`
+	Err           string `json:"error,omitempty"`
+}
+
+// LocalStatus returns this node's status.
+func (n *Node) LocalStatus() NodeStatus {
+	st := NodeStatus{Name: n.self.Name, ID: n.self.ID, Reachable: true, Active: n.active.Load() != nil, Forwarded: n.ForwardedConnections()}
+	if n.raft == nil {
+		return st
+	}
+	rs := n.raft.Status()
+	st.IsLeader, st.Term, st.Commit, st.Applied, st.SnapshotIndex = rs.IsLeader, rs.Term, rs.Commit, rs.Applied, rs.SnapshotIndex
+	for _, m := range n.cfg.Members {
+		if m.ID == rs.Leader {
+			st.Leader = m.Name
+		}
+	}
+	st.Messages = n.sm.Len()
+	return st
+}
+
+func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(n.LocalStatus())
+}
+
+// ClusterStatus asks every member for its status (over its peer port,
+// within a second); an unreachable one is reported as such.
+func (n *Node) ClusterStatus() []NodeStatus {
+	out := make([]NodeStatus, len(n.cfg.Members))
+	done := make(chan struct{}, len(out))
+	cl := &http.Client{Timeout: time.Second}
+	for i, m := range n.cfg.Members {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if m.ID == n.self.ID {
+				out[i] = n.LocalStatus()
+				return
+			}
+			out[i] = NodeStatus{Name: m.Name, ID: m.ID}
+			resp, err := cl.Get(m.PeerURL + statusPath)
+			if err != nil {
+				out[i].Err = err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			var st NodeStatus
+			if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&st); err != nil {
+				out[i].Err = err.Error()
+				return
+			}
+			out[i] = st
+		}()
+	}
+	for range out {
+		<-done
+	}
+	return out
+}

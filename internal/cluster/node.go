@@ -1,0 +1,509 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"substrate/broker"
+	"substrate/broker/replica"
+	"substrate/broker/store"
+	"substrate/internal/faults"
+	"substrate/internal/netutil"
+	"substrate/internal/raftnode"
+)
+
+// Config configures a Node.
+type Config struct {
+	Members []Member // every broker node (Members)
+	Self    uint64   // this node's ID
+	Dir     string   // the Raft log and snapshots (DATA/broker-raft)
+
+	// AMQPAddrs and AMQPSAddrs are this node's client addresses (port 0
+	// allowed in tests), bound by Start. The node serves their
+	// connections with its broker while it leads and forwards them to the
+	// leader otherwise. TLS is AMQPS's configuration.
+	AMQPAddrs, AMQPSAddrs []string
+	TLS                   *tls.Config
+
+	// PeerListener is bound to this member's peer address; nil: the node
+	// binds it (Member.PeerURL's host and port).
+	PeerListener net.Listener
+
+	// NewBroker builds the broker of one leadership term over log (not
+	// started; its Config.External set, Config.Log = log). Start and
+	// Shutdown are the node's.
+	NewBroker func(log store.Log) (*broker.Server, error)
+	// OnBroker is told the active broker when it changes (nil: this node
+	// does not lead). It runs on the node's role goroutine.
+	OnBroker func(*broker.Server)
+
+	Logger *slog.Logger
+
+	// Raft timing; zero: raftnode's defaults (100 ms ticks, election after
+	// 10 ticks, a snapshot every 10,000 entries).
+	TickInterval    time.Duration
+	ElectionTicks   int
+	SnapshotEntries uint64
+}
+
+// Node is one broker node of a cluster: a lifecycle.Service standing in
+// for the broker in `substrate serve` when etcd's initial cluster has more
+// than one member.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	self Member
+
+	sm   *replica.StateMachine
+	raft *raftnode.Node
+	pmux *peerMux     // the peer port, split between Raft and peer
+	peer *http.Server // the node's own /substrate/ endpoints
+
+	active atomic.Pointer[broker.Server] // the broker while this node leads (and it has started)
+	leader atomic.Uint64                 // the leader this node knows of; 0: none
+
+	chMu    sync.Mutex
+	changed chan struct{} // closed and replaced when active or leader changes
+
+	cur     *broker.Server // role goroutine only
+	curTerm uint64
+
+	pxMu    sync.Mutex
+	proxies map[net.Conn]struct{} // both ends of every forwarded connection
+
+	lns      []net.Listener // AMQPAddrs, then AMQPSAddrs
+	nTLS     int
+	stopc    chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+
+	leaderChanges atomic.Uint64
+}
+
+// How long a client connection waits for a leader before it is closed,
+// and how long dialing the leader may take.
+const (
+	leaderWait  = 10 * time.Second
+	forwardDial = 2 * time.Second
+	forwardPath = "/substrate/amqp-forward"
+	statusPath  = "/substrate/status"
+)
+
+// New checks cfg and returns a Node that has not started.
+func New(cfg Config) (*Node, error) {
+	if cfg.NewBroker == nil {
+		return nil, errors.New("cluster: no broker constructor")
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("cluster: no directory for the Raft log")
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), proxies: map[net.Conn]struct{}{}, stopc: make(chan struct{})}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	found := false
+	for _, m := range cfg.Members {
+		if m.ID == cfg.Self {
+			n.self, found = m, true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("cluster: node %d is not a member", cfg.Self)
+	}
+	if len(cfg.AMQPSAddrs) > 0 && cfg.TLS == nil {
+		return nil, errors.New("cluster: AMQPS listeners without a TLS configuration")
+	}
+	return n, nil
+}
+
+// Name returns "amqp": the node is the broker service of `serve`.
+func (n *Node) Name() string { return "amqp" }
+
+// Start starts Raft on the peer address and serves the client listeners.
+// It returns at once: the broker starts when this node is elected.
+func (n *Node) Start(ctx context.Context) error {
+	var lc net.ListenConfig
+	fail := func(err error) error {
+		for _, l := range n.lns {
+			l.Close()
+		}
+		n.lns = nil
+		return err
+	}
+	for i, a := range append(append([]string{}, n.cfg.AMQPAddrs...), n.cfg.AMQPSAddrs...) {
+		ln, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			what := "amqp"
+			if i >= len(n.cfg.AMQPAddrs) {
+				what = "amqps"
+			}
+			return fail(fmt.Errorf("cluster: listen %s (%s): %w", a, what, err))
+		}
+		n.lns = append(n.lns, ln)
+	}
+	n.nTLS = len(n.cfg.AMQPSAddrs)
+	pl := n.cfg.PeerListener
+	if pl == nil {
+		u := n.self.PeerURL[len("http://"):]
+		var err error
+		if pl, err = lc.Listen(ctx, "tcp", u); err != nil {
+			return fail(fmt.Errorf("cluster: broker peer port: %w", err))
+		}
+	}
+	peers := map[uint64]string{}
+	for _, m := range n.cfg.Members {
+		peers[m.ID] = m.PeerURL
+	}
+	n.sm = replica.NewStateMachine()
+	mux := http.NewServeMux()
+	mux.HandleFunc(forwardPath, n.serveForwarded)
+	mux.HandleFunc(statusPath, n.serveStatus)
+	n.pmux = newPeerMux(pl, n.log)
+	n.peer = ownServer(mux, n.log)
+	rn, err := raftnode.Start(raftnode.Config{
+		ID: n.cfg.Self, Peers: peers, Dir: n.cfg.Dir, Listener: n.pmux.raft,
+		TickInterval: n.cfg.TickInterval, ElectionTicks: n.cfg.ElectionTicks, SnapshotEntries: n.cfg.SnapshotEntries,
+		Logger: n.log,
+	}, n.sm)
+	if err != nil {
+		pl.Close()
+		return fail(fmt.Errorf("cluster: raft: %w", err))
+	}
+	n.raft = rn
+	n.pmux.wg.Add(1)
+	go n.pmux.run()
+	go n.peer.Serve(n.pmux.own)
+	n.wg.Add(1)
+	go n.roles()
+	for i, ln := range n.lns {
+		n.wg.Add(1)
+		go n.accept(ln, i >= len(n.lns)-n.nTLS)
+	}
+	n.log.Info("amqp cluster node started", "node", n.self.Name, "id", n.self.ID, "peer", n.self.PeerURL, "members", len(n.cfg.Members))
+	return nil
+}
+
+// Shutdown stops accepting, shuts down the broker if this node leads
+// (clients get 320 CONNECTION_FORCED and reconnect to another node),
+// closes forwarded connections and stops Raft.
+func (n *Node) Shutdown(ctx context.Context) error {
+	first := false
+	n.stopOnce.Do(func() { first = true })
+	if !first {
+		return nil
+	}
+	close(n.stopc)
+	for _, ln := range n.lns {
+		ln.Close()
+	}
+	n.notify()
+	n.pxMu.Lock()
+	for c := range n.proxies {
+		c.Close()
+	}
+	n.pxMu.Unlock()
+	done := make(chan struct{})
+	go func() { n.wg.Wait(); close(done) }() // the role goroutine ends first: it owns cur
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	var err error
+	if n.cur != nil {
+		err = n.deactivate(ctx)
+	}
+	if n.raft != nil {
+		err = errors.Join(err, n.raft.Stop())
+		n.peer.Close() // hijacked connections are the broker's, closed with it
+		n.pmux.close()
+	}
+	return err
+}
+
+// Addrs returns the bound client addresses: AMQP, then AMQPS.
+func (n *Node) Addrs() []net.Addr {
+	out := make([]net.Addr, len(n.lns))
+	for i, l := range n.lns {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// TLSAddrs returns the bound AMQPS addresses.
+func (n *Node) TLSAddrs() []net.Addr { return n.Addrs()[len(n.lns)-n.nTLS:] }
+
+// Err reports a failure of the running node (never: a listener that fails
+// is logged and a broker that fails to start is retried).
+func (n *Node) Err() <-chan error { return nil }
+
+// Broker returns the active broker, nil while this node does not lead.
+func (n *Node) Broker() *broker.Server { return n.active.Load() }
+
+// Leader returns the member this node knows as leader (ok false: none).
+func (n *Node) Leader() (Member, bool) {
+	id := n.leader.Load()
+	for _, m := range n.cfg.Members {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// LeaderChanges counts the changes of leader this node has seen.
+func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
+
+// Members returns the cluster's members.
+func (n *Node) Members() []Member { return n.cfg.Members }
+
+// Self returns this node.
+func (n *Node) Self() Member { return n.self }
+
+func (n *Node) notify() {
+	n.chMu.Lock()
+	close(n.changed)
+	n.changed = make(chan struct{})
+	n.chMu.Unlock()
+}
+
+func (n *Node) changes() <-chan struct{} {
+	n.chMu.Lock()
+	defer n.chMu.Unlock()
+	return n.changed
+}
+
+func (n *Node) stopping() bool {
+	select {
+	case <-n.stopc:
+		return true
+	default:
+		return false
+	}
+}
+
+// roles follows Raft's role changes: the broker runs while this node is
+// a ready leader and stops as soon as it is not (or its term changed).
+func (n *Node) roles() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stopc:
+			return
+		case r, ok := <-n.raft.Roles():
+			if !ok {
+				return
+			}
+			n.role(r)
+		}
+	}
+}
+
+func (n *Node) role(r raftnode.Role) {
+	defer faults.Recover(n.log, faults.AMQP, "cluster roles", nil)
+	if old := n.leader.Swap(r.Leader); old != r.Leader {
+		n.leaderChanges.Add(1)
+		if m, ok := n.Leader(); ok {
+			n.log.Info("amqp cluster leader", "leader", m.Name, "term", r.Term, "self", r.IsLeader)
+		} else {
+			n.log.Warn("amqp cluster has no leader", "term", r.Term)
+		}
+	}
+	if n.cur != nil && (!r.IsLeader || r.Term != n.curTerm) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.deactivate(ctx); err != nil {
+			n.log.Warn("amqp broker of an ended term stopped with an error", "err", err)
+		}
+		cancel()
+	}
+	if r.IsLeader && r.Ready && n.cur == nil {
+		n.activate(r.Term)
+	}
+	n.notify()
+}
+
+// activate starts the broker of term over the replicated log, retrying
+// while this node still leads in that term (the definitions are in etcd,
+// which may still be electing too).
+func (n *Node) activate(term uint64) {
+	var bo netutil.AcceptBackoff
+	for !n.stopping() {
+		st := n.raft.Status()
+		if !st.IsLeader || st.Term != term {
+			return
+		}
+		b, err := n.startBroker()
+		if err == nil {
+			n.cur, n.curTerm = b, term
+			n.active.Store(b)
+			if n.cfg.OnBroker != nil {
+				n.cfg.OnBroker(b)
+			}
+			n.log.Info("amqp broker active on this node", "term", term, "messages", n.sm.Len())
+			return
+		}
+		d, _ := bo.Next()
+		n.log.Error("amqp broker could not start on the new leader; retrying", "term", term, "err", err, "retry_in", d)
+		select {
+		case <-time.After(d):
+		case <-n.stopc:
+		}
+	}
+}
+
+func (n *Node) startBroker() (*broker.Server, error) {
+	b, err := n.cfg.NewBroker(failoverLog{replica.NewLog(n.sm, n.raft)})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
+		b.Shutdown(ctx)
+		return nil, err
+	}
+	return b, nil
+}
+
+// deactivate stops the active broker: its clients get 320 and reconnect;
+// commits still pending fail (their publishers get no confirm and publish
+// again).
+func (n *Node) deactivate(ctx context.Context) error {
+	b := n.cur
+	n.cur, n.curTerm = nil, 0
+	n.active.Store(nil)
+	if n.cfg.OnBroker != nil {
+		n.cfg.OnBroker(nil)
+	}
+	n.log.Info("amqp broker stopping on this node: it no longer leads")
+	return b.Shutdown(ctx)
+}
+
+// failoverLog is the replicated log as a new leader's broker sees it:
+// every recovered message comes back marked redelivered, because the
+// previous leader may have delivered it before its delivery record
+// reached the log.
+type failoverLog struct{ store.Log }
+
+func (l failoverLog) Recover(fn func(store.Entry) error) error {
+	return l.Log.Recover(func(e store.Entry) error {
+		e.Redelivered = true
+		return fn(e)
+	})
+}
+
+// accept serves one client listener until Shutdown.
+func (n *Node) accept(ln net.Listener, isTLS bool) {
+	defer n.wg.Done()
+	var bo netutil.AcceptBackoff
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if n.stopping() {
+				return
+			}
+			if !netutil.TemporaryAccept(err) {
+				n.log.Error("amqp: accept failed; this listener stops", "listener", ln.Addr().String(), "err", err)
+				return
+			}
+			d, first := bo.Next()
+			if first {
+				n.log.Warn("amqp: accept failing, backing off until it recovers", "listener", ln.Addr().String(), "err", err)
+			}
+			select {
+			case <-time.After(d):
+			case <-n.stopc:
+				return
+			}
+			continue
+		}
+		bo.Reset()
+		n.wg.Add(1)
+		go n.handle(nc, isTLS)
+	}
+}
+
+// handle gives a client connection to the active broker, or forwards it
+// to the leader; with no leader it waits for one (an election takes
+// about a second) and closes the connection after leaderWait.
+func (n *Node) handle(nc net.Conn, isTLS bool) {
+	defer n.wg.Done()
+	defer faults.Recover(n.log, faults.AMQP, nc.RemoteAddr().String(), func(any) { nc.Close() })
+	deadline := time.NewTimer(leaderWait)
+	defer deadline.Stop()
+	for {
+		ch := n.changes()
+		if b := n.active.Load(); b != nil {
+			if isTLS {
+				nc = tls.Server(nc, n.cfg.TLS)
+			}
+			b.Serve(nc)
+			return
+		}
+		if m, ok := n.Leader(); ok && m.ID != n.self.ID {
+			n.forward(nc, m, isTLS)
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			n.log.Warn("amqp: no broker leader to serve a client; closing it", "peer", nc.RemoteAddr().String())
+			nc.Close()
+			return
+		case <-n.stopc:
+			nc.Close()
+			return
+		}
+	}
+}
+
+// track registers (or with add false forgets) both ends of a forwarded
+// connection; false when the node is stopping.
+func (n *Node) track(add bool, cs ...net.Conn) bool {
+	n.pxMu.Lock()
+	defer n.pxMu.Unlock()
+	if add && n.stopping() {
+		return false
+	}
+	for _, c := range cs {
+		if add {
+			n.proxies[c] = struct{}{}
+		} else {
+			delete(n.proxies, c)
+		}
+	}
+	return true
+}
+
+// relay copies client→peer and peerIn→client (peerIn reads peer, with
+// what was buffered of it) until either direction ends, then closes both.
+func relay(client, peer net.Conn, peerIn io.Reader) {
+	done := make(chan struct{}, 2)
+	cp := func(dst net.Conn, src io.Reader) {
+		defer func() { done <- struct{}{} }()
+		defer faults.Recover(nil, faults.AMQP, client.RemoteAddr().String(), nil)
+		io.Copy(dst, src)
+	}
+	go cp(peer, client)
+	go cp(client, peerIn)
+	<-done
+	client.Close()
+	peer.Close()
+	<-done
+}
+
+// ForwardedConnections returns how many client connections this node
+// forwards to the leader now.
+func (n *Node) ForwardedConnections() int {
+	n.pxMu.Lock()
+	defer n.pxMu.Unlock()
+	return len(n.proxies) / 2
+}

@@ -1,0 +1,243 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"substrate/broker"
+	"substrate/broker/store"
+)
+
+// testCluster is three in-process nodes on 127.0.0.11-13 sharing one
+// in-memory definitions store (etcd's role in production).
+type testCluster struct {
+	t       *testing.T
+	members []Member
+	dirs    []string
+	amqp    []string // each node's client address
+	nodes   []*Node
+	defs    broker.Definitions
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	tc := &testCluster{t: t, defs: broker.NewMemDefinitions()}
+	base := t.TempDir()
+	for i := 1; i <= 3; i++ {
+		host := fmt.Sprintf("127.0.0.%d", 10+i)
+		peer := freeAddr(t, host)
+		tc.members = append(tc.members, Member{ID: uint64(i), Name: fmt.Sprintf("ctl%d", i), Host: host, PeerURL: "http://" + peer})
+		tc.amqp = append(tc.amqp, freeAddr(t, host))
+		tc.dirs = append(tc.dirs, filepath.Join(base, fmt.Sprintf("ctl%d", i)))
+	}
+	tc.nodes = make([]*Node, 3)
+	for i := range tc.nodes {
+		tc.start(i)
+	}
+	t.Cleanup(func() {
+		for i := range tc.nodes {
+			tc.stop(i)
+		}
+	})
+	return tc
+}
+
+// freeAddr returns host:port with a port free now.
+func freeAddr(t *testing.T, host string) string {
+	ln, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		t.Skipf("cannot listen on %s (loopback 127/8 needed): %v", host, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func (tc *testCluster) start(i int) {
+	tc.t.Helper()
+	n, err := New(Config{
+		Members: tc.members, Self: uint64(i + 1), Dir: tc.dirs[i],
+		AMQPAddrs:    []string{tc.amqp[i]},
+		TickInterval: 20 * time.Millisecond, ElectionTicks: 10, SnapshotEntries: 200,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", i+1),
+		NewBroker: func(l store.Log) (*broker.Server, error) {
+			cfg := broker.NewConfig()
+			cfg.Addrs, cfg.External, cfg.Log, cfg.Definitions = nil, true, l, tc.defs
+			return broker.New(cfg)
+		},
+	})
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		tc.t.Fatal(err)
+	}
+	tc.nodes[i] = n
+}
+
+func (tc *testCluster) stop(i int) {
+	if tc.nodes[i] == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tc.nodes[i].Shutdown(ctx); err != nil {
+		tc.t.Logf("shutdown ctl%d: %v", i+1, err)
+	}
+	tc.nodes[i] = nil
+}
+
+// leader waits for a node whose broker is active and returns its index.
+func (tc *testCluster) leader(d time.Duration) int {
+	tc.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		for i, n := range tc.nodes {
+			if n != nil && n.Broker() != nil {
+				return i
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tc.t.Fatalf("no active broker within %v", d)
+	return -1
+}
+
+func amqpURL(addr string) string { return "amqp://guest:guest@" + addr + "/" }
+
+// dialAny connects through node i, retrying while it has no leader to
+// forward to.
+func dialAny(t *testing.T, addr string, d time.Duration) *amqp091.Connection {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		c, err := amqp091.Dial(amqpURL(addr))
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// publishConfirmed publishes n persistent messages to queue through c
+// with confirms, and returns how many were acked.
+func publishConfirmed(t *testing.T, c *amqp091.Connection, queue string, from, n int) int {
+	t.Helper()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	conf := ch.NotifyPublish(make(chan amqp091.Confirmation, n))
+	for i := from; i < from+n; i++ {
+		if err := ch.Publish("", queue, false, false, amqp091.Publishing{DeliveryMode: 2, Body: fmt.Appendf(nil, "m%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acked := 0
+	timeout := time.After(20 * time.Second)
+	for range n {
+		select {
+		case cf := <-conf:
+			if cf.Ack {
+				acked++
+			}
+		case <-timeout:
+			t.Fatalf("confirms: %d of %d after 20 s", acked, n)
+		}
+	}
+	return acked
+}
+
+func TestClusterForwardsAndFailsOver(t *testing.T) {
+	tc := newTestCluster(t)
+	l := tc.leader(10 * time.Second)
+	f := (l + 1) % 3
+	// A client of a follower is forwarded to the leader.
+	c := dialAny(t, tc.amqp[f], 10*time.Second)
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("kept", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := tc.nodes[f].ForwardedConnections(); got != 1 {
+		t.Fatalf("follower forwards %d connections, want 1", got)
+	}
+	const n = 500
+	if acked := publishConfirmed(t, c, "kept", 0, n); acked != n {
+		t.Fatalf("%d of %d confirmed", acked, n)
+	}
+	// Every node applied them.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, nd := range tc.nodes {
+		for nd.LocalStatus().Messages != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %d replicated messages, want %d", nd.Self().Name, nd.LocalStatus().Messages, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	closed := c.NotifyClose(make(chan *amqp091.Error, 1))
+
+	// Kill the leader: a new one within 5 s; the client's connection ends.
+	stopped := time.Now()
+	tc.stop(l)
+	nl := tc.leader(5 * time.Second)
+	t.Logf("new leader ctl%d after %v", nl+1, time.Since(stopped).Round(time.Millisecond))
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the forwarded connection outlived its leader")
+	}
+	// Every confirmed message is there, marked redelivered.
+	other := 3 - l - nl // the surviving follower: forwarded again
+	c2 := dialAny(t, tc.amqp[other], 10*time.Second)
+	defer c2.Close()
+	ch2, err := c2.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m, ok, err := ch2.Get("kept", false)
+		if err != nil || !ok {
+			t.Fatalf("message %d: ok=%v err=%v", i, ok, err)
+		}
+		if want := fmt.Sprintf("m%d", i); string(m.Body) != want || !m.Redelivered {
+			t.Fatalf("message %d: %q redelivered=%v, want %q redelivered", i, m.Body, m.Redelivered, want)
+		}
+		if i < n/2 {
+			m.Ack(false)
+		}
+	}
+	ch2.Close()
+	// The old leader restarts and catches up (acks included).
+	tc.start(l)
+	want := n - n/2
+	deadline = time.Now().Add(15 * time.Second)
+	for tc.nodes[l].LocalStatus().Messages != want || tc.nodes[l].LocalStatus().Applied < tc.nodes[nl].LocalStatus().Applied {
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted ctl%d: %+v; leader: %+v", l+1, tc.nodes[l].LocalStatus(), tc.nodes[nl].LocalStatus())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := tc.nodes[l].ClusterStatus()
+	for _, s := range st {
+		if !s.Reachable || s.Term == 0 {
+			t.Fatalf("cluster status: %+v", st)
+		}
+	}
+}
