@@ -359,66 +359,71 @@ func TestIDsAfterRestore(t *testing.T) {
 	}
 }
 
-// Under concurrent use (appends from several goroutines, acks, reads,
-// drops) with an asynchronous three-replica proposer, everything confirmed
-// and not acked is in every replica, and the replicas are equal.
+// Under concurrent use (appends from several goroutines, acks,
+// deliveries, reads) with an asynchronous three-replica proposer, everything confirmed
+// and not acked is in every replica, and the replicas are equal; also
+// with several proposals in flight.
 func TestConcurrentThreeReplicas(t *testing.T) {
-	p := newAsyncProposer(t, 3)
-	l := NewLog(p.sms[0], p)
-	defer l.Close()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	kept := map[store.ID]bool{}
-	for g := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			q := fmt.Sprintf("q%d", g)
-			var cs []*store.Commit
-			for i := range 300 {
-				id, c, err := l.Append(msg(q, i, 64))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				cs = append(cs, c)
-				if _, err := l.Read(id); err != nil {
-					t.Error(err)
-					return
-				}
-				switch i % 3 {
-				case 0:
-					l.Ack(id)
-				case 1:
-					l.Delivered(id)
-					mu.Lock()
-					kept[id] = true
-					mu.Unlock()
-				default:
-					mu.Lock()
-					kept[id] = true
-					mu.Unlock()
+	for _, inflight := range []int{1, 4} {
+		t.Run(fmt.Sprintf("inflight=%d", inflight), func(t *testing.T) {
+			p := newAsyncProposer(t, 3)
+			l := newLog(p.sms[0], p, inflight)
+			defer l.Close()
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			kept := map[store.ID]bool{}
+			for g := range 6 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					q := fmt.Sprintf("q%d", g)
+					var cs []*store.Commit
+					for i := range 300 {
+						id, c, err := l.Append(msg(q, i, 64))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						cs = append(cs, c)
+						if _, err := l.Read(id); err != nil {
+							t.Error(err)
+							return
+						}
+						switch i % 3 {
+						case 0:
+							l.Ack(id)
+						case 1:
+							l.Delivered(id)
+							mu.Lock()
+							kept[id] = true
+							mu.Unlock()
+						default:
+							mu.Lock()
+							kept[id] = true
+							mu.Unlock()
+						}
+					}
+					for _, c := range cs {
+						if err := c.Wait(); err != nil {
+							t.Error(err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			settle(t, l)
+			p.checkEqual(t)
+			for _, sm := range p.sms {
+				if sm.Len() != len(kept) {
+					t.Fatalf("replica holds %d, want %d", sm.Len(), len(kept))
 				}
 			}
-			for _, c := range cs {
-				if err := c.Wait(); err != nil {
-					t.Error(err)
+			for id := range kept {
+				if _, _, err := p.sms[2].read(id, true); err != nil {
+					t.Fatalf("replica 2 lacks %d: %v", id, err)
 				}
 			}
-		}()
-	}
-	wg.Wait()
-	settle(t, l)
-	p.checkEqual(t)
-	for _, sm := range p.sms {
-		if sm.Len() != len(kept) {
-			t.Fatalf("replica holds %d, want %d", sm.Len(), len(kept))
-		}
-	}
-	for id := range kept {
-		if _, _, err := p.sms[2].read(id, true); err != nil {
-			t.Fatalf("replica 2 lacks %d: %v", id, err)
-		}
+		})
 	}
 }
 
