@@ -17,9 +17,10 @@ import (
 	"substrate/internal/logging"
 )
 
-// Short ticks: elections in 200-400 ms.
+// Short ticks: elections in 500-1000 ms (shorter ones flap under -race
+// on a loaded two-core machine).
 const (
-	testTick     = 20 * time.Millisecond
+	testTick     = 50 * time.Millisecond
 	testElection = 10
 )
 
@@ -109,6 +110,7 @@ type tcluster struct {
 // addresses make up Peers).
 func newCluster(t *testing.T, snapEntries uint64) *tcluster {
 	t.Helper()
+	base := runtime.NumGoroutine()
 	c := &tcluster{t: t, peers: map[uint64]string{}, nodes: map[uint64]*tnode{}, snapEntries: snapEntries}
 	lns := map[uint64]net.Listener{}
 	for id := uint64(1); id <= 3; id++ {
@@ -129,6 +131,7 @@ func newCluster(t *testing.T, snapEntries uint64) *tcluster {
 				<-tn.done
 			}
 		}
+		noLeak(t, base) // every test ends with no goroutine of its nodes left
 	})
 	for id := uint64(1); id <= 3; id++ {
 		c.start(id, lns[id])
@@ -273,6 +276,12 @@ func (o *outcomes) propose(tn *tnode, data string) error {
 	})
 }
 
+func (o *outcomes) called(d string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.calls[d]) > 0
+}
+
 func (o *outcomes) count() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -400,15 +409,40 @@ func TestLeaderStopFailover(t *testing.T) {
 	first := names("b", 50)
 	c.proposeAll(c.nodes[lead], first)
 
-	inflight := names("c", 100)
+	// A proposer keeps up to 64 proposals in flight until Propose fails,
+	// so that the stop finds proposals queued, in raft, and being applied.
 	o := newOutcomes()
-	for _, d := range inflight {
-		if err := o.propose(c.nodes[lead], d); err != nil {
-			t.Fatal(err)
+	proposed := make(chan []string)
+	leader := &tnode{id: lead, sm: c.nodes[lead].sm, n: c.nodes[lead].n}
+	go func() {
+		var list []string
+		slots := make(chan struct{}, 64)
+		for i := 0; ; i++ {
+			slots <- struct{}{}
+			d := fmt.Sprintf("c-%05d", i)
+			list = append(list, d)
+			if o.propose(leader, d) != nil {
+				break
+			}
+			go func() {
+				// Release the slot when done is called (polled: done runs
+				// on the loop and must not block).
+				for !o.called(d) {
+					time.Sleep(time.Millisecond)
+				}
+				<-slots
+			}()
 		}
-	}
+		proposed <- list
+	}()
+	waitFor(t, 5*time.Second, "200 in-flight proposals applied", func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return len(o.applied) >= 200
+	})
 	stopped := time.Now()
 	c.stop(lead)
+	inflight := <-proposed
 	ok, failed := o.check(t, inflight, ErrStopped)
 	t.Logf("in flight at stop: %d applied, %d ErrStopped", len(ok), len(failed))
 

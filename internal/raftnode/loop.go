@@ -110,6 +110,9 @@ func (n *Node) handleReady(rd raft.Ready) {
 	}
 	n.transport.Send(rd.Messages)
 	n.apply(rd.CommittedEntries)
+	// Status shows the entries applied before their proposers hear of it.
+	n.publishStatus(false)
+	n.complete()
 	n.updateRole()
 	n.maybeSnapshot()
 	n.rn.Advance(rd)
@@ -135,8 +138,8 @@ func (n *Node) restoreSnapshot(s *raftpb.Snapshot) {
 	n.log.Info("raftnode: restored a snapshot from the leader", "index", md.GetIndex(), "term", md.GetTerm(), "bytes", len(s.GetData()))
 }
 
-// apply applies committed entries not applied yet and completes this
-// node's proposals among them.
+// apply applies committed entries not applied yet and collects the done
+// callbacks of this node's proposals among them in n.completed.
 func (n *Node) apply(ents []*raftpb.Entry) {
 	for _, e := range ents {
 		idx := e.GetIndex()
@@ -157,7 +160,7 @@ func (n *Node) apply(ents []*raftpb.Entry) {
 			if node == n.cfg.ID {
 				if done, ok := n.pending[seq]; ok {
 					delete(n.pending, seq)
-					n.finish(done, nil)
+					n.completed = append(n.completed, done)
 				}
 			}
 		case raftpb.EntryConfChange:
@@ -211,6 +214,15 @@ func (n *Node) emitRole(r Role) {
 		default:
 		}
 	}
+}
+
+// complete calls the done callbacks of applied proposals.
+func (n *Node) complete() {
+	for i, done := range n.completed {
+		n.completed[i] = nil
+		n.finish(done, nil)
+	}
+	n.completed = n.completed[:0]
 }
 
 func (n *Node) failPending(err error) {
@@ -293,6 +305,7 @@ func (n *Node) shutdown() {
 	n.status.IsLeader = false
 	n.status.Progress = nil
 	n.mu.Unlock()
+	n.complete() // applied before a panic in a later Apply
 	for _, p := range q {
 		n.finish(p.done, ErrStopped)
 	}

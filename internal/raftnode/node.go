@@ -186,6 +186,7 @@ type Node struct {
 	wal         *wal.WAL
 	snapshotter *snap.Snapshotter
 	pending     map[uint64]func(error) // sequence -> done, this term's proposals
+	completed   []func(error)          // applied in this Ready, done not yet called
 	pendingTerm uint64
 	seq         uint64
 	applied     uint64
@@ -323,7 +324,7 @@ func (n *Node) startTransport() error {
 			n.transport.AddPeer(types.ID(pid), []string{u})
 		}
 	}
-	n.ln = ln
+	n.ln = newTimeoutListener(ln)
 	n.srv = &http.Server{
 		Handler:           n.countHandlers(n.peerHandler()),
 		ReadHeaderTimeout: 10 * time.Second,
