@@ -377,9 +377,10 @@ func (l *Log) Close() error {
 	return nil
 }
 
-// run is the proposer: whenever nothing is in flight and records are
-// queued, it proposes them as one entry; when the entry's answer comes it
-// completes the Commits it finished.
+// run is the proposer: whenever records are queued and fewer than
+// maxInflight proposals are in flight (none, with NewLog), it proposes
+// them as one entry; when an entry's answer comes it completes the
+// Commits it finished.
 func (l *Log) run() {
 	defer close(l.stopped)
 	for {
@@ -397,9 +398,9 @@ func (l *Log) run() {
 	}
 }
 
-// propose sends the queued records, if nothing is in flight, as one entry
-// of at most maxBatchBytes (or one larger record). A proposal refused at
-// once fails and the next is tried.
+// propose sends the queued records, while fewer than maxInflight
+// proposals are in flight, as entries of at most maxBatchBytes (or one
+// larger record). A proposal refused at once fails and the next is tried.
 func (l *Log) propose() {
 	for {
 		l.mu.Lock()
