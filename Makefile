@@ -82,6 +82,7 @@ bench: build
 	$(GO) run ./bench/kvbench -substrate bin/substrate
 	$(GO) run ./bench/cachebench -substrate bin/substrate
 	$(GO) run ./bench/amqpbench -substrate bin/substrate
+	$(GO) run ./bench/scalebench -substrate bin/substrate
 
 clean:
 	rm -rf bin dist substrate-data
