@@ -16,7 +16,6 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"substrate/broker"
 	"substrate/cache"
 	"substrate/internal/faults"
 )
@@ -138,9 +137,22 @@ func etcdCheck(kv clientv3.KV) serviceCheck {
 	}}
 }
 
+// checkedBroker is what brokerCheck reads of the broker (*broker.Server,
+// or a cluster node's active broker with the node's listeners).
+type checkedBroker interface {
+	Addrs() []net.Addr
+	TLSAddrs() []net.Addr
+	DiskAlarm() bool
+	DiskFree() uint64
+	DiskFreeLimit() uint64
+	MemoryAlarm() bool
+	MemoryUsed() uint64
+	MemoryHighWatermark() uint64
+}
+
 // brokerCheck dials the broker's first listener and reports its alarms,
 // which block every publisher (RabbitMQ's check_local_alarms).
-func brokerCheck(b *broker.Server) serviceCheck {
+func brokerCheck(b checkedBroker) serviceCheck {
 	return serviceCheck{"amqp", func(ctx context.Context) error {
 		addrs := b.Addrs()
 		if len(addrs) == 0 {

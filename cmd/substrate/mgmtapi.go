@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"net"
 	"strings"
 
 	"substrate/broker"
@@ -9,11 +10,18 @@ import (
 	"substrate/internal/mgmtapi"
 )
 
+// amqpListeners has the AMQP listeners: the broker's own, or a cluster
+// node's (all of them, AMQPS last, and the AMQPS ones).
+type amqpListeners interface {
+	Addrs() []net.Addr
+	TLSAddrs() []net.Addr
+}
+
 // newMgmtAPI is RabbitMQ's management API (/api/ on --http-port) over the
 // broker. Its listeners are read per request from the broker and from the
 // management server srv returns (set once it is built): the first nHTTP
 // of that server's addresses are HTTP, the rest HTTPS.
-func newMgmtAPI(b *broker.Server, dataDir string, nHTTP int, log *slog.Logger, srv func() *mgmt.Server) *mgmtapi.API {
+func newMgmtAPI(b *broker.Server, ls amqpListeners, dataDir string, nHTTP int, log *slog.Logger, srv func() *mgmt.Server) *mgmtapi.API {
 	product := "dev"
 	if f := strings.Fields(versionString()); len(f) > 1 {
 		product = f[1]
@@ -25,7 +33,7 @@ func newMgmtAPI(b *broker.Server, dataDir string, nHTTP int, log *slog.Logger, s
 		Logger:         log,
 		Listeners: func() []mgmtapi.Listener {
 			var out []mgmtapi.Listener
-			all, tlsAddrs := b.Addrs(), b.TLSAddrs()
+			all, tlsAddrs := ls.Addrs(), ls.TLSAddrs()
 			for _, a := range all[:len(all)-len(tlsAddrs)] {
 				out = append(out, mgmtapi.Listener{Protocol: "amqp", Addr: a})
 			}

@@ -19,12 +19,14 @@ import (
 	"substrate/broker/etcddefs"
 	"substrate/cache"
 	"substrate/cache/redis"
+	"substrate/internal/cluster"
 	"substrate/internal/config"
 	"substrate/internal/ctl"
 	"substrate/internal/lifecycle"
 	"substrate/internal/logging"
 	"substrate/internal/memcachedcli"
 	"substrate/internal/mgmt"
+	"substrate/internal/mgmtapi"
 	"substrate/internal/preflight"
 	"substrate/internal/tlsutil"
 	"substrate/kvstore"
@@ -51,6 +53,7 @@ type serveFlags struct {
 	amqpDiskFreeLimit               string
 	amqpMaxConnections              int
 	amqpsPort, httpsPort            int
+	brokerPeerPort                  int
 	tlsCert, tlsKey, tlsCA          string
 	tlsClientAuth                   string
 
@@ -67,6 +70,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.etcdClientPort, "etcd-client-port", 2379, "etcd client `port` (gRPC and JSON gateway)")
 	fs.IntVar(&f.etcdPeerPort, "etcd-peer-port", 2380, "etcd peer `port`")
 	fs.IntVar(&f.httpPort, "http-port", 15672, "management HTTP `port`")
+	fs.IntVar(&f.brokerPeerPort, "broker-peer-port", 25672, "broker cluster `port` (Raft and forwarded clients; RabbitMQ's inter-node port), used when etcd's initial cluster names more than one member")
 	fs.IntVar(&f.redisPort, "redis-port", 0, "serve Redis (miniredis, for labs) on this `port`; 0: off, or 6379 when --services names redis")
 	fs.StringVar(&f.etcdConfig, "etcd-config", "", "etcd.conf `file` of ETCD_*=\"value\" lines, applied as etcd would")
 	fs.StringVar(&f.memcachedConfig, "memcached-config", "", "/etc/sysconfig/memcached-style `file` (PORT USER MAXCONN CACHESIZE OPTIONS)")
@@ -254,20 +258,39 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		checks.checks = append(checks.checks, etcdCheck(kv.KV()))
 		ports = append(ports, kv.Ports()...)
 	}
-	var brk *broker.Server // nil: amqp not running
+	var brk *broker.Server  // nil: amqp not running, or a cluster node (clu)
+	var clu *clusterService // the broker of a cluster node
 
 	var ctlNodeInfo *ctlNode // what ctl's status and listeners report
 	if enabled["amqp"] {
-		b, closeDefs, err := serveBroker(f, hosts, kv, watermark, diskFreeLimit, log)
-		if err != nil {
-			return err
+		var members []cluster.Member
+		var self uint64
+		if kv != nil {
+			if members, self, err = clusterMembers(f, kv); err != nil {
+				return err
+			}
 		}
-		defer closeDefs()
-		brk = b
 		ctlNodeInfo = &ctlNode{started: t0, dataDir: f.dataDir, config: f.config}
-		services = append(services, b, ctl.NewServer(f.dataDir, ctlBroker{b, f.tls, log}).WithLogger(log.With("service", "ctl")).WithNode(ctlNodeInfo))
-		checks.checks = append(checks.checks, brokerCheck(b))
 		brokerIdentity.Store(newIdentity(f.dataDir, f.amqpMaxConnections))
+		if members != nil {
+			if clu, err = serveCluster(f, hosts, kv, members, self, watermark, diskFreeLimit, log); err != nil {
+				return err
+			}
+			cs := ctl.NewServer(f.dataDir, nil).WithBroker(clu.ctlBroker(ctlBroker{store: f.tls, log: log})).
+				WithLogger(log.With("service", "ctl")).WithNode(ctlClusterNode{ctlNodeInfo, clu.Node})
+			services = append(services, clu, cs)
+			checks.checks = append(checks.checks, clu.check())
+			ports = append(ports, preflight.Port{What: "broker peer port", Addr: clu.Self().PeerURL[len("http://"):]})
+		} else {
+			b, closeDefs, err := serveBroker(f, hosts, kv, watermark, diskFreeLimit, log)
+			if err != nil {
+				return err
+			}
+			defer closeDefs()
+			brk = b
+			services = append(services, b, ctl.NewServer(f.dataDir, ctlBroker{b, f.tls, log}).WithLogger(log.With("service", "ctl")).WithNode(ctlNodeInfo))
+			checks.checks = append(checks.checks, brokerCheck(b))
+		}
 		for _, a := range preflight.Addrs(hosts, f.amqpPort) {
 			ports = append(ports, preflight.Port{What: "amqp port", Addr: a})
 		}
@@ -311,7 +334,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Version:  versionString(),
 			Services: names,
 			Logger:   log.With("service", "http"),
-			UI:       newWebUI(t0, names, checks, kv, brk, cacheSrv),
+			UI:       newWebUI(t0, names, checks, kv, currentBroker(brk, clu), cacheSrv),
 
 			Health:           checks.Failures,
 			PerObjectMetrics: perObjectMetrics,
@@ -321,7 +344,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		var m *mgmt.Server
 		if brk != nil {
-			mc.API = newMgmtAPI(brk, f.dataDir, len(mc.Addrs), log.With("service", "http"), func() *mgmt.Server { return m })
+			mc.API = newMgmtAPI(brk, brk, f.dataDir, len(mc.Addrs), log.With("service", "http"), func() *mgmt.Server { return m })
+		}
+		if clu != nil {
+			nHTTP := len(mc.Addrs)
+			clu.newAPI = func(b *broker.Server) *mgmtapi.API {
+				return newMgmtAPI(b, clu.Node, f.dataDir, nHTTP, log.With("service", "http"), func() *mgmt.Server { return m })
+			}
+			mc.API = clusterAPI{clu}
 		}
 		m, err := mgmt.New(mc)
 		if err != nil {
@@ -364,6 +394,33 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // exit. The returned func releases what the definitions hold once the
 // broker has stopped.
 func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark, diskFreeLimit uint64, log *slog.Logger) (*broker.Server, func(), error) {
+	cfg, closeDefs := brokerConfig(f, hosts, kv, watermark, diskFreeLimit, log)
+	if kv == nil {
+		log.Warn("amqp runs without etcd: users, vhosts, permissions, durable entities and persistent messages are kept in memory and lost at exit")
+	}
+	b, err := broker.New(cfg)
+	if err != nil {
+		closeDefs()
+		return nil, nil, fmt.Errorf("amqp: %w", err)
+	}
+	brokerMetrics.Store(b)
+	return b, closeDefs, nil
+}
+
+// currentBroker returns the broker running now, or nil when amqp does not
+// run at all.
+func currentBroker(b *broker.Server, clu *clusterService) func() *broker.Server {
+	switch {
+	case clu != nil:
+		return clu.Broker
+	case b != nil:
+		return func() *broker.Server { return b }
+	}
+	return nil
+}
+
+// brokerConfig is the broker's configuration from serve's flags.
+func brokerConfig(f serveFlags, hosts []string, kv *kvstore.Store, watermark, diskFreeLimit uint64, log *slog.Logger) (broker.Config, func()) {
 	cfg := broker.NewConfig()
 	cfg.MemoryHighWatermark = watermark
 	cfg.DiskFreeLimit = diskFreeLimit
@@ -377,16 +434,8 @@ func serveBroker(f serveFlags, hosts []string, kv *kvstore.Store, watermark, dis
 	if kv != nil {
 		cfg.Definitions = etcddefs.New(kv.KV(), kvstore.ReservedPrefix).WithLogger(cfg.Logger)
 		cfg.StoreDir = filepath.Join(f.dataDir, "broker")
-	} else {
-		log.Warn("amqp runs without etcd: users, vhosts, permissions, durable entities and persistent messages are kept in memory and lost at exit")
 	}
-	b, err := broker.New(cfg)
-	if err != nil {
-		closeDefs()
-		return nil, nil, fmt.Errorf("amqp: %w", err)
-	}
-	brokerMetrics.Store(b)
-	return b, closeDefs, nil
+	return cfg, closeDefs
 }
 
 // serveCache builds the memcached service from --memcached-config (an

@@ -17,8 +17,10 @@ import (
 )
 
 // newWebUI builds the dashboard at / from the services this process runs
-// (nil: not running) and the checks of /healthz.
-func newWebUI(started time.Time, services []string, checks *health, kv *kvstore.Store, b *broker.Server, c *cache.Server) *webui.Handler {
+// (nil: not running; b nil: no broker, or b returns the broker running
+// now, nil on a cluster node that does not lead) and the checks of
+// /healthz.
+func newWebUI(started time.Time, services []string, checks *health, kv *kvstore.Store, b func() *broker.Server, c *cache.Server) *webui.Handler {
 	cfg := webui.Config{Version: versionString(), Services: services, Health: checks.perService}
 	if kv != nil {
 		cfg.Etcd = kv.Status
@@ -27,8 +29,18 @@ func newWebUI(started time.Time, services []string, checks *health, kv *kvstore.
 		cfg.Cache = c.Stats
 	}
 	if b != nil {
-		cfg.Alarms = func() []webui.Alarm { return brokerAlarms(b) }
-		cfg.Authenticate = func(r *http.Request) (string, error) { return uiLogin(b, r) }
+		cfg.Alarms = func() []webui.Alarm {
+			if b := b(); b != nil {
+				return brokerAlarms(b)
+			}
+			return nil
+		}
+		cfg.Authenticate = func(r *http.Request) (string, error) {
+			if b := b(); b != nil {
+				return uiLogin(b, r)
+			}
+			return "", errors.New("This node does not run the broker now (it runs on the cluster's leader): log in there")
+		}
 	}
 	return webui.New(cfg, started)
 }

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"substrate/broker"
+	"substrate/broker/store"
+	"substrate/internal/cluster"
+	"substrate/internal/ctl"
+	"substrate/internal/mgmtapi"
+	"substrate/internal/preflight"
+	"substrate/kvstore"
+)
+
+// A substrate cluster (issue 13; docs/cluster.md): when etcd's initial
+// cluster names more than one member, the broker runs as one node of a
+// Raft group (internal/cluster) on --broker-peer-port: active on the
+// leader, forwarding AMQP connections and management API requests to it
+// on the others.
+
+// clusterMembers returns the broker cluster of kv's etcd configuration:
+// nil when it has a single member (the broker runs alone).
+func clusterMembers(f serveFlags, kv *kvstore.Store) ([]cluster.Member, uint64, error) {
+	ec := kv.EtcdConfig()
+	ms, self, err := cluster.Members(ec.InitialCluster, ec.Name, f.brokerPeerPort, f.amqpPort)
+	if err != nil {
+		return nil, 0, fmt.Errorf("broker cluster: %w", err)
+	}
+	if len(ms) < 2 {
+		return nil, 0, nil
+	}
+	if ec.ClusterState == "existing" {
+		return nil, 0, errors.New("broker cluster: etcd joins an existing cluster (ETCD_INITIAL_CLUSTER_STATE=existing); the broker's Raft group has a fixed membership, the members of ETCD_INITIAL_CLUSTER when the cluster was created, and cannot take a member added at run time yet")
+	}
+	return ms, self, nil
+}
+
+// clusterService is the broker of a cluster node and what the other
+// services see of it.
+type clusterService struct {
+	*cluster.Node
+	api      atomic.Pointer[mgmtapi.API] // the active broker's management API
+	httpPort int
+	newAPI   func(*broker.Server) *mgmtapi.API
+	log      *slog.Logger
+}
+
+// serveCluster builds the cluster node that stands in for the broker.
+func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []cluster.Member, self uint64, watermark, diskFreeLimit uint64, log *slog.Logger) (*clusterService, error) {
+	cs := &clusterService{httpPort: f.httpPort, log: log}
+	cfg := cluster.Config{
+		Members:   members,
+		Self:      self,
+		Dir:       filepath.Join(f.dataDir, "broker-raft"),
+		AMQPAddrs: preflight.Addrs(hosts, f.amqpPort),
+		Logger:    log.With("service", "amqp"),
+		NewBroker: func(l store.Log) (*broker.Server, error) {
+			bc, _ := brokerConfig(f, hosts, kv, watermark, diskFreeLimit, log)
+			bc.Addrs, bc.TLSAddrs, bc.External, bc.Log = nil, nil, true, l
+			bc.StoreDir = filepath.Join(f.dataDir, "broker-raft") // the disk alarm's filesystem
+			return broker.New(bc)
+		},
+		OnBroker: cs.onBroker,
+	}
+	if f.tls != nil {
+		cfg.AMQPSAddrs, cfg.TLS = preflight.Addrs(hosts, f.amqpsPort), f.tls.ServerConfig()
+	}
+	n, err := cluster.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("amqp: %w", err)
+	}
+	cs.Node = n
+	clusterMetrics.Store(n)
+	return cs, nil
+}
+
+// onBroker follows the active broker: metrics and the management API
+// read it while this node leads.
+func (cs *clusterService) onBroker(b *broker.Server) {
+	brokerMetrics.Store(b)
+	if b == nil {
+		if old := cs.api.Swap(nil); old != nil {
+			old.Stop()
+		}
+		return
+	}
+	if cs.newAPI != nil {
+		a := cs.newAPI(b)
+		a.Start()
+		if old := cs.api.Swap(a); old != nil {
+			old.Stop()
+		}
+	}
+}
+
+// ctlBroker returns the active broker as ctl sees it, or a nil interface
+// while this node does not lead.
+func (cs *clusterService) ctlBroker(tls ctlBroker) func() ctl.Broker {
+	return func() ctl.Broker {
+		b := cs.Broker()
+		if b == nil {
+			return nil
+		}
+		tls.Server = b
+		return clusterCtlBroker{tls, cs.Node}
+	}
+}
+
+// clusterCtlBroker reports the node's client listeners (the broker of a
+// cluster node binds none itself).
+type clusterCtlBroker struct {
+	ctlBroker
+	n *cluster.Node
+}
+
+func (b clusterCtlBroker) Addrs() []net.Addr    { return b.n.Addrs() }
+func (b clusterCtlBroker) TLSAddrs() []net.Addr { return b.n.TLSAddrs() }
+
+// forwardedHeader marks a management request a follower forwarded, so
+// that it is never forwarded again.
+const forwardedHeader = "X-Substrate-Forwarded"
+
+// clusterAPI is the management API of a cluster node (mgmt.Config.API).
+type clusterAPI struct{ cs *clusterService }
+
+// ServeHTTP serves the management API with the active broker, or
+// forwards the request to the leader's --http-port.
+func (ca clusterAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cs := ca.cs
+	if a := cs.api.Load(); a != nil {
+		a.ServeHTTP(w, r)
+		return
+	}
+	m, ok := cs.Leader()
+	if !ok || m.ID == cs.Self().ID || r.Header.Get(forwardedHeader) != "" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, `{"error":"service_unavailable","reason":"no broker leader yet: an election is under way"}`)
+		return
+	}
+	target := net.JoinHostPort(m.Host, strconv.Itoa(cs.httpPort))
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", target
+			pr.Out.Header.Set(forwardedHeader, cs.Self().Name)
+			pr.SetXForwarded()
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			cs.log.Warn("http: cannot forward a management request to the broker leader", "leader", m.Name, "err", err)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadGateway)
+			fmt.Fprintln(w, `{"error":"bad_gateway","reason":"the broker leader did not answer"}`)
+		},
+	}
+	p.ServeHTTP(w, r)
+}
+
+// Start and Stop make the service mgmt.Config.API: each term's API
+// starts with its broker (onBroker).
+func (ca clusterAPI) Start() {}
+func (ca clusterAPI) Stop() {
+	if old := ca.cs.api.Swap(nil); old != nil {
+		old.Stop()
+	}
+}
+
+// check is /healthz's amqp check on a cluster node: the active broker's
+// own check on the leader; elsewhere, a known leader whose peer port
+// answers (clients are forwarded there).
+func (cs *clusterService) check() serviceCheck {
+	return serviceCheck{"amqp", func(ctx context.Context) error {
+		if b := cs.Broker(); b != nil {
+			return brokerCheck(clusterAddrs{b, cs.Node}).check(ctx)
+		}
+		m, ok := cs.Leader()
+		if !ok {
+			return degradedError{errors.New("no broker leader: an election is under way, or fewer than a majority of the nodes are up")}
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", m.PeerURL[len("http://"):])
+		if err != nil {
+			return degradedError{fmt.Errorf("the broker leader %s does not answer on its peer port: %w", m.Name, err)}
+		}
+		c.Close()
+		return nil
+	}}
+}
+
+// clusterAddrs is the active broker with the node's listeners.
+type clusterAddrs struct {
+	*broker.Server
+	n *cluster.Node
+}
+
+func (b clusterAddrs) Addrs() []net.Addr    { return b.n.Addrs() }
+func (b clusterAddrs) TLSAddrs() []net.Addr { return b.n.TLSAddrs() }
+
+// ctlClusterNode is ctl's view of the process in a cluster.
+type ctlClusterNode struct {
+	*ctlNode
+	n *cluster.Node
+}
+
+// ClusterView implements ctl.Clustered.
+func (c ctlClusterNode) ClusterView() *ctl.ClusterView {
+	v := &ctl.ClusterView{Self: "rabbit@" + c.n.Self().Name}
+	if m, ok := c.n.Leader(); ok {
+		v.Leader = "rabbit@" + m.Name
+	}
+	for _, st := range c.n.ClusterStatus() {
+		v.Members = append(v.Members, ctl.ClusterMember{Node: "rabbit@" + st.Name, Running: st.Reachable, Leader: st.IsLeader,
+			Active: st.Active, Term: st.Term, Commit: st.Commit, Applied: st.Applied, Err: st.Err})
+	}
+	return v
+}
+
+// clusterMetrics is the cluster node the Raft metrics describe.
+var clusterMetrics atomic.Pointer[cluster.Node]
+
+func init() {
+	stat := func(f func(st cluster.NodeStatus, n *cluster.Node) float64) func() float64 {
+		return func() float64 {
+			if n := clusterMetrics.Load(); n != nil {
+				return f(n.LocalStatus(), n)
+			}
+			return 0
+		}
+	}
+	gauge := func(name, help string, f func(st cluster.NodeStatus, n *cluster.Node) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, stat(f))
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	prometheus.MustRegister(
+		gauge("substrate_broker_raft_term", "Current Raft term of the broker's group (0 without a cluster).",
+			func(st cluster.NodeStatus, _ *cluster.Node) float64 { return float64(st.Term) }),
+		gauge("substrate_broker_raft_commit_index", "Highest Raft log index this node knows committed.",
+			func(st cluster.NodeStatus, _ *cluster.Node) float64 { return float64(st.Commit) }),
+		gauge("substrate_broker_raft_applied_index", "Highest Raft log index applied to this node's replicated message store.",
+			func(st cluster.NodeStatus, _ *cluster.Node) float64 { return float64(st.Applied) }),
+		gauge("substrate_broker_raft_snapshot_index", "Raft log index of this node's latest snapshot.",
+			func(st cluster.NodeStatus, _ *cluster.Node) float64 { return float64(st.SnapshotIndex) }),
+		gauge("substrate_broker_raft_is_leader", "1 if this node is the Raft leader (its broker serves clients).",
+			func(st cluster.NodeStatus, _ *cluster.Node) float64 { return b2f(st.IsLeader) }),
+		gauge("substrate_broker_raft_broker_active", "1 while this node's broker serves clients.",
+			func(st cluster.NodeStatus, _ *cluster.Node) float64 { return b2f(st.Active) }),
+		gauge("substrate_broker_raft_replicated_messages", "Live persistent messages in this node's copy of the replicated store.",
+			func(st cluster.NodeStatus, _ *cluster.Node) float64 { return float64(st.Messages) }),
+		gauge("substrate_broker_raft_forwarded_connections", "AMQP connections this node forwards to the leader.",
+			func(st cluster.NodeStatus, _ *cluster.Node) float64 { return float64(st.Forwarded) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "substrate_broker_raft_leader_changes_total", Help: "Changes of the Raft leader this node has seen."},
+			stat(func(_ cluster.NodeStatus, n *cluster.Node) float64 { return float64(n.LeaderChanges()) })),
+	)
+}

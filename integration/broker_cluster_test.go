@@ -1,0 +1,361 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// Three controllers (issue 13): three `substrate serve` processes on
+// 127.0.0.11-13, the same ports on each, their etcd.conf files naming the
+// three members as the seed's does. The broker runs on the Raft leader;
+// the other two forward their clients to it.
+
+type ctlNodeProc struct {
+	name, host, dir, conf string
+	p                     *proc
+}
+
+type brokerCluster struct {
+	t                                          *testing.T
+	nodes                                      []*ctlNodeProc
+	etcdClient, etcdPeer, amqp, http, peerPort int
+}
+
+func startBrokerCluster(t *testing.T) *brokerCluster {
+	t.Helper()
+	bc := &brokerCluster{t: t, etcdClient: freePort(t), etcdPeer: freePort(t), amqp: freePort(t), http: freePort(t), peerPort: freePort(t)}
+	base := t.TempDir()
+	var ic []string
+	for i := 1; i <= 3; i++ {
+		n := &ctlNodeProc{name: fmt.Sprintf("ctl%d", i), host: fmt.Sprintf("127.0.0.%d", 10+i), dir: filepath.Join(base, fmt.Sprintf("ctl%d", i))}
+		bc.nodes = append(bc.nodes, n)
+		ic = append(ic, fmt.Sprintf("%s=http://%s:%d", n.name, n.host, bc.etcdPeer))
+	}
+	for _, n := range bc.nodes {
+		client := fmt.Sprintf("http://%s:%d", n.host, bc.etcdClient)
+		peer := fmt.Sprintf("http://%s:%d", n.host, bc.etcdPeer)
+		conf := fmt.Sprintf("#[Member]\nETCD_NAME=%q\nETCD_LISTEN_PEER_URLS=%q\nETCD_LISTEN_CLIENT_URLS=%q\n#[Clustering]\nETCD_INITIAL_ADVERTISE_PEER_URLS=%q\nETCD_ADVERTISE_CLIENT_URLS=%q\nETCD_INITIAL_CLUSTER=%q\nETCD_INITIAL_CLUSTER_TOKEN=\"substrate-cluster-test\"\nETCD_INITIAL_CLUSTER_STATE=\"new\"\n",
+			n.name, peer, client, peer, client, strings.Join(ic, ","))
+		n.conf = filepath.Join(base, n.name+".conf")
+		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range bc.nodes {
+		bc.start(i)
+	}
+	for _, n := range bc.nodes {
+		n.p.waitReady(90 * time.Second)
+	}
+	return bc
+}
+
+func (bc *brokerCluster) start(i int) {
+	n := bc.nodes[i]
+	n.p = start(bc.t, nil, "serve", "--services", "etcd,amqp", "--host", n.host, "--data-dir", n.dir,
+		"--etcd-config", n.conf, "--etcd-client-port", strconv.Itoa(bc.etcdClient), "--etcd-peer-port", strconv.Itoa(bc.etcdPeer),
+		"--amqp-port", strconv.Itoa(bc.amqp), "--broker-peer-port", strconv.Itoa(bc.peerPort), "--amqp-disk-free-limit", "0")
+}
+
+func (bc *brokerCluster) amqpAddr(i int) string {
+	return fmt.Sprintf("%s:%d", bc.nodes[i].host, bc.amqp)
+}
+
+func (bc *brokerCluster) url(i int) string { return "amqp://guest:guest@" + bc.amqpAddr(i) + "/" }
+
+// nodeStatus is a node's view of the Raft group, from its peer port.
+type nodeStatus struct {
+	Name     string `json:"name"`
+	IsLeader bool   `json:"is_leader"`
+	Active   bool   `json:"active"`
+	Term     uint64 `json:"term"`
+	Applied  uint64 `json:"applied_index"`
+	Messages int    `json:"messages"`
+}
+
+func (bc *brokerCluster) status(i int) (nodeStatus, error) {
+	var st nodeStatus
+	cl := http.Client{Timeout: 500 * time.Millisecond}
+	resp, err := cl.Get(fmt.Sprintf("http://%s:%d/substrate/status", bc.nodes[i].host, bc.peerPort))
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st, err
+}
+
+// leader waits until one node's broker is active, other than the node
+// skip (a stopped leader that may still believe it leads), and returns it.
+func (bc *brokerCluster) leader(d time.Duration, skip int) (int, nodeStatus) {
+	bc.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		for i := range bc.nodes {
+			if i == skip {
+				continue
+			}
+			if st, err := bc.status(i); err == nil && st.Active {
+				return i, st
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	bc.t.Fatalf("no active broker within %v", d)
+	return -1, nodeStatus{}
+}
+
+// kills is how many leader kills the loops do: a few in `make test`,
+// SUBSTRATE_CLUSTER_KILLS (e.g. 20) for the full run.
+func kills(t *testing.T, short int) int {
+	if s := os.Getenv("SUBSTRATE_CLUSTER_KILLS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("SUBSTRATE_CLUSTER_KILLS=%q", s)
+		}
+		return n
+	}
+	return short
+}
+
+// publisher publishes seq-numbered persistent messages with confirms to
+// queue, reconnecting through every node; after a reconnect it publishes
+// the unconfirmed ones again, in order.
+type publisher struct {
+	id        int
+	queue     string
+	urls      []string
+	mu        sync.Mutex
+	confirmed map[int]bool
+	errors    int
+}
+
+func (p *publisher) run(stop <-chan struct{}) {
+	next, pending := 0, []int{}
+	node := p.id
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		c, err := amqp091.DialConfig(p.urls[node%len(p.urls)], amqp091.Config{Dial: amqp091.DefaultDial(2 * time.Second)})
+		node++
+		if err != nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		ch, err := c.Channel()
+		if err == nil {
+			err = ch.Confirm(false)
+		}
+		if err == nil {
+			args := amqp091.Table{}
+			if strings.HasPrefix(p.queue, "qq") {
+				args["x-queue-type"] = "quorum"
+			}
+			_, err = ch.QueueDeclare(p.queue, true, false, false, false, args)
+		}
+		if err != nil {
+			c.Close()
+			p.mu.Lock()
+			p.errors++
+			p.mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		confs := ch.NotifyPublish(make(chan amqp091.Confirmation, 256))
+		closed := c.NotifyClose(make(chan *amqp091.Error, 1))
+		var tag uint64
+		inflight := map[uint64]int{}
+		send := func(seq int) bool {
+			if err := ch.Publish("", p.queue, false, false, amqp091.Publishing{DeliveryMode: 2, Body: fmt.Appendf(nil, "%d-%d", p.id, seq)}); err != nil {
+				return false
+			}
+			tag++
+			inflight[tag] = seq
+			return true
+		}
+		record := func(cf amqp091.Confirmation) {
+			seq := inflight[cf.DeliveryTag]
+			delete(inflight, cf.DeliveryTag)
+			if cf.Ack {
+				p.mu.Lock()
+				p.confirmed[seq] = true
+				p.mu.Unlock()
+			}
+		}
+		ok := true
+		for _, seq := range pending { // again, in order
+			if ok = send(seq); !ok {
+				break
+			}
+		}
+		for ok {
+			for ok && len(inflight) < 64 {
+				if ok = send(next); ok {
+					next++
+				}
+			}
+			select {
+			case <-stop:
+				c.Close()
+				return
+			case <-closed:
+				ok = false
+			case cf, alive := <-confs:
+				if ok = alive; ok {
+					record(cf)
+				}
+			}
+		}
+		pending = pending[:0]
+		for _, seq := range inflight {
+			pending = append(pending, seq)
+		}
+		sortInts(pending)
+		c.Close()
+	}
+}
+
+func sortInts(s []int) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// TestBrokerClusterLeaderKills: four confirm-mode publishers into a
+// durable classic queue and a quorum queue while the leader is SIGKILLed
+// at seeded random moments, again and again (each killed node restarts
+// and rejoins): every confirmed message is present, in each publisher's
+// order, and a message present twice is marked redelivered.
+func TestBrokerClusterLeaderKills(t *testing.T) {
+	bc := startBrokerCluster(t)
+	l, _ := bc.leader(30*time.Second, -1)
+	urls := []string{bc.url(0), bc.url(1), bc.url(2)}
+	var pubs []*publisher
+	for i := range 4 {
+		q := "cq"
+		if i >= 2 {
+			q = "qq"
+		}
+		pubs = append(pubs, &publisher{id: i, queue: q, urls: urls, confirmed: map[int]bool{}})
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, p := range pubs {
+		wg.Go(func() { p.run(stop) })
+	}
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("SUBSTRATE_CLUSTER_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 10, 64)
+	}
+	t.Logf("kill seed %d (SUBSTRATE_CLUSTER_SEED to replay)", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	n := kills(t, 3)
+	var failovers []time.Duration
+	for k := range n {
+		time.Sleep(time.Duration(300+rng.IntN(1200)) * time.Millisecond)
+		bc.nodes[l].p.stop(syscall.SIGKILL)
+		killed := time.Now()
+		nl, _ := bc.leader(10*time.Second, l)
+		failovers = append(failovers, time.Since(killed))
+		bc.start(l)
+		bc.nodes[l].p.waitReady(60 * time.Second)
+		t.Logf("kill %d: ctl%d killed, ctl%d leads after %v", k+1, l+1, nl+1, failovers[k].Round(time.Millisecond))
+		l = nl
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	for _, d := range failovers {
+		if d > 5*time.Second {
+			t.Errorf("a failover took %v (limit 5 s): %v", d, failovers)
+		}
+	}
+	// Drain both queues through the leader.
+	l, _ = bc.leader(10*time.Second, -1)
+	c, err := amqp091.Dial(bc.url(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type copyOf struct {
+		seq         int
+		redelivered bool
+	}
+	got := map[int][]copyOf{}
+	for _, q := range []string{"cq", "qq"} {
+		for {
+			m, ok, err := ch.Get(q, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			var id, seq int
+			if _, err := fmt.Sscanf(string(m.Body), "%d-%d", &id, &seq); err != nil {
+				t.Fatalf("body %q", m.Body)
+			}
+			got[id] = append(got[id], copyOf{seq, m.Redelivered})
+		}
+	}
+	for _, p := range pubs {
+		seen := map[int][]bool{}
+		last := -1
+		for _, cp := range got[p.id] {
+			if len(seen[cp.seq]) == 0 {
+				if cp.seq < last {
+					t.Errorf("publisher %d: %d after %d", p.id, cp.seq, last)
+				}
+				last = cp.seq
+			}
+			seen[cp.seq] = append(seen[cp.seq], cp.redelivered)
+		}
+		lost := 0
+		for seq := range p.confirmed {
+			if len(seen[seq]) == 0 {
+				lost++
+			}
+		}
+		dups := 0
+		for seq, rs := range seen {
+			if len(rs) > 1 {
+				dups++
+				marked := false
+				for _, r := range rs {
+					marked = marked || r
+				}
+				if !marked {
+					t.Errorf("publisher %d: message %d present %d times, none marked redelivered", p.id, seq, len(rs))
+				}
+			}
+		}
+		if lost > 0 {
+			t.Errorf("publisher %d: %d of %d confirmed messages lost", p.id, lost, len(p.confirmed))
+		}
+		if len(p.confirmed) == 0 {
+			t.Errorf("publisher %d: nothing confirmed", p.id)
+		}
+		t.Logf("publisher %d (%s): %d confirmed, %d received, %d duplicates, %d connection errors", p.id, p.queue, len(p.confirmed), len(got[p.id]), dups, p.errors)
+	}
+}
