@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -13,8 +15,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/types"
-
-	"substrate/internal/logging"
 )
 
 // Short ticks: elections in 500-1000 ms (shorter ones flap under -race
@@ -149,7 +149,7 @@ func (c *tcluster) start(id uint64, ln net.Listener) {
 		ID: id, Peers: c.peers, Dir: tn.dir, Listener: ln,
 		TickInterval: testTick, ElectionTicks: testElection,
 		SnapshotEntries: c.snapEntries,
-		Logger:          logging.Discard(),
+		Logger:          testLogger(),
 	}
 	n, err := Start(cfg, tn.sm)
 	if err != nil {
@@ -677,4 +677,13 @@ func TestApplyPanicStopsNode(t *testing.T) {
 		}
 	}()
 	noLeak(t, base)
+}
+
+// testLogger discards, or with RAFTNODE_LOG=1 writes info and above to
+// stderr (to read an election or a catch-up when debugging a test).
+func testLogger() *slog.Logger {
+	if os.Getenv("RAFTNODE_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.DiscardHandler)
 }

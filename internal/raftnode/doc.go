@@ -25,6 +25,26 @@
 // it is applied here (done(nil)), this node stops leading in that term
 // (done(ErrLeadershipLost)) or the node stops (done(ErrStopped)).
 //
+// Propose calls done exactly once in every case; when Propose itself
+// returns an error (ErrNotLeader, ErrStopped) it has called done with it
+// already, on the caller's goroutine. Every other done call is on the
+// raft loop, after the entry's Apply (done(nil)) or when the node steps
+// down or stops. A done callback may call Propose or Status but not Stop
+// (Stop waits for the loop that runs the callback). Propose does not
+// block and does not bound its queue: callers keep few proposals in
+// flight (broker/replica keeps one batch).
+//
+// # Snapshots
+//
+// Every SnapshotEntries applied entries the loop takes sm.Snapshot(),
+// writes the snapshot file then the WAL's snapshot record (etcd's order:
+// a WAL record never names a missing file), releases older WAL segments,
+// keeps the newest five .wal and .snap files, and compacts the in-memory
+// log to min(1000, SnapshotEntries) entries behind the snapshot. A
+// follower further behind gets the snapshot from the leader (a MsgSnap
+// over rafthttp's pipeline, whose outcome rafthttp reports back with
+// ReportSnapshot) and the loop Restores it.
+//
 // # Goroutines
 //
 //   - run (one per Node): the raft loop. It alone touches the RawNode, the
@@ -37,7 +57,8 @@
 //     node: pending proposals fail with ErrStopped, the transport and WAL
 //     close, Roles is closed.
 //   - serve (one per Node): net/http serving rafthttp's handler on the peer
-//     listener. Its handlers hand received messages and reports to run over
+//     listener, whose connections get rafthttp's 5 s read and write
+//     timeouts as etcd's peer listener does. Its handlers hand received messages and reports to run over
 //     channels (recvc, reportc) and never touch raft state.
 //   - rafthttp's own goroutines (streams, pipelines, probers) belong to the
 //     library; Transport.Stop ends them.
