@@ -2,8 +2,11 @@ package raftnode
 
 import (
 	"bytes"
+	"net"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -74,4 +77,46 @@ func TestRolesCoalesce(t *testing.T) {
 			t.Fatalf("roles out of order: %v", got)
 		}
 	}
+}
+
+// TestStartRefuses: a bad Config, and a Dir whose WAL another running node
+// holds, are refused at Start with an error (no goroutine left).
+func TestStartRefuses(t *testing.T) {
+	base := runtime.NumGoroutine()
+	if _, err := Start(Config{ID: 1, Dir: t.TempDir()}, &testSM{}); err == nil {
+		t.Fatal("Start without Peers succeeded")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.11:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	peers := map[uint64]string{1: "http://" + ln.Addr().String()}
+	n, err := Start(Config{ID: 1, Peers: peers, Dir: dir, Listener: ln, TickInterval: testTick}, &testSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := net.Listen("tcp", "127.0.0.11:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	if n2, err := Start(Config{ID: 1, Peers: peers, Dir: dir, Listener: ln2, TickInterval: testTick}, &testSM{}); err == nil {
+		n2.Stop()
+		t.Fatal("a second node on the same Dir started")
+	} else {
+		t.Logf("second Start on the same Dir: %v", err)
+	}
+	// A one-member group elects itself and applies.
+	waitFor(t, 5*time.Second, "single node leads", func() bool { return n.Status().IsLeader })
+	done := make(chan error, 1)
+	if err := n.Propose([]byte("solo"), func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	n.Stop()
+	ln2.Close()
+	noLeak(t, base)
 }
