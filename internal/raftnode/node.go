@@ -223,6 +223,8 @@ type Node struct {
 // loop. With a WAL in Dir/wal the node restarts: sm is restored from the
 // newest snapshot and raft replays the later committed entries through
 // sm.Apply; otherwise the group is bootstrapped with every Peers member.
+// When Start fails, Config.Listener is left open (it is the caller's);
+// once it succeeded, Stop closes it.
 func Start(cfg Config, sm StateMachine) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -316,7 +318,9 @@ func (n *Node) startTransport() error {
 		ErrorC:      make(chan error, 1),
 	}
 	if err := n.transport.Start(); err != nil {
-		ln.Close()
+		if n.cfg.Listener == nil {
+			ln.Close()
+		}
 		return fmt.Errorf("raftnode: transport: %w", err)
 	}
 	for pid, u := range n.cfg.Peers {
@@ -420,7 +424,8 @@ func (n *Node) Roles() <-chan Role { return n.roles }
 
 // Stop stops the node: the loop ends, pending proposals fail with
 // ErrStopped, the transport, the peer listener and the WAL close. It
-// waits for every goroutine the node started and is idempotent.
+// waits for every goroutine the node started and is idempotent. It must
+// not be called from a done callback (it would wait for itself).
 func (n *Node) Stop() error {
 	n.stopMu.Do(func() { close(n.stopc) })
 	<-n.donec
