@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -108,7 +107,7 @@ func TestStartRefuses(t *testing.T) {
 		t.Logf("second Start on the same Dir: %v", err)
 	}
 	// A one-member group elects itself and applies.
-	waitFor(t, 5*time.Second, "single node leads", func() bool { return n.Status().IsLeader })
+	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
 	done := make(chan error, 1)
 	if err := n.Propose([]byte("solo"), func(err error) { done <- err }); err != nil {
 		t.Fatal(err)
