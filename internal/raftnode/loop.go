@@ -28,13 +28,11 @@ func (n *Node) run() {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
-		tick := false
 		select {
 		case <-n.stopc:
 			return
 		case <-ticker.C:
 			n.rn.Tick()
-			tick = true
 		case m := <-n.recvc:
 			n.step(m)
 			for more := len(n.recvc); more > 0; more-- {
@@ -55,7 +53,7 @@ func (n *Node) run() {
 		for n.rn.HasReady() {
 			n.handleReady(n.rn.Ready())
 		}
-		n.publishStatus(tick)
+		n.publishStatus()
 	}
 }
 
@@ -111,7 +109,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 	n.transport.Send(rd.Messages)
 	n.apply(rd.CommittedEntries)
 	// Status shows the entries applied before their proposers hear of it.
-	n.publishStatus(false)
+	n.publishStatus()
 	n.complete()
 	n.updateRole()
 	n.maybeSnapshot()
@@ -271,7 +269,7 @@ func (n *Node) maybeSnapshot() {
 }
 
 // publishStatus refreshes the Status cache; a leader's Progress too.
-func (n *Node) publishStatus(bool) {
+func (n *Node) publishStatus() {
 	bs := n.rn.BasicStatus()
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -289,7 +289,7 @@ func Start(cfg Config, sm StateMachine) (*Node, error) {
 		n.wal.Close()
 		return nil, err
 	}
-	n.publishStatus(false)
+	n.publishStatus()
 	go n.serve()
 	go n.run()
 	return n, nil
@@ -398,7 +398,8 @@ func (n *Node) Propose(data []byte, done func(error)) error {
 }
 
 // Status returns the node's state as of its last loop iteration
-// (Progress: as of its last Ready or tick).
+// (every Ready and every tick refresh it; Applied includes an entry
+// before its done runs).
 func (n *Node) Status() Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
