@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,10 +48,6 @@ type Config struct {
 	Peers    map[uint64]string // every member incl. this one: ID -> peer URL "http://127.0.0.11:25672"
 	Dir      string            // WAL (Dir/wal) and snapshots (Dir/snap)
 	Listener net.Listener      // optional: already bound peer listener; nil: listen on Peers[ID]'s host:port
-	// Handlers, when set, serves the peer listener's requests whose path
-	// starts with /substrate/ (the caller's own peer endpoints: forwarded
-	// client connections, status); Raft's transport serves the rest.
-	Handlers http.Handler
 
 	TickInterval    time.Duration // default 100ms
 	ElectionTicks   int           // default 10 (1 s); heartbeat 1 tick
@@ -330,26 +325,11 @@ func (n *Node) startTransport() error {
 	}
 	n.ln = newTimeoutListener(ln)
 	n.srv = &http.Server{
-		Handler:           n.countHandlers(n.peerHandler()),
+		Handler:           n.countHandlers(n.transport.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	return nil
-}
-
-// peerHandler routes /substrate/ to Config.Handlers, the rest to Raft.
-func (n *Node) peerHandler() http.Handler {
-	raft := n.transport.Handler()
-	if n.cfg.Handlers == nil {
-		return raft
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/substrate/") {
-			n.cfg.Handlers.ServeHTTP(w, r)
-			return
-		}
-		raft.ServeHTTP(w, r)
-	})
 }
 
 func (n *Node) serve() {
