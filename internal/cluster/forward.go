@@ -24,7 +24,11 @@ import (
 
 // forward relays nc to the leader m.
 func (n *Node) forward(nc net.Conn, m Member, isTLS bool) {
-	pc, err := net.DialTimeout("tcp", m.PeerURL[len("http://"):], forwardDial)
+	d := net.Dialer{Timeout: forwardDial}
+	if ip := net.ParseIP(n.self.Host); ip != nil {
+		d.LocalAddr = &net.TCPAddr{IP: ip} // the leader checks it
+	}
+	pc, err := d.Dial("tcp", m.PeerURL[len("http://"):])
 	if err != nil {
 		n.log.Warn("amqp: cannot reach the leader to forward a client; closing it", "leader", m.Name, "peer", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
@@ -81,6 +85,11 @@ func (n *Node) serveForwarded(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this node is not the broker leader", http.StatusServiceUnavailable)
 		return
 	}
+	if !n.fromMember(r.RemoteAddr) {
+		n.log.Warn("amqp: refused a forwarded connection from outside the cluster", "from", r.RemoteAddr)
+		http.Error(w, "only cluster members forward connections", http.StatusForbidden)
+		return
+	}
 	isTLS := r.Header.Get("X-Substrate-TLS") == "1"
 	if isTLS && n.cfg.TLS == nil {
 		http.Error(w, "AMQPS is not configured on the leader", http.StatusServiceUnavailable)
@@ -109,6 +118,33 @@ func (n *Node) serveForwarded(w http.ResponseWriter, r *http.Request) {
 		c = tls.Server(c, n.cfg.TLS)
 	}
 	b.Serve(c)
+}
+
+// fromMember reports whether addr (host:port) is a member's address.
+func (n *Node) fromMember(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	for _, m := range n.cfg.Members {
+		if mip := net.ParseIP(m.Host); mip != nil {
+			if mip.Equal(ip) {
+				return true
+			}
+			continue
+		}
+		ips, _ := net.LookupIP(m.Host) // a member named by host name
+		for _, mip := range ips {
+			if mip.Equal(ip) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // NodeStatus is one node's view of the broker's Raft group.

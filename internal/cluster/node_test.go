@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -239,5 +241,25 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 		if !s.Reachable || s.Term == 0 {
 			t.Fatalf("cluster status: %+v", st)
 		}
+	}
+}
+
+// TestForwardOnlyFromMembers: the leader refuses a forwarded connection
+// from an address that is no member's, so nobody who reaches the peer
+// port can claim a loopback address for guest.
+func TestForwardOnlyFromMembers(t *testing.T) {
+	tc := newTestCluster(t)
+	l := tc.leader(10 * time.Second)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.99")}}
+	pc, err := d.Dial("tcp", tc.members[l].PeerURL[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(pc, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: amqp\r\nX-Forwarded-For: 127.0.0.1:1\r\n\r\n", forwardPath)
+	resp, err := http.ReadResponse(bufio.NewReader(pc), nil)
+	if err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("forward from 127.0.0.99: %v %v", resp, err)
 	}
 }
