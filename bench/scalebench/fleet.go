@@ -127,13 +127,17 @@ func (e *errs) String() string {
 
 // countRun counts deliveries of one topic or fanout run: messages carry
 // its id as message_id; done closes when want have arrived. A token is
-// taken from sem (if any) per delivery: the publisher's window.
+// taken from sem (if any) per delivery: the publisher's window. With
+// perHost, each host (each queue of a fanout) must receive exactly
+// perHost messages: one more is reported as a duplicate.
 type countRun struct {
-	id   string
-	want int64
-	n    atomic.Int64
-	done chan struct{}
-	sem  chan struct{}
+	id      string
+	want    int64
+	n       atomic.Int64
+	done    chan struct{}
+	sem     chan struct{}
+	perHost int32
+	hosts   []atomic.Int32
 }
 
 func newRun(want int64, window int) *countRun {
@@ -144,16 +148,22 @@ func newRun(want int64, window int) *countRun {
 	return r
 }
 
-func (r *countRun) got() {
+// got counts a delivery to host h; false means one too many.
+func (r *countRun) got(h int) bool {
 	if r.sem != nil {
 		select {
 		case <-r.sem:
 		default:
 		}
 	}
-	if r.n.Add(1) == r.want {
+	if r.hosts != nil && (h >= len(r.hosts) || r.hosts[h].Add(1) > r.perHost) {
+		return false
+	}
+	n := r.n.Add(1)
+	if n == r.want {
 		close(r.done)
 	}
+	return n <= r.want
 }
 
 // fleet is the connections, queues and consumers of one target.
@@ -353,17 +363,16 @@ func (f *fleet) serve(h *host, ds <-chan amqp.Delivery) {
 			if err != nil && !f.closing.Load() {
 				f.errs.add("reply publish", err)
 			}
-		case typeTopic:
-			if r := f.topic.Load(); r != nil && r.id == d.MessageId {
-				r.got()
-			} else {
-				f.errs.add("stale topic message", fmt.Errorf("message_id %q", d.MessageId))
+		case typeTopic, typeFanout:
+			r := f.topic.Load()
+			if d.Type == typeFanout {
+				r = f.fan.Load()
 			}
-		case typeFanout:
-			if r := f.fan.Load(); r != nil && r.id == d.MessageId {
-				r.got()
-			} else {
-				f.errs.add("stale fanout message", fmt.Errorf("message_id %q", d.MessageId))
+			switch {
+			case r == nil || r.id != d.MessageId:
+				f.errs.add("stale "+d.Type+" message", fmt.Errorf("message_id %q on %s", d.MessageId, d.RoutingKey))
+			case !r.got(h.i):
+				f.errs.add("duplicate "+d.Type+" message", fmt.Errorf("message_id %q, host %d", d.MessageId, h.i))
 			}
 		default:
 			f.errs.add("unexpected message", fmt.Errorf("type %q on %s", d.Type, d.RoutingKey))

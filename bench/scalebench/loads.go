@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -99,12 +100,16 @@ func (c *caller) call(ctx context.Context, e *errs) (time.Duration, error) {
 type rpcResult struct {
 	P50, P99 float64 // ms
 	Calls    float64 // calls/s over the measured calls
+	// SrvUs is the server's CPU time per measured call (us); SrvCores and
+	// CliCores the server's and this process's CPU time over the
+	// measured calls' duration.
+	SrvUs, SrvCores, CliCores float64
 }
 
 // runRPC runs the callers concurrently: warm calls each, then calls
 // measured calls each; at most timeout in all. A failed call ends that
 // caller's part and is reported as an error.
-func runRPC(ctx context.Context, callers []*caller, warm, calls int, timeout time.Duration, e *errs) (rpcResult, error) {
+func runRPC(ctx context.Context, srvPid int, callers []*caller, warm, calls int, timeout time.Duration, e *errs) (rpcResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var res rpcResult
@@ -144,10 +149,14 @@ func runRPC(ctx context.Context, callers []*caller, warm, calls int, timeout tim
 	if _, _, err := run(warm, false); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
+	srv, cli := cpuOf(srvPid), cpuOf(os.Getpid())
 	all, el, err := run(calls, true)
 	if err != nil {
 		return res, err
 	}
+	srv, cli = cpuOf(srvPid)-srv, cpuOf(os.Getpid())-cli
+	res.SrvUs = float64(srv/time.Microsecond) / float64(len(all))
+	res.SrvCores, res.CliCores = srv.Seconds()/el.Seconds(), cli.Seconds()/el.Seconds()
 	slices.Sort(all)
 	res.P50 = benchkit.Ms(benchkit.Percentile(all, 0.50))
 	res.P99 = benchkit.Ms(benchkit.Percentile(all, 0.99))
@@ -236,6 +245,7 @@ func runFanout(ctx context.Context, f *fleet, pub *amqp.Channel, queues, rounds,
 	var res fanResult
 	send := func(msgs int) (time.Duration, error) {
 		r := newRun(int64(msgs*queues), 0)
+		r.perHost, r.hosts = int32(msgs), make([]atomic.Int32, queues)
 		f.fan.Store(r)
 		t0 := time.Now()
 		for i := 0; i < msgs; i++ {

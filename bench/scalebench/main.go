@@ -26,14 +26,20 @@
 //     key compute.host0, with reply_to and a correlation id; host0's
 //     consumer replies to the default exchange (mandatory), the caller waits
 //     for it. p50 and p99 of the round trip.
-//   - rpc8: eight such callers at once: p50, p99 and calls/s.
+//   - rpc8: eight such callers at once: p50, p99, calls/s and the server's
+//     CPU time per call (rpc8_cpu).
 //   - topic: one publisher sends transient 1 KB messages to "nova" with key
-//     compute.host0 (at most 500 not yet consumed); msgs/s consumed.
+//     compute.host0 (at most 500 not yet consumed); msgs/s consumed, and the
+//     server's CPU time per message (topic_cpu, from /proc/PID/stat).
 //
-// After the last stage, the fanout load publishes to "compute_fanout" (one
-// queue per host: 2,000): single messages, each waited for until every
-// consumer had it (p50 and max), then a burst (msgs/s until every delivery
-// arrived).
+// The three loads run interleaved 3 times per stage; each figure is the
+// median of the 3. After the last stage, the fanout load publishes to
+// "compute_fanout" (one queue per host: 2,000): single messages, each
+// waited for until every consumer had it (p50 and max of 20), then a burst
+// of 20 (msgs/s until every delivery arrived; the server's CPU time per
+// delivery). A message that reaches a queue twice, or arrives after its
+// load ended, is a failure; so is a missing reply, a returned one, a
+// connection closed by the server.
 //
 // Per-connection, per-queue and per-consumer RSS are the VmRSS growth over
 // all open, declare and consume steps divided by the connections, queues and
@@ -48,12 +54,22 @@
 // <= 0.25; substrate's latencies at the largest stage <= 1.10x and its
 // throughputs >= 0.90x its figures at the smallest. The bench exits 1 only
 // when it cannot run: substrate missing, rabbitmq-server missing without
-// -no-rabbitmq, a server that does not start, too low a file limit.
+// -no-rabbitmq, a server that does not start, too low a file limit. A phase
+// that fails or times out ends that server's run (reported under FAILURES;
+// its figures so far are kept) and the bench goes on.
 //
-//	go run ./bench/scalebench [-substrate bin/substrate] [-rounds 1] [-quick]
+// The bench raises its RLIMIT_NOFILE soft limit to 65536 (or the hard
+// limit), which both servers inherit. substrate runs with its defaults: the
+// bench removes SUBSTRATE_* variables from the environment it passes on.
+// The 1-minute load average is printed with every stage: on a shared host
+// the figures mean little when it is above the number of CPUs.
+//
+//	go run ./bench/scalebench [-substrate bin/substrate] [-rounds 2] [-quick]
 //	    [-no-rabbitmq] [-hosts 1,100,2000] [-phase-timeout 120s] [-json out.json]
 //
-// -quick: 1, 20 and 200 hosts (10, 200 and 2,000 queues) and smaller counts.
+// -quick: 1 round of 1, 20 and 200 hosts (10, 200 and 2,000 queues) and
+// smaller counts, about a minute; the default shape takes about 3-4 minutes
+// a round on a 2-core host.
 package main
 
 import (
@@ -79,8 +95,8 @@ import (
 // fullShape and quickShape are the default shapes.
 var (
 	fullShape = shape{Hosts: []int{1, 100, 2000}, RPCWarm: 50, RPCCalls: 1000, RPC8Calls: 250,
-		TopicWarm: 2000, TopicMsgs: 20000, FanRounds: 20, FanBurst: 50, Repeat: 3,
-		Phase: 120 * time.Second, SettleMin: time.Second, SettleMax: 4 * time.Second}
+		TopicWarm: 2000, TopicMsgs: 20000, FanRounds: 20, FanBurst: 20, Repeat: 3,
+		Phase: 120 * time.Second, SettleMin: time.Second, SettleMax: 3 * time.Second}
 	quickShape = shape{Hosts: []int{1, 20, 200}, RPCWarm: 20, RPCCalls: 300, RPC8Calls: 60,
 		TopicWarm: 1000, TopicMsgs: 5000, FanRounds: 10, FanBurst: 20, Repeat: 3,
 		Phase: 60 * time.Second, SettleMin: 500 * time.Millisecond, SettleMax: 2 * time.Second}
@@ -121,6 +137,7 @@ var staged = []stagedMetric{
 	{Key: "rpc8_p50", Unit: "ms", MaxGrowth: 1.10},
 	{Key: "rpc8_p99", Unit: "ms", MaxGrowth: 1.10},
 	{Key: "rpc8_calls", Unit: "calls/s", MinGrowth: 0.90},
+	{Key: "rpc8_cpu", Unit: "us/call"},
 	{Key: "topic", Unit: "msgs/s", MinGrowth: 0.90},
 	{Key: "topic_cpu", Unit: "us/msg"},
 }
@@ -163,7 +180,7 @@ func fail(msg string) {
 
 func main() {
 	bin := flag.String("substrate", "bin/substrate", "path to the substrate binary")
-	rounds := flag.Int("rounds", 1, "rounds; each runs both servers (fresh), alternating which goes first")
+	rounds := flag.Int("rounds", 2, "rounds; each runs both servers (fresh), alternating which goes first (-quick: 1 unless given)")
 	quick := flag.Bool("quick", false, "smaller shape (1,20,200 hosts: 10, 200, 2,000 queues) and counts, for a check in a couple of minutes")
 	noRabbit := flag.Bool("no-rabbitmq", false, "measure substrate only (no ratios, no rss_queue goal)")
 	hostList := flag.String("hosts", "", "connections (hosts, 10 queues each) after each stage, increasing (default 1,100,2000; -quick: 1,20,200)")
@@ -189,6 +206,11 @@ func main() {
 		fail("-phase-timeout must be > 0")
 	} else if *phase > 0 {
 		sh.Phase = *phase
+	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *quick && !set["rounds"] {
+		*rounds = 1
 	}
 	if *rounds < 1 {
 		fail("-rounds must be >= 1")
@@ -234,7 +256,7 @@ func main() {
 		order := benchkit.Order(names, r)
 		rd := round{Round: r + 1, First: order[0], Results: map[string]benchkit.Figures{}, Errors: map[string]string{}, Load: map[string][2]float64{}}
 		for _, name := range order {
-			l0 := loadAvg()
+			l0, tStart := loadAvg(), time.Now()
 			fmt.Printf("round %d/%d %s: starting (load %.2f)\n", r+1, *rounds, name, l0)
 			var b *broker
 			var err error
@@ -259,9 +281,11 @@ func main() {
 				msgs = append(msgs, e.String())
 				fmt.Printf("  FAILURES: %s\n", e)
 			}
+			tStop := time.Now()
 			if serr := b.stop(); serr != nil {
 				msgs = append(msgs, "stop: "+serr.Error())
 			}
+			fmt.Printf("  stopped in %.1f s; %s took %.0f s in all\n", time.Since(tStop).Seconds(), name, time.Since(tStart).Seconds())
 			cleanups = cleanups[:len(cleanups)-1]
 			if len(msgs) > 0 {
 				rd.Errors[name] = strings.Join(msgs, "; ")
@@ -455,7 +479,15 @@ func printReport(w io.Writer, rep *report, names []string, sh shape) {
 			fmt.Fprintf(w, "  n/a   %s (not measured)\n", g.Text)
 			continue
 		}
-		fmt.Fprintf(w, "  %s  %s (got %.2f)\n", passFail(g.Met), g.Text, g.Got)
+		fmt.Fprintf(w, "  %s  %s (got %.3f)\n", passFail(g.Met), g.Text, g.Got)
+	}
+
+	for _, name := range names {
+		for _, k := range []string{"rss_conn", "rss_queue", "rss_consumer"} {
+			if v, ok := rep.Median[name][k]; ok && v <= 0 {
+				fmt.Fprintf(w, "  note: %s %s is %.2f KiB: that step's VmRSS growth was below the noise (the garbage a collector has not yet reclaimed); use more hosts (-hosts) for a figure\n", name, k, v)
+			}
+		}
 	}
 
 	failed := false
@@ -471,7 +503,7 @@ func printReport(w io.Writer, rep *report, names []string, sh shape) {
 		}
 	}
 	if !failed {
-		fmt.Fprintf(w, "\nNo failures: every connection, declare, bind and consume succeeded, every RPC got its reply within %v (none returned), every topic and fanout message arrived once at each of its queues.\n", callTimeout)
+		fmt.Fprintf(w, "\nNo failures: every connection, declare, bind and consume succeeded, every RPC got its reply within %v (none returned), every topic and fanout message arrived at each of its queues, none twice, none stale.\n", callTimeout)
 	}
 	if len(rep.Problems) > 0 {
 		fmt.Fprintf(w, "\nsubstrate logged %d warning/error line(s), e.g.:\n", len(rep.Problems))

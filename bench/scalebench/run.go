@@ -129,13 +129,13 @@ func runTarget(ctx context.Context, b *broker, sh shape, w io.Writer) (benchkit.
 		prev = hosts
 
 		// The loads, interleaved, Repeat times; medians are kept.
-		var loads [][]float64 // per repeat: rpc1 p50, p99, rpc8 p50, p99, calls/s, topic msgs/s, us/msg, srv cores, cli cores
+		var loads [][]float64 // per repeat: the keys below, then the topic and rpc8 loads' server and bench cores
 		for k := 0; k < sh.Repeat; k++ {
-			r1c, err := runRPC(ctx, callers[:1], sh.RPCWarm, sh.RPCCalls, sh.Phase, fl.errs)
+			r1c, err := runRPC(ctx, fl.pid, callers[:1], sh.RPCWarm, sh.RPCCalls, sh.Phase, fl.errs)
 			if err != nil {
 				return fig, fl.errs, fmt.Errorf("%d queues: rpc, one caller: %w", q, err)
 			}
-			r8, err := runRPC(ctx, callers, sh.RPCWarm, sh.RPC8Calls, sh.Phase, fl.errs)
+			r8, err := runRPC(ctx, fl.pid, callers, sh.RPCWarm, sh.RPC8Calls, sh.Phase, fl.errs)
 			if err != nil {
 				return fig, fl.errs, fmt.Errorf("%d queues: rpc, %d callers: %w", q, rpcCallers, err)
 			}
@@ -143,7 +143,8 @@ func runTarget(ctx context.Context, b *broker, sh shape, w io.Writer) (benchkit.
 			if err != nil {
 				return fig, fl.errs, fmt.Errorf("%d queues: topic throughput: %w", q, err)
 			}
-			loads = append(loads, []float64{r1c.P50, r1c.P99, r8.P50, r8.P99, r8.Calls, tp.Rate, tp.SrvUs, tp.SrvCores, tp.CliCores})
+			loads = append(loads, []float64{r1c.P50, r1c.P99, r8.P50, r8.P99, r8.Calls, r8.SrvUs, tp.Rate, tp.SrvUs,
+				r8.SrvCores, r8.CliCores, tp.SrvCores, tp.CliCores})
 		}
 		med := make([]float64, len(loads[0]))
 		for i := range med {
@@ -153,12 +154,12 @@ func runTarget(ctx context.Context, b *broker, sh shape, w io.Writer) (benchkit.
 			}
 			med[i] = benchkit.Median(xs)
 		}
-		for i, k := range []string{"rpc1_p50", "rpc1_p99", "rpc8_p50", "rpc8_p99", "rpc8_calls", "topic", "topic_cpu"} {
+		for i, k := range []string{"rpc1_p50", "rpc1_p99", "rpc8_p50", "rpc8_p99", "rpc8_calls", "rpc8_cpu", "topic", "topic_cpu"} {
 			fig[stageKey(k, q)] = med[i]
 		}
-		fmt.Fprintf(w, "  %6d queues on %4d connections: open %.1f s, declare %.1f s, consume %.1f s, VmRSS %.0f MiB; rpc1 p50 %.2f p99 %.2f ms, rpc8 p50 %.2f p99 %.2f ms %.0f calls/s, topic %.0f msgs/s (server %.1f us/msg, cores server %.2f bench %.2f) (load %.2f)\n",
+		fmt.Fprintf(w, "  %6d queues on %4d connections: open %.1f s, declare %.1f s, consume %.1f s, VmRSS %.0f MiB; rpc1 p50 %.2f p99 %.2f ms, rpc8 p50 %.2f p99 %.2f ms %.0f calls/s (server %.0f us/call, cores server %.2f bench %.2f), topic %.0f msgs/s (server %.1f us/msg, cores server %.2f bench %.2f) (load %.2f)\n",
 			q, hosts, elOpen.Seconds(), elDecl.Seconds(), elCons.Seconds(), benchkit.MiB(r3),
-			med[0], med[1], med[2], med[3], med[4], med[5], med[6], med[7], med[8], loadAvg())
+			med[0], med[1], med[2], med[3], med[4], med[5], med[8], med[9], med[6], med[7], med[10], med[11], loadAvg())
 	}
 	nHosts, nQueues := float64(prev), float64(prev*len(hostQueues))
 	fig["open_all"], fig["declare_all"], fig["consume_all"] = openAll.Seconds(), declAll.Seconds(), consAll.Seconds()

@@ -161,8 +161,8 @@ func TestReport(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"PASS  rss_queue substrate/rabbitmq <=0.25 (got 0.200)",
-		"FAIL  rpc1_p50 substrate 20000/10 queues <= 1.10 (got 1.25)",
-		"FAIL  topic substrate 20000/10 queues >= 0.90 (got 0.85)",
+		"FAIL  rpc1_p50 substrate 20000/10 queues <= 1.10 (got 1.250)",
+		"FAIL  topic substrate 20000/10 queues >= 0.90 (got 0.850)",
 		"n/a   rpc8_p50",
 	} {
 		if !strings.Contains(out, want) {
