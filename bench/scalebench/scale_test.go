@@ -109,8 +109,9 @@ func TestTinyShape(t *testing.T) {
 			ch.Close()
 		}
 	}
-	// The fanout exchange routes to one queue per host: a message
-	// published to it lands in 6 queues (nobody consumes now).
+	// The fanout exchange is still bound to the hosts' queues: a mandatory
+	// publish is routed (not returned), as one to an unbound key of the
+	// topic exchange is returned.
 	ch, err := c.Channel()
 	if err != nil {
 		t.Fatal(err)
@@ -118,15 +119,29 @@ func TestTinyShape(t *testing.T) {
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
-	conf, err := ch.PublishWithDeferredConfirm(fanExchange, "compute", true, false, amqp.Publishing{Body: []byte("x")})
-	if err != nil {
-		t.Fatal(err)
+	returns := ch.NotifyReturn(make(chan amqp.Return, 2))
+	for _, p := range []struct{ exchange, key string }{{fanExchange, "compute"}, {rpcExchange, "compute.host6"}} {
+		conf, err := ch.PublishWithDeferredConfirm(p.exchange, p.key, true, false, amqp.Publishing{Body: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := conf.WaitContext(ctx); !ok || err != nil {
+			t.Fatalf("confirm: %v, %v", ok, err)
+		}
 	}
-	if ok, err := conf.WaitContext(ctx); !ok || err != nil {
-		t.Fatalf("confirm: %v, %v", ok, err)
+	// A basic.return precedes its publish's confirm.
+	select {
+	case r := <-returns:
+		if r.Exchange != rpcExchange || r.RoutingKey != "compute.host6" {
+			t.Errorf("returned %s/%s, want only nova/compute.host6", r.Exchange, r.RoutingKey)
+		}
+	default:
+		t.Error("the publish to nova/compute.host6 (no such queue) was not returned")
 	}
-	if c.IsClosed() {
-		t.Fatal("connection closed")
+	select {
+	case r := <-returns:
+		t.Errorf("also returned: %s/%s", r.Exchange, r.RoutingKey)
+	default:
 	}
 }
 
