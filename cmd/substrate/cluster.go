@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,6 +41,7 @@ func clusterMembers(f serveFlags, kv *kvstore.Store) ([]cluster.Member, uint64, 
 	if len(ms) < 2 {
 		return nil, 0, nil
 	}
+
 	if ec.ClusterState == "existing" {
 		return nil, 0, errors.New("broker cluster: etcd joins an existing cluster (ETCD_INITIAL_CLUSTER_STATE=existing); the broker's Raft group has a fixed membership, the members of ETCD_INITIAL_CLUSTER when the cluster was created, and cannot take a member added at run time yet")
 	}
@@ -72,6 +74,11 @@ func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []clu
 			return broker.New(bc)
 		},
 		OnBroker: cs.onBroker,
+		// Failover is what clients wait for: 50 ms heartbeats and an
+		// election after 0.5 to 1 s without one (etcd's defaults are twice
+		// that; on a LAN either is many round trips).
+		TickInterval: 50 * time.Millisecond, ElectionTicks: 10,
+		SnapshotEntries: uint64(f.brokerSnapshotEntries),
 	}
 	if f.tls != nil {
 		cfg.AMQPSAddrs, cfg.TLS = preflight.Addrs(hosts, f.amqpsPort), f.tls.ServerConfig()

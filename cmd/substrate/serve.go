@@ -54,6 +54,7 @@ type serveFlags struct {
 	amqpMaxConnections              int
 	amqpsPort, httpsPort            int
 	brokerPeerPort                  int
+	brokerSnapshotEntries           int
 	tlsCert, tlsKey, tlsCA          string
 	tlsClientAuth                   string
 
@@ -71,6 +72,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.etcdPeerPort, "etcd-peer-port", 2380, "etcd peer `port`")
 	fs.IntVar(&f.httpPort, "http-port", 15672, "management HTTP `port`")
 	fs.IntVar(&f.brokerPeerPort, "broker-peer-port", 25672, "broker cluster `port` (Raft and forwarded clients; RabbitMQ's inter-node port), used when etcd's initial cluster names more than one member")
+	fs.IntVar(&f.brokerSnapshotEntries, "broker-snapshot-entries", 10000, "in a cluster, Raft log `entries` between snapshots of the replicated message store (a follower further behind catches up from a snapshot)")
 	fs.IntVar(&f.redisPort, "redis-port", 0, "serve Redis (miniredis, for labs) on this `port`; 0: off, or 6379 when --services names redis")
 	fs.StringVar(&f.etcdConfig, "etcd-config", "", "etcd.conf `file` of ETCD_*=\"value\" lines, applied as etcd would")
 	fs.StringVar(&f.memcachedConfig, "memcached-config", "", "/etc/sysconfig/memcached-style `file` (PORT USER MAXCONN CACHESIZE OPTIONS)")
@@ -178,6 +180,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	diskFreeLimit, err := parseDiskFreeLimit(f.amqpDiskFreeLimit, machine)
 	if err != nil {
 		return fmt.Errorf("--amqp-disk-free-limit: %w", err)
+	}
+	if f.brokerSnapshotEntries < 100 {
+		return fmt.Errorf("--broker-snapshot-entries: %d is below 100", f.brokerSnapshotEntries)
+	}
+	if f.brokerPeerPort < 1 || f.brokerPeerPort > 65535 {
+		return fmt.Errorf("--broker-peer-port: %d is not a port", f.brokerPeerPort)
 	}
 	if f.amqpMaxConnections < 0 {
 		return fmt.Errorf("--amqp-max-connections: %d is negative (0: unlimited)", f.amqpMaxConnections)

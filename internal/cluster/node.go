@@ -360,7 +360,7 @@ func (n *Node) activate(term uint64) {
 }
 
 func (n *Node) startBroker() (*broker.Server, error) {
-	b, err := n.cfg.NewBroker(failoverLog{replica.NewLog(n.sm, n.raft)})
+	b, err := n.cfg.NewBroker(replica.NewLog(n.sm, n.raft)) // every message it recovers comes back redelivered: the last leader may have delivered it
 	if err != nil {
 		return nil, err
 	}
@@ -385,19 +385,6 @@ func (n *Node) deactivate(ctx context.Context) error {
 	}
 	n.log.Info("amqp broker stopping on this node: it no longer leads")
 	return b.Shutdown(ctx)
-}
-
-// failoverLog is the replicated log as a new leader's broker sees it:
-// every recovered message comes back marked redelivered, because the
-// previous leader may have delivered it before its delivery record
-// reached the log.
-type failoverLog struct{ store.Log }
-
-func (l failoverLog) Recover(fn func(store.Entry) error) error {
-	return l.Log.Recover(func(e store.Entry) error {
-		e.Redelivered = true
-		return fn(e)
-	})
 }
 
 // accept serves one client listener until Shutdown.
