@@ -69,7 +69,8 @@ func (bc *brokerCluster) start(i int) {
 	n := bc.nodes[i]
 	n.p = start(bc.t, nil, "serve", "--services", "etcd,amqp", "--host", n.host, "--data-dir", n.dir,
 		"--etcd-config", n.conf, "--etcd-client-port", strconv.Itoa(bc.etcdClient), "--etcd-peer-port", strconv.Itoa(bc.etcdPeer),
-		"--amqp-port", strconv.Itoa(bc.amqp), "--broker-peer-port", strconv.Itoa(bc.peerPort), "--amqp-disk-free-limit", "0")
+		"--amqp-port", strconv.Itoa(bc.amqp), "--broker-peer-port", strconv.Itoa(bc.peerPort), "--amqp-disk-free-limit", "0",
+		"--broker-snapshot-entries", strconv.Itoa(snapshotEntries))
 }
 
 func (bc *brokerCluster) amqpAddr(i int) string {
@@ -85,6 +86,7 @@ type nodeStatus struct {
 	Active   bool   `json:"active"`
 	Term     uint64 `json:"term"`
 	Applied  uint64 `json:"applied_index"`
+	Snapshot uint64 `json:"snapshot_index"`
 	Messages int    `json:"messages"`
 }
 
@@ -118,6 +120,25 @@ func (bc *brokerCluster) leader(d time.Duration, skip int) (int, nodeStatus) {
 	}
 	bc.t.Fatalf("no active broker within %v", d)
 	return -1, nodeStatus{}
+}
+
+// snapshotEntries is the nodes' --broker-snapshot-entries: small, so a
+// follower stopped for a few seconds falls behind the leader's log.
+const snapshotEntries = 200
+
+// waitStatus polls node i's status until cond holds.
+func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what string, cond func(nodeStatus) bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last nodeStatus
+	var err error
+	for time.Now().Before(deadline) {
+		if last, err = bc.status(i); err == nil && cond(last) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("ctl%d: no %s within %v: last status %+v, err %v", i+1, what, d, last, err)
 }
 
 // kills is how many leader kills the loops do: a few in `make test`,
@@ -253,11 +274,16 @@ func sortInts(s []int) {
 	}
 }
 
-// TestBrokerClusterLeaderKills: four confirm-mode publishers into a
-// durable classic queue and a quorum queue while the leader is SIGKILLed
-// at seeded random moments, again and again (each killed node restarts
-// and rejoins): every confirmed message is present, in each publisher's
-// order, and a message present twice is marked redelivered.
+// TestBrokerClusterLeaderKills: an oslo.messaging RPC loop and four
+// confirm-mode publishers into a durable classic queue and a quorum queue
+// run while the leader is SIGKILLed at seeded random moments, again and
+// again (each killed node restarts and rejoins; RPC must answer within
+// 5 s of each kill); then the leader is frozen (SIGSTOP) past the
+// election and thawed (it steps down); a follower is killed until the
+// log passes its snapshot and restarted (it catches up from one); and all
+// three are killed and restarted. Every confirmed message is then
+// present, in each publisher's order, and a message present twice is
+// marked redelivered.
 func TestBrokerClusterLeaderKills(t *testing.T) {
 	bc := startBrokerCluster(t)
 	l, _ := bc.leader(30*time.Second, -1)
@@ -309,10 +335,57 @@ func TestBrokerClusterLeaderKills(t *testing.T) {
 		// The next kill waits for RPC to work again.
 		rpc.waitOKAfter(t, killed, 30*time.Second)
 	}
+
+	// Freeze the leader (SIGSTOP, a partition's stand-in) past the
+	// election timeout: another node takes over; thawed, the old one
+	// steps down and its broker stops (the final check finds every
+	// message it confirmed).
+	frozen := l
+	bc.nodes[frozen].p.cmd.Process.Signal(syscall.SIGSTOP)
+	nl, _ := bc.leader(10*time.Second, frozen)
+	time.Sleep(2 * time.Second) // frozen well past the election
+	bc.nodes[frozen].p.cmd.Process.Signal(syscall.SIGCONT)
+	waitStatus(t, bc, frozen, 10*time.Second, "the thawed leader stepped down", func(st nodeStatus) bool {
+		return !st.IsLeader && !st.Active && st.Term > 0
+	})
+	t.Logf("ctl%d frozen: ctl%d took over; thawed, ctl%d stepped down", frozen+1, nl+1, frozen+1)
+	l = nl
+	rpc.waitOKAfter(t, time.Now(), 30*time.Second)
+
+	// A follower down while the log moves past its snapshots catches up
+	// from a snapshot when it returns.
+	f := (l + 1) % 3
+	before, err := bc.status(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc.nodes[f].p.stop(syscall.SIGKILL)
+	waitStatus(t, bc, l, 60*time.Second, "the leader's snapshot passes the stopped follower's log", func(st nodeStatus) bool {
+		return st.Snapshot > before.Applied+snapshotEntries
+	})
+	bc.start(f)
+	bc.nodes[f].p.waitReady(60 * time.Second)
+	lead, _ := bc.status(l)
+	waitStatus(t, bc, f, 30*time.Second, "the restarted follower caught up", func(st nodeStatus) bool {
+		return st.Applied >= lead.Applied && st.Snapshot > before.Applied
+	})
+	t.Logf("ctl%d stopped at applied index %d, caught up from a snapshot past %d", f+1, before.Applied, lead.Snapshot)
+
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	calls := rpc.stop(t)
+
+	// All three killed and restarted: everything confirmed comes back.
+	for i := range bc.nodes {
+		bc.nodes[i].p.stop(syscall.SIGKILL)
+	}
+	for i := range bc.nodes {
+		bc.start(i)
+	}
+	for i := range bc.nodes {
+		bc.nodes[i].p.waitReady(90 * time.Second)
+	}
 	for k, kt := range killTimes {
 		first := time.Duration(-1)
 		for _, c := range calls {
