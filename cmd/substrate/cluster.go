@@ -42,6 +42,9 @@ func clusterMembers(f serveFlags, kv *kvstore.Store) ([]cluster.Member, uint64, 
 		return nil, 0, nil
 	}
 
+	if !ec.PeerTLSInfo.Empty() || ec.PeerAutoTLS {
+		return nil, 0, errors.New("broker cluster: etcd's peer TLS is configured (ETCD_PEER_CERT_FILE or ETCD_PEER_AUTO_TLS), but the broker's peer port (--broker-peer-port) has no TLS yet; run the cluster without etcd peer TLS on a private network, or a single node")
+	}
 	if ec.ClusterState == "existing" {
 		return nil, 0, errors.New("broker cluster: etcd joins an existing cluster (ETCD_INITIAL_CLUSTER_STATE=existing); the broker's Raft group has a fixed membership, the members of ETCD_INITIAL_CLUSTER when the cluster was created, and cannot take a member added at run time yet")
 	}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterRefusals: a broker cluster that substrate cannot run as
+// configured stops startup with one line naming the problem.
+func TestClusterRefusals(t *testing.T) {
+	peer1, peer2 := freePort(t), freePort(t)
+	for _, c := range []struct{ name, extra, want string }{
+		{"peer TLS", "ETCD_PEER_AUTO_TLS=\"true\"\n", "etcd's peer TLS is configured"},
+		{"existing", "ETCD_INITIAL_CLUSTER_STATE=\"existing\"\n", "ETCD_INITIAL_CLUSTER_STATE=existing"},
+		{"shared host", "", "share the host"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			second := fmt.Sprintf("http://127.0.0.12:%d", peer2)
+			if c.name == "shared host" {
+				second = fmt.Sprintf("http://127.0.0.11:%d", peer2)
+			}
+			conf := fmt.Sprintf("ETCD_NAME=\"ctl1\"\nETCD_LISTEN_PEER_URLS=\"http://127.0.0.11:%d\"\nETCD_INITIAL_ADVERTISE_PEER_URLS=\"http://127.0.0.11:%d\"\nETCD_INITIAL_CLUSTER=\"ctl1=http://127.0.0.11:%d,ctl2=%s\"\n%s",
+				peer1, peer1, peer1, second, c.extra)
+			path := filepath.Join(dir, "etcd.conf")
+			if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var out bytes.Buffer
+			err := serve(ctx, []string{"--services", "etcd,amqp", "--host", "127.0.0.11", "--data-dir", filepath.Join(dir, "data"),
+				"--etcd-config", path, "--etcd-client-port", strconv.Itoa(freePort(t)), "--amqp-port", strconv.Itoa(freePort(t))}, &out, &out)
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("serve: %v, want one line with %q\n%s", err, c.want, out.String())
+			}
+		})
+	}
+	var out bytes.Buffer
+	err := serve(context.Background(), []string{"--broker-snapshot-entries", "10", "--data-dir", t.TempDir()}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "--broker-snapshot-entries") {
+		t.Fatalf("--broker-snapshot-entries 10: %v", err)
+	}
+}
