@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
@@ -33,6 +34,7 @@ func (n *Node) run() {
 			return
 		case <-ticker.C:
 			n.rn.Tick()
+			n.leaderGone()
 		case m := <-n.recvc:
 			n.step(m)
 			for more := len(n.recvc); more > 0; more-- {
@@ -54,6 +56,28 @@ func (n *Node) run() {
 			n.handleReady(n.rn.Ready())
 		}
 		n.publishStatus()
+	}
+}
+
+// leaderGone is a failure detector beside the election timeout: a
+// follower whose transport has lost its connections to the leader (a
+// killed leader's sockets close at once) forgets the leader and
+// campaigns, once per leader and term. With PreVote and CheckQuorum the
+// other voters grant the pre-vote only if they have lost the leader too
+// (or forgotten it), so a leader that is alive keeps leading; when it is
+// dead, the group elects another without waiting out the election
+// timeout (raft's RawNode.ForgetLeader describes this use).
+func (n *Node) leaderGone() {
+	bs := n.rn.BasicStatus()
+	lead := bs.Lead
+	if bs.RaftState != raft.StateFollower || lead == raft.None || lead == n.cfg.ID {
+		return
+	}
+	if n.transport.ActiveSince(types.ID(lead)).IsZero() && (n.gone.lead != lead || n.gone.term != bs.GetTerm()) {
+		n.gone.lead, n.gone.term = lead, bs.GetTerm()
+		n.log.Info("raftnode: lost the connection to the leader; campaigning", "leader", lead, "term", bs.GetTerm())
+		n.rn.ForgetLeader()
+		n.rn.Campaign()
 	}
 }
 

@@ -198,6 +198,7 @@ type Node struct {
 
 	recvc   chan *raftpb.Message
 	reportc chan report
+	gone    struct{ lead, term uint64 } // leaderGone's last campaign (loop only)
 	wakec   chan struct{}
 	stopc   chan struct{} // closed by Stop
 	exiting chan struct{} // closed when run starts shutting down
