@@ -263,6 +263,21 @@
 // while it takes a queue's lock (deleteQueue's checks, markDeleted) hands
 // collected dead letters to a timer goroutine (flushDeadLater) instead.
 //
+// # Clusters (docs/cluster.md)
+//
+// In a three-controller cluster the broker runs on the Raft leader only
+// (internal/cluster): each leadership term gets a new Server with
+// Config.External (connections come through Serve from the node's own
+// listeners, forwarded from the other nodes) and Config.Log set to the
+// Raft-replicated store (broker/replica). The replicated part is in one
+// place: the message store behind store.Log, whose appends, deliveries,
+// acks and drops are the state machine's records; connections, channels,
+// consumers and transient queues are the leader's alone and end with its
+// term. A confirm waits for the store's Commit, which the replicated store
+// completes when a majority has the entry, so a broker that lost its
+// term can never confirm; Start recovers the queues from the store as
+// after a restart.
+//
 // # Errors
 //
 // Handlers return *amqp.Error values carrying the reply code, RabbitMQ's
