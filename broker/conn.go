@@ -566,8 +566,12 @@ func (c *conn) removeExclusive(q *Queue) {
 
 // ---- reader ----
 
-// errClosed ends the reader loop without an error to report.
-var errClosed = errors.New("connection closed")
+// errClosed ends the reader loop without an error to report;
+// errClientClosed too, after close-ok to the client's connection.close.
+var (
+	errClosed       = errors.New("connection closed")
+	errClientClosed = errors.New("connection closed by the client")
+)
 
 // handshakeError is a failure before connection.open that RabbitMQ
 // answers by closing the socket without a connection.close.
@@ -647,12 +651,28 @@ func (c *conn) ended(err error) {
 		c.closeChannels()
 		c.closeWith(ae, closeGrace)
 		c.awaitCloseOk()
+	} else if err == errClientClosed {
+		c.awaitClientClose()
 	} else if err != nil && err != errClosed && !c.closing.Load() {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && c.hbTimeout.Load() > 0 {
 			c.logf(slog.LevelWarn, "amqp: missed heartbeats from client, closing", "timeout", time.Duration(c.hbInterval.Load()))
 		} else if err != io.EOF {
 			c.logf(slog.LevelInfo, "amqp: connection ended", "err", err)
+		}
+	}
+}
+
+// awaitClientClose waits, after close-ok to the client's close, for the
+// client to close the socket (within closeGrace), as RabbitMQ does: a
+// server that closes first makes clients that read after close-ok (such
+// as amqp091-go) report a clean close as an error ("EOF", 501).
+func (c *conn) awaitClientClose() {
+	c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+	var b [64]byte
+	for {
+		if _, err := c.nc.Read(b[:]); err != nil {
+			return
 		}
 	}
 }
@@ -860,8 +880,9 @@ func (c *conn) frame(f amqp.Frame) error {
 		switch m.(type) {
 		case *amqp.ConnectionClose:
 			c.flushConfirms()
+			c.closeChannels() // as RabbitMQ: the channels end before close-ok
 			c.out.method(0, &amqp.ConnectionCloseOk{})
-			return errClosed
+			return errClientClosed
 		case *amqp.ConnectionCloseOk:
 			return errClosed
 		case *amqp.ConnectionBlocked, *amqp.ConnectionUnblocked:

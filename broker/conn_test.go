@@ -71,9 +71,16 @@ func TestHandshakeStartAndTune(t *testing.T) {
 	// Client-initiated close with reply code 0, as oslo sends it.
 	r.send(0, &amqp.ConnectionClose{})
 	expect[*amqp.ConnectionCloseOk](r, 0)
-	r.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	// Then the server waits for the client to close the socket, as
+	// RabbitMQ does (it waited more than 30 s in a probe), but only
+	// closeGrace: a client that never closes does not keep it.
+	start := time.Now()
+	r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := r.fr.ReadFrame(); err != io.EOF {
 		t.Fatalf("after close-ok: %v, want EOF", err)
+	}
+	if d := time.Since(start); d < closeGrace/2 || d > 3*closeGrace {
+		t.Fatalf("the server closed %v after close-ok; want about closeGrace (%v)", d, closeGrace)
 	}
 }
 
