@@ -67,7 +67,7 @@ func startBrokerCluster(t *testing.T) *brokerCluster {
 
 func (bc *brokerCluster) start(i int) {
 	n := bc.nodes[i]
-	n.p = start(bc.t, nil, "serve", "--services", "etcd,amqp", "--host", n.host, "--data-dir", n.dir,
+	n.p = start(bc.t, nil, "serve", "--services", "etcd,amqp,http", "--host", n.host, "--data-dir", n.dir, "--http-port", strconv.Itoa(bc.http),
 		"--etcd-config", n.conf, "--etcd-client-port", strconv.Itoa(bc.etcdClient), "--etcd-peer-port", strconv.Itoa(bc.etcdPeer),
 		"--amqp-port", strconv.Itoa(bc.amqp), "--broker-peer-port", strconv.Itoa(bc.peerPort), "--amqp-disk-free-limit", "0",
 		"--broker-snapshot-entries", strconv.Itoa(snapshotEntries))
@@ -120,6 +120,44 @@ func (bc *brokerCluster) leader(d time.Duration, skip int) (int, nodeStatus) {
 	}
 	bc.t.Fatalf("no active broker within %v", d)
 	return -1, nodeStatus{}
+}
+
+// checkClusterOperations: on a follower, rabbitmqctl cluster_status lists
+// the three nodes and the leader, a broker command names the leader, and
+// the management API answers through it as the leader's.
+func checkClusterOperations(t *testing.T, bc *brokerCluster, l int) {
+	t.Helper()
+	f := (l + 1) % 3
+	out, errOut, code := ctlRun(t, binary, nil, "", "ctl", "--data-dir", bc.nodes[f].dir, "cluster_status")
+	if code != 0 {
+		t.Fatalf("cluster_status on ctl%d: %d %s %s", f+1, code, out, errOut)
+	}
+	for _, want := range []string{"rabbit@ctl1\nrabbit@ctl2\nrabbit@ctl3", "Leader: rabbit@" + bc.nodes[l].name,
+		"Node: rabbit@" + bc.nodes[l].name + ", role: leader, broker: active", "Node: rabbit@" + bc.nodes[f].name + ", role: follower, broker: standby"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cluster_status on ctl%d lacks %q:\n%s", f+1, want, out)
+		}
+	}
+	_, errOut, code = ctlRun(t, binary, nil, "", "ctl", "--data-dir", bc.nodes[f].dir, "list_queues")
+	if code != 69 || !strings.Contains(errOut, "rabbit@"+bc.nodes[l].name) {
+		t.Errorf("list_queues on a follower: %d %s", code, errOut)
+	}
+	if out, _, code := ctlRun(t, binary, nil, "", "ctl", "--data-dir", bc.nodes[l].dir, "list_queues"); code != 0 {
+		t.Errorf("list_queues on the leader: %d %s", code, out)
+	}
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s:%d/api/overview", bc.nodes[f].host, bc.http), nil)
+	req.SetBasicAuth("guest", "guest")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ov struct {
+		Node string `json:"node"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ov); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/api/overview through ctl%d: %d %v", f+1, resp.StatusCode, err)
+	}
 }
 
 // snapshotEntries is the nodes' --broker-snapshot-entries: small, so a
@@ -287,6 +325,7 @@ func sortInts(s []int) {
 func TestBrokerClusterLeaderKills(t *testing.T) {
 	bc := startBrokerCluster(t)
 	l, _ := bc.leader(30*time.Second, -1)
+	checkClusterOperations(t, bc, l)
 	urls := []string{bc.url(0), bc.url(1), bc.url(2)}
 	var pubs []*publisher
 	for i := range 4 {
