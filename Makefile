@@ -83,6 +83,7 @@ bench: build
 	$(GO) run ./bench/cachebench -substrate bin/substrate
 	$(GO) run ./bench/amqpbench -substrate bin/substrate
 	$(GO) run ./bench/scalebench -substrate bin/substrate
+	$(GO) run ./bench/clusterbench -substrate bin/substrate
 
 clean:
 	rm -rf bin dist substrate-data
