@@ -130,6 +130,9 @@ func failoverSubstrate(ctx context.Context, sc *substrateCluster) (failover, err
 		return fo, err
 	}
 	fo.Killed = sc.nodes[l].host
+	if lead, err := sc.etcdLeads(l); err == nil {
+		fo.EtcdLeader = map[bool]string{true: "yes", false: "no"}[lead]
+	}
 	q := "clusterbench.fo." + rabbitmqtest.RandomHex(4)
 	if err := declareQueue(sc.addr(l), q, false); err != nil {
 		return fo, fmt.Errorf("queue.declare: %w", err)

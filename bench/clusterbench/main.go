@@ -38,6 +38,12 @@
 //
 //	go run ./bench/clusterbench [-substrate bin/substrate] [-rounds 3] [-duration 5s]
 //	    [-failovers 3] [-window 256] [-quick] [-substrate-only] [-json out.json]
+//
+// -rounds 0 runs only the kills, -failovers 0 only the throughput loads.
+// -quick: 1 round of 2 s loads and 1 kill per target (about 1.5 minutes).
+// For substrate, each kill also says whether the killed node was etcd's
+// leader: the new broker reads its definitions from etcd, so a kill that
+// takes etcd's leader too waits for etcd's election as well.
 package main
 
 import (
@@ -101,6 +107,9 @@ type failover struct {
 	Killed    string  `json:"killed"`     // node address
 	NewLeader string  `json:"new_leader"` // node address, "" if unknown
 	Load1     float64 `json:"loadavg_1m"`
+	// EtcdLeader says whether the killed substrate node was also etcd's
+	// leader ("yes", "no"; "" when unknown or for RabbitMQ).
+	EtcdLeader string `json:"etcd_leader_killed,omitempty"`
 	// LeadMs, FollMs: kill -> first confirmed post-kill publish of the
 	// publisher that was connected to the leader / through another node
 	// (-1: none within the deadline).
@@ -159,8 +168,8 @@ func main() {
 			*failovers = 1
 		}
 	}
-	if c.Rounds < 1 || c.Duration <= 0 || *failovers < 0 || *window < 1 {
-		fail("-rounds and -window must be >= 1, -duration > 0, -failovers >= 0")
+	if c.Rounds < 0 || c.Duration <= 0 || *failovers < 0 || *window < 1 || c.Rounds+*failovers == 0 {
+		fail("-window must be >= 1, -duration > 0, -rounds (0: no throughput loads) and -failovers (0: no kills) >= 0 and not both 0")
 	}
 	if !benchkit.IsExecutable(c.Substrate) {
 		fail(fmt.Sprintf("substrate binary not found or not executable at %q (run `make build`, or pass -substrate PATH)", c.Substrate))
@@ -285,6 +294,9 @@ func main() {
 				fail(fmt.Sprintf("failover %d, %s: %v", r+1, name, err))
 			}
 			rep.Failovers = append(rep.Failovers, fo)
+			if fo.EtcdLeader != "" {
+				fmt.Printf("(etcd leader there too: %s) ", fo.EtcdLeader)
+			}
 			fmt.Printf("killed %s, new leader %s: publisher on the leader %s ms, through another node %s ms (reconnects %d, unconfirmed on failed connections %d, nacks %d), load %s%s\n",
 				fo.Killed, fo.NewLeader, msOrNone(fo.LeadMs), msOrNone(fo.FollMs), fo.Reconns, fo.Lost, fo.Nacks, loadavg(),
 				map[bool]string{true: " PROBLEMS: " + fo.Problems, false: ""}[fo.Problems != ""])
@@ -506,9 +518,13 @@ func printFailovers(w io.Writer, rep *report, names []string) {
 	tw.Flush()
 	fmt.Fprintf(w, "\nPer kill:\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\ttarget\tkilled\tnew leader\tlead ms\tfoll ms\treconnects\tunconfirmed on failed conns\tnacks\tload 1m\t")
+	fmt.Fprintln(tw, "round\ttarget\tkilled\tetcd leader too\tnew leader\tlead ms\tfoll ms\treconnects\tunconfirmed on failed conns\tnacks\tload 1m\t")
 	for _, fo := range rep.Failovers {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.2f\t\n", fo.Round, fo.Target, fo.Killed, fo.NewLeader,
+		etcd := fo.EtcdLeader
+		if etcd == "" {
+			etcd = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.2f\t\n", fo.Round, fo.Target, fo.Killed, etcd, fo.NewLeader,
 			msOrNone(fo.LeadMs), msOrNone(fo.FollMs), fo.Reconns, fo.Lost, fo.Nacks, fo.Load1)
 	}
 	tw.Flush()

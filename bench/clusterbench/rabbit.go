@@ -325,14 +325,23 @@ func (rc *rabbitCluster) queue(ctx context.Context, i int, q string) (queueStatu
 	if err != nil {
 		return queueStatus{}, fmt.Errorf("rabbitmq-queues quorum_status %s: %v: %s", q, err, out)
 	}
+	st, err := parseQuorumStatus(out)
+	if err != nil {
+		return st, fmt.Errorf("rabbitmq-queues quorum_status %s: %v: %s", q, err, out)
+	}
+	return st, nil
+}
+
+// parseQuorumStatus reads `rabbitmq-queues quorum_status Q --formatter
+// json`: one object per member, "Raft State" "leader" or "follower" for a
+// running one (an error term, a JSON array, for one that is down).
+func parseQuorumStatus(out string) (queueStatus, error) {
 	var members []struct {
-		Node string `json:"Node Name"`
-		// "leader", "follower", ...; an error term (an array) for a
-		// member that is down
+		Node  string          `json:"Node Name"`
 		State json.RawMessage `json:"Raft State"`
 	}
 	if err := json.Unmarshal([]byte(jsonPart(out)), &members); err != nil {
-		return queueStatus{}, fmt.Errorf("rabbitmq-queues quorum_status %s: %v: %s", q, err, out)
+		return queueStatus{}, err
 	}
 	var st queueStatus
 	for _, m := range members {

@@ -203,6 +203,29 @@ func (sc *substrateCluster) status(i int) (nodeStatus, error) {
 	return st, err
 }
 
+// etcdLeads reports whether node i's etcd member is the etcd leader
+// (etcd's /v3/maintenance/status on its client port).
+func (sc *substrateCluster) etcdLeads(i int) (bool, error) {
+	resp, err := statusClient.Post(fmt.Sprintf("http://%s:%d/v3/maintenance/status", sc.nodes[i].host, sc.etcdClient), "application/json", strings.NewReader("{}"))
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Header struct {
+			MemberID string `json:"member_id"`
+		} `json:"header"`
+		Leader string `json:"leader"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return false, err
+	}
+	if st.Leader == "" || st.Header.MemberID == "" {
+		return false, fmt.Errorf("etcd status without leader or member id")
+	}
+	return st.Leader == st.Header.MemberID, nil
+}
+
 // leader polls until a node other than skip says its broker is active.
 func (sc *substrateCluster) leader(ctx context.Context, d time.Duration, skip int) (int, error) {
 	deadline := time.Now().Add(d)
