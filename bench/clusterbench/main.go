@@ -37,7 +37,7 @@
 // rejoins before the next round.
 //
 //	go run ./bench/clusterbench [-substrate bin/substrate] [-rounds 3] [-duration 5s]
-//	    [-failovers 3] [-window 256] [-quick] [-substrate-only] [-json out.json]
+//	    [-failovers 3] [-window 256] [-quick] [-substrate-only] [-json out.json] [-timeout 20m]
 //
 // -rounds 0 runs only the kills, -failovers 0 only the throughput loads.
 // -quick: 1 round of 2 s loads and 1 kill per target (about 1.5 minutes).
@@ -160,6 +160,7 @@ func main() {
 	substrateOnly := flag.Bool("substrate-only", false, "measure the substrate cluster only (no RabbitMQ, no ratios)")
 	failovers := flag.Int("failovers", 3, "leader kills per target (-quick: 1)")
 	window := flag.Int("window", 256, "unconfirmed publishes per throughput publisher")
+	limit := flag.Duration("timeout", 20*time.Minute, "give up (stopping both clusters) when the whole run takes longer")
 	c.Parse()
 	if c.Quick {
 		set := false
@@ -168,8 +169,8 @@ func main() {
 			*failovers = 1
 		}
 	}
-	if c.Rounds < 0 || c.Duration <= 0 || *failovers < 0 || *window < 1 || c.Rounds+*failovers == 0 {
-		fail("-window must be >= 1, -duration > 0, -rounds (0: no throughput loads) and -failovers (0: no kills) >= 0 and not both 0")
+	if c.Rounds < 0 || c.Duration <= 0 || *failovers < 0 || *window < 1 || c.Rounds+*failovers == 0 || *limit <= 0 {
+		fail("-window must be >= 1, -duration and -timeout > 0, -rounds (0: no throughput loads) and -failovers (0: no kills) >= 0 and not both 0")
 	}
 	if !benchkit.IsExecutable(c.Substrate) {
 		fail(fmt.Sprintf("substrate binary not found or not executable at %q (run `make build`, or pass -substrate PATH)", c.Substrate))
@@ -188,6 +189,8 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *limit)
+	defer cancel()
 
 	var rep report
 	rep.Config.Substrate, rep.Config.Hosts = c.Substrate, hosts
