@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"net"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -162,7 +163,21 @@ func TestMemoryAlarmIgnoresOtherHeap(t *testing.T) {
 	if s.MemoryAlarm() {
 		t.Fatalf("alarm on with the broker holding %d bytes", s.MemoryUsed())
 	}
-	conn := dial(t, urlOf(s))
+	// The publisher below blocks in a socket write once the broker stops
+	// reading it, holding amqp091-go's locks, so Connection.Close would
+	// wait for ever: the socket itself is closed first at cleanup (the
+	// cleanups run last-registered first).
+	var sock net.Conn
+	conn, err := amqp091.DialConfig(urlOf(s), amqp091.Config{Dial: func(network, addr string) (net.Conn, error) {
+		c, err := net.DialTimeout(network, addr, 5*time.Second)
+		sock = c
+		return c, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { sock.Close() })
 	blocked := conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 	ch := channel091(t, conn)
 	if _, err := ch.QueueDeclare("big", false, false, false, false, nil); err != nil {
@@ -177,7 +192,7 @@ func TestMemoryAlarmIgnoresOtherHeap(t *testing.T) {
 		}
 	}()
 	t0 := time.Now()
-	if b := recvTimeout(t, blocked, 10*time.Second); !b.Active || b.Reason != "low on memory" {
+	if b := recvTimeout(t, blocked, 30*time.Second); !b.Active || b.Reason != "low on memory" {
 		t.Fatalf("got %+v", b)
 	}
 	t.Logf("blocked after %v", time.Since(t0))
