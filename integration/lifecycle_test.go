@@ -291,7 +291,8 @@ func TestSecondServeOnBusyDataDir(t *testing.T) {
 func TestSigtermWhileWaitingForQuorum(t *testing.T) {
 	s := newServer(t)
 	conf := filepath.Join(t.TempDir(), "etcd.conf")
-	body := fmt.Sprintf("ETCD_NAME=\"a\"\nETCD_INITIAL_CLUSTER=\"a=http://127.0.0.1:%d,b=http://127.0.0.1:%d,c=http://127.0.0.1:%d\"\n",
+	// b and c on their own addresses: a broker cluster needs one per member.
+	body := fmt.Sprintf("ETCD_NAME=\"a\"\nETCD_INITIAL_CLUSTER=\"a=http://127.0.0.1:%d,b=http://127.0.0.12:%d,c=http://127.0.0.13:%d\"\n",
 		s.peerPort, freePort(t), freePort(t))
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
