@@ -30,51 +30,8 @@ const (
 	drainWait   = 10 * time.Second // publishers wait this long for outstanding confirms at the end
 )
 
-// errs counts failures of one load by kind; every kind is reported.
-type errs struct {
-	mu sync.Mutex
-	m  map[string]int64
-	// first keeps the first message of each kind, for the report.
-	first map[string]string
-}
-
-func (e *errs) add(kind string, err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.m == nil {
-		e.m, e.first = map[string]int64{}, map[string]string{}
-	}
-	e.m[kind]++
-	if _, ok := e.first[kind]; !ok && err != nil {
-		e.first[kind] = err.Error()
-	}
-}
-
-func (e *errs) total() int64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var n int64
-	for _, v := range e.m {
-		n += v
-	}
-	return n
-}
-
-func (e *errs) String() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := ""
-	for k, v := range e.m {
-		if s != "" {
-			s += "; "
-		}
-		s += fmt.Sprintf("%s %d", k, v)
-		if f := e.first[k]; f != "" {
-			s += fmt.Sprintf(" (first: %s)", f)
-		}
-	}
-	return s
-}
+// errs counts a load's failures by kind (benchkit.Errs).
+type errs = benchkit.Errs
 
 func dial(b *broker) (*amqp.Connection, error) {
 	return amqp.DialConfig(b.url(), amqp.Config{
@@ -89,7 +46,7 @@ func watchClose(c *amqp.Connection, closing *atomic.Bool, e *errs, who string) {
 	ch := c.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {
 		if err, ok := <-ch; ok && err != nil && !closing.Load() {
-			e.add(who+" connection closed", err)
+			e.Add(who+" connection closed", err)
 		}
 	}()
 }
@@ -253,7 +210,7 @@ func runThroughput(ctx context.Context, b *broker, cfg tpConfig, warmup, dur tim
 	conWG.Wait()
 	// Unacked messages go back to the queue when consumers close.
 	if q, err := ach.QueueDelete(queue, false, false, false); err != nil {
-		e.add("queue.delete", err)
+		e.Add("queue.delete", err)
 	} else {
 		res.Backlog = q
 	}
@@ -290,12 +247,12 @@ func startConsumer(c *amqp.Connection, queue string, consumed *atomic.Int64, clo
 		k := 0
 		for d := range dels {
 			if len(d.Body) != msgSize {
-				e.add("bad body", fmt.Errorf("%d bytes", len(d.Body)))
+				e.Add("bad body", fmt.Errorf("%d bytes", len(d.Body)))
 			}
 			consumed.Add(1)
 			if k++; k%ackEvery == 0 {
 				if err := d.Ack(true); err != nil && !closing.Load() {
-					e.add("ack", err)
+					e.Add("ack", err)
 				}
 			}
 		}
@@ -375,7 +332,7 @@ func (p *publisher) start(ctx context.Context, c *amqp.Connection, wg *sync.Wait
 			for cf := range confirms {
 				t := <-sent
 				if !cf.Ack {
-					e.add("nack", nil)
+					e.Add("nack", nil)
 				} else {
 					p.confirmed.Add(1)
 					if p.lat != nil {
@@ -402,7 +359,7 @@ func (p *publisher) start(ctx context.Context, c *amqp.Connection, wg *sync.Wait
 			})
 			if err != nil {
 				// The channel is unusable; its confirms will not come.
-				e.add("publish", err)
+				e.Add("publish", err)
 				<-tokens
 				break
 			}
@@ -413,11 +370,11 @@ func (p *publisher) start(ctx context.Context, c *amqp.Connection, wg *sync.Wait
 		for len(tokens) > 0 {
 			select {
 			case <-deadline:
-				e.add("confirm timeout", fmt.Errorf("%d of %d publishes unconfirmed %v after the end", len(tokens), published, drainWait))
+				e.Add("confirm timeout", fmt.Errorf("%d of %d publishes unconfirmed %v after the end", len(tokens), published, drainWait))
 				return
 			case <-done:
 				if len(tokens) > 0 {
-					e.add("confirm timeout", errors.New("channel closed with publishes unconfirmed"))
+					e.Add("confirm timeout", errors.New("channel closed with publishes unconfirmed"))
 				}
 				return
 			case <-time.After(5 * time.Millisecond):
@@ -483,7 +440,7 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 	returns := sch.NotifyReturn(make(chan amqp.Return, 16))
 	go func() {
 		for r := range returns {
-			e.add("reply returned", fmt.Errorf("%d %s", r.ReplyCode, r.ReplyText))
+			e.Add("reply returned", fmt.Errorf("%d %s", r.ReplyCode, r.ReplyText))
 		}
 	}()
 	reqs, err := sch.Consume(queue, "", false, false, false, false, nil)
@@ -496,10 +453,10 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 				ContentType: "application/json", CorrelationId: d.CorrelationId, Body: d.Body,
 			})
 			if err != nil && !closing.Load() {
-				e.add("reply publish", err)
+				e.Add("reply publish", err)
 			}
 			if err := d.Ack(false); err != nil && !closing.Load() {
-				e.add("server ack", err)
+				e.Add("server ack", err)
 			}
 		}
 	}()
@@ -548,7 +505,7 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 					ContentType: "application/json", ReplyTo: rq.Name, CorrelationId: corr, Body: body,
 				})
 				if err != nil {
-					e.add("request publish", err)
+					e.Add("request publish", err)
 					return
 				}
 				timeout := time.After(rpcTimeout)
@@ -557,17 +514,17 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 					select {
 					case d, ok := <-replies:
 						if !ok {
-							e.add("reply consumer closed", nil)
+							e.Add("reply consumer closed", nil)
 							return
 						}
 						if d.CorrelationId != corr {
 							// A late reply to a timed-out call.
-							e.add("stale reply", fmt.Errorf("got %s, want %s", d.CorrelationId, corr))
+							e.Add("stale reply", fmt.Errorf("got %s, want %s", d.CorrelationId, corr))
 							continue
 						}
 						break wait
 					case <-timeout:
-						e.add("timeout", fmt.Errorf("no reply within %v", rpcTimeout))
+						e.Add("timeout", fmt.Errorf("no reply within %v", rpcTimeout))
 						break wait
 					case <-stop:
 						return
@@ -600,10 +557,10 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 
 	closing.Store(true)
 	if _, err := sch.QueueDelete(queue, false, false, false); err != nil {
-		e.add("queue.delete", err)
+		e.Add("queue.delete", err)
 	}
 	if err := sch.ExchangeDelete(exchange, false, false); err != nil {
-		e.add("exchange.delete", err)
+		e.Add("exchange.delete", err)
 	}
 	return res, ctx.Err()
 }
@@ -657,12 +614,12 @@ func runConns(ctx context.Context, b *broker, n int, settle time.Duration) (conn
 				}
 				c, err := dial(b)
 				if err != nil {
-					e.add("dial", err)
+					e.Add("dial", err)
 					continue
 				}
 				watchClose(c, &closing, e, "idle")
 				if _, err := c.Channel(); err != nil {
-					e.add("channel.open", err)
+					e.Add("channel.open", err)
 				}
 				conns[i] = c
 			}

@@ -463,7 +463,7 @@ func backlogSubstrate(ctx context.Context, bin string, o opts) (backlogResult, [
 func benchLoads(ctx context.Context, b *broker, f figures, o opts) (map[string]string, error) {
 	failures := map[string]string{}
 	note := func(load string, e *errs) {
-		if n := e.total(); n > 0 {
+		if n := e.Total(); n > 0 {
 			f[load+"_errors"] = float64(n)
 			failures[load] = e.String()
 		}
@@ -600,7 +600,7 @@ func printReport(w io.Writer, rep *report, names []string, loads map[string]bool
 		}
 	}
 	for _, name := range names {
-		if b := rep.Backlog[name]; b != nil && b.Errors.total() > 0 {
+		if b := rep.Backlog[name]; b != nil && b.Errors.Total() > 0 {
 			if !failures {
 				fmt.Fprintf(w, "\nFAILURES:\n")
 			}
@@ -690,7 +690,7 @@ func backlogNote(b *backlogResult) string {
 	if b.ConCapped {
 		s = append(s, "consuming hit the cap")
 	}
-	if n := b.Errors.total(); n > 0 {
+	if n := b.Errors.Total(); n > 0 {
 		s = append(s, fmt.Sprintf("FAILURES %d", n))
 	}
 	if len(s) == 0 {

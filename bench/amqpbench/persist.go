@@ -310,7 +310,7 @@ func runBacklog(ctx context.Context, b *broker, n int, limit time.Duration) (bac
 	closeAll(&conClosing)
 	conWG.Wait()
 	if q, err := ach.QueueDelete(queue, false, false, false); err != nil {
-		e.add("queue.delete", err)
+		e.Add("queue.delete", err)
 	} else {
 		res.Left = q
 	}

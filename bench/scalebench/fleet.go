@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"substrate/bench/internal/benchkit"
 	"substrate/internal/rabbitmqtest"
 )
 
@@ -77,53 +76,8 @@ const (
 	typeFanout = "fanout" // count for the fanout run named by message_id
 )
 
-// errs counts failures by kind, keeping the first message of each.
-type errs struct {
-	mu    sync.Mutex
-	m     map[string]int64
-	first map[string]string
-}
-
-func (e *errs) add(kind string, err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.m == nil {
-		e.m, e.first = map[string]int64{}, map[string]string{}
-	}
-	e.m[kind]++
-	if _, ok := e.first[kind]; !ok && err != nil {
-		e.first[kind] = err.Error()
-	}
-}
-
-func (e *errs) total() int64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var n int64
-	for _, v := range e.m {
-		n += v
-	}
-	return n
-}
-
-func (e *errs) String() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var kinds []string
-	for k := range e.m {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	var s []string
-	for _, k := range kinds {
-		x := fmt.Sprintf("%s %d", k, e.m[k])
-		if f := e.first[k]; f != "" {
-			x += " (first: " + f + ")"
-		}
-		s = append(s, x)
-	}
-	return strings.Join(s, "; ")
-}
+// errs counts a load's failures by kind (benchkit.Errs).
+type errs = benchkit.Errs
 
 // countRun counts deliveries of one topic or fanout run: messages carry
 // its id as message_id; done closes when want have arrived. A token is
@@ -208,7 +162,7 @@ func (f *fleet) dial() (*amqp.Connection, error) {
 	closed := c.NotifyClose(make(chan *amqp.Error, 1))
 	go func() {
 		if err, ok := <-closed; ok && err != nil && !f.closing.Load() {
-			f.errs.add("connection closed", err)
+			f.errs.Add("connection closed", err)
 		}
 	}()
 	return c, nil
@@ -289,7 +243,7 @@ func (f *fleet) open(ctx context.Context, n int, timeout time.Duration) (time.Du
 			returns := ch.NotifyReturn(make(chan amqp.Return, 16))
 			go func() {
 				for r := range returns {
-					f.errs.add("reply returned", fmt.Errorf("%d %s", r.ReplyCode, r.ReplyText))
+					f.errs.Add("reply returned", fmt.Errorf("%d %s", r.ReplyCode, r.ReplyText))
 				}
 			}()
 		}
@@ -361,7 +315,7 @@ func (f *fleet) serve(h *host, ds <-chan amqp.Delivery) {
 				ContentType: "application/json", CorrelationId: d.CorrelationId, Body: replyBody,
 			})
 			if err != nil && !f.closing.Load() {
-				f.errs.add("reply publish", err)
+				f.errs.Add("reply publish", err)
 			}
 		case typeTopic, typeFanout:
 			r := f.topic.Load()
@@ -370,15 +324,15 @@ func (f *fleet) serve(h *host, ds <-chan amqp.Delivery) {
 			}
 			switch {
 			case r == nil || r.id != d.MessageId:
-				f.errs.add("stale "+d.Type+" message", fmt.Errorf("message_id %q on %s", d.MessageId, d.RoutingKey))
+				f.errs.Add("stale "+d.Type+" message", fmt.Errorf("message_id %q on %s", d.MessageId, d.RoutingKey))
 			case !r.got(h.i):
-				f.errs.add("duplicate "+d.Type+" message", fmt.Errorf("message_id %q, host %d", d.MessageId, h.i))
+				f.errs.Add("duplicate "+d.Type+" message", fmt.Errorf("message_id %q, host %d", d.MessageId, h.i))
 			}
 		default:
-			f.errs.add("unexpected message", fmt.Errorf("type %q on %s", d.Type, d.RoutingKey))
+			f.errs.Add("unexpected message", fmt.Errorf("type %q on %s", d.Type, d.RoutingKey))
 		}
 		if err := d.Ack(false); err != nil && !f.closing.Load() {
-			f.errs.add("ack", err)
+			f.errs.Add("ack", err)
 		}
 	}
 }

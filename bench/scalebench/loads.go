@@ -84,7 +84,7 @@ func (c *caller) call(ctx context.Context, e *errs) (time.Duration, error) {
 			}
 			d.Ack(false)
 			if d.CorrelationId != corr {
-				e.add("stale reply", fmt.Errorf("got %s, want %s", d.CorrelationId, corr))
+				e.Add("stale reply", fmt.Errorf("got %s, want %s", d.CorrelationId, corr))
 				continue
 			}
 			return time.Since(t0), nil

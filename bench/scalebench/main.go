@@ -279,7 +279,7 @@ func main() {
 				msgs = append(msgs, err.Error())
 				fmt.Printf("  FAILED: %v\n--- %s log tail ---\n%s\n", err, name, b.logTail())
 			}
-			if e.total() > 0 {
+			if e.Total() > 0 {
 				msgs = append(msgs, e.String())
 				fmt.Printf("  FAILURES: %s\n", e)
 			}

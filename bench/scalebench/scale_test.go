@@ -62,7 +62,7 @@ func TestTinyShape(t *testing.T) {
 	if err != nil {
 		t.Fatalf("runTarget: %v\n%s\n--- substrate log ---\n%s", err, out.String(), b.logTail())
 	}
-	if e.total() != 0 {
+	if e.Total() != 0 {
 		t.Errorf("failures: %s", e)
 	}
 	for _, m := range allMetrics(sh) {
