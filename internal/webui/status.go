@@ -24,8 +24,9 @@ type statusReply struct {
 	UptimeSeconds int64           `json:"uptime_seconds"`
 	Services      []serviceStatus `json:"services"`
 	Alarms        []Alarm         `json:"alarms"`
-	Cache         *cacheStatus    `json:"cache"` // null: memcached not running
-	Etcd          *etcdStatus     `json:"etcd"`  // null: etcd not running
+	Cache         *cacheStatus    `json:"cache"`   // null: memcached not running
+	Etcd          *etcdStatus     `json:"etcd"`    // null: etcd not running
+	Cluster       *clusterStatus  `json:"cluster"` // null: the broker is not clustered
 }
 
 type serviceStatus struct {
@@ -83,6 +84,30 @@ type etcdMember struct {
 	IsSelf     bool     `json:"is_self"`
 }
 
+// clusterStatus is the broker's Raft group; field names follow the
+// cluster's own status (internal/cluster.NodeStatus).
+type clusterStatus struct {
+	Leader string        `json:"leader"` // "" when no node answered as leader
+	Nodes  []clusterNode `json:"nodes"`
+}
+
+type clusterNode struct {
+	Name string `json:"name"`
+	Self bool   `json:"is_self"`
+	// Role: "leader", "follower" or "unreachable"; Broker: "active"
+	// (serving clients), "standby", or "unknown" when unreachable.
+	Role      string `json:"role"`
+	Broker    string `json:"broker"`
+	Reachable bool   `json:"reachable"`
+	IsLeader  bool   `json:"is_leader"`
+	Active    bool   `json:"active"`
+	Term      uint64 `json:"term"`
+	Commit    uint64 `json:"commit_index"`
+	Applied   uint64 `json:"applied_index"`
+	Forwarded int    `json:"forwarded_connections"`
+	Error     string `json:"error,omitempty"`
+}
+
 // pageServices are the services the page always shows, enabled or not;
 // others (redis, http) appear when they run.
 var pageServices = []string{"etcd", "amqp", "memcached"}
@@ -127,6 +152,9 @@ func (h *Handler) collect(ctx context.Context, user string) statusReply {
 		var alarms []Alarm
 		rep.Etcd, alarms = etcdReply(h.cfg.Etcd)
 		rep.Alarms = append(rep.Alarms, alarms...)
+	}
+	if h.cfg.Cluster != nil {
+		rep.Cluster = clusterReply(h.cfg.Cluster())
 	}
 	return rep
 }
@@ -204,6 +232,32 @@ func etcdReply(status func() (kvstore.Status, error)) (*etcdStatus, []Alarm) {
 		alarms = append(alarms, Alarm{Service: "etcd", Resource: res, Detail: "raised by member " + member})
 	}
 	return e, alarms
+}
+
+func clusterReply(nodes []ClusterNode) *clusterStatus {
+	c := &clusterStatus{Nodes: make([]clusterNode, 0, len(nodes))}
+	var leaderTerm uint64
+	for _, n := range nodes {
+		cn := clusterNode{Name: n.Name, Self: n.Self, Role: "unreachable", Broker: "unknown", Reachable: n.Reachable,
+			Error: n.Err}
+		if n.Reachable {
+			cn.IsLeader, cn.Active, cn.Term, cn.Commit, cn.Applied, cn.Forwarded = n.Leader, n.Active, n.Term, n.Commit, n.Applied, n.Forwarded
+			cn.Role, cn.Broker = "follower", "standby"
+			if n.Leader {
+				cn.Role = "leader"
+			}
+			if n.Active {
+				cn.Broker = "active"
+			}
+		}
+		// Two nodes may both say leader for a moment (a deposed one that
+		// has not yet heard of the new term): the higher term leads.
+		if cn.IsLeader && (c.Leader == "" || cn.Term > leaderTerm) {
+			c.Leader, leaderTerm = cn.Name, cn.Term
+		}
+		c.Nodes = append(c.Nodes, cn)
+	}
+	return c
 }
 
 func nonNil(s []string) []string {

@@ -4,14 +4,17 @@
 // checks first: the health of each service, active alarms, the broker's
 // connections (by connection_name) and queues (depth, consumers, message
 // rates over the last minutes), the cache's hit ratio, memory and
-// evictions, and the etcd members, leader and database size.
+// evictions, the etcd members, leader and database size, and, on a node
+// of a broker cluster (docs/cluster.md), each broker node's Raft role,
+// term and indexes.
 //
 // Where the numbers come from:
 //
 //   - broker: RabbitMQ's management API (/api/overview, /api/queues,
 //     /api/connections; internal/mgmtapi), so the page and rabbitmqadmin
 //     or a monitoring check never disagree;
-//   - everything that is substrate's own (health, alarms, cache, etcd):
+//   - everything that is substrate's own (health, alarms, cache, etcd,
+//     the broker cluster):
 //     GET /substrate/status, served here (status.go).
 //
 // Message rates and depths over time are sampled by the page itself at
@@ -61,6 +64,11 @@ type Config struct {
 	Cache func() cache.Stats             // nil: memcached not running
 	Etcd  func() (kvstore.Status, error) // nil: etcd not running
 
+	// Cluster returns every node of the broker's Raft group as this node
+	// sees it (asking each over its peer port; the call bounds its own
+	// wait). nil: the broker is not clustered, the page shows no cluster.
+	Cluster func() []ClusterNode
+
 	// Authenticate checks a request's basic auth as the management API
 	// does (user, password, loopback rule for guest, a tag that grants
 	// the management UI) and returns the user's name. nil: no broker, no
@@ -82,6 +90,20 @@ type Alarm struct {
 	Service  string `json:"service"`  // "amqp", "etcd"
 	Resource string `json:"resource"` // "memory", "disk", "NOSPACE"
 	Detail   string `json:"detail,omitempty"`
+}
+
+// ClusterNode is one node of the broker cluster.
+type ClusterNode struct {
+	Name      string // "rabbit@ctl1", as rabbitmqctl cluster_status names it
+	Self      bool   // the node serving this page
+	Reachable bool   // it answered on its peer port; nothing below is known otherwise
+	Leader    bool   // the Raft leader
+	Active    bool   // its broker serves clients (the leader's, once it has applied its log)
+	Term      uint64 // Raft term
+	Commit    uint64 // Raft commit index
+	Applied   uint64 // Raft applied index
+	Forwarded int    // AMQP connections it forwards to the leader
+	Err       string // why it could not be asked
 }
 
 // Handler serves the page, its assets and the status JSON.

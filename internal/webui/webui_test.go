@@ -206,3 +206,98 @@ func TestStatusNeedsLogin(t *testing.T) {
 		t.Errorf("/: %d", resp.StatusCode)
 	}
 }
+
+// threeNodes is a cluster seen from ctl2 during a partition: ctl1 leads
+// (term 4) and serves clients, ctl2 follows and forwards two connections,
+// ctl3 does not answer.
+func threeNodes() []ClusterNode {
+	return []ClusterNode{
+		{Name: "rabbit@ctl1", Reachable: true, Leader: true, Active: true, Term: 4, Commit: 120, Applied: 120},
+		{Name: "rabbit@ctl2", Self: true, Reachable: true, Term: 4, Commit: 118, Applied: 117, Forwarded: 2},
+		{Name: "rabbit@ctl3", Term: 9, Err: "dial tcp 127.0.0.13:25672: connect: connection refused"},
+	}
+}
+
+// TestStatusCluster: each node of the broker cluster with its role
+// (leader, follower, unreachable), its broker (active, standby, unknown),
+// term, indexes and forwarded connections; an unreachable node's figures
+// are not reported, and the leader is named.
+func TestStatusCluster(t *testing.T) {
+	ts := server(t, Config{Services: []string{"amqp"}, Cluster: threeNodes})
+	_, body := get(t, ts.URL+"/substrate/status", false)
+	var st struct {
+		Cluster *struct {
+			Leader string
+			Nodes  []map[string]any
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil || st.Cluster == nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	if st.Cluster.Leader != "rabbit@ctl1" || len(st.Cluster.Nodes) != 3 {
+		t.Fatalf("cluster %+v", st.Cluster)
+	}
+	want := []map[string]any{
+		{"name": "rabbit@ctl1", "is_self": false, "role": "leader", "broker": "active", "reachable": true, "is_leader": true, "active": true,
+			"term": 4.0, "commit_index": 120.0, "applied_index": 120.0, "forwarded_connections": 0.0},
+		{"name": "rabbit@ctl2", "is_self": true, "role": "follower", "broker": "standby", "reachable": true, "is_leader": false, "active": false,
+			"term": 4.0, "commit_index": 118.0, "applied_index": 117.0, "forwarded_connections": 2.0},
+		{"name": "rabbit@ctl3", "is_self": false, "role": "unreachable", "broker": "unknown", "reachable": false, "is_leader": false, "active": false,
+			"term": 0.0, "commit_index": 0.0, "applied_index": 0.0, "forwarded_connections": 0.0,
+			"error": "dial tcp 127.0.0.13:25672: connect: connection refused"},
+	}
+	for i, w := range want {
+		got := st.Cluster.Nodes[i]
+		if len(got) != len(w) {
+			t.Errorf("node %d: %v, want %v", i, got, w)
+			continue
+		}
+		for k, v := range w {
+			if got[k] != v {
+				t.Errorf("node %d %s: %v, want %v", i, k, got[k], v)
+			}
+		}
+	}
+}
+
+// TestStatusClusterLeaders: no leader (an election under way) is "",
+// and of two nodes that both say leader (a deposed one that has not yet
+// heard of the new term) the higher term's is named.
+func TestStatusClusterLeaders(t *testing.T) {
+	nodes := []ClusterNode{{Name: "rabbit@a", Reachable: true, Term: 5}, {Name: "rabbit@b", Reachable: true, Term: 5}}
+	ts := server(t, Config{Cluster: func() []ClusterNode { return nodes }})
+	_, body := get(t, ts.URL+"/substrate/status", false)
+	if !strings.Contains(body, `"cluster":{"leader":"",`) {
+		t.Errorf("no leader: %s", body)
+	}
+	nodes = []ClusterNode{{Name: "rabbit@a", Reachable: true, Leader: true, Term: 6}, {Name: "rabbit@b", Reachable: true, Leader: true, Term: 5},
+		{Name: "rabbit@c", Reachable: true, Leader: false, Term: 6}}
+	_, body = get(t, ts.URL+"/substrate/status", false)
+	if !strings.Contains(body, `"cluster":{"leader":"rabbit@a",`) {
+		t.Errorf("two leaders: %s", body)
+	}
+	nodes[0], nodes[1] = nodes[1], nodes[0]
+	_, body = get(t, ts.URL+"/substrate/status", false)
+	if !strings.Contains(body, `"cluster":{"leader":"rabbit@a",`) {
+		t.Errorf("two leaders, the older first: %s", body)
+	}
+}
+
+// TestStatusNotClustered: without Config.Cluster the reply's cluster is
+// null, and the page's cluster panel is in the markup but hidden until
+// the script sees a cluster.
+func TestStatusNotClustered(t *testing.T) {
+	ts := server(t, Config{Services: []string{"amqp"}})
+	_, body := get(t, ts.URL+"/substrate/status", false)
+	if !strings.Contains(body, `"cluster":null`) {
+		t.Errorf("cluster not null: %s", body)
+	}
+	_, page := get(t, ts.URL+"/", false)
+	if !strings.Contains(page, `<section id="cluster" class="card" hidden>`) || !strings.Contains(page, `<table id="cluster-nodes"`) {
+		t.Errorf("the page has no hidden cluster panel")
+	}
+	_, js := get(t, ts.URL+"/ui/app.js", false)
+	if !strings.Contains(js, "renderCluster(st.cluster)") {
+		t.Errorf("app.js does not draw the cluster")
+	}
+}

@@ -1,5 +1,6 @@
 // substrate's dashboard. Plain JavaScript, no framework: every POLL_MS it
-// reads /substrate/status (health, alarms, cache, etcd) and, when the
+// reads /substrate/status (health, alarms, cache, etcd, the broker
+// cluster) and, when the
 // broker runs, RabbitMQ's /api/overview, /api/queues and /api/connections,
 // then redraws. Names that come from clients (queues, connection names) are
 // only ever set as text, never as HTML.
@@ -462,6 +463,33 @@ function renderEtcd(e) {
         el("td", {}, m.client_urls.join(", ") || "–")))))));
 }
 
+// renderCluster draws the broker's Raft group (st.cluster; null when the
+// broker is not clustered: no panel): one row per node, the leader's
+// highlighted.
+const ROLE_BADGE = { leader: "ok", follower: "info", unreachable: "bad" };
+const BROKER_BADGE = { active: "ok", standby: "off", unknown: "off" };
+function renderCluster(c) {
+  $("cluster").hidden = !c;
+  if (!c) return;
+  const up = c.nodes.filter((n) => n.reachable).length;
+  const leader = c.nodes.find((n) => n.name === c.leader);
+  $("cluster-summary").replaceChildren(
+    statBox("Leader", c.leader || "none", c.leader ? "ok" : "bad", "cluster-leader"),
+    statBox("Nodes reachable", up + " of " + c.nodes.length, up === c.nodes.length ? "ok" : up * 2 > c.nodes.length ? "warn" : "bad", "cluster-reachable"),
+    statBox("Raft term", leader ? fmtInt(leader.term) : "–", "", "cluster-term"));
+  const num = (n, v) => (n.reachable ? fmtInt(v) : "–");
+  const rows = c.nodes.map((n) => el("tr", { class: n.is_leader ? "leader" : "", "data-node": n.name, "data-role": n.role },
+    el("td", { class: "name" }, n.name, n.is_self ? el("span", { class: "sub" }, "this node") : null, n.error ? el("span", { class: "sub error" }, n.error) : null),
+    el("td", { class: "role" }, el("span", { class: "badge " + (ROLE_BADGE[n.role] || "off") }, n.role)),
+    el("td", { class: "broker" }, el("span", { class: "badge " + (BROKER_BADGE[n.broker] || "off") }, n.broker)),
+    el("td", { class: "num term" }, num(n, n.term)),
+    el("td", { class: "num commit" }, num(n, n.commit_index)),
+    el("td", { class: "num applied" }, num(n, n.applied_index)),
+    el("td", { class: "num forwarded" }, num(n, n.forwarded_connections))));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { class: "empty", colspan: 7 }, "No nodes.")));
+  $("cluster-nodes").tBodies[0].replaceChildren(...rows);
+}
+
 // ---- broker data: RabbitMQ's management API ----
 async function brokerData() {
   const [overview, queues, conns] = await Promise.all([getJSON("/api/overview"), getJSON("/api/queues"), getJSON("/api/connections")]);
@@ -501,6 +529,7 @@ async function poll() {
     renderBroker(enabled, b.overview || {}, b.queues || [], b.conns || [], sample);
     renderCache(st.cache);
     renderEtcd(st.etcd);
+    renderCluster(st.cluster);
     document.body.dataset.loaded = String(now);
   } catch (e) {
     if (e instanceof HTTPError && e.status === 401) {
