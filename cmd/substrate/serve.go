@@ -342,7 +342,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Version:  versionString(),
 			Services: names,
 			Logger:   log.With("service", "http"),
-			UI:       newWebUI(t0, names, checks, kv, currentBroker(brk, clu), cacheSrv),
+			UI:       newWebUI(t0, names, checks, kv, currentBroker(brk, clu), cacheSrv, clu),
 
 			Health:           checks.Failures,
 			PerObjectMetrics: perObjectMetrics,

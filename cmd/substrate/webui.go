@@ -19,9 +19,19 @@ import (
 // newWebUI builds the dashboard at / from the services this process runs
 // (nil: not running; b nil: no broker, or b returns the broker running
 // now, nil on a cluster node that does not lead) and the checks of
-// /healthz.
-func newWebUI(started time.Time, services []string, checks *health, kv *kvstore.Store, b func() *broker.Server, c *cache.Server) *webui.Handler {
+// /healthz; clu is the broker's cluster node (nil: not clustered).
+func newWebUI(started time.Time, services []string, checks *health, kv *kvstore.Store, b func() *broker.Server, c *cache.Server, clu *clusterService) *webui.Handler {
 	cfg := webui.Config{Version: versionString(), Services: services, Health: checks.perService}
+	if clu != nil {
+		cfg.Cluster = func() []webui.ClusterNode {
+			var out []webui.ClusterNode
+			for _, st := range clu.ClusterStatus() {
+				out = append(out, webui.ClusterNode{Name: "rabbit@" + st.Name, Self: st.ID == clu.Self().ID, Reachable: st.Reachable,
+					Leader: st.IsLeader, Active: st.Active, Term: st.Term, Commit: st.Commit, Applied: st.Applied, Forwarded: st.Forwarded, Err: st.Err})
+			}
+			return out
+		}
+	}
 	if kv != nil {
 		cfg.Etcd = kv.Status
 	}
