@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"substrate/bench/internal/benchkit"
 	"substrate/internal/rabbitmqtest"
 )
 
@@ -37,55 +37,8 @@ var quorumArgs = amqp.Table{
 	"x-queue-leader-locator":      "client-local",
 }
 
-// errs counts failures of one load by kind.
-type errs struct {
-	mu    sync.Mutex
-	m     map[string]int64
-	first map[string]string
-}
-
-func (e *errs) add(kind string, err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.m == nil {
-		e.m, e.first = map[string]int64{}, map[string]string{}
-	}
-	e.m[kind]++
-	if _, ok := e.first[kind]; !ok && err != nil {
-		e.first[kind] = err.Error()
-	}
-}
-
-func (e *errs) total() int64 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var n int64
-	for _, v := range e.m {
-		n += v
-	}
-	return n
-}
-
-func (e *errs) String() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var keys []string
-	for k := range e.m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	s := ""
-	for _, k := range keys {
-		if s != "" {
-			s += "; "
-		}
-		s += fmt.Sprintf("%s %d", k, e.m[k])
-		if f := e.first[k]; f != "" {
-			s += fmt.Sprintf(" (first: %s)", f)
-		}
-	}
-	return s
-}
+// errs counts a load's failures by kind (benchkit.Errs).
+type errs = benchkit.Errs
 
 func dial(addr string) (*amqp.Connection, error) {
 	return amqp.DialConfig("amqp://guest:guest@"+addr+"/", amqp.Config{
@@ -178,7 +131,7 @@ func runThroughput(ctx context.Context, declAddr, clientAddr string, nPub, windo
 		ch := c.NotifyClose(make(chan *amqp.Error, 1))
 		go func() {
 			if err, ok := <-ch; ok && err != nil && !closing.Load() {
-				e.add(who+" connection closed", err)
+				e.Add(who+" connection closed", err)
 			}
 		}()
 		return c, nil
@@ -245,7 +198,7 @@ func runThroughput(ctx context.Context, declAddr, clientAddr string, nPub, windo
 		return err
 	})
 	if err != nil {
-		e.add("queue.delete", err)
+		e.Add("queue.delete", err)
 	}
 	return res, ctx.Err()
 }
@@ -270,12 +223,12 @@ func startConsumer(c *amqp.Connection, queue string, consumed *atomic.Int64, clo
 		k := 0
 		for d := range dels {
 			if len(d.Body) != msgSize {
-				e.add("bad body", fmt.Errorf("%d bytes", len(d.Body)))
+				e.Add("bad body", fmt.Errorf("%d bytes", len(d.Body)))
 			}
 			consumed.Add(1)
 			if k++; k%ackEvery == 0 {
 				if err := d.Ack(true); err != nil && !closing.Load() {
-					e.add("ack", err)
+					e.Add("ack", err)
 				}
 			}
 		}
@@ -329,7 +282,7 @@ func (p *publisher) start(ctx context.Context, c *amqp.Connection, wg *sync.Wait
 			for cf := range confirms {
 				t := <-sent
 				if !cf.Ack {
-					e.add("nack", nil)
+					e.Add("nack", nil)
 				} else {
 					p.confirmed.Add(1)
 					if p.lat.measuring.Load() {
@@ -351,7 +304,7 @@ func (p *publisher) start(ctx context.Context, c *amqp.Connection, wg *sync.Wait
 				DeliveryMode: amqp.Persistent, ContentType: "application/octet-stream", Body: p.body,
 			})
 			if err != nil {
-				e.add("publish", err)
+				e.Add("publish", err)
 				<-tokens
 				break
 			}
@@ -361,12 +314,12 @@ func (p *publisher) start(ctx context.Context, c *amqp.Connection, wg *sync.Wait
 			select {
 			case <-deadline:
 				p.unfinished.Store(int64(len(tokens)))
-				e.add("confirm timeout", fmt.Errorf("%d publishes unconfirmed %v after the end", len(tokens), drainWait))
+				e.Add("confirm timeout", fmt.Errorf("%d publishes unconfirmed %v after the end", len(tokens), drainWait))
 				return
 			case <-done:
 				if len(tokens) > 0 {
 					p.unfinished.Store(int64(len(tokens)))
-					e.add("confirm timeout", errors.New("channel closed with publishes unconfirmed"))
+					e.Add("confirm timeout", errors.New("channel closed with publishes unconfirmed"))
 				}
 				return
 			case <-time.After(5 * time.Millisecond):

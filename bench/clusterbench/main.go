@@ -265,7 +265,7 @@ func main() {
 				f[v.key], f[v.key+"_p50"], f[v.key+"_p99"] = res.PubPerSec, res.P50ms, res.P99ms
 				bl[v.key] = res.Backlog
 				note := ""
-				if res.Errors.total() > 0 {
+				if res.Errors.Total() > 0 {
 					errs[v.key] = res.Errors.String()
 					note = " FAILURES: " + errs[v.key]
 				}
