@@ -203,37 +203,9 @@ func runThroughput(ctx context.Context, declAddr, clientAddr string, nPub, windo
 	return res, ctx.Err()
 }
 
-// startConsumer consumes queue with manual acks (multiple=true every
-// ackEvery deliveries), counting deliveries, until the channel closes.
+// startConsumer is the load's draining consumer (benchkit.Drain).
 func startConsumer(c *amqp.Connection, queue string, consumed *atomic.Int64, closing *atomic.Bool, e *errs, wg *sync.WaitGroup) error {
-	ch, err := c.Channel()
-	if err != nil {
-		return err
-	}
-	if err := ch.Qos(prefetch, 0, false); err != nil {
-		return fmt.Errorf("basic.qos: %w", err)
-	}
-	dels, err := ch.Consume(queue, "", false, false, false, false, nil)
-	if err != nil {
-		return fmt.Errorf("basic.consume: %w", err)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		k := 0
-		for d := range dels {
-			if len(d.Body) != msgSize {
-				e.Add("bad body", fmt.Errorf("%d bytes", len(d.Body)))
-			}
-			consumed.Add(1)
-			if k++; k%ackEvery == 0 {
-				if err := d.Ack(true); err != nil && !closing.Load() {
-					e.Add("ack", err)
-				}
-			}
-		}
-	}()
-	return nil
+	return benchkit.Drain{Prefetch: prefetch, AckEvery: ackEvery, BodySize: msgSize}.Start(c, queue, consumed, closing, e, wg)
 }
 
 // latencies is one publisher's publish -> confirm histogram (µs), recorded
