@@ -7,6 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +302,158 @@ func TestStatusNotClustered(t *testing.T) {
 	_, js := get(t, ts.URL+"/ui/app.js", false)
 	if !strings.Contains(js, "renderCluster(st.cluster)") {
 		t.Errorf("app.js does not draw the cluster")
+	}
+}
+
+// domNode is an element of testdata/render.js's stand-in DOM: a kid is
+// a string (text) or an element.
+type domNode struct {
+	Tag    string
+	ID     string
+	Class  string
+	Hidden bool
+	Attrs  map[string]string
+	Kids   []json.RawMessage
+}
+
+func (n *domNode) elems() []*domNode {
+	var out []*domNode
+	for _, k := range n.Kids {
+		var e domNode
+		if json.Unmarshal(k, &e) == nil {
+			out = append(out, &e)
+		}
+	}
+	return out
+}
+
+func (n *domNode) text() string {
+	var b strings.Builder
+	for _, k := range n.Kids {
+		var s string
+		if json.Unmarshal(k, &s) == nil {
+			b.WriteString(s)
+			continue
+		}
+		var e domNode
+		if json.Unmarshal(k, &e) == nil {
+			b.WriteString(e.text())
+		}
+	}
+	return b.String()
+}
+
+// find returns the elements under n (n included) whose class list has c.
+func (n *domNode) find(c string) []*domNode {
+	var out []*domNode
+	if slices.Contains(strings.Fields(n.Class), c) {
+		out = append(out, n)
+	}
+	for _, e := range n.elems() {
+		out = append(out, e.find(c)...)
+	}
+	return out
+}
+
+type rendered struct {
+	Loaded  bool
+	Banner  string
+	Cluster *domNode
+	Summary *domNode
+	Nodes   *domNode
+}
+
+// render runs the page's script under node (testdata/render.js) against
+// ts until its first poll is drawn.
+func render(t *testing.T, ts *httptest.Server) rendered {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if node, err = exec.LookPath("nodejs"); err != nil {
+			if os.Getenv("SUBSTRATE_REQUIRE_CLIENTS") == "1" {
+				t.Fatal("node (Debian's nodejs) is not installed: cannot run the page's script (SUBSTRATE_REQUIRE_CLIENTS=1)")
+			}
+			t.Skip("node (Debian's nodejs) is not installed: the page's script is not run")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, node, "testdata/render.js", ts.URL).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("node: %v\n%s", err, stderr)
+	}
+	var r rendered
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !r.Loaded || r.Banner != "" {
+		t.Fatalf("the page did not draw its first poll: banner %q", r.Banner)
+	}
+	return r
+}
+
+// TestPageDrawsCluster: the page's own script, fed the status endpoint
+// of a cluster node, shows the Broker cluster panel: the leader and how
+// many nodes answer, then one row per node with its role, its broker,
+// term, commit and applied index and forwarded connections, the leader's
+// row marked (highlighted by style.css), an unreachable node's figures
+// as "–" with its error.
+func TestPageDrawsCluster(t *testing.T) {
+	r := render(t, server(t, Config{Services: []string{"etcd"}, Cluster: threeNodes}))
+	if r.Cluster == nil || r.Cluster.Hidden {
+		t.Fatalf("cluster panel not shown: %+v", r.Cluster)
+	}
+	stats := map[string]string{}
+	for _, s := range r.Summary.find("stat") {
+		stats[s.Attrs["id"]] = s.text()
+	}
+	if stats["cluster-leader"] != "rabbit@ctl1Leader" || stats["cluster-reachable"] != "2 of 3Nodes reachable" || stats["cluster-term"] != "4Raft term" {
+		t.Errorf("summary %q", stats)
+	}
+	var rows []*domNode
+	for _, b := range r.Nodes.elems() {
+		if b.Tag == "tbody" {
+			rows = b.elems()
+		}
+	}
+	want := [][]string{
+		{"rabbit@ctl1", "leader", "active", "4", "120", "120", "0"},
+		{"rabbit@ctl2this node", "follower", "standby", "4", "118", "117", "2"},
+		{"rabbit@ctl3dial tcp 127.0.0.13:25672: connect: connection refused", "unreachable", "unknown", "–", "–", "–", "–"},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("%d rows, want %d", len(rows), len(want))
+	}
+	for i, row := range rows {
+		var cells []string
+		for _, td := range row.elems() {
+			cells = append(cells, td.text())
+		}
+		if strings.Join(cells, "|") != strings.Join(want[i], "|") {
+			t.Errorf("row %d: %q, want %q", i, cells, want[i])
+		}
+		if leader := slices.Contains(strings.Fields(row.Class), "leader"); leader != (i == 0) {
+			t.Errorf("row %d (%s): leader class %v", i, row.Attrs["data-node"], leader)
+		}
+		badges := row.find("badge")
+		wantBadges := [][2]string{{"badge ok", "badge ok"}, {"badge info", "badge off"}, {"badge bad", "badge off"}}[i]
+		if len(badges) != 2 || badges[0].Class != wantBadges[0] || badges[1].Class != wantBadges[1] {
+			t.Errorf("row %d: badges %+v", i, badges)
+		}
+	}
+	if len(rows[2].find("error")) != 1 {
+		t.Errorf("the unreachable node's error is not marked as one")
+	}
+}
+
+// TestPageNoCluster: not clustered, the script hides the panel.
+func TestPageNoCluster(t *testing.T) {
+	r := render(t, server(t, Config{Services: []string{"etcd"}}))
+	if r.Cluster == nil || !r.Cluster.Hidden {
+		t.Errorf("cluster panel shown: %+v", r.Cluster)
 	}
 }
