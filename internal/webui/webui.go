@@ -98,7 +98,7 @@ type ClusterNode struct {
 	Self      bool   // the node serving this page
 	Reachable bool   // it answered on its peer port; nothing below is known otherwise
 	Leader    bool   // the Raft leader
-	Active    bool   // its broker serves clients (the leader's, once it has applied its log)
+	Active    bool   // its broker serves clients (the leader's; the others forward)
 	Term      uint64 // Raft term
 	Commit    uint64 // Raft commit index
 	Applied   uint64 // Raft applied index
