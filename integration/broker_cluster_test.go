@@ -158,6 +158,33 @@ func checkClusterOperations(t *testing.T, bc *brokerCluster, l int) {
 	if err := json.NewDecoder(resp.Body).Decode(&ov); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/api/overview through ctl%d: %d %v", f+1, resp.StatusCode, err)
 	}
+	// The UI's status on a follower: the login checked by the leader, the
+	// Broker cluster panel's data with the leader named.
+	req, _ = http.NewRequest("GET", fmt.Sprintf("http://%s:%d/substrate/status", bc.nodes[f].host, bc.http), nil)
+	req.SetBasicAuth("guest", "guest")
+	resp2, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	var ui struct {
+		Cluster *struct {
+			Leader string `json:"leader"`
+			Nodes  []struct {
+				Name string `json:"name"`
+			} `json:"nodes"`
+		} `json:"cluster"`
+	}
+	if err := json.NewDecoder(resp2.Body).Decode(&ui); err != nil || resp2.StatusCode != 200 || ui.Cluster == nil ||
+		ui.Cluster.Leader != "rabbit@"+bc.nodes[l].name || len(ui.Cluster.Nodes) != 3 {
+		t.Fatalf("UI status on ctl%d: %d %v %+v", f+1, resp2.StatusCode, err, ui.Cluster)
+	}
+	req.SetBasicAuth("guest", "wrong")
+	if resp3, err := (&http.Client{Timeout: 10 * time.Second}).Do(req); err != nil || resp3.StatusCode != 401 {
+		t.Fatalf("UI status on ctl%d with a wrong password: %v %v", f+1, resp3, err)
+	} else {
+		resp3.Body.Close()
+	}
 }
 
 // snapshotEntries is the nodes' --broker-snapshot-entries: small, so a

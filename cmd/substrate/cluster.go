@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -276,4 +279,47 @@ func init() {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "substrate_broker_raft_leader_changes_total", Help: "Changes of the Raft leader this node has seen."},
 			stat(func(_ cluster.NodeStatus, n *cluster.Node) float64 { return float64(n.LeaderChanges()) })),
 	)
+}
+
+// leaderLogin checks a UI login on a node that does not lead: the
+// leader's management API answers /api/whoami for the same credentials
+// (password, guest's loopback rule, tags), and the user needs a tag
+// that grants the UI, as uiLogin requires on the leader.
+func (cs *clusterService) leaderLogin(r *http.Request) (string, error) {
+	if _, _, ok := r.BasicAuth(); !ok {
+		return "", errors.New("Not logged in")
+	}
+	m, ok := cs.Leader()
+	if !ok || m.ID == cs.Self().ID {
+		return "", errors.New("No broker leader yet: an election is under way")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+net.JoinHostPort(m.Host, strconv.Itoa(cs.httpPort))+"/api/whoami", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", r.Header.Get("Authorization"))
+	req.Header.Set(forwardedHeader, cs.Self().Name)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("The broker leader %s did not answer", m.Name)
+	}
+	defer resp.Body.Close()
+	var who struct {
+		Name   string   `json:"name"`
+		Tags   []string `json:"tags"`
+		Reason string   `json:"reason"`
+	}
+	json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&who)
+	if resp.StatusCode != http.StatusOK {
+		if who.Reason != "" {
+			return "", errors.New(who.Reason)
+		}
+		return "", errors.New("Login failed")
+	}
+	if !slices.ContainsFunc(who.Tags, func(t string) bool { return slices.Contains(uiTags, t) }) {
+		return "", errors.New("Not management user")
+	}
+	return who.Name, nil
 }

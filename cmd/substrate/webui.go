@@ -49,7 +49,10 @@ func newWebUI(started time.Time, services []string, checks *health, kv *kvstore.
 			if b := b(); b != nil {
 				return uiLogin(b, r)
 			}
-			return "", errors.New("This node does not run the broker now (it runs on the cluster's leader): log in there")
+			if clu != nil {
+				return clu.leaderLogin(r)
+			}
+			return "", errors.New("Login failed")
 		}
 	}
 	return webui.New(cfg, started)
