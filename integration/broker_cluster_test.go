@@ -203,6 +203,9 @@ func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what st
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	for _, n := range bc.nodes { // their goroutines, in the output, for the post-mortem
+		n.p.stop(syscall.SIGQUIT)
+	}
 	t.Fatalf("ctl%d: no %s within %v: last status %+v, err %v", i+1, what, d, last, err)
 }
 

@@ -22,8 +22,10 @@ import (
 // the node the client dialled. The peer port is trusted as etcd's peer
 // port and RabbitMQ's 25672 are: only the controllers may reach it.
 
-// forward relays nc to the leader m.
-func (n *Node) forward(nc net.Conn, m Member, isTLS bool) {
+// forward relays nc to the leader m. It returns true, with nc still
+// open, when the leader answered 503 (its broker not started yet): the
+// caller may try again; otherwise nc is relayed or closed.
+func (n *Node) forward(nc net.Conn, m Member, isTLS bool) (retry bool) {
 	d := net.Dialer{Timeout: forwardDial}
 	if ip := net.ParseIP(n.self.Host); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip} // the leader checks it
@@ -32,12 +34,12 @@ func (n *Node) forward(nc net.Conn, m Member, isTLS bool) {
 	if err != nil {
 		n.log.Warn("amqp: cannot reach the leader to forward a client; closing it", "leader", m.Name, "peer", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
-		return
+		return false
 	}
 	if !n.track(true, nc, pc) {
 		nc.Close()
 		pc.Close()
-		return
+		return false
 	}
 	defer n.track(false, nc, pc)
 	tlsHeader := ""
@@ -49,10 +51,14 @@ func (n *Node) forward(nc net.Conn, m Member, isTLS bool) {
 		forwardPath, m.Host, nc.RemoteAddr().String(), tlsHeader); err != nil {
 		nc.Close()
 		pc.Close()
-		return
+		return false
 	}
 	br := bufio.NewReader(pc)
 	resp, err := http.ReadResponse(br, nil)
+	if err == nil && resp.StatusCode == http.StatusServiceUnavailable {
+		pc.Close()
+		return true
+	}
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		status := ""
 		if resp != nil {
@@ -61,10 +67,11 @@ func (n *Node) forward(nc net.Conn, m Member, isTLS bool) {
 		n.log.Warn("amqp: the leader refused a forwarded client; closing it", "leader", m.Name, "peer", nc.RemoteAddr().String(), "status", status, "err", err)
 		nc.Close()
 		pc.Close()
-		return
+		return false
 	}
 	pc.SetDeadline(time.Time{})
 	relay(nc, pc, br)
+	return false
 }
 
 // bufConn is a connection whose first bytes were read into a buffer.

@@ -92,10 +92,11 @@ type Node struct {
 // How long a client connection waits for a leader before it is closed,
 // and how long dialing the leader may take.
 const (
-	leaderWait  = 10 * time.Second
-	forwardDial = 2 * time.Second
-	forwardPath = "/substrate/amqp-forward"
-	statusPath  = "/substrate/status"
+	leaderWait   = 10 * time.Second
+	forwardDial  = 2 * time.Second
+	forwardRetry = 50 * time.Millisecond // after a leader's 503
+	forwardPath  = "/substrate/amqp-forward"
+	statusPath   = "/substrate/status"
 )
 
 // New checks cfg and returns a Node that has not started.
@@ -213,13 +214,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.pxMu.Unlock()
 	done := make(chan struct{})
 	go func() { n.wg.Wait(); close(done) }() // the role goroutine ends first: it owns cur
+	var err error
 	select {
 	case <-done:
+		if n.cur != nil {
+			err = n.deactivate(ctx)
+		}
 	case <-ctx.Done():
-	}
-	var err error
-	if n.cur != nil {
-		err = n.deactivate(ctx)
+		// The role goroutine is still starting a broker (it owns cur):
+		// stopping Raft below ends its term, and the broker with it.
+		err = ctx.Err()
 	}
 	if n.raft != nil {
 		err = errors.Join(err, n.raft.Stop())
@@ -426,6 +430,8 @@ func (n *Node) handle(nc net.Conn, isTLS bool) {
 	defer faults.Recover(n.log, faults.AMQP, nc.RemoteAddr().String(), func(any) { nc.Close() })
 	deadline := time.NewTimer(leaderWait)
 	defer deadline.Stop()
+	retry := time.NewTimer(forwardRetry)
+	defer retry.Stop()
 	for {
 		ch := n.changes()
 		if b := n.active.Load(); b != nil {
@@ -436,8 +442,24 @@ func (n *Node) handle(nc net.Conn, isTLS bool) {
 			return
 		}
 		if m, ok := n.Leader(); ok && m.ID != n.self.ID {
-			n.forward(nc, m, isTLS)
-			return
+			if !n.forward(nc, m, isTLS) {
+				return
+			}
+			// The leader is elected but its broker not started yet
+			// (503): wait a moment and ask again, the client waiting
+			// for connection.start meanwhile.
+			retry.Reset(forwardRetry)
+			select {
+			case <-retry.C:
+				continue
+			case <-deadline.C:
+				n.log.Warn("amqp: no broker leader to serve a client; closing it", "peer", nc.RemoteAddr().String())
+				nc.Close()
+				return
+			case <-n.stopc:
+				nc.Close()
+				return
+			}
 		}
 		select {
 		case <-ch:
