@@ -364,14 +364,20 @@ func (n *Node) activate(term uint64) {
 }
 
 func (n *Node) startBroker() (*broker.Server, error) {
-	b, err := n.cfg.NewBroker(replica.NewLog(n.sm, n.raft)) // every message it recovers comes back redelivered: the last leader may have delivered it
+	l := replica.NewLog(n.sm, n.raft) // every message it recovers comes back redelivered: the last leader may have delivered it
+	b, err := n.cfg.NewBroker(l)
 	if err != nil {
+		l.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.Start(ctx); err != nil {
 		b.Shutdown(ctx)
+		// A Start that failed before opening its store (the definitions'
+		// etcd read, during etcd's own election) leaves the Log to us; its
+		// goroutine leaked once per retry. Close is idempotent.
+		l.Close()
 		return nil, err
 	}
 	return b, nil
