@@ -203,8 +203,18 @@ func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what st
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, n := range bc.nodes { // their goroutines, in the output, for the post-mortem
-		n.p.stop(syscall.SIGQUIT)
+	// Every node's goroutines, in the output, for the post-mortem: all
+	// signalled at once, so that each dump shows the connections the
+	// others still hold.
+	for _, n := range bc.nodes {
+		n.p.cmd.Process.Signal(syscall.SIGQUIT)
+	}
+	for _, n := range bc.nodes {
+		select {
+		case <-n.p.exited: // the runtime wrote its dump and exited
+		case <-time.After(15 * time.Second):
+			n.p.stop(syscall.SIGKILL)
+		}
 	}
 	t.Fatalf("ctl%d: no %s within %v: last status %+v, err %v", i+1, what, d, last, err)
 }
