@@ -75,6 +75,11 @@ func TestPermissions(t *testing.T) {
 	// per channel but invalidated).
 	ch = channel091(t, c)
 	must(t, ch.Publish("u.x", "k", false, false, amqp091.Publishing{}))
+	// A round trip, so the broker has handled that publish (and cached
+	// the check) before the change: otherwise, under load, the publish
+	// could meet the new permissions and close the channel early.
+	_, err = ch.QueueDeclarePassive("u.q", false, false, false, false, nil)
+	must(t, err)
 	must(t, s.SetPermissions(ctx, Permission{User: "u", VHost: "/", Configure: "^u\\.", Write: "^$", Read: "^u\\."}))
 	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	ch.Publish("u.x", "k", false, false, amqp091.Publishing{})
