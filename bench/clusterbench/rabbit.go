@@ -380,32 +380,8 @@ func (rc *rabbitCluster) kill(i int) {
 }
 
 // beamPID returns node i's beam.smp PID (0 if not found).
-func (rc *rabbitCluster) beamPID(i int) int { return childBeam(rc.nodes[i].cmd.Process.Pid) }
-
-// childBeam finds a beam process among the children of pid (the script
-// runs erl, which execs beam.smp).
-func childBeam(pid int) int {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if i < 0 || j < i {
-			continue
-		}
-		f := strings.Fields(s[j+1:])
-		if len(f) >= 2 && f[1] == strconv.Itoa(pid) && strings.HasPrefix(s[i+1:j], "beam") {
-			return p
-		}
-	}
-	return 0
+func (rc *rabbitCluster) beamPID(i int) int {
+	return rabbitmqtest.BeamUnder(rc.nodes[i].cmd.Process.Pid)
 }
 
 // stop stops every node (SIGTERM to its process group; SIGKILL after

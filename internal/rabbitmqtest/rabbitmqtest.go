@@ -395,8 +395,11 @@ func (r *Server) terminate() {
 
 // BeamPID finds the beam.smp process (the Erlang VM, whose memory is the
 // server's) in the process tree under rabbitmq-server; 0 if none.
-func (r *Server) BeamPID() int {
-	root := r.cmd.Process.Pid
+func (r *Server) BeamPID() int { return BeamUnder(r.cmd.Process.Pid) }
+
+// BeamUnder finds a beam process (the Erlang VM) in the process tree
+// under root, the rabbitmq-server script a caller started; 0 if none.
+func BeamUnder(root int) int {
 	children := map[int][]int{}
 	comm := map[int]string{}
 	ents, _ := os.ReadDir("/proc")
