@@ -44,7 +44,9 @@ func clusterMembers(f serveFlags, kv *kvstore.Store) ([]cluster.Member, uint64, 
 	if len(ms) < 2 {
 		return nil, 0, nil
 	}
-
+	if f.amqpMaxConnections > 0 {
+		return nil, 0, errors.New("broker cluster: --amqp-max-connections is not enforced on a cluster node yet (its listeners forward connections to the leader); leave it 0, or run a single node")
+	}
 	if !ec.PeerTLSInfo.Empty() || ec.PeerAutoTLS {
 		return nil, 0, errors.New("broker cluster: etcd's peer TLS is configured (ETCD_PEER_CERT_FILE or ETCD_PEER_AUTO_TLS), but the broker's peer port (--broker-peer-port) has no TLS yet; run the cluster without etcd peer TLS on a private network, or a single node")
 	}
