@@ -43,14 +43,6 @@ func (c *call) clusterView() *ClusterView {
 	return nil
 }
 
-// selfName is this node's name: its cluster name, or NodeName.
-func (c *call) selfName() string {
-	if v := c.clusterView(); v != nil {
-		return v.Self
-	}
-	return NodeName()
-}
-
 // commands that answer on a node whose broker does not run (it does not
 // lead its cluster).
 var withoutBroker = map[string]bool{"help": true, "version": true, "ping": true, "await_startup": true, "wait": true,

@@ -8,10 +8,16 @@ import (
 	"time"
 )
 
-type clusterNode struct{ v *ClusterView }
+type clusterNode struct {
+	v     *ClusterView
+	calls *int // ClusterView asks every member over the network: count it
+}
 
-func (n clusterNode) NodeInfo() NodeInfo        { return NodeInfo{Version: "test", StartedAt: time.Now()} }
-func (n clusterNode) ClusterView() *ClusterView { return n.v }
+func (n clusterNode) NodeInfo() NodeInfo { return NodeInfo{Version: "test", StartedAt: time.Now()} }
+func (n clusterNode) ClusterView() *ClusterView {
+	*n.calls++
+	return n.v
+}
 
 // TestFollowerWithoutBroker: on a cluster node that does not lead there
 // is no broker; broker commands fail with 69 naming the leader, and
@@ -22,15 +28,20 @@ func TestFollowerWithoutBroker(t *testing.T) {
 		{Node: "rabbit@ctl2", Running: true, Term: 4, Commit: 120, Applied: 119},
 		{Node: "rabbit@ctl3", Err: "connection refused"},
 	}}
-	node := clusterNode{v}
+	calls := 0
+	node := clusterNode{v, &calls}
 	ctx := context.Background()
 	r := Exec(ctx, nil, node, Request{Tool: ToolCtl, Argv: []string{"list_queues"}})
 	if r.Code != ExitUnavail || !strings.Contains(r.Stderr, "rabbit@ctl1") {
 		t.Fatalf("list_queues on a follower: %+v", r)
 	}
+	calls = 0
 	r = Exec(ctx, nil, node, Request{Tool: ToolCtl, Argv: []string{"cluster_status"}})
 	if r.Code != 0 {
 		t.Fatalf("cluster_status: %+v", r)
+	}
+	if calls != 1 {
+		t.Errorf("cluster_status asked the members %d times, want once", calls)
 	}
 	for _, want := range []string{"Cluster status of node rabbit@ctl2 ...", "Disk Nodes\x1b[0m\n\nrabbit@ctl1\nrabbit@ctl2\nrabbit@ctl3\n",
 		"Running Nodes\x1b[0m\n\nrabbit@ctl1\nrabbit@ctl2\n\n", "Leader: rabbit@ctl1",

@@ -258,11 +258,12 @@ func clusterName() string {
 }
 
 func (c *call) clusterStatus() (string, string, error) {
-	node := c.selfName()
+	node := NodeName()
 	alarms := c.alarms()
 	disk, running := []string{node}, []string{node}
-	v := c.clusterView()
+	v := c.clusterView() // asks every member: once per command
 	if v != nil {
+		node = v.Self
 		disk, running = nil, nil
 		for _, m := range v.Members {
 			disk = append(disk, m.Node)
