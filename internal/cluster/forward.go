@@ -70,7 +70,7 @@ func (n *Node) forward(nc net.Conn, m Member, isTLS bool) (retry bool) {
 		return false
 	}
 	pc.SetDeadline(time.Time{})
-	relay(nc, pc, br)
+	relay(n.log, nc, pc, br)
 	return false
 }
 

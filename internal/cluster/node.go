@@ -500,11 +500,11 @@ func (n *Node) track(add bool, cs ...net.Conn) bool {
 
 // relay copies client→peer and peerIn→client (peerIn reads peer, with
 // what was buffered of it) until either direction ends, then closes both.
-func relay(client, peer net.Conn, peerIn io.Reader) {
+func relay(log *slog.Logger, client, peer net.Conn, peerIn io.Reader) {
 	done := make(chan struct{}, 2)
 	cp := func(dst net.Conn, src io.Reader) {
 		defer func() { done <- struct{}{} }()
-		defer faults.Recover(nil, faults.AMQP, client.RemoteAddr().String(), nil)
+		defer faults.Recover(log, faults.AMQP, client.RemoteAddr().String(), nil)
 		io.Copy(dst, src)
 	}
 	go cp(peer, client)

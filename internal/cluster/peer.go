@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"substrate/internal/faults"
+	"substrate/internal/netutil"
 )
 
 // The broker peer port carries Raft's transport (rafthttp, HTTP) and the
@@ -43,16 +44,23 @@ func (m *peerMux) run() {
 	defer m.wg.Done()
 	defer m.raft.Close()
 	defer m.own.Close()
+	var bo netutil.AcceptBackoff
 	for {
 		c, err := m.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			m.log.Warn("amqp cluster: peer accept failed", "err", err)
-			time.Sleep(50 * time.Millisecond)
+			// Any other failure (EMFILE, say) is retried: without its
+			// peer port the node would leave the Raft group.
+			d, first := bo.Next()
+			if first {
+				m.log.Warn("amqp cluster: peer accept failing, backing off until it recovers", "err", err)
+			}
+			time.Sleep(d)
 			continue
 		}
+		bo.Reset()
 		m.wg.Add(1)
 		go m.classify(c)
 	}
