@@ -166,8 +166,8 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.sm = replica.NewStateMachine()
 	mux := http.NewServeMux()
-	mux.HandleFunc(forwardPath, n.serveForwarded)
-	mux.HandleFunc(statusPath, n.serveStatus)
+	mux.HandleFunc(forwardPath, n.contained(n.serveForwarded))
+	mux.HandleFunc(statusPath, n.contained(n.serveStatus))
 	n.pmux = newPeerMux(pl, n.log)
 	n.peer = ownServer(mux, n.log)
 	rn, err := raftnode.Start(raftnode.Config{
@@ -496,6 +496,16 @@ func (n *Node) track(add bool, cs ...net.Conn) bool {
 		}
 	}
 	return true
+}
+
+// contained recovers a panic of a peer endpoint's handler as every
+// goroutine serving a peer does (logged and counted for amqp; net/http
+// would only drop the connection, uncounted).
+func (n *Node) contained(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		defer faults.Recover(n.log, faults.AMQP, "peer "+r.RemoteAddr+" "+r.URL.Path, nil)
+		h(w, r)
+	}
 }
 
 // relay copies client→peer and peerIn→client (peerIn reads peer, with
