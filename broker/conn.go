@@ -331,6 +331,11 @@ func (c *conn) writeLoop() {
 			return
 		}
 		faults.Point("amqp.writer", c.subject())
+		if f := c.srv.cfg.Fence; f != nil && !f.Held() && !f.Wait() {
+			c.out.fail() // a deposed leader's broker: nothing more goes out
+			c.nc.Close()
+			return
+		}
 		if stop {
 			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		}

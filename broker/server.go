@@ -62,6 +62,13 @@ type Config struct {
 	// while it is not the leader itself): Start binds nothing, and Addrs
 	// and TLSAddrs must be empty.
 	External bool
+	// Fence, when not nil, holds every write to clients while this
+	// broker may not act (a cluster leader's lease: internal/raftnode's
+	// Lease), so that a deposed leader, frozen or cut off while the
+	// others elected another, sends no delivery from memory when it
+	// wakes. A connection whose Fence is lost for good is closed
+	// without a word (its broker is being shut down).
+	Fence Fence
 
 	storeTweak   func(*store.Config)              // tests: adjust the message store's config
 	memUsage     func() uint64                    // tests: memory in use, in place of the broker's accounting
@@ -409,6 +416,16 @@ func (s *Server) admit(nc net.Conn, release func()) {
 	s.connMu.Unlock()
 	started = true
 	go c.serve() // the writer starts when there is output (outbound.kick)
+}
+
+// Fence says whether a broker may write to its clients (Config.Fence).
+type Fence interface {
+	// Held reports whether it may, now; it is called before every write
+	// and must be cheap.
+	Held() bool
+	// Wait blocks until Held is true (true) or never will be again
+	// (false).
+	Wait() bool
 }
 
 // Serve serves a connection accepted by the caller's listener (Config.External):

@@ -22,6 +22,7 @@ import (
 	"substrate/broker/store"
 	"substrate/internal/cluster"
 	"substrate/internal/ctl"
+	"substrate/internal/faults"
 	"substrate/internal/mgmtapi"
 	"substrate/internal/preflight"
 	"substrate/kvstore"
@@ -64,20 +65,22 @@ type clusterService struct {
 	httpPort int
 	newAPI   func(*broker.Server) *mgmtapi.API
 	log      *slog.Logger
+	kv       *kvstore.Store
+	handOff  context.CancelFunc // ends handOffEtcd while this node's broker is active
 }
 
 // serveCluster builds the cluster node that stands in for the broker.
 func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []cluster.Member, self uint64, watermark, diskFreeLimit uint64, log *slog.Logger) (*clusterService, error) {
-	cs := &clusterService{httpPort: f.httpPort, log: log}
+	cs := &clusterService{httpPort: f.httpPort, log: log, kv: kv}
 	cfg := cluster.Config{
 		Members:   members,
 		Self:      self,
 		Dir:       filepath.Join(f.dataDir, "broker-raft"),
 		AMQPAddrs: preflight.Addrs(hosts, f.amqpPort),
 		Logger:    log.With("service", "amqp"),
-		NewBroker: func(l store.Log) (*broker.Server, error) {
+		NewBroker: func(l store.Log, fence broker.Fence) (*broker.Server, error) {
 			bc, _ := brokerConfig(f, hosts, kv, watermark, diskFreeLimit, log)
-			bc.Addrs, bc.TLSAddrs, bc.External, bc.Log = nil, nil, true, l
+			bc.Addrs, bc.TLSAddrs, bc.External, bc.Log, bc.Fence = nil, nil, true, l, fence
 			bc.StoreDir = filepath.Join(f.dataDir, "broker-raft") // the disk alarm's filesystem
 			return broker.New(bc)
 		},
@@ -104,6 +107,15 @@ func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []clu
 // read it while this node leads.
 func (cs *clusterService) onBroker(b *broker.Server) {
 	brokerMetrics.Store(b)
+	if cs.handOff != nil {
+		cs.handOff()
+		cs.handOff = nil
+	}
+	if b != nil && cs.kv != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cs.handOff = cancel
+		go cs.handOffEtcd(ctx)
+	}
 	if b == nil {
 		if old := cs.api.Swap(nil); old != nil {
 			old.Stop()
@@ -118,6 +130,33 @@ func (cs *clusterService) onBroker(b *broker.Server) {
 		}
 	}
 }
+
+// handOffEtcd keeps etcd's leadership off the broker leader's node while
+// this node's broker is active (checked each handOffEvery): a node that
+// led both would, when it dies, make the next broker leader wait for
+// etcd's election before it can read its definitions (docs/cluster.md,
+// "Failover").
+func (cs *clusterService) handOffEtcd(ctx context.Context) {
+	defer faults.Recover(cs.log, faults.AMQP, "etcd leadership hand-off", nil)
+	t := time.NewTicker(handOffEvery)
+	defer t.Stop()
+	for {
+		if to, err := cs.kv.HandOffLeadership(ctx, time.Second); to != 0 {
+			cs.log.Info("etcd leadership handed to another member: this node leads the broker", "etcd_leader", strconv.FormatUint(to, 16))
+		} else if err != nil && ctx.Err() == nil {
+			cs.log.Warn("etcd leadership stays on the broker leader's node: no other member took it", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// handOffEvery is how often the broker leader checks that it does not
+// lead etcd too.
+const handOffEvery = time.Second
 
 // ctlBroker returns the active broker as ctl sees it, or a nil interface
 // while this node does not lead.

@@ -39,9 +39,9 @@ type Config struct {
 	PeerListener net.Listener
 
 	// NewBroker builds the broker of one leadership term over log (not
-	// started; its Config.External set, Config.Log = log). Start and
-	// Shutdown are the node's.
-	NewBroker func(log store.Log) (*broker.Server, error)
+	// started; its Config.External set, Config.Log = log, Config.Fence =
+	// fence: the term's leader lease). Start and Shutdown are the node's.
+	NewBroker func(log store.Log, fence broker.Fence) (*broker.Server, error)
 	// OnBroker is told the active broker when it changes (nil: this node
 	// does not lead). It runs on the node's role goroutine.
 	OnBroker func(*broker.Server)
@@ -344,7 +344,7 @@ func (n *Node) activate(term uint64) {
 		if !st.IsLeader || st.Term != term {
 			return
 		}
-		b, err := n.startBroker()
+		b, err := n.startBroker(term)
 		if err == nil {
 			n.cur, n.curTerm = b, term
 			n.active.Store(b)
@@ -363,9 +363,9 @@ func (n *Node) activate(term uint64) {
 	}
 }
 
-func (n *Node) startBroker() (*broker.Server, error) {
+func (n *Node) startBroker(term uint64) (*broker.Server, error) {
 	l := replica.NewLog(n.sm, n.raft) // every message it recovers comes back redelivered: the last leader may have delivered it
-	b, err := n.cfg.NewBroker(l)
+	b, err := n.cfg.NewBroker(l, n.raft.Lease(term))
 	if err != nil {
 		l.Close()
 		return nil, err

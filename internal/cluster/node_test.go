@@ -68,9 +68,9 @@ func (tc *testCluster) start(i int) {
 		AMQPAddrs:    []string{tc.amqp[i]},
 		TickInterval: 20 * time.Millisecond, ElectionTicks: 10, SnapshotEntries: 200,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", i+1),
-		NewBroker: func(l store.Log) (*broker.Server, error) {
+		NewBroker: func(l store.Log, fence broker.Fence) (*broker.Server, error) {
 			cfg := broker.NewConfig()
-			cfg.Addrs, cfg.External, cfg.Log, cfg.Definitions = nil, true, l, tc.defs
+			cfg.Addrs, cfg.External, cfg.Log, cfg.Definitions, cfg.Fence = nil, true, l, tc.defs, fence
 			return broker.New(cfg)
 		},
 	})

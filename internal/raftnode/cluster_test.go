@@ -561,20 +561,7 @@ func TestLeadershipLostPending(t *testing.T) {
 	c.proposeAll(c.nodes[lead], names("j", 20))
 	c.waitSame(c.nodes[lead].sm.list())
 
-	cut := func(heal bool) {
-		for _, tn := range c.running() {
-			for _, other := range c.running() {
-				if tn.id == other.id || (tn.id != lead && other.id != lead) {
-					continue
-				}
-				if heal {
-					tn.n.transport.MendPeer(types.ID(other.id))
-				} else {
-					tn.n.transport.CutPeer(types.ID(other.id))
-				}
-			}
-		}
-	}
+	cut := func(heal bool) { c.cut(lead, heal) }
 	cut(false)
 	isolated := names("k", 30)
 	o := newOutcomes()
@@ -587,9 +574,8 @@ func TestLeadershipLostPending(t *testing.T) {
 	if len(ok) != 0 || len(failed) != len(isolated) {
 		t.Fatalf("isolated leader: %d done(nil), %d ErrLeadershipLost; want 0 and %d", len(ok), len(failed), len(isolated))
 	}
-	if r := c.nodes[lead].latestRole(); r.IsLeader {
-		t.Fatalf("isolated leader still leads: %+v", r)
-	}
+	// Its role is published just after the proposals failed.
+	waitFor(t, 5*time.Second, "the isolated leader to step down", func() bool { return !c.nodes[lead].latestRole().IsLeader })
 	if err := c.nodes[lead].n.Propose([]byte("late"), nil); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("Propose on the deposed leader = %v, want ErrNotLeader", err)
 	}
@@ -602,6 +588,24 @@ func TestLeadershipLostPending(t *testing.T) {
 	for _, d := range isolated {
 		if slices.Contains(want, d) {
 			t.Errorf("%s: applied although its leader was isolated", d)
+		}
+	}
+}
+
+// cut cuts node id off from the others (rafthttp drops every message
+// between them, their connections stay open: a partition, or a frozen
+// process), or heals it.
+func (c *tcluster) cut(id uint64, heal bool) {
+	for _, tn := range c.running() {
+		for _, other := range c.running() {
+			if tn.id == other.id || (tn.id != id && other.id != id) {
+				continue
+			}
+			if heal {
+				tn.n.transport.MendPeer(types.ID(other.id))
+			} else {
+				tn.n.transport.CutPeer(types.ID(other.id))
+			}
 		}
 	}
 }
@@ -690,4 +694,71 @@ func testLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// TestLeaseFencesIsolatedLeader: the leader holds its lease while a
+// quorum hears it, followers never do; cut off with its connections open
+// (a frozen process, a partition), its lease lapses within the lease
+// duration and before the others have a new leader; once it stepped down
+// its lease's Wait says never, and the new leader's Wait says yes.
+func TestLeaseFencesIsolatedLeader(t *testing.T) {
+	c := newCluster(t, 0)
+	lead := c.waitLeader(electionWait)
+	ln := c.nodes[lead].n
+	term := ln.Status().Term
+	lease := ln.Lease(term)
+	waitFor(t, 5*time.Second, "the leader's lease", lease.Held)
+	for _, tn := range c.running() {
+		if tn.id != lead && (tn.n.Lease(term).Held() || tn.n.Lease(term).Wait()) {
+			t.Errorf("follower %d holds term %d's lease", tn.id, term)
+		}
+	}
+
+	c.cut(lead, false)
+	cut := time.Now()
+	var lastHeld time.Time
+	var newLead uint64
+	for newLead == 0 {
+		// The new leader first, then the old lease: a lease held once
+		// another leader was seen is the failure.
+		for _, tn := range c.running() {
+			if r := tn.latestRole(); tn.id != lead && r.IsLeader && r.Term > term {
+				newLead = tn.id
+			}
+		}
+		if lease.Held() {
+			lastHeld = time.Now()
+			if newLead != 0 {
+				t.Fatalf("node %d leads a later term while the cut-off leader %d still holds its lease", newLead, lead)
+			}
+		}
+		if time.Since(cut) > 10*time.Second {
+			t.Fatal("no new leader within 10 s of cutting the leader off")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elected := time.Since(cut)
+	if held := lastHeld.Sub(cut); held > ln.cfg.leaseDuration() {
+		t.Errorf("lease held %v after the cut, more than its duration %v", held, ln.cfg.leaseDuration())
+	}
+	t.Logf("lease held %v after the cut (duration %v); node %d elected after %v",
+		max(lastHeld.Sub(cut), 0), ln.cfg.leaseDuration(), newLead, elected)
+
+	// The cut-off leader steps down (CheckQuorum): Wait says never.
+	res := make(chan bool, 1)
+	go func() { res <- lease.Wait() }()
+	select {
+	case ok := <-res:
+		if ok {
+			t.Fatal("the deposed leader's lease Wait returned true")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the deposed leader's lease Wait did not return within 10 s")
+	}
+	nt := c.nodes[newLead].n.Status().Term
+	if !c.nodes[newLead].n.Lease(nt).Wait() {
+		t.Fatal("the new leader's lease Wait returned false")
+	}
+	c.cut(lead, true)
+	c.waitLeader(electionWait)
 }

@@ -35,6 +35,7 @@ func (n *Node) run() {
 		case <-ticker.C:
 			n.rn.Tick()
 			n.leaderGone()
+			n.renewLease()
 		case m := <-n.recvc:
 			n.step(m)
 			for more := len(n.recvc); more > 0; more-- {
@@ -131,6 +132,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 		panic(fmt.Errorf("raftnode: append: %w", err))
 	}
 	n.transport.Send(rd.Messages)
+	n.leaseReadStates(rd.ReadStates)
 	n.apply(rd.CommittedEntries)
 	// Status shows the entries applied before their proposers hear of it.
 	n.publishStatus()
@@ -215,6 +217,7 @@ func (n *Node) updateRole() {
 		return
 	}
 	n.role = r
+	n.leaseRole(r)
 	n.mu.Lock()
 	n.status.IsLeader, n.status.Term, n.status.Leader = r.IsLeader, r.Term, r.Leader
 	n.mu.Unlock()
@@ -348,6 +351,7 @@ func (n *Node) shutdown() {
 			n.log.Warn("raftnode: WAL close", "err", err)
 		}
 	})
+	n.stopLease()
 	if n.role.IsLeader || n.role.Leader != 0 {
 		n.role = Role{Term: n.role.Term}
 		n.emitRole(n.role)

@@ -189,6 +189,10 @@ type Node struct {
 	snapIndex   uint64
 	confState   *raftpb.ConfState
 	role        Role
+	leaseSeq    uint64
+	leaseReads  map[uint64]time.Duration // lease ReadIndex requests awaiting a quorum: seq -> t0
+
+	lease atomic.Pointer[leaseState] // the current lease (lease.go); loop writes, anyone reads
 
 	transport *rafthttp.Transport
 	srv       *http.Server
@@ -232,20 +236,22 @@ func Start(cfg Config, sm StateMachine) (*Node, error) {
 	}
 	cfg.Peers = peers
 	n := &Node{
-		cfg:       cfg,
-		log:       cfg.Logger.With("raft_id", cfg.ID),
-		quiet:     logging.NewQuieter(),
-		sm:        sm,
-		pending:   map[uint64]func(error){},
-		recvc:     make(chan *raftpb.Message, 256),
-		reportc:   make(chan report, 64),
-		wakec:     make(chan struct{}, 1),
-		stopc:     make(chan struct{}),
-		exiting:   make(chan struct{}),
-		donec:     make(chan struct{}),
-		serveDone: make(chan struct{}),
-		roles:     make(chan Role, 64),
+		cfg:        cfg,
+		log:        cfg.Logger.With("raft_id", cfg.ID),
+		quiet:      logging.NewQuieter(),
+		sm:         sm,
+		pending:    map[uint64]func(error){},
+		recvc:      make(chan *raftpb.Message, 256),
+		reportc:    make(chan report, 64),
+		wakec:      make(chan struct{}, 1),
+		stopc:      make(chan struct{}),
+		exiting:    make(chan struct{}),
+		donec:      make(chan struct{}),
+		serveDone:  make(chan struct{}),
+		roles:      make(chan Role, 64),
+		leaseReads: map[uint64]time.Duration{},
 	}
+	n.lease.Store(&leaseState{renewed: make(chan struct{})})
 	n.zl = logging.Zap(n.log.Handler(), slog.LevelWarn, n.quiet).Named("raft")
 	n.seq = randomSeq()
 
