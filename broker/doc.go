@@ -276,7 +276,11 @@
 // term. A confirm waits for the store's Commit, which the replicated store
 // completes when a majority has the entry, so a broker that lost its
 // term can never confirm; Start recovers the queues from the store as
-// after a restart.
+// after a restart. Deliveries come from memory, not from the log, so
+// Config.Fence (the term's leader lease) gates every write to a client:
+// the connection's writer holds its output while the lease is not held
+// and closes the connection once the term is lost, so a deposed leader
+// that wakes from a pause sends nothing its successor may also send.
 //
 // # Errors
 //

@@ -34,6 +34,14 @@
 // block and does not bound its queue: callers keep few proposals in
 // flight (broker/replica keeps one batch).
 //
+// # Leader lease
+//
+// Lease(term) fences what a leader does outside the log (lease.go): Held
+// is true only while no other node can have been elected, renewed each
+// tick by a ReadIndex that a quorum answers; Wait blocks until it holds
+// or the term is lost. The loop alone writes the lease state (an atomic
+// pointer); Held and Wait only read it.
+//
 // # Snapshots
 //
 // Every SnapshotEntries applied entries the loop takes sm.Snapshot(),
