@@ -125,7 +125,10 @@ func (ch *channel) canDeliver(cs *consumer) bool {
 // channel closed meanwhile. out may differ from e.m: a paged-out message
 // read back from the store, or one with an x-delivery-count header; the
 // delivery keeps e for a requeue.
-func (ch *channel) deliver(cs *consumer, e entry, out *message) bool {
+//
+// fl is the flusher of the reader on whose behalf the queue delivers
+// (outbound.kickFor), nil on other goroutines.
+func (ch *channel) deliver(cs *consumer, e entry, out *message, fl *flusher) bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed || ch.consumers[cs.tag] != cs {
@@ -139,7 +142,7 @@ func (ch *channel) deliver(cs *consumer, e entry, out *message) bool {
 	}
 	m := &amqp.BasicDeliver{ConsumerTag: cs.tag, DeliveryTag: ch.nextTag, Redelivered: e.redelivered,
 		Exchange: out.exchange, RoutingKey: out.routingKey}
-	ch.c.out.content(ch.id, m, out, ch.c.frameMax)
+	ch.c.out.contentFor(ch.id, m, out, ch.c.frameMax, fl)
 	ch.countDelivery(statDeliver, statDeliverNoAck, cs.noAck, e.redelivered)
 	return true
 }
@@ -276,6 +279,11 @@ func (ch *channel) method(payload []byte, complete bool) *amqp.Error {
 	if len(ch.c.dirty) > 0 {
 		ch.c.flushConfirms()
 	}
+	if cls != amqp.ClassBasic || mth != amqp.MethodBasicAck && mth != amqp.MethodBasicNack && mth != amqp.MethodBasicReject {
+		// Anything else may wait (a Definitions write, tx.commit's
+		// fsync): what this reader queued goes out first.
+		ch.c.flushOut()
+	}
 	m, err := amqp.DecodeMethod(payload)
 	if err != nil {
 		return asAMQP(err)
@@ -360,7 +368,7 @@ func (ch *channel) handle(m amqp.Method) *amqp.Error {
 	case *amqp.ChannelOpen:
 		return amqp.NewError(amqp.ChannelError, m.ClassID(), m.MethodID(), "second 'channel.open' seen")
 	case *amqp.ChannelClose:
-		ch.flushConfirms() // what is owed so far goes before close-ok
+		ch.flushConfirms(&ch.c.fl) // what is owed so far goes before close-ok
 		ch.teardown()
 		ch.c.out.method(ch.id, &amqp.ChannelCloseOk{})
 		ch.c.dropChannel(ch)
@@ -923,8 +931,13 @@ func (ch *channel) apply(ds []*delivery, ack, requeueIt bool) {
 		}
 	default:
 		ch.stats.add(statAck, uint64(len(ds)))
+		fl := &ch.c.fl
+		if len(ds) == 1 {
+			ds[0].q.Ack(ds, fl)
+			break
+		}
 		for q, l := range byQueue(ds) {
-			q.Ack(l)
+			q.Ack(l, fl)
 		}
 	}
 	ch.mu.Lock()
@@ -1021,7 +1034,7 @@ func (ch *channel) route(x *exchange, msg *message, mandatory bool, headers amqp
 	now := time.Now().UnixNano()
 	routed := false
 	for _, q := range qs {
-		res, c := q.Publish(msg, now)
+		res, c := q.Publish(msg, now, &ch.c.fl)
 		switch res {
 		case pubQueued:
 			routed = true

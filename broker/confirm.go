@@ -86,12 +86,12 @@ func (ch *channel) confirmPublish(nack bool, commit *store.Commit) {
 			// closes only this connection, with 541.
 			defer faults.Recover(c.srv.log, faults.AMQP, c.peer, c.internalErrorFrom)
 			faults.Point("amqp.confirm", c.subject())
-			ch.flushConfirms()
+			ch.flushConfirms(nil)
 		})
 	}
 	if nack {
 		// RabbitMQ refuses at once; earlier publishes are acked first.
-		ch.flushConfirms()
+		ch.flushConfirms(&ch.c.fl)
 		return
 	}
 	if !ch.dirty {
@@ -101,9 +101,10 @@ func (ch *channel) confirmPublish(nack bool, commit *store.Commit) {
 }
 
 // flushConfirms sends what is owed: acks up to the first publish still
-// waiting for its commit, nacks in their place. Called by the reader and
-// by the store's committer.
-func (ch *channel) flushConfirms() {
+// waiting for its commit, nacks in their place. Called by the reader,
+// with its flusher (the reader writes them before it reads again), and
+// by the store's committer, with nil.
+func (ch *channel) flushConfirms(fl *flusher) {
 	cf := &ch.conf
 	cf.mu.Lock()
 	defer cf.mu.Unlock()
@@ -113,7 +114,7 @@ func (ch *channel) flushConfirms() {
 	out := &ch.c.out
 	ack := func(upto uint64) {
 		if upto > cf.confirmed {
-			out.method(ch.id, &amqp.BasicAck{DeliveryTag: upto, Multiple: upto-cf.confirmed > 1})
+			out.methodFor(ch.id, &amqp.BasicAck{DeliveryTag: upto, Multiple: upto-cf.confirmed > 1}, fl)
 			ch.stats.add(statConfirm, upto-cf.confirmed)
 			cf.confirmed = upto
 		}
@@ -130,7 +131,7 @@ func (ch *channel) flushConfirms() {
 		}
 		if w.commit == nil || w.commit.Err() != nil {
 			ack(w.tag - 1)
-			out.method(ch.id, &amqp.BasicNack{DeliveryTag: w.tag})
+			out.methodFor(ch.id, &amqp.BasicNack{DeliveryTag: w.tag}, fl)
 			cf.confirmed = w.tag
 		}
 		cf.waits[0] = confirmWait{}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"substrate/broker/amqp"
@@ -55,6 +56,10 @@ type outbound struct {
 	mem     *atomic.Int64 // the broker's outbound bytes (memAccount.outbound); nil: not counted
 	acct    int64         // bytes of buf counted in mem (under mu)
 	writing int64         // bytes the writer took and counts until written (under mu)
+	// owner is the connection; flushedBy the flusher that last took it
+	// on (see kickFor), under mu.
+	owner     *conn
+	flushedBy *flusher
 }
 
 func (o *outbound) init(done chan struct{}, start func()) {
@@ -65,25 +70,57 @@ func (o *outbound) init(done chan struct{}, start func()) {
 // kick is called with mu held after appending to buf: it counts the new
 // bytes and starts a writer if none runs.
 func (o *outbound) kick() {
-	o.pending.Store(int64(len(o.buf)))
-	if d := int64(len(o.buf)) - o.acct; d != 0 && o.mem != nil {
-		o.acct += d
-		o.mem.Add(d)
-	}
+	o.count()
 	if !o.running && !o.dead && len(o.buf) > 0 {
 		o.running = true
 		o.start()
 	}
 }
 
-func (o *outbound) method(ch uint16, m amqp.Method) {
+// count counts the bytes appended to buf (under mu).
+func (o *outbound) count() {
+	o.pending.Store(int64(len(o.buf)))
+	if d := int64(len(o.buf)) - o.acct; d != 0 && o.mem != nil {
+		o.acct += d
+		o.mem.Add(d)
+	}
+}
+
+// inlineMax is the most a flusher lets wait on an idle connection: past
+// it a writer starts at once, so a long read batch still writes on
+// another goroutine while it goes on.
+const inlineMax = 32 << 10
+
+// kickFor is kick for output a reader appends while it handles its
+// input: with fl (that reader's flusher) and no writer running, the
+// connection joins fl and is written by that reader, inline, when it has
+// no more buffered input (conn.flushOut), together with what else it
+// queued for it meanwhile; no goroutine starts and none wakes. With fl
+// nil, on a connection that cannot be written inline, or past inlineMax,
+// it is kick.
+func (o *outbound) kickFor(fl *flusher) {
+	if fl == nil || o.owner == nil || o.owner.raw == nil || len(o.buf) > inlineMax {
+		o.kick()
+		return
+	}
+	o.count()
+	if !o.running && !o.dead && len(o.buf) > 0 && o.flushedBy != fl {
+		o.flushedBy = fl
+		fl.conns = append(fl.conns, o.owner)
+	}
+}
+
+func (o *outbound) method(ch uint16, m amqp.Method) { o.methodFor(ch, m, nil) }
+
+// methodFor appends m; fl as for kickFor.
+func (o *outbound) methodFor(ch uint16, m amqp.Method, fl *flusher) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.dead {
 		return
 	}
 	o.appendMethodLocked(ch, m)
-	o.kick()
+	o.kickFor(fl)
 }
 
 // appendMethodLocked encodes m. Encoding fails only for a shortstr over
@@ -101,12 +138,13 @@ func (o *outbound) appendMethodLocked(ch uint16, m amqp.Method) bool {
 // content appends a content method with its header and body frames,
 // contiguously.
 func (o *outbound) content(ch uint16, m amqp.Method, msg *message, frameMax uint32) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.contentLocked(ch, m, msg, frameMax)
+	o.contentFor(ch, m, msg, frameMax, nil)
 }
 
-func (o *outbound) contentLocked(ch uint16, m amqp.Method, msg *message, frameMax uint32) {
+// contentFor is content; fl as for kickFor.
+func (o *outbound) contentFor(ch uint16, m amqp.Method, msg *message, frameMax uint32, fl *flusher) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if o.dead {
 		return
 	}
@@ -115,7 +153,7 @@ func (o *outbound) contentLocked(ch uint16, m amqp.Method, msg *message, frameMa
 	}
 	o.buf = amqp.AppendHeaderFrameRaw(o.buf, ch, amqp.ClassBasic, uint64(len(msg.body)), msg.props)
 	o.buf = amqp.AppendBodyFrames(o.buf, ch, msg.body, frameMax)
-	o.kick()
+	o.kickFor(fl)
 }
 
 func (o *outbound) writable() bool { return o.pending.Load() < outSoftLimit }
@@ -142,6 +180,12 @@ type conn struct {
 	peerKey string // the peer's IP: its key in the log limiter
 	fr      *amqp.FrameReader
 	out     outbound
+	// raw is the plain socket's descriptor for inline writes (writeNow);
+	// nil for TLS and piped connections, which always use a writer.
+	raw syscall.RawConn
+	// fl is the reader's flusher: the connections (this one included) it
+	// queued output for and writes before it reads again. Reader-owned.
+	fl flusher
 	// label is what the client calls this connection (its
 	// connection_name property), else the peer address: the subject of
 	// the connection-wide fault injection points.
@@ -207,15 +251,24 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.name = c.peer + " -> " + nc.LocalAddr().String()
 	c.label.Store(&c.peer)
 	c.out.init(c.writerDone, c.startWriter)
+	c.out.owner = c
 	c.out.log = s.log
+	switch t := nc.(type) { // these types exactly: a wrapper's Write must not be bypassed
+	case *net.TCPConn:
+		c.raw, _ = t.SyscallConn()
+	case *net.UnixConn:
+		c.raw, _ = t.SyscallConn()
+	}
 	c.out.mem = &s.mem.outbound
 	c.fr = amqp.NewFrameReader(c)
 	return c
 }
 
 // Read reads the socket for the frame reader, pushing the heartbeat
-// deadline on each read: any frame counts as activity.
+// deadline on each read: any frame counts as activity. Output the reader
+// queued (flushOut) is written first.
 func (c *conn) Read(p []byte) (int, error) {
+	c.flushOut() // the read may wait
 	if t := c.hbTimeout.Load(); t > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
 	}
@@ -277,6 +330,7 @@ var internalErr = amqp.Error{Code: amqp.InternalError, Text: "INTERNAL_ERROR", C
 func (c *conn) recovered(any) {
 	c.closeWith(&internalErr, closeGrace)
 	c.closeChannels()
+	c.flushOut()
 	c.awaitCloseOk()
 }
 
@@ -395,6 +449,143 @@ func (o *outbound) written(buf []byte) {
 	if cap(buf) <= 16<<10 && !o.dead { // don't keep a large buffer
 		o.spare = buf[:0]
 	}
+}
+
+// flusher is a reader's list of connections it queued output for
+// without starting their writers (outbound.kickFor). Reader-owned.
+type flusher struct {
+	conns []*conn
+}
+
+// flushOut writes what this reader queued: each connection it touched,
+// this one last, inline (writeNow). The reader calls it before every
+// read of its socket (conn.Read), and before anything else that may
+// block it, so output never waits for input.
+func (c *conn) flushOut() {
+	fl := &c.fl
+	if len(fl.conns) == 0 {
+		return
+	}
+	own := false
+	for i, oc := range fl.conns {
+		fl.conns[i] = nil
+		if oc == c {
+			own = true
+		} else {
+			oc.writeNow(fl)
+		}
+	}
+	fl.conns = fl.conns[:0]
+	if own {
+		c.writeNow(fl)
+	}
+}
+
+// writeNow writes the connection's queued output on the calling goroutine
+// when no writer runs: a flush as the writer's, with one non-blocking
+// write. What the socket does not take at once (a consumer that does
+// not read), and what is appended meanwhile, goes to a writer. While a
+// fault is armed, or the Fence is not held, it starts a writer instead,
+// so those keep their single place (writeLoop).
+func (c *conn) writeNow(fl *flusher) {
+	o := &c.out
+	o.mu.Lock()
+	if o.flushedBy == fl {
+		o.flushedBy = nil
+	}
+	if o.running || o.dead || o.stop || len(o.buf) == 0 {
+		o.mu.Unlock()
+		return
+	}
+	o.running = true
+	if c.raw == nil || faults.Armed() != nil || c.srv.cfg.Fence != nil && !c.srv.cfg.Fence.Held() {
+		o.start()
+		o.mu.Unlock()
+		return
+	}
+	buf := o.buf
+	o.buf = o.spare[:0]
+	o.spare = nil
+	o.pending.Store(0)
+	o.writing += o.acct
+	o.acct = 0
+	o.mu.Unlock()
+
+	n, err := c.tryWrite(buf)
+	if n > 0 {
+		c.net.sendOct.Add(uint64(n))
+		c.net.sendCnt.Add(1)
+		c.lastWrite.Store(time.Now().UnixNano())
+	}
+	if err != nil {
+		c.out.fail()
+		c.nc.Close() // the reader sees the error and tears down
+		return
+	}
+	o.mu.Lock()
+	if n < len(buf) {
+		// The rest goes first, to a writer.
+		rest := make([]byte, 0, len(buf)-n+len(o.buf))
+		o.buf = append(append(rest, buf[n:]...), o.buf...)
+		if o.mem != nil {
+			o.mem.Add(-o.writing)
+		}
+		o.writing = 0
+		o.count()
+		o.start()
+		o.mu.Unlock()
+		return
+	}
+	if o.mem != nil {
+		o.mem.Add(-o.writing)
+	}
+	o.writing = 0
+	switch {
+	case len(o.buf) > 0 && !o.dead:
+		if cap(buf) <= 16<<10 {
+			o.spare = buf[:0]
+		}
+		o.start() // appended while we wrote
+	default:
+		o.buf, o.spare = nil, nil // an idle connection keeps no buffer
+		o.running = false
+		if o.stop {
+			o.endLocked()
+		}
+	}
+	o.drained.Broadcast()
+	o.mu.Unlock()
+	if c.throttled.Load() && c.out.writable() {
+		c.throttled.Store(false)
+		c.wakeConsumers()
+	}
+}
+
+// tryWrite writes b to the socket without waiting: it returns what the
+// socket took, and an error other than EAGAIN.
+func (c *conn) tryWrite(b []byte) (int, error) {
+	n := 0
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, e := syscall.Write(int(fd), b[n:])
+			if e == syscall.EINTR {
+				continue
+			}
+			if e != nil {
+				if e != syscall.EAGAIN {
+					werr = e
+				}
+				break
+			}
+			n += m
+		}
+		return true // never wait for the socket: a writer does
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, werr
 }
 
 // fail ends output after a failed write (or a panicking writer): what is
@@ -647,6 +838,7 @@ func (c *conn) begin() bool {
 // ended reports why loop ended and, for a connection error, closes the
 // connection as RabbitMQ does.
 func (c *conn) ended(err error) {
+	c.flushOut() // what the reader queued for others goes before any wait here
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
 		c.logf(slog.LevelWarn, "amqp: closing connection", "code", ae.Code, "text", ae.Text)
@@ -838,6 +1030,7 @@ func (c *conn) loop() error {
 	for {
 		if c.fr.Buffered() == 0 {
 			c.flushConfirms()
+			c.flushOut()
 			c.out.waitBelow(outHardLimit)
 		}
 		f, err := c.fr.ReadFrame()
@@ -875,6 +1068,7 @@ func (c *conn) frame(f amqp.Frame) error {
 		faults.Point("amqp.reader", amqp.MethodName(cls, mth)+" "+string(f.Payload))
 	}
 	if f.Channel == 0 {
+		c.flushOut()
 		if f.Type != amqp.FrameMethod {
 			return amqp.NewError(amqp.UnexpectedFrame, 0, 0, "type %d on channel 0", f.Type)
 		}
@@ -995,7 +1189,7 @@ func (c *conn) dropChannel(ch *channel) {
 func (c *conn) flushConfirms() {
 	for _, ch := range c.dirty {
 		ch.dirty = false
-		ch.flushConfirms()
+		ch.flushConfirms(&c.fl)
 	}
 	c.dirty = c.dirty[:0]
 }

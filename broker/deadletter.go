@@ -131,7 +131,7 @@ func (vh *vhost) publishDead(q *Queue, dead []deadLetter) {
 				vh.srv.log.Debug("amqp: dead letter dropped: cycle", "vhost", vh.name, "queue", t.name)
 				continue
 			}
-			t.Publish(m, now.UnixNano()) // a refusal (reject-publish) drops it; no confirm waits
+			t.Publish(m, now.UnixNano(), nil) // a refusal (reject-publish) drops it; no confirm waits
 		}
 	}
 }

@@ -56,6 +56,20 @@
 //     syscall, so frames produced while it writes go out together in the
 //     next write (coalesced flushes, as nats-server's flushOutbound), and
 //     ends when it finds the buffer empty, keeping no buffer.
+//   - output a reader queues while it handles its input (deliveries its
+//     publishes and acks cause on any connection, its own publisher
+//     confirms) starts no writer: the connection joins the reader's
+//     flusher (conn.fl, outbound.kickFor) and the reader writes it
+//     itself, one non-blocking write per connection (conn.writeNow),
+//     before it next reads its socket or does anything that may block
+//     (every method but basic.ack/nack/reject, channel 0, an alarm), the
+//     other connections first, its own last. What the socket does not
+//     take, what is appended meanwhile, and more than inlineMax (32 KB)
+//     go to a writer as above; so do TLS and piped connections, and any
+//     write while a fault is armed or the Fence is not held. An RPC's
+//     request and reply thus each cost the broker one read and one write
+//     per connection, with no goroutine started or woken (the writer
+//     goroutine and its wake-up cost more CPU than the write itself).
 //
 // Heartbeats are a timer (conn.sendHeartbeat, every heartbeat/2), which
 // queues a heartbeat frame when nothing was written for that long. At
@@ -219,7 +233,8 @@
 //	      Queue.mu            ready messages, consumers (active, priorities), counters, expiry timers, pending dead letters
 //	        store (Disk.mu)   the message store, called under Queue.mu so its order is the queue's (leaf inside the store)
 //	        channel.mu        delivery tags, unacked list, global prefetch, consumers map
-//	          outbound.mu     the connection's output buffer (leaf)
+//	          outbound.mu     the connection's output buffer (leaf); a reader's flusher (conn.fl)
+//	                          is reader-owned and appended to under it
 //	confirms.mu               a channel's publisher confirms; taken by the reader and by the store's
 //	                          committer (Commit.AfterFunc), with only outbound.mu below it
 //	alarm.mu                  the resource alarms' state (leaf); the publish path reads alarm.active

@@ -210,6 +210,7 @@ func (c *conn) throttle() {
 		return
 	}
 	c.flushConfirms()
+	c.flushOut()
 	if c.blockedNotify {
 		c.out.method(0, &amqp.ConnectionBlocked{Reason: blockedReason(on)})
 	}

@@ -323,6 +323,10 @@ type Queue struct {
 	ttlTimer          *time.Timer
 	ttlAt             int64
 	dead              []deadLetter // to publish once mu is released (unlock)
+	// fl is the flusher of the reader publishing or acking under mu (nil
+	// otherwise): deliveries made meanwhile are written by that reader
+	// when it has no more input (outbound.kickFor).
+	fl *flusher
 
 	// Settings from the arguments and the policies in effect
 	// (applyPolicyLocked, policy.go), which may change them.
@@ -399,14 +403,18 @@ const (
 // appended there first; the returned Commit, if not nil, is done when it
 // is durable, and the publisher's confirm waits for it. A message the
 // store refuses is not enqueued (pubStoreFailed).
-func (q *Queue) Publish(m *message, now int64) (pubResult, *store.Commit) {
+//
+// fl is the publishing reader's flusher, nil on other goroutines.
+func (q *Queue) Publish(m *message, now int64, fl *flusher) (pubResult, *store.Commit) {
 	q.mu.Lock()
 	defer q.unlock()
 	e, res, commit := q.stageLocked(m)
 	if res != pubQueued {
 		return res, nil
 	}
+	q.fl = fl
 	q.enqueueLocked(e, now)
+	q.fl = nil
 	return pubQueued, commit
 }
 
@@ -622,7 +630,7 @@ func (q *Queue) deliverLocked(c *consumer, e entry) bool {
 	if q.quorum && e.returns > 0 {
 		out = out.withHeader("x-delivery-count", int64(e.returns))
 	}
-	if !c.ch.deliver(c, e, out) {
+	if !c.ch.deliver(c, e, out, q.fl) {
 		return false
 	}
 	q.deliveredLocked(e, c.noAck)
@@ -802,8 +810,9 @@ func (q *Queue) Get(ch *channel, noAck bool) (bool, consumeError) {
 }
 
 // Ack settles deliveries of this queue (acked, or rejected without
-// requeue): it frees consumer credit and delivers more.
-func (q *Queue) Ack(ds []*delivery) {
+// requeue): it frees consumer credit and delivers more. fl is the acking
+// reader's flusher (nil on other goroutines).
+func (q *Queue) Ack(ds []*delivery, fl *flusher) {
 	q.mu.Lock()
 	defer q.unlock()
 	q.stats[statAck] += uint64(len(ds))
@@ -812,7 +821,9 @@ func (q *Queue) Ack(ds []*delivery) {
 	for _, d := range ds {
 		q.forgetLocked(d.e)
 	}
+	q.fl = fl
 	q.dispatchLocked()
+	q.fl = nil
 }
 
 // Reject settles deliveries rejected without requeue (basic.reject or
