@@ -24,7 +24,6 @@ const (
 	inFlight    = 200              // unconfirmed publishes per publisher
 	prefetch    = 200              // basic.qos per consumer
 	ackEvery    = 50               // consumers ack with multiple=true every ackEvery deliveries
-	rpcCallers  = 8                // concurrent closed-loop RPC callers
 	rpcTimeout  = 5 * time.Second  // a call without a reply by then is a timeout error
 	replyExpire = 1800000          // x-expires of reply queues, ms (oslo.messaging's default)
 	drainWait   = 10 * time.Second // publishers wait this long for outstanding confirms at the end
@@ -362,15 +361,38 @@ type rpcResult struct {
 	CallsPerSec float64
 	P50ms       float64
 	P99ms       float64
-	Errors      *errs
+	// SrvUs is the server's CPU time per measured call (us); SrvCores
+	// and CliCores the server's and this process's CPU time over the
+	// measured window.
+	SrvUs, SrvCores, CliCores float64
+	Errors                    *errs
 }
 
-// runRPC runs one server consuming from a queue bound to a topic exchange
-// and rpcCallers closed-loop callers, each on its own connection with its
-// own exclusive reply queue (x-expires). Requests carry reply_to and
-// correlation_id; the server publishes each reply with mandatory set to the
-// default exchange. Exchange and queues are deleted at the end.
-func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResult, error) {
+// rpcExpiration is the expiration of a request: oslo.messaging's
+// rpc_response_timeout (60 s) in ms, as topic_send sets it on calls.
+const rpcExpiration = "60000"
+
+// oslo publishes every message as kombu does: JSON, utf-8, delivery_mode 2,
+// an empty headers table and priority 0 (docs: amqp-openstack.md 2.5).
+func osloPublishing(body []byte) amqp.Publishing {
+	return amqp.Publishing{ContentType: "application/json", ContentEncoding: "utf-8", Headers: amqp.Table{},
+		DeliveryMode: amqp.Persistent, Priority: 0, Body: body}
+}
+
+// runRPC runs one RPC server and `callers` closed-loop callers in
+// oslo.messaging's pattern (amqp-openstack.md section 3): the server
+// consumes (manual acks, no prefetch limit: oslo's default) from a queue
+// bound to a topic exchange; each caller, on its own connection with its
+// own reply queue (x-expires 1800000, consumed with manual acks),
+// publishes a request to the topic exchange with expiration 60000 and
+// waits for its publisher confirm, then for the reply. The server acks
+// each request on receipt, then publishes the reply mandatory to the
+// default exchange, keyed by the caller's reply queue, and waits for its
+// confirm; the caller acks the reply. Both publishing channels are in
+// confirm mode, as oslo's. The correlation id travels in the AMQP
+// property (oslo puts it in the body; the broker's work is the same).
+// Exchange and queues are deleted at the end.
+func runRPC(ctx context.Context, b *broker, callers int, warmup, dur time.Duration) (rpcResult, error) {
 	res := rpcResult{Errors: &errs{}}
 	e := res.Errors
 	tag := rabbitmqtest.RandomHex(4)
@@ -405,13 +427,15 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 	if err := sch.QueueBind(queue, key, exchange, false, nil); err != nil {
 		return res, fmt.Errorf("queue.bind: %w", err)
 	}
-	if err := sch.Qos(64, 0, false); err != nil {
-		return res, err
+	if err := sch.Confirm(false); err != nil {
+		return res, fmt.Errorf("confirm.select: %w", err)
 	}
 	returns := sch.NotifyReturn(make(chan amqp.Return, 16))
 	go func() {
 		for r := range returns {
-			e.Add("reply returned", fmt.Errorf("%d %s", r.ReplyCode, r.ReplyText))
+			if !closing.Load() {
+				e.Add("reply returned", fmt.Errorf("%d %s", r.ReplyCode, r.ReplyText))
+			}
 		}
 	}()
 	reqs, err := sch.Consume(queue, "", false, false, false, false, nil)
@@ -420,14 +444,21 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 	}
 	go func() {
 		for d := range reqs {
-			err := sch.PublishWithContext(ctx, "", d.ReplyTo, true, false, amqp.Publishing{
-				ContentType: "application/json", CorrelationId: d.CorrelationId, Body: d.Body,
-			})
-			if err != nil && !closing.Load() {
-				e.Add("reply publish", err)
-			}
 			if err := d.Ack(false); err != nil && !closing.Load() {
 				e.Add("server ack", err)
+			}
+			p := osloPublishing(d.Body)
+			p.CorrelationId = d.CorrelationId
+			dc, err := sch.PublishWithDeferredConfirmWithContext(ctx, "", d.ReplyTo, true, false, p)
+			if err == nil {
+				var ok bool
+				ok, err = dc.WaitContext(ctx)
+				if err == nil && !ok {
+					err = errors.New("nacked")
+				}
+			}
+			if err != nil && !closing.Load() {
+				e.Add("reply publish", err)
 			}
 		}
 	}()
@@ -435,10 +466,10 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 	// Callers.
 	var measuring atomic.Bool
 	var calls atomic.Int64
-	hists := make([]*hdrhistogram.Histogram, rpcCallers)
+	hists := make([]*hdrhistogram.Histogram, callers)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := 0; i < rpcCallers; i++ {
+	for i := 0; i < callers; i++ {
 		c, err := dial(b)
 		if err != nil {
 			return res, fmt.Errorf("caller dial: %w", err)
@@ -449,12 +480,15 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 		if err != nil {
 			return res, err
 		}
-		rq, err := ch.QueueDeclare("amqpbench_reply_"+tag+"_"+strconv.Itoa(i), false, false, true, false,
+		if err := ch.Confirm(false); err != nil {
+			return res, fmt.Errorf("caller confirm.select: %w", err)
+		}
+		rq, err := ch.QueueDeclare("amqpbench_reply_"+tag+"_"+strconv.Itoa(i), false, false, false, false,
 			amqp.Table{"x-expires": int32(replyExpire)})
 		if err != nil {
 			return res, fmt.Errorf("reply queue.declare: %w", err)
 		}
-		replies, err := ch.Consume(rq.Name, "", true, true, false, false, nil)
+		replies, err := ch.Consume(rq.Name, "", false, false, false, false, nil)
 		if err != nil {
 			return res, fmt.Errorf("reply basic.consume: %w", err)
 		}
@@ -471,12 +505,16 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 				default:
 				}
 				corr := fmt.Sprintf("%d-%d", i, n)
+				p := osloPublishing(body)
+				p.ReplyTo, p.CorrelationId, p.Expiration = rq.Name, corr, rpcExpiration
 				t0 := time.Now()
-				err := ch.PublishWithContext(ctx, exchange, key, false, false, amqp.Publishing{
-					ContentType: "application/json", ReplyTo: rq.Name, CorrelationId: corr, Body: body,
-				})
+				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, p)
 				if err != nil {
 					e.Add("request publish", err)
+					return
+				}
+				if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+					e.Add("request confirm", fmt.Errorf("acked %v: %v", ok, err))
 					return
 				}
 				timeout := time.After(rpcTimeout)
@@ -488,6 +526,7 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 							e.Add("reply consumer closed", nil)
 							return
 						}
+						d.Ack(false)
 						if d.CorrelationId != corr {
 							// A late reply to a timed-out call.
 							e.Add("stale reply", fmt.Errorf("got %s, want %s", d.CorrelationId, corr))
@@ -510,11 +549,13 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 	}
 
 	sleepCtx(ctx, warmup)
+	srv0, cli0 := cpuOf(b.pid()), cpuOf(os.Getpid())
 	measuring.Store(true)
 	t0 := time.Now()
 	sleepCtx(ctx, dur)
 	measuring.Store(false)
 	n, el := calls.Load(), time.Since(t0)
+	srv, cli := cpuOf(b.pid())-srv0, cpuOf(os.Getpid())-cli0
 	close(stop)
 	wg.Wait()
 
@@ -525,12 +566,37 @@ func runRPC(ctx context.Context, b *broker, warmup, dur time.Duration) (rpcResul
 	res.CallsPerSec = float64(n) / el.Seconds()
 	res.P50ms = float64(all.ValueAtQuantile(50)) / 1000
 	res.P99ms = float64(all.ValueAtQuantile(99)) / 1000
-
-	closing.Store(true)
-	if _, err := sch.QueueDelete(queue, false, false, false); err != nil {
-		e.Add("queue.delete", err)
+	if n > 0 {
+		res.SrvUs = float64(srv/time.Microsecond) / float64(n)
 	}
-	if err := sch.ExchangeDelete(exchange, false, false); err != nil {
+	res.SrvCores, res.CliCores = srv.Seconds()/el.Seconds(), cli.Seconds()/el.Seconds()
+
+	// Clean up on a connection of its own once the others are closed:
+	// the server's channel may still be publishing a late reply.
+	closing.Store(true)
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	cc, err := dial(b)
+	if err != nil {
+		return res, fmt.Errorf("cleanup dial: %w", err)
+	}
+	defer cc.Close()
+	cch, err := cc.Channel()
+	if err != nil {
+		return res, err
+	}
+	del := []string{queue}
+	for i := 0; i < callers; i++ {
+		del = append(del, "amqpbench_reply_"+tag+"_"+strconv.Itoa(i))
+	}
+	for _, q := range del {
+		if _, err := cch.QueueDelete(q, false, false, false); err != nil {
+			e.Add("queue.delete", err)
+		}
+	}
+	if err := cch.ExchangeDelete(exchange, false, false); err != nil {
 		e.Add("exchange.delete", err)
 	}
 	return res, ctx.Err()
