@@ -23,8 +23,11 @@ import (
 // port and RabbitMQ's 25672 are: only the controllers may reach it.
 
 // forward relays nc to the leader m. It returns true, with nc still
-// open, when the leader answered 503 (its broker not started yet): the
-// caller may try again; otherwise nc is relayed or closed.
+// open, when the leader cannot take it yet: its broker not started (503)
+// or its peer port unreachable (it may have just died: this node will
+// know of a new leader within moments); the caller may try again, the
+// client waiting for connection.start meanwhile. Otherwise nc is relayed
+// or closed.
 func (n *Node) forward(nc net.Conn, m Member, isTLS bool) (retry bool) {
 	d := net.Dialer{Timeout: forwardDial}
 	if ip := net.ParseIP(n.self.Host); ip != nil {
@@ -32,9 +35,8 @@ func (n *Node) forward(nc net.Conn, m Member, isTLS bool) (retry bool) {
 	}
 	pc, err := d.Dial("tcp", m.PeerURL[len("http://"):])
 	if err != nil {
-		n.log.Warn("amqp: cannot reach the leader to forward a client; closing it", "leader", m.Name, "peer", nc.RemoteAddr().String(), "err", err)
-		nc.Close()
-		return false
+		n.log.Debug("amqp: cannot reach the leader to forward a client yet", "leader", m.Name, "peer", nc.RemoteAddr().String(), "err", err)
+		return true
 	}
 	if !n.track(true, nc, pc) {
 		nc.Close()

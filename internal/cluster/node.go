@@ -452,11 +452,15 @@ func (n *Node) handle(nc net.Conn, isTLS bool) {
 				return
 			}
 			// The leader is elected but its broker not started yet
-			// (503): wait a moment and ask again, the client waiting
-			// for connection.start meanwhile.
+			// (503), or it cannot be reached (dead, and not yet
+			// replaced): wait a moment, or for news of another leader,
+			// and ask again, the client waiting for connection.start
+			// meanwhile.
 			retry.Reset(forwardRetry)
 			select {
 			case <-retry.C:
+				continue
+			case <-ch:
 				continue
 			case <-deadline.C:
 				n.log.Warn("amqp: no broker leader to serve a client; closing it", "peer", nc.RemoteAddr().String())

@@ -198,6 +198,20 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 	// Kill the leader: a new one within 5 s; the client's connection ends.
 	stopped := time.Now()
 	tc.stop(l)
+	// Clients of the followers the moment the leader is gone (before
+	// they know it: its peer port refuses) wait for the new leader
+	// rather than being turned away.
+	for i := range tc.nodes {
+		if i == l {
+			continue
+		}
+		ec, err := amqp091.DialConfig("amqp://guest:guest@"+tc.amqp[i]+"/", amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
+		if err != nil {
+			t.Errorf("a client of ctl%d right after the leader stopped: %v", i+1, err)
+			continue
+		}
+		ec.Close()
+	}
 	nl := tc.leader(5 * time.Second)
 	t.Logf("new leader ctl%d after %v", nl+1, time.Since(stopped).Round(time.Millisecond))
 	select {
