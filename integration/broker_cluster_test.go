@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -481,7 +482,8 @@ func TestBrokerClusterLeaderKills(t *testing.T) {
 					around = append(around, fmt.Sprintf("%v %+.3f..%+.3f %s", c.ok, c.start.Sub(kt).Seconds(), c.end.Sub(kt).Seconds(), c.reason))
 				}
 			}
-			t.Errorf("kill %d: RPC resumed after %v (limit 5 s); calls around it (seconds from the kill):\n%s", k+1, first, strings.Join(around, "\n"))
+			t.Errorf("kill %d: RPC resumed after %v (limit 5 s); calls around it (seconds from the kill):\n%s\noslo.messaging's log around it:\n%s",
+				k+1, first, strings.Join(around, "\n"), rpc.logAround(kt.Add(-time.Second), kt.Add(15*time.Second)))
 		}
 	}
 	// Drain both queues through the leader.
@@ -566,6 +568,7 @@ type rpcLoop struct {
 	calls []rpcCall
 	done  chan struct{}
 	out   strings.Builder
+	lines []string // the script's log lines (rpcStderr)
 }
 
 type rpcCall struct {
@@ -586,7 +589,7 @@ func startRPCLoop(t *testing.T, serverURL, clientURL string) *rpcLoop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.cmd.Stderr = &rpcStderr{r}
+	r.cmd.Stderr = &rpcStderr{r: r}
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -621,8 +624,13 @@ func unixFloat(f float64) time.Time {
 	return time.Unix(0, int64(f*1e9))
 }
 
-// rpcStderr keeps the first 64 KiB of the script's stderr.
-type rpcStderr struct{ r *rpcLoop }
+// rpcStderr keeps the script's stderr: its first 64 KiB (a failed start
+// says why there) and its last 2,000 lines (oslo.messaging's reconnects,
+// each line starting with its time).
+type rpcStderr struct {
+	r    *rpcLoop
+	part []byte
+}
 
 func (w *rpcStderr) Write(p []byte) (int, error) {
 	w.r.mu.Lock()
@@ -630,7 +638,43 @@ func (w *rpcStderr) Write(p []byte) (int, error) {
 	if w.r.out.Len() < 1<<16 {
 		w.r.out.Write(p)
 	}
+	w.part = append(w.part, p...)
+	for {
+		i := bytes.IndexByte(w.part, '\n')
+		if i < 0 {
+			break
+		}
+		w.r.lines = append(w.r.lines, string(w.part[:i]))
+		w.part = w.part[i+1:]
+		if len(w.r.lines) > 2000 {
+			w.r.lines = w.r.lines[len(w.r.lines)-1000:]
+		}
+	}
+	if len(w.part) > 1<<16 { // no newline: keep memory bounded
+		w.part = w.part[:0]
+	}
 	return len(p), nil
+}
+
+// logAround returns the script's log lines stamped between from and to,
+// their times shown in seconds from from+1s (the kill).
+func (r *rpcLoop) logAround(from, to time.Time) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var b strings.Builder
+	for _, l := range r.lines {
+		f, rest, _ := strings.Cut(l, " ")
+		ts, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			continue
+		}
+		at := unixFloat(ts)
+		if at.Before(from) || at.After(to) {
+			continue
+		}
+		fmt.Fprintf(&b, "%+.3f %s\n", at.Sub(from.Add(time.Second)).Seconds(), rest)
+	}
+	return b.String()
 }
 
 // waitCalls waits for n successful calls.

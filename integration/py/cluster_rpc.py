@@ -13,7 +13,9 @@ with RabbitMQ, where a node's death loses the calls in flight on it), and
 that timeout bounds how long it holds the next one; oslo.messaging's
 reconnect (its defaults) adds 1-2 s to it. For every call it prints
 "ok N START END" or "err N START END REASON" (times: time.time()), until
-stdin is closed; then "done".
+stdin is closed; then "done". oslo.messaging's and kombu's log (INFO and
+above: lost connections, reconnects) goes to stderr, each line starting
+with its time.time(), for the driver to show around a slow recovery.
 """
 import logging
 import sys
@@ -26,7 +28,8 @@ if len(sys.argv) != 3:
     sys.exit(2)
 SERVER_URL, CLIENT_URL = sys.argv[1], sys.argv[2]
 
-logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                    format='%(created).3f %(threadName)s %(name)s %(levelname)s %(message)s')
 from oslo_config import cfg  # noqa: E402
 import oslo_messaging as om  # noqa: E402
 from oslo_messaging._drivers import impl_rabbit  # noqa: E402
