@@ -53,8 +53,9 @@ type channel struct {
 	permValid bool // next to the other flags: channels are many
 	txPubs    []txPub
 	txAcks    []txAck
-	prefetch  int    // basic.qos global=false: for consumers created next
-	lastQueue string // for the "" queue name shortcut
+	prefetch  int         // basic.qos global=false: for consumers created next
+	lastQueue string      // for the "" queue name shortcut
+	settling  []*delivery // settle's scratch: the deliveries an ack takes (small, cleared)
 	permGen   uint64
 	permOK    string // exchange last allowed for write (when permValid)
 
@@ -869,10 +870,12 @@ func (ch *channel) basicGet(m *amqp.BasicGet) *amqp.Error {
 // take removes the deliveries an ack/nack/reject names, as RabbitMQ's
 // collect_acks: tag 0 with multiple means all; otherwise the tag must be
 // outstanding, and multiple takes every earlier one too.
-func (ch *channel) take(tag uint64, multiple bool) ([]*delivery, bool) {
+//
+// The slice returned is dst's array when it fits (dst may be nil).
+func (ch *channel) take(tag uint64, multiple bool, dst []*delivery) ([]*delivery, bool) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	var ds []*delivery
+	ds := dst[:0]
 	if multiple && tag == 0 {
 		ds = ch.unacked
 		ch.unacked = nil
@@ -883,15 +886,15 @@ func (ch *channel) take(tag uint64, multiple bool) ([]*delivery, bool) {
 		}
 		switch {
 		case multiple:
-			ds = append([]*delivery(nil), ch.unacked[:i+1]...)
+			ds = append(ds, ch.unacked[:i+1]...)
 			clear(ch.unacked[:i+1])
 			ch.unacked = ch.unacked[i+1:] // acks come in order: O(1)
 		case i == 0:
-			ds = []*delivery{ch.unacked[0]}
+			ds = append(ds, ch.unacked[0])
 			ch.unacked[0] = nil
 			ch.unacked = ch.unacked[1:]
 		default:
-			ds = []*delivery{ch.unacked[i]}
+			ds = append(ds, ch.unacked[i])
 			ch.unacked = slices.Delete(ch.unacked, i, i+1)
 		}
 	}
@@ -905,7 +908,11 @@ func (ch *channel) take(tag uint64, multiple bool) ([]*delivery, bool) {
 }
 
 func (ch *channel) settle(tag uint64, multiple, ack, requeueIt bool, cls, mth uint16) *amqp.Error {
-	ds, ok := ch.take(tag, multiple)
+	var dst []*delivery
+	if !ch.tx { // a transaction keeps the slice; apply does not
+		dst = ch.settling[:0]
+	}
+	ds, ok := ch.take(tag, multiple, dst)
 	if !ok {
 		return amqp.NewError(amqp.PreconditionFailed, cls, mth, "unknown delivery tag %d", tag)
 	}
@@ -915,6 +922,10 @@ func (ch *channel) settle(tag uint64, multiple, ack, requeueIt bool, cls, mth ui
 		return nil
 	}
 	ch.apply(ds, ack, requeueIt)
+	if cap(ds) <= 64 { // nothing keeps ds: it serves the next ack
+		clear(ds)
+		ch.settling = ds[:0]
+	}
 	return nil
 }
 
@@ -952,7 +963,7 @@ func (ch *channel) recover(requeueIt, async bool, cls, mth uint16) *amqp.Error {
 	if !requeueIt {
 		return amqp.NewError(amqp.NotImplemented, cls, mth, "requeue=false")
 	}
-	ds, _ := ch.take(0, true)
+	ds, _ := ch.take(0, true, nil)
 	requeue(ds)
 	if !async {
 		ch.c.out.method(ch.id, &amqp.BasicRecoverOk{})

@@ -127,6 +127,7 @@ func (o *outbound) methodFor(ch uint16, m amqp.Method, fl *flusher) {
 // 255 bytes, which our inputs (client shortstrs, cut reply texts) never
 // are; a failure drops the frame rather than the process.
 func (o *outbound) appendMethodLocked(ch uint16, m amqp.Method) bool {
+	o.reserve(methodReserve)
 	var err error
 	if o.buf, err = amqp.AppendMethodFrame(o.buf, ch, m); err != nil {
 		o.log.Error("amqp: cannot encode frame", "method", m.Name(), "err", err)
@@ -148,12 +149,27 @@ func (o *outbound) contentFor(ch uint16, m amqp.Method, msg *message, frameMax u
 	if o.dead {
 		return
 	}
+	// One allocation for an idle connection's buffer (it keeps none),
+	// not one per frame as it grows.
+	o.reserve(methodReserve + 2*amqp.FrameOverhead + 14 + len(msg.props) + len(msg.body) + amqp.FrameOverhead*(len(msg.body)/int(max(frameMax, amqp.FrameMinSize))))
 	if !o.appendMethodLocked(ch, m) {
 		return
 	}
 	o.buf = amqp.AppendHeaderFrameRaw(o.buf, ch, amqp.ClassBasic, uint64(len(msg.body)), msg.props)
 	o.buf = amqp.AppendBodyFrames(o.buf, ch, msg.body, frameMax)
 	o.kickFor(fl)
+}
+
+// methodReserve is room for a method frame: most are shorter (basic.ack
+// 21 bytes, basic.deliver 30 plus its consumer tag, exchange and routing
+// key).
+const methodReserve = 160
+
+// reserve makes room for n more bytes (under mu).
+func (o *outbound) reserve(n int) {
+	if cap(o.buf)-len(o.buf) < n {
+		o.buf = slices.Grow(o.buf, n)
+	}
 }
 
 func (o *outbound) writable() bool { return o.pending.Load() < outSoftLimit }
@@ -182,7 +198,11 @@ type conn struct {
 	out     outbound
 	// raw is the plain socket's descriptor for inline writes (writeNow);
 	// nil for TLS and piped connections, which always use a writer.
-	raw syscall.RawConn
+	raw      syscall.RawConn
+	rawWrite func(fd uintptr) bool // c.writeRaw, bound once
+	wb       []byte                // tryWrite's state, owned by whoever runs the output
+	wn       int
+	werr     error
 	// fl is the reader's flusher: the connections (this one included) it
 	// queued output for and writes before it reads again. Reader-owned.
 	fl flusher
@@ -258,6 +278,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 		c.raw, _ = t.SyscallConn()
 	case *net.UnixConn:
 		c.raw, _ = t.SyscallConn()
+	}
+	if c.raw != nil {
+		c.rawWrite = c.writeRaw
 	}
 	c.out.mem = &s.mem.outbound
 	c.fr = amqp.NewFrameReader(c)
@@ -562,30 +585,38 @@ func (c *conn) writeNow(fl *flusher) {
 }
 
 // tryWrite writes b to the socket without waiting: it returns what the
-// socket took, and an error other than EAGAIN.
+// socket took, and an error other than EAGAIN. Only the goroutine that
+// set out.running calls it, so the state it shares with rawWrite (wb,
+// wn, werr) needs no lock, and rawWrite is bound once (newConn): a
+// closure here would be two allocations per write.
 func (c *conn) tryWrite(b []byte) (int, error) {
-	n := 0
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, e := syscall.Write(int(fd), b[n:])
-			if e == syscall.EINTR {
-				continue
-			}
-			if e != nil {
-				if e != syscall.EAGAIN {
-					werr = e
-				}
-				break
-			}
-			n += m
-		}
-		return true // never wait for the socket: a writer does
-	})
+	c.wb, c.wn, c.werr = b, 0, nil
+	err := c.raw.Write(c.rawWrite)
+	n, werr := c.wn, c.werr
+	c.wb, c.werr = nil, nil
 	if err != nil {
 		return n, err
 	}
 	return n, werr
+}
+
+// writeRaw is rawWrite: it writes c.wb from c.wn on, until done or the
+// socket is full, and never waits for the socket (a writer does).
+func (c *conn) writeRaw(fd uintptr) bool {
+	for c.wn < len(c.wb) {
+		m, e := syscall.Write(int(fd), c.wb[c.wn:])
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != nil {
+			if e != syscall.EAGAIN {
+				c.werr = e
+			}
+			break
+		}
+		c.wn += m
+	}
+	return true
 }
 
 // fail ends output after a failed write (or a panicking writer): what is
