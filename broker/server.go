@@ -432,12 +432,20 @@ type Fence interface {
 // a plain AMQP socket, or a *tls.Conn whose handshake has not run yet
 // (it runs on the connection's reader, as on the broker's own TLS
 // listeners). After Shutdown started the socket is closed at once.
-func (s *Server) Serve(nc net.Conn) {
+func (s *Server) Serve(nc net.Conn) { s.ServeRelease(nc, nil) }
+
+// ServeRelease is Serve with release called once when the connection has
+// ended (at once when it is not served): the caller's connection_max slot
+// (a cluster node counts the connections its own listeners accepted).
+func (s *Server) ServeRelease(nc net.Conn, release func()) {
 	if !s.isStarted() {
 		nc.Close()
+		if release != nil {
+			release()
+		}
 		return
 	}
-	s.admit(nc, nil)
+	s.admit(nc, release)
 }
 
 func (s *Server) isStarted() bool {

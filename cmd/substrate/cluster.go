@@ -45,9 +45,6 @@ func clusterMembers(f serveFlags, kv *kvstore.Store) ([]cluster.Member, uint64, 
 	if len(ms) < 2 {
 		return nil, 0, nil
 	}
-	if f.amqpMaxConnections > 0 {
-		return nil, 0, errors.New("broker cluster: --amqp-max-connections is not enforced on a cluster node yet (its listeners forward connections to the leader); leave it 0, or run a single node")
-	}
 	if !ec.PeerTLSInfo.Empty() || ec.PeerAutoTLS {
 		return nil, 0, errors.New("broker cluster: etcd's peer TLS is configured (ETCD_PEER_CERT_FILE or ETCD_PEER_AUTO_TLS), but the broker's peer port (--broker-peer-port) has no TLS yet; run the cluster without etcd peer TLS on a private network, or a single node")
 	}
@@ -77,10 +74,14 @@ func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []clu
 		Self:      self,
 		Dir:       filepath.Join(f.dataDir, "broker-raft"),
 		AMQPAddrs: preflight.Addrs(hosts, f.amqpPort),
-		Logger:    log.With("service", "amqp"),
+		// connection_max counts what this node's listeners accepted,
+		// served here or forwarded: per node, as on a RabbitMQ cluster.
+		MaxConnections: f.amqpMaxConnections,
+		Logger:         log.With("service", "amqp"),
 		NewBroker: func(l store.Log, fence broker.Fence) (*broker.Server, error) {
 			bc, _ := brokerConfig(f, hosts, kv, watermark, diskFreeLimit, log)
 			bc.Addrs, bc.TLSAddrs, bc.External, bc.Log, bc.Fence = nil, nil, true, l, fence
+			bc.MaxConnections = 0                                 // the node's listeners count (cluster.Config.MaxConnections)
 			bc.StoreDir = filepath.Join(f.dataDir, "broker-raft") // the disk alarm's filesystem
 			return broker.New(bc)
 		},

@@ -20,7 +20,6 @@ func TestClusterRefusals(t *testing.T) {
 		{"peer TLS", "ETCD_PEER_AUTO_TLS=\"true\"\n", "etcd's peer TLS is configured"},
 		{"existing", "ETCD_INITIAL_CLUSTER_STATE=\"existing\"\n", "ETCD_INITIAL_CLUSTER_STATE=existing"},
 		{"shared host", "", "share the host"},
-		{"connection_max", "", "--amqp-max-connections is not enforced on a cluster node"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -39,9 +38,6 @@ func TestClusterRefusals(t *testing.T) {
 			var out bytes.Buffer
 			args := []string{"--services", "etcd,amqp", "--host", "127.0.0.11", "--data-dir", filepath.Join(dir, "data"),
 				"--etcd-config", path, "--etcd-client-port", strconv.Itoa(freePort(t)), "--amqp-port", strconv.Itoa(freePort(t))}
-			if c.name == "connection_max" {
-				args = append(args, "--amqp-max-connections", "100")
-			}
 			err := serve(ctx, args, &out, &out)
 			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("serve: %v, want one line with %q\n%s", err, c.want, out.String())

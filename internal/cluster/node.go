@@ -33,6 +33,12 @@ type Config struct {
 	// leader otherwise. TLS is AMQPS's configuration.
 	AMQPAddrs, AMQPSAddrs []string
 	TLS                   *tls.Config
+	// MaxConnections is RabbitMQ's connection_max for this node: each
+	// listener stops accepting while that many of the connections it
+	// accepted are open, whether this node serves them or forwards them
+	// (so the limit is per node, as on a RabbitMQ cluster); further
+	// clients wait in the listen backlog. 0: no limit.
+	MaxConnections int
 
 	// PeerListener is bound to this member's peer address; nil: the node
 	// binds it (Member.PeerURL's host and port).
@@ -401,9 +407,19 @@ func (n *Node) deactivate(ctx context.Context) error {
 func (n *Node) accept(ln net.Listener, isTLS bool) {
 	defer n.wg.Done()
 	var bo netutil.AcceptBackoff
+	var slots chan struct{}
+	if n.cfg.MaxConnections > 0 {
+		slots = make(chan struct{}, n.cfg.MaxConnections)
+	}
 	for {
+		if slots != nil && !n.takeSlot(ln, slots) {
+			return
+		}
 		nc, err := ln.Accept()
 		if err != nil {
+			if slots != nil {
+				<-slots
+			}
 			if n.stopping() {
 				return
 			}
@@ -423,16 +439,45 @@ func (n *Node) accept(ln net.Listener, isTLS bool) {
 			continue
 		}
 		bo.Reset()
+		release := func() {}
+		if slots != nil {
+			var once sync.Once
+			release = func() { once.Do(func() { <-slots }) }
+		}
 		n.wg.Add(1)
-		go n.handle(nc, isTLS)
+		go n.handle(nc, isTLS, release)
+	}
+}
+
+// takeSlot waits for a free connection_max slot of ln (as the broker's
+// own listeners do); false when the node is stopping.
+func (n *Node) takeSlot(ln net.Listener, slots chan struct{}) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+	}
+	n.log.Warn("amqp: connection_max reached, not accepting until a connection closes",
+		"listener", ln.Addr().String(), "connection_max", cap(slots))
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-n.stopc:
+		return false
 	}
 }
 
 // handle gives a client connection to the active broker, or forwards it
 // to the leader; with no leader it waits for one (an election takes
 // about a second) and closes the connection after leaderWait.
-func (n *Node) handle(nc net.Conn, isTLS bool) {
+func (n *Node) handle(nc net.Conn, isTLS bool, release func()) {
 	defer n.wg.Done()
+	served := false // the broker releases the slot when the connection ends
+	defer func() {
+		if !served {
+			release()
+		}
+	}()
 	defer faults.Recover(n.log, faults.AMQP, nc.RemoteAddr().String(), func(any) { nc.Close() })
 	deadline := time.NewTimer(leaderWait)
 	defer deadline.Stop()
@@ -444,7 +489,8 @@ func (n *Node) handle(nc net.Conn, isTLS bool) {
 			if isTLS {
 				nc = tls.Server(nc, n.cfg.TLS)
 			}
-			b.Serve(nc)
+			served = true
+			b.ServeRelease(nc, release)
 			return
 		}
 		if m, ok := n.Leader(); ok && m.ID != n.self.ID {

@@ -27,10 +27,14 @@ type testCluster struct {
 	amqp    []string // each node's client address
 	nodes   []*Node
 	defs    broker.Definitions
+	maxConn int // Config.MaxConnections of every node
 }
 
-func newTestCluster(t *testing.T) *testCluster {
+func newTestCluster(t *testing.T, maxConn ...int) *testCluster {
 	tc := &testCluster{t: t, defs: broker.NewMemDefinitions()}
+	if len(maxConn) > 0 {
+		tc.maxConn = maxConn[0]
+	}
 	base := t.TempDir()
 	for i := 1; i <= 3; i++ {
 		host := fmt.Sprintf("127.0.0.%d", 10+i)
@@ -65,8 +69,9 @@ func (tc *testCluster) start(i int) {
 	tc.t.Helper()
 	n, err := New(Config{
 		Members: tc.members, Self: uint64(i + 1), Dir: tc.dirs[i],
-		AMQPAddrs:    []string{tc.amqp[i]},
-		TickInterval: 20 * time.Millisecond, ElectionTicks: 10, SnapshotEntries: 200,
+		AMQPAddrs:      []string{tc.amqp[i]},
+		MaxConnections: tc.maxConn,
+		TickInterval:   20 * time.Millisecond, ElectionTicks: 10, SnapshotEntries: 200,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", i+1),
 		NewBroker: func(l store.Log, fence broker.Fence) (*broker.Server, error) {
 			cfg := broker.NewConfig()
@@ -275,5 +280,46 @@ func TestForwardOnlyFromMembers(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(pc), nil)
 	if err != nil || resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("forward from 127.0.0.99: %v %v", resp, err)
+	}
+}
+
+// TestConnectionMaxPerNode: with connection_max each node's listener
+// stops accepting while that many of its own connections are open,
+// served there (the leader) or forwarded (a follower); the next client
+// waits in the backlog and is served once one closes.
+func TestConnectionMaxPerNode(t *testing.T) {
+	tc := newTestCluster(t, 2)
+	l := tc.leader(10 * time.Second)
+	for _, i := range []int{l, (l + 1) % 3} {
+		a := dialAny(t, tc.amqp[i], 10*time.Second)
+		b := dialAny(t, tc.amqp[i], 10*time.Second)
+		third := make(chan *amqp091.Connection, 1)
+		go func() {
+			c, err := amqp091.DialConfig(amqpURL(tc.amqp[i]), amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
+			if err != nil {
+				t.Errorf("ctl%d: the third client: %v", i+1, err)
+				c = nil
+			}
+			third <- c
+		}()
+		select {
+		case c := <-third:
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("ctl%d served a third connection with connection_max 2", i+1)
+		case <-time.After(500 * time.Millisecond): // it waits, unaccepted
+		}
+		a.Close()
+		select {
+		case c := <-third:
+			if c == nil {
+				t.FailNow()
+			}
+			c.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("ctl%d: the waiting client was not served after a connection closed", i+1)
+		}
+		b.Close()
 	}
 }
