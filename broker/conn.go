@@ -165,10 +165,35 @@ func (o *outbound) contentFor(ch uint16, m amqp.Method, msg *message, frameMax u
 // key).
 const methodReserve = 160
 
-// reserve makes room for n more bytes (under mu).
+// reserve makes room for n more bytes (under mu). An idle connection
+// has no buffer; it takes a pooled one (outBufs).
 func (o *outbound) reserve(n int) {
+	if o.buf == nil && n <= outBufSize {
+		o.buf = outBufs.Get().(*[outBufSize]byte)[:0]
+	}
 	if cap(o.buf)-len(o.buf) < n {
 		o.buf = slices.Grow(o.buf, n)
+	}
+}
+
+// Output buffers: an idle connection keeps none, a busy one takes a
+// pooled outBufSize buffer and gives it back (putOutBuf) when its output
+// ends, so a delivery to an idle connection allocates nothing. While a
+// writer runs it keeps its spare buffer up to spareMax (bursts grow
+// buffers past the pooled size; reallocating them each write fed the
+// collector, which at 20,000 queues marks a large heap).
+const (
+	outBufSize = 4 << 10
+	spareMax   = 64 << 10
+)
+
+var outBufs = sync.Pool{New: func() any { return new([outBufSize]byte) }}
+
+// putOutBuf gives b's array back to the pool if it came from there (or
+// has its size). The caller keeps no reference to it.
+func putOutBuf(b []byte) {
+	if cap(b) == outBufSize {
+		outBufs.Put((*[outBufSize]byte)(b[:outBufSize]))
 	}
 }
 
@@ -442,6 +467,8 @@ func (o *outbound) take() (buf []byte, stop bool) {
 	defer o.mu.Unlock()
 	defer o.drained.Broadcast()
 	if len(o.buf) == 0 || o.dead {
+		putOutBuf(o.buf)
+		putOutBuf(o.spare)
 		o.buf, o.spare = nil, nil
 		o.running = false
 		if o.stop {
@@ -469,8 +496,10 @@ func (o *outbound) written(buf []byte) {
 		o.mem.Add(-o.writing)
 	}
 	o.writing = 0
-	if cap(buf) <= 16<<10 && !o.dead { // don't keep a large buffer
+	if cap(buf) <= spareMax && !o.dead { // don't keep a large buffer
 		o.spare = buf[:0]
+	} else {
+		putOutBuf(buf)
 	}
 }
 
@@ -565,11 +594,15 @@ func (c *conn) writeNow(fl *flusher) {
 	o.writing = 0
 	switch {
 	case len(o.buf) > 0 && !o.dead:
-		if cap(buf) <= 16<<10 {
+		if cap(buf) <= spareMax {
 			o.spare = buf[:0]
+		} else {
+			putOutBuf(buf)
 		}
 		o.start() // appended while we wrote
 	default:
+		putOutBuf(buf)
+		putOutBuf(o.buf)
 		o.buf, o.spare = nil, nil // an idle connection keeps no buffer
 		o.running = false
 		if o.stop {

@@ -122,12 +122,14 @@ func (m *memAccount) total() uint64 {
 // MemoryUsed returns the bytes the memory alarm compares with the
 // watermark: what queues, channels and connection buffers hold (see
 // memAccount), and the message store's records waiting to be written
-// (up to its MaxPendingBytes). It does not include the cache's items or
-// etcd.
+// (up to its MaxPendingBytes), and what the store keeps in memory itself
+// (in a cluster, every live replicated message: Stats.Resident). It does
+// not include the cache's items or etcd.
 func (s *Server) MemoryUsed() uint64 {
 	n := s.mem.total()
 	if s.store != nil {
-		n += uint64(s.store.Stats().Pending)
+		st := s.store.Stats()
+		n += uint64(st.Pending) + uint64(max(st.Resident, 0))
 	}
 	return n
 }
@@ -211,11 +213,12 @@ func (c *conn) throttle() {
 	}
 	c.flushConfirms()
 	c.flushOut()
+	// Counted before the client hears of it (BlockedConnections).
+	c.srv.blocked.Add(1)
+	c.blocked.Store(true)
 	if c.blockedNotify {
 		c.out.method(0, &amqp.ConnectionBlocked{Reason: blockedReason(on)})
 	}
-	c.srv.blocked.Add(1)
-	c.blocked.Store(true)
 	select {
 	case <-cleared:
 	case <-c.srv.stopc:
