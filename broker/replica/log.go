@@ -323,9 +323,10 @@ func (l *Log) Len() int {
 // Stats implements store.Log: Syncs counts entries committed, Pending the
 // bytes queued for or in a proposal.
 func (l *Log) Stats() store.Stats {
+	resident := l.sm.Stats().Bytes // every live message, bodies included, on every node
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return store.Stats{Syncs: l.syncs, Live: len(l.live), Pending: l.pendBytes}
+	return store.Stats{Syncs: l.syncs, Live: len(l.live), Pending: l.pendBytes, Resident: resident}
 }
 
 // Close implements store.Log: every Commit not yet complete fails with

@@ -80,6 +80,11 @@ type Stats struct {
 	Live     int    // live messages
 	Segments int    // segment files
 	Pending  int    // bytes of records in memory waiting for (or in) a write
+	// Resident is the bytes of message data the store itself keeps in
+	// memory beyond Pending: 0 for this disk store (queues hold what
+	// they read back), every live message for the replicated store
+	// (broker/replica). The broker's memory alarm counts it.
+	Resident int64
 }
 
 // Errors.

@@ -21,19 +21,20 @@ import (
 // testCluster is three in-process nodes on 127.0.0.11-13 sharing one
 // in-memory definitions store (etcd's role in production).
 type testCluster struct {
-	t       *testing.T
-	members []Member
-	dirs    []string
-	amqp    []string // each node's client address
-	nodes   []*Node
-	defs    broker.Definitions
-	maxConn int // Config.MaxConnections of every node
+	t         *testing.T
+	members   []Member
+	dirs      []string
+	amqp      []string // each node's client address
+	nodes     []*Node
+	defs      broker.Definitions
+	maxConn   int    // Config.MaxConnections of every node
+	watermark uint64 // the brokers' MemoryHighWatermark; 0: the default
 }
 
-func newTestCluster(t *testing.T, maxConn ...int) *testCluster {
+func newTestCluster(t *testing.T, mod ...func(*testCluster)) *testCluster {
 	tc := &testCluster{t: t, defs: broker.NewMemDefinitions()}
-	if len(maxConn) > 0 {
-		tc.maxConn = maxConn[0]
+	for _, m := range mod {
+		m(tc)
 	}
 	base := t.TempDir()
 	for i := 1; i <= 3; i++ {
@@ -76,6 +77,9 @@ func (tc *testCluster) start(i int) {
 		NewBroker: func(l store.Log, fence broker.Fence) (*broker.Server, error) {
 			cfg := broker.NewConfig()
 			cfg.Addrs, cfg.External, cfg.Log, cfg.Definitions, cfg.Fence = nil, true, l, tc.defs, fence
+			if tc.watermark != 0 {
+				cfg.MemoryHighWatermark = tc.watermark
+			}
 			return broker.New(cfg)
 		},
 	})
@@ -288,7 +292,7 @@ func TestForwardOnlyFromMembers(t *testing.T) {
 // served there (the leader) or forwarded (a follower); the next client
 // waits in the backlog and is served once one closes.
 func TestConnectionMaxPerNode(t *testing.T) {
-	tc := newTestCluster(t, 2)
+	tc := newTestCluster(t, func(tc *testCluster) { tc.maxConn = 2 })
 	l := tc.leader(10 * time.Second)
 	for _, i := range []int{l, (l + 1) % 3} {
 		a := dialAny(t, tc.amqp[i], 10*time.Second)
@@ -321,5 +325,65 @@ func TestConnectionMaxPerNode(t *testing.T) {
 			t.Fatalf("ctl%d: the waiting client was not served after a connection closed", i+1)
 		}
 		b.Close()
+	}
+}
+
+// TestReplicatedMessagesCountInMemoryAlarm: every node keeps the live
+// replicated messages in memory, so the leader's memory alarm counts
+// them (the broker's share of the one budget): a backlog past the
+// watermark blocks publishers although each queue keeps only 1 MiB of
+// bodies itself.
+func TestReplicatedMessagesCountInMemoryAlarm(t *testing.T) {
+	const watermark = 4 << 20
+	tc := newTestCluster(t, func(tc *testCluster) { tc.watermark = watermark })
+	l := tc.leader(10 * time.Second)
+	var sock net.Conn
+	c, err := amqp091.DialConfig(amqpURL(tc.amqp[l]), amqp091.Config{Dial: func(network, addr string) (net.Conn, error) {
+		nc, err := net.DialTimeout(network, addr, 5*time.Second)
+		sock = nc
+		return nc, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A blocked connection is not read: close its socket first, or
+	// amqp091's Close waits for a close-ok that never comes.
+	defer c.Close()
+	defer sock.Close()
+	blocked := c.NotifyBlocked(make(chan amqp091.Blocking, 4))
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, 256))
+	if _, err = ch.QueueDeclare("deep", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 64<<10)
+	deadline := time.After(20 * time.Second)
+	for sent := 0; ; sent++ {
+		if sent*len(body) > 4*watermark {
+			t.Fatalf("%d MiB published and confirmed, no connection.blocked (watermark %d MiB); the broker counts %d bytes",
+				sent*len(body)>>20, watermark>>20, tc.nodes[l].Broker().MemoryUsed())
+		}
+		if err := ch.Publish("", "deep", false, false, amqp091.Publishing{DeliveryMode: 2, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case b := <-blocked:
+			if !b.Active || b.Reason != "low on memory" {
+				t.Fatalf("blocked: %+v", b)
+			}
+			t.Logf("blocked after %d MiB with %d bytes counted (watermark %d)", (sent+1)*len(body)>>20, tc.nodes[l].Broker().MemoryUsed(), watermark)
+			return
+		case <-confirms: // one at a time: each is replicated before the next
+			// (a nack, when a slow machine's election ended the term
+			// under it, changes nothing here)
+		case <-deadline:
+			t.Fatalf("no confirm nor connection.blocked within 20 s (%d published)", sent+1)
+		}
 	}
 }
