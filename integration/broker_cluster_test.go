@@ -3,6 +3,8 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +21,8 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"substrate/internal/tlsutil"
 )
 
 // Three controllers (issue 13): three `substrate serve` processes on
@@ -35,23 +39,38 @@ type brokerCluster struct {
 	t                                          *testing.T
 	nodes                                      []*ctlNodeProc
 	etcdClient, etcdPeer, amqp, http, peerPort int
+	// With peer TLS (startBrokerClusterTLS): the peer URLs' scheme and a
+	// client with the lab's client certificate for the status endpoint.
+	peerScheme string
+	peerClient *http.Client
 }
 
 func startBrokerCluster(t *testing.T) *brokerCluster {
+	return startBrokerClusterConf(t, "", "http", nil)
+}
+
+// startBrokerClusterConf starts the three nodes with extra lines in each
+// etcd.conf and peer URLs of scheme (https with etcd's peer TLS).
+func startBrokerClusterConf(t *testing.T, extra, scheme string, peerClient *http.Client) *brokerCluster {
 	t.Helper()
-	bc := &brokerCluster{t: t, etcdClient: freePort(t), etcdPeer: freePort(t), amqp: freePort(t), http: freePort(t), peerPort: freePort(t)}
+	if peerClient == nil {
+		peerClient = &http.Client{}
+	}
+	peerClient.Timeout = 500 * time.Millisecond
+	bc := &brokerCluster{t: t, etcdClient: freePort(t), etcdPeer: freePort(t), amqp: freePort(t), http: freePort(t), peerPort: freePort(t),
+		peerScheme: scheme, peerClient: peerClient}
 	base := t.TempDir()
 	var ic []string
 	for i := 1; i <= 3; i++ {
 		n := &ctlNodeProc{name: fmt.Sprintf("ctl%d", i), host: fmt.Sprintf("127.0.0.%d", 10+i), dir: filepath.Join(base, fmt.Sprintf("ctl%d", i))}
 		bc.nodes = append(bc.nodes, n)
-		ic = append(ic, fmt.Sprintf("%s=http://%s:%d", n.name, n.host, bc.etcdPeer))
+		ic = append(ic, fmt.Sprintf("%s=%s://%s:%d", n.name, scheme, n.host, bc.etcdPeer))
 	}
 	for _, n := range bc.nodes {
 		client := fmt.Sprintf("http://%s:%d", n.host, bc.etcdClient)
-		peer := fmt.Sprintf("http://%s:%d", n.host, bc.etcdPeer)
-		conf := fmt.Sprintf("#[Member]\nETCD_NAME=%q\nETCD_LISTEN_PEER_URLS=%q\nETCD_LISTEN_CLIENT_URLS=%q\n#[Clustering]\nETCD_INITIAL_ADVERTISE_PEER_URLS=%q\nETCD_ADVERTISE_CLIENT_URLS=%q\nETCD_INITIAL_CLUSTER=%q\nETCD_INITIAL_CLUSTER_TOKEN=\"substrate-cluster-test\"\nETCD_INITIAL_CLUSTER_STATE=\"new\"\n",
-			n.name, peer, client, peer, client, strings.Join(ic, ","))
+		peer := fmt.Sprintf("%s://%s:%d", scheme, n.host, bc.etcdPeer)
+		conf := fmt.Sprintf("#[Member]\nETCD_NAME=%q\nETCD_LISTEN_PEER_URLS=%q\nETCD_LISTEN_CLIENT_URLS=%q\n#[Clustering]\nETCD_INITIAL_ADVERTISE_PEER_URLS=%q\nETCD_ADVERTISE_CLIENT_URLS=%q\nETCD_INITIAL_CLUSTER=%q\nETCD_INITIAL_CLUSTER_TOKEN=\"substrate-cluster-test\"\nETCD_INITIAL_CLUSTER_STATE=\"new\"\n%s",
+			n.name, peer, client, peer, client, strings.Join(ic, ","), extra)
 		n.conf = filepath.Join(base, n.name+".conf")
 		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
@@ -93,8 +112,7 @@ type nodeStatus struct {
 
 func (bc *brokerCluster) status(i int) (nodeStatus, error) {
 	var st nodeStatus
-	cl := http.Client{Timeout: 500 * time.Millisecond}
-	resp, err := cl.Get(fmt.Sprintf("http://%s:%d/substrate/status", bc.nodes[i].host, bc.peerPort))
+	resp, err := bc.peerClient.Get(fmt.Sprintf("%s://%s:%d/substrate/status", bc.peerScheme, bc.nodes[i].host, bc.peerPort))
 	if err != nil {
 		return st, err
 	}
@@ -741,4 +759,103 @@ func (r *rpcLoop) stop(t *testing.T) []rpcCall {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]rpcCall(nil), r.calls...)
+}
+
+// TestBrokerClusterPeerTLS: with etcd's peer TLS in etcd.conf (lab
+// certificates, client certificate auth) the broker's peer port speaks
+// it too: the nodes elect and replicate, a follower forwards its client
+// and rabbitmqctl cluster_status reads every node over it; a leader kill
+// still loses no confirmed message.
+func TestBrokerClusterPeerTLS(t *testing.T) {
+	lab, err := tlsutil.WriteLab(t.TempDir(), []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := fmt.Sprintf("#[Security]\nETCD_PEER_CERT_FILE=%q\nETCD_PEER_KEY_FILE=%q\nETCD_PEER_TRUSTED_CA_FILE=%q\nETCD_PEER_CLIENT_CERT_AUTH=\"true\"\n",
+		lab.Server, lab.ServerKey, lab.CA)
+	cert, err := tls.LoadX509KeyPair(lab.Client, lab.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	ca, err := os.ReadFile(lab.CA)
+	if err != nil || !pool.AppendCertsFromPEM(ca) {
+		t.Fatalf("lab CA: %v", err)
+	}
+	bc := startBrokerClusterConf(t, extra, "https", &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}})
+	l, _ := bc.leader(30*time.Second, -1)
+	checkClusterOperations(t, bc, l)
+	f := (l + 1) % 3
+	c, err := amqp091.Dial(bc.url(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := c.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err == nil {
+		_, err = ch.QueueDeclare("tls", true, false, false, false, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	confs := ch.NotifyPublish(make(chan amqp091.Confirmation, 100))
+	const n = 100
+	for i := range n {
+		if err := ch.Publish("", "tls", false, false, amqp091.Publishing{DeliveryMode: 2, Body: fmt.Appendf(nil, "%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		select {
+		case cf := <-confs:
+			if !cf.Ack {
+				t.Fatal("nack")
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("confirms did not come within 20 s")
+		}
+	}
+	c.Close()
+	bc.nodes[l].p.stop(syscall.SIGKILL)
+	nl, _ := bc.leader(10*time.Second, l)
+	c, err = amqp091.Dial(bc.url(nl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err = c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclarePassive("tls", true, false, false, false, nil)
+	if err != nil || q.Messages != n {
+		t.Fatalf("after the leader's kill: %+v %v, want %d messages", q, err, n)
+	}
+}
+
+// TestBrokerClusterPeerAutoTLS: with ETCD_PEER_AUTO_TLS (etcd's
+// self-signed peer certificates, generated when etcd starts) the broker's
+// peer port uses them too, as etcd's peers do: the nodes elect, and a
+// follower forwards its client.
+func TestBrokerClusterPeerAutoTLS(t *testing.T) {
+	bc := startBrokerClusterConf(t, "#[Security]\nETCD_PEER_AUTO_TLS=\"true\"\n", "https",
+		&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}})
+	l, _ := bc.leader(30*time.Second, -1)
+	c, err := amqp091.Dial(bc.url((l + 1) % 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err == nil {
+		_, err = ch.QueueDeclare("auto-tls", true, false, false, false, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(fmt.Sprintf("http://%s:%d/substrate/status", bc.nodes[l].host, bc.peerPort)); err == nil {
+		t.Fatal("the peer port answered plain HTTP")
+	}
 }

@@ -2,7 +2,10 @@ package kvstore
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 )
 
 // HandOffLeadership moves etcd's leadership away from this member when it
@@ -46,4 +49,15 @@ func (s *Store) HandOffLeadership(ctx context.Context, wait time.Duration) (uint
 		}
 	}
 	return 0, last
+}
+
+// PeerTLSInfo returns the peer TLS settings of the running member, as
+// etcd completed them when it started (auto TLS certificates, cipher
+// suites, TLS versions: embed works on its own copy of the
+// configuration). It fails before Start.
+func (s *Store) PeerTLSInfo() (transport.TLSInfo, error) {
+	if s.etcd == nil {
+		return transport.TLSInfo{}, errors.New("kvstore: etcd member not started")
+	}
+	return s.etcd.Config().PeerTLSInfo, nil
 }

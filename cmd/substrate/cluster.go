@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 
 	"substrate/broker"
 	"substrate/broker/store"
@@ -45,13 +46,22 @@ func clusterMembers(f serveFlags, kv *kvstore.Store) ([]cluster.Member, uint64, 
 	if len(ms) < 2 {
 		return nil, 0, nil
 	}
-	if !ec.PeerTLSInfo.Empty() || ec.PeerAutoTLS {
-		return nil, 0, errors.New("broker cluster: etcd's peer TLS is configured (ETCD_PEER_CERT_FILE or ETCD_PEER_AUTO_TLS), but the broker's peer port (--broker-peer-port) has no TLS yet; run the cluster without etcd peer TLS on a private network, or a single node")
-	}
 	if ec.ClusterState == "existing" {
 		return nil, 0, errors.New("broker cluster: etcd joins an existing cluster (ETCD_INITIAL_CLUSTER_STATE=existing); the broker's Raft group has a fixed membership, the members of ETCD_INITIAL_CLUSTER when the cluster was created, and cannot take a member added at run time yet")
 	}
 	return ms, self, nil
+}
+
+// peerTLS is etcd's peer TLS for the broker peer port, nil without it:
+// the broker's peers are etcd's, with the same certificates and checks,
+// as the running member completed them (auto TLS certificates, cipher
+// suites, TLS versions).
+func peerTLS(kv *kvstore.Store) func() (transport.TLSInfo, error) {
+	ec := kv.EtcdConfig()
+	if ec.PeerTLSInfo.Empty() && !ec.PeerAutoTLS {
+		return nil
+	}
+	return kv.PeerTLSInfo
 }
 
 // clusterService is the broker of a cluster node and what the other
@@ -74,6 +84,7 @@ func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []clu
 		Self:      self,
 		Dir:       filepath.Join(f.dataDir, "broker-raft"),
 		AMQPAddrs: preflight.Addrs(hosts, f.amqpPort),
+		PeerTLS:   peerTLS(kv),
 		// connection_max counts what this node's listeners accepted,
 		// served here or forwarded: per node, as on a RabbitMQ cluster.
 		MaxConnections: f.amqpMaxConnections,
@@ -243,7 +254,7 @@ func (cs *clusterService) check() serviceCheck {
 			return degradedError{errors.New("no broker leader: an election is under way, or fewer than a majority of the nodes are up")}
 		}
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", m.PeerURL[len("http://"):])
+		c, err := d.DialContext(ctx, "tcp", m.PeerAddr())
 		if err != nil {
 			return degradedError{fmt.Errorf("the broker leader %s does not answer on its peer port: %w", m.Name, err)}
 		}

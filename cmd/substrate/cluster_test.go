@@ -17,7 +17,6 @@ import (
 func TestClusterRefusals(t *testing.T) {
 	peer1, peer2 := freePort(t), freePort(t)
 	for _, c := range []struct{ name, extra, want string }{
-		{"peer TLS", "ETCD_PEER_AUTO_TLS=\"true\"\n", "etcd's peer TLS is configured"},
 		{"existing", "ETCD_INITIAL_CLUSTER_STATE=\"existing\"\n", "ETCD_INITIAL_CLUSTER_STATE=existing"},
 		{"shared host", "", "share the host"},
 	} {

@@ -288,7 +288,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				WithLogger(log.With("service", "ctl")).WithNode(ctlClusterNode{ctlNodeInfo, clu.Node})
 			services = append(services, clu, cs)
 			checks.checks = append(checks.checks, clu.check())
-			ports = append(ports, preflight.Port{What: "broker peer port", Addr: clu.Self().PeerURL[len("http://"):]})
+			ports = append(ports, preflight.Port{What: "broker peer port", Addr: clu.Self().PeerAddr()})
 		} else {
 			b, closeDefs, err := serveBroker(f, hosts, kv, watermark, diskFreeLimit, log)
 			if err != nil {

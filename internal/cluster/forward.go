@@ -33,7 +33,10 @@ func (n *Node) forward(nc net.Conn, m Member, isTLS bool) (retry bool) {
 	if ip := net.ParseIP(n.self.Host); ip != nil {
 		d.LocalAddr = &net.TCPAddr{IP: ip} // the leader checks it
 	}
-	pc, err := d.Dial("tcp", m.PeerURL[len("http://"):])
+	pc, err := d.Dial("tcp", m.PeerAddr())
+	if err == nil && n.peerTLS != nil {
+		pc, err = n.peerHandshake(pc, m)
+	}
 	if err != nil {
 		n.log.Debug("amqp: cannot reach the leader to forward a client yet", "leader", m.Name, "peer", nc.RemoteAddr().String(), "err", err)
 		return true
@@ -201,6 +204,10 @@ func (n *Node) ClusterStatus() []NodeStatus {
 	out := make([]NodeStatus, len(n.cfg.Members))
 	done := make(chan struct{}, len(out))
 	cl := &http.Client{Timeout: time.Second}
+	if n.peerTLS != nil {
+		cl.Transport = &http.Transport{TLSClientConfig: n.peerTLS}
+		defer cl.CloseIdleConnections()
+	}
 	for i, m := range n.cfg.Members {
 		go func() {
 			defer func() { done <- struct{}{} }()
@@ -227,4 +234,22 @@ func (n *Node) ClusterStatus() []NodeStatus {
 		<-done
 	}
 	return out
+}
+
+// peerHandshake runs the TLS handshake of a connection to member m's peer
+// port (etcd's peer TLS settings: its certificate, CA and, with
+// ETCD_PEER_AUTO_TLS, no verification, as etcd's own peer client).
+func (n *Node) peerHandshake(c net.Conn, m Member) (net.Conn, error) {
+	cfg := n.peerTLS.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName = m.Host
+	}
+	tc := tls.Client(c, cfg)
+	tc.SetDeadline(time.Now().Add(forwardDial))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	tc.SetDeadline(time.Time{})
+	return tc, nil
 }

@@ -14,7 +14,7 @@ type Member struct {
 	ID       uint64 // Raft ID: the member's position in name order, from 1
 	Name     string // its etcd member name (ETCD_NAME)
 	Host     string // the host of its etcd peer URL
-	PeerURL  string // its broker peer endpoint, http://HOST:BROKER_PEER_PORT (Raft and forwarded connections)
+	PeerURL  string // its broker peer endpoint, http://HOST:BROKER_PEER_PORT (https:// with peer TLS): Raft and forwarded connections
 	AMQPAddr string // HOST:AMQP_PORT
 }
 
@@ -71,4 +71,12 @@ func Members(initialCluster, self string, peerPort, amqpPort int) ([]Member, uin
 		return nil, 0, fmt.Errorf("initial cluster %q does not name this member (%s)", initialCluster, self)
 	}
 	return ms, selfID, nil
+}
+
+// PeerAddr is the host:port of the member's peer endpoint.
+func (m Member) PeerAddr() string {
+	if u, err := url.Parse(m.PeerURL); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return m.PeerURL
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,8 @@ import (
 	"substrate/internal/faults"
 	"substrate/internal/netutil"
 	"substrate/internal/raftnode"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 )
 
 // Config configures a Node.
@@ -43,6 +46,13 @@ type Config struct {
 	// PeerListener is bound to this member's peer address; nil: the node
 	// binds it (Member.PeerURL's host and port).
 	PeerListener net.Listener
+	// PeerTLS, when not nil, secures the peer port with etcd's peer TLS
+	// settings (ETCD_PEER_*: certificate, key, trusted CA, client
+	// certificate auth, allowed CN and hostname, CRL, auto TLS), read at
+	// Start (etcd fills in auto TLS and its cipher and version settings
+	// when it starts): Raft, forwarded connections and the status
+	// endpoint then run over TLS, and member peer URLs are https.
+	PeerTLS func() (transport.TLSInfo, error)
 
 	// NewBroker builds the broker of one leadership term over log (not
 	// started; its Config.External set, Config.Log = log, Config.Fence =
@@ -93,6 +103,8 @@ type Node struct {
 	wg       sync.WaitGroup
 
 	leaderChanges atomic.Uint64
+
+	peerTLS *tls.Config // the client side of peer TLS (Config.PeerTLS); nil: plain
 }
 
 // How long a client connection waits for a leader before it is closed,
@@ -112,6 +124,13 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.Dir == "" {
 		return nil, errors.New("cluster: no directory for the Raft log")
+	}
+	if cfg.PeerTLS != nil { // the members' peer URLs say https
+		ms := slices.Clone(cfg.Members)
+		for i := range ms {
+			ms[i].PeerURL = "https://" + ms[i].PeerAddr()
+		}
+		cfg.Members = ms
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), proxies: map[net.Conn]struct{}{}, stopc: make(chan struct{})}
 	if n.log == nil {
@@ -160,11 +179,26 @@ func (n *Node) Start(ctx context.Context) error {
 	n.nTLS = len(n.cfg.AMQPSAddrs)
 	pl := n.cfg.PeerListener
 	if pl == nil {
-		u := n.self.PeerURL[len("http://"):]
 		var err error
-		if pl, err = lc.Listen(ctx, "tcp", u); err != nil {
+		if pl, err = lc.Listen(ctx, "tcp", n.self.PeerAddr()); err != nil {
 			return fail(fmt.Errorf("cluster: broker peer port: %w", err))
 		}
+	}
+	var raftTLS *transport.TLSInfo
+	if n.cfg.PeerTLS != nil {
+		info, err := n.cfg.PeerTLS()
+		var tl net.Listener
+		if err == nil {
+			tl, err = transport.NewTLSListener(pl, &info)
+		}
+		if err == nil {
+			n.peerTLS, err = info.ClientConfig()
+		}
+		if err != nil {
+			pl.Close()
+			return fail(fmt.Errorf("cluster: broker peer port TLS (etcd's peer TLS settings): %w", err))
+		}
+		pl, raftTLS = tl, &info
 	}
 	peers := map[uint64]string{}
 	for _, m := range n.cfg.Members {
@@ -177,7 +211,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.pmux = newPeerMux(pl, n.log)
 	n.peer = ownServer(mux, n.log)
 	rn, err := raftnode.Start(raftnode.Config{
-		ID: n.cfg.Self, Peers: peers, Dir: n.cfg.Dir, Listener: n.pmux.raft,
+		ID: n.cfg.Self, Peers: peers, Dir: n.cfg.Dir, Listener: n.pmux.raft, TLS: raftTLS,
 		TickInterval: n.cfg.TickInterval, ElectionTicks: n.cfg.ElectionTicks, SnapshotEntries: n.cfg.SnapshotEntries,
 		Logger: n.log,
 	}, n.sm)

@@ -3,19 +3,25 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 
 	"substrate/broker"
 	"substrate/broker/store"
+	"substrate/internal/tlsutil"
 )
 
 // testCluster is three in-process nodes on 127.0.0.11-13 sharing one
@@ -27,8 +33,9 @@ type testCluster struct {
 	amqp      []string // each node's client address
 	nodes     []*Node
 	defs      broker.Definitions
-	maxConn   int    // Config.MaxConnections of every node
-	watermark uint64 // the brokers' MemoryHighWatermark; 0: the default
+	maxConn   int                               // Config.MaxConnections of every node
+	watermark uint64                            // the brokers' MemoryHighWatermark; 0: the default
+	peerTLS   func() (transport.TLSInfo, error) // Config.PeerTLS of every node
 }
 
 func newTestCluster(t *testing.T, mod ...func(*testCluster)) *testCluster {
@@ -72,6 +79,7 @@ func (tc *testCluster) start(i int) {
 		Members: tc.members, Self: uint64(i + 1), Dir: tc.dirs[i],
 		AMQPAddrs:      []string{tc.amqp[i]},
 		MaxConnections: tc.maxConn,
+		PeerTLS:        tc.peerTLS,
 		TickInterval:   20 * time.Millisecond, ElectionTicks: 10, SnapshotEntries: 200,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", i+1),
 		NewBroker: func(l store.Log, fence broker.Fence) (*broker.Server, error) {
@@ -274,7 +282,7 @@ func TestForwardOnlyFromMembers(t *testing.T) {
 	tc := newTestCluster(t)
 	l := tc.leader(10 * time.Second)
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.99")}}
-	pc, err := d.Dial("tcp", tc.members[l].PeerURL[len("http://"):])
+	pc, err := d.Dial("tcp", tc.members[l].PeerAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,5 +393,78 @@ func TestReplicatedMessagesCountInMemoryAlarm(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("no confirm nor connection.blocked within 20 s (%d published)", sent+1)
 		}
+	}
+}
+
+// TestPeerTLS: with etcd's peer TLS settings the peer port speaks only
+// TLS with client certificates: the three nodes elect and replicate over
+// it, a follower's client is forwarded over it, and a connection without
+// a client certificate (or without TLS) gets nothing.
+func TestPeerTLS(t *testing.T) {
+	lab, err := tlsutil.WriteLab(t.TempDir(), []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := transport.TLSInfo{CertFile: lab.Server, KeyFile: lab.ServerKey, TrustedCAFile: lab.CA, ClientCertAuth: true}
+	tc := newTestCluster(t, func(tc *testCluster) { tc.peerTLS = func() (transport.TLSInfo, error) { return info, nil } })
+	l := tc.leader(10 * time.Second)
+	f := (l + 1) % 3
+	if !strings.HasPrefix(tc.nodes[f].Members()[l].PeerURL, "https://") {
+		t.Fatalf("peer URL %s", tc.nodes[f].Members()[l].PeerURL)
+	}
+	c := dialAny(t, tc.amqp[f], 10*time.Second)
+	defer c.Close()
+	const n = 50
+	if acked := publishConfirmed(t, c, "over-tls", 0, n); acked != n {
+		t.Fatalf("%d of %d confirmed", acked, n)
+	}
+	if got := tc.nodes[f].ForwardedConnections(); got != 1 {
+		t.Fatalf("follower forwards %d connections, want 1", got)
+	}
+	// The status endpoint answers members over TLS (cluster_status).
+	// (Each query has a second; a loaded machine under -race may need
+	// another try for the handshakes.)
+	var bad string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		bad = ""
+		for _, st := range tc.nodes[f].ClusterStatus() {
+			if st.Err != "" {
+				bad = st.Name + ": " + st.Err
+			}
+		}
+		if bad == "" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if bad != "" {
+		t.Fatalf("status over TLS: %s", bad)
+	}
+
+	// Without a client certificate, or without TLS: nothing.
+	peer := tc.members[l].PeerAddr()
+	pool := x509.NewCertPool()
+	ca, _ := os.ReadFile(lab.CA)
+	pool.AppendCertsFromPEM(ca)
+	host, _, _ := net.SplitHostPort(peer)
+	tconn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", peer, &tls.Config{RootCAs: pool, ServerName: host})
+	if err == nil {
+		// TLS 1.3 reports a refused client certificate on the first read.
+		tconn.SetDeadline(time.Now().Add(2 * time.Second))
+		fmt.Fprintf(tconn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", statusPath)
+		_, err = tconn.Read(make([]byte, 1))
+		tconn.Close()
+	}
+	if err == nil {
+		t.Fatal("the peer port answered a client without a certificate")
+	}
+	pc, err := net.DialTimeout("tcp", peer, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(pc, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", statusPath)
+	if b, err := io.ReadAll(pc); strings.Contains(string(b), "HTTP/1.1 200") {
+		t.Fatalf("the peer port answered plain HTTP: %q (%v)", b, err)
 	}
 }

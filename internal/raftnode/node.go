@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/rafthttp"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
@@ -47,7 +48,11 @@ type Config struct {
 	ID       uint64            // this node, 1..n
 	Peers    map[uint64]string // every member incl. this one: ID -> peer URL "http://127.0.0.11:25672"
 	Dir      string            // WAL (Dir/wal) and snapshots (Dir/snap)
-	Listener net.Listener      // optional: already bound peer listener; nil: listen on Peers[ID]'s host:port
+	Listener net.Listener      // optional: already bound peer listener (TLS already terminated when TLS is set); nil: listen on Peers[ID]'s host:port
+	// TLS, when not nil, is etcd's peer TLS for this group: the transport
+	// dials peers with it and a listener the node binds itself serves
+	// it. Peer URLs are then https.
+	TLS *transport.TLSInfo
 
 	TickInterval    time.Duration // default 100ms
 	ElectionTicks   int           // default 10 (1 s); heartbeat 1 tick
@@ -108,9 +113,13 @@ func (c *Config) Validate() error {
 		if id == 0 {
 			return errors.New("raftnode: peer ID 0 is not allowed")
 		}
+		scheme := "http"
+		if c.TLS != nil {
+			scheme = "https"
+		}
 		pu, err := url.Parse(u)
-		if err != nil || pu.Scheme != "http" || pu.Host == "" || pu.Port() == "" {
-			return fmt.Errorf("raftnode: peer %d: URL %q is not http://host:port", id, u)
+		if err != nil || pu.Scheme != scheme || pu.Host == "" || pu.Port() == "" {
+			return fmt.Errorf("raftnode: peer %d: URL %q is not %s://host:port", id, u, scheme)
 		}
 	}
 	if c.Dir == "" {
@@ -306,6 +315,11 @@ func (n *Node) startTransport() error {
 		if err != nil {
 			return fmt.Errorf("raftnode: peer listener: %w", err)
 		}
+		if n.cfg.TLS != nil {
+			if ln, err = transport.NewTLSListener(ln, n.cfg.TLS); err != nil {
+				return fmt.Errorf("raftnode: peer listener TLS: %w", err)
+			}
+		}
 	}
 	id := strconv.FormatUint(n.cfg.ID, 10)
 	n.transport = &rafthttp.Transport{
@@ -318,6 +332,9 @@ func (n *Node) startTransport() error {
 		ServerStats: stats.NewServerStats(id, id),
 		LeaderStats: stats.NewLeaderStats(n.zl, id),
 		ErrorC:      make(chan error, 1),
+	}
+	if n.cfg.TLS != nil {
+		n.transport.TLSInfo = *n.cfg.TLS
 	}
 	if err := n.transport.Start(); err != nil {
 		if n.cfg.Listener == nil {
