@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +33,9 @@ type result struct {
 	P99ms     float64 `json:"p99_ms"`
 	Ops       int     `json:"ops"`
 	Errors    int     `json:"errors"`
+	// SrvUs is the server's CPU time (user+system) per request in the
+	// measured period, in microseconds (0 if /proc could not be read).
+	SrvUs float64 `json:"srv_us"`
 }
 
 var (
@@ -60,7 +66,9 @@ func rangeOp(ctx context.Context, cli *clientv3.Client, _ *rand.Rand) error {
 // conns) for warmup+dur. Only requests that start after the warmup are
 // counted. Workers stop issuing requests at the deadline, and in-flight
 // requests are abandoned 10 s after it, so the load always ends by itself.
-func runLoad(ctx context.Context, conns []*clientv3.Client, clients int, warmup, dur time.Duration, op opFunc) result {
+// The server's CPU time (process pid) is read at the end of the warm-up
+// and when the workers are done.
+func runLoad(ctx context.Context, pid int, conns []*clientv3.Client, clients int, warmup, dur time.Duration, op opFunc) result {
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(dur)
@@ -69,6 +77,17 @@ func runLoad(ctx context.Context, conns []*clientv3.Client, clients int, warmup,
 
 	lat := make([][]time.Duration, clients)
 	errs := make([]int, clients)
+	cpu0 := make(chan time.Duration, 1)
+	go func() {
+		t := time.NewTimer(time.Until(measureFrom))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cpu0 <- cpuOf(pid)
+		case <-octx.Done():
+			cpu0 <- 0
+		}
+	}()
 	var wg sync.WaitGroup
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
@@ -97,6 +116,10 @@ func runLoad(ctx context.Context, conns []*clientv3.Client, clients int, warmup,
 	}
 	wg.Wait()
 	elapsed := time.Since(measureFrom)
+	var cpu time.Duration
+	if c0 := <-cpu0; c0 > 0 {
+		cpu = cpuOf(pid) - c0
+	}
 
 	all := slices.Concat(lat...)
 	slices.Sort(all)
@@ -105,5 +128,42 @@ func runLoad(ctx context.Context, conns []*clientv3.Client, clients int, warmup,
 	for _, e := range errs {
 		res.Errors += e
 	}
+	if len(all) > 0 && cpu > 0 {
+		res.SrvUs = float64(cpu.Microseconds()) / float64(len(all))
+	}
 	return res
+}
+
+// cpuOf returns the user+system CPU time pid has used (0 if unavailable),
+// from /proc/PID/stat in clock ticks of 1/100 s (Linux's USER_HZ).
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// loadAvg is the host's 1-minute load average (-1 if unreadable).
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }

@@ -5,7 +5,9 @@
 // ports with a fresh temp data dir (the order alternates every round), measures
 // start-to-ready time, put/s and linearizable range/s with 1 and 100 clients,
 // then stops it with SIGTERM. Medians over rounds are reported, because the
-// host is small, shared and noisy.
+// host is small, shared and noisy; so are the server's CPU time per request
+// (from /proc/PID/stat, *_cpu) and the host's load average, which say how
+// much of a throughput ratio is the code and how much is the neighbours.
 //
 //	go run ./bench/kvbench [-rounds 3] [-duration 5s] [-quick] [-json out.json]
 package main
@@ -34,15 +36,18 @@ var metrics = []benchkit.Metric{
 	{Key: "put_c1", Unit: "ops/s", Goal: "ratio>=1.0"},
 	{Key: "put_c1_p50", Unit: "ms"},
 	{Key: "put_c1_p99", Unit: "ms"},
+	{Key: "put_c1_cpu", Unit: "us/op"},
 	{Key: "put_c100", Unit: "ops/s", Goal: "ratio>=1.0"},
 	{Key: "put_c100_p50", Unit: "ms"},
 	{Key: "put_c100_p99", Unit: "ms"},
+	{Key: "put_c100_cpu", Unit: "us/op"},
 	{Key: "range_c1", Unit: "ops/s"},
 	{Key: "range_c1_p50", Unit: "ms"},
 	{Key: "range_c1_p99", Unit: "ms"},
 	{Key: "range_c100", Unit: "ops/s"},
 	{Key: "range_c100_p50", Unit: "ms"},
 	{Key: "range_c100_p99", Unit: "ms"},
+	{Key: "range_c100_cpu", Unit: "us/op"},
 	{Key: "peak_rss", Unit: "MiB"},
 	{Key: "stop", Unit: "ms"},
 }
@@ -64,6 +69,10 @@ type report struct {
 		Rounds               int    `json:"rounds"`
 		Duration             string `json:"duration"`
 		Warmup               string `json:"warmup"`
+		// The host's 1-minute load average before the first round and
+		// after the last: the figures are only as good as the host is quiet.
+		LoadBefore float64 `json:"load_before"`
+		LoadAfter  float64 `json:"load_after"`
 	} `json:"config"`
 	Rounds []round                      `json:"rounds"`
 	Median map[string]figures           `json:"median"`          // target -> metric -> median
@@ -107,6 +116,7 @@ func main() {
 	fmt.Printf("kvbench: %d round(s) x %d target(s), %v per load (+%v warm-up), about %v in total\n",
 		c.Rounds, len(targets), c.Duration, warmup, est.Round(time.Second))
 
+	rep.Config.LoadBefore = loadAvg()
 	for r := 0; r < c.Rounds; r++ {
 		order := benchkit.Order(targets, r)
 		rd := round{Round: r + 1, First: order[0].name, Results: map[string]figures{}}
@@ -117,13 +127,14 @@ func main() {
 				fmt.Println()
 				fail(fmt.Sprintf("round %d, %s: %v", r+1, t.name, err))
 			}
-			fmt.Printf("ready %.0f ms, put c1 %.0f/s, put c100 %.0f/s, range c1 %.0f/s, range c100 %.0f/s%s\n",
-				f["ready"], f["put_c1"], f["put_c100"], f["range_c1"], f["range_c100"], errNote(f))
+			fmt.Printf("ready %.0f ms, put c1 %.0f/s, put c100 %.0f/s (server %.0f us/put), range c1 %.0f/s, range c100 %.0f/s (load %.2f)%s\n",
+				f["ready"], f["put_c1"], f["put_c100"], f["put_c100_cpu"], f["range_c1"], f["range_c100"], loadAvg(), errNote(f))
 			rd.Results[t.name] = f
 		}
 		rep.Rounds = append(rep.Rounds, rd)
 	}
 
+	rep.Config.LoadAfter = loadAvg()
 	summarize(&rep, targets)
 	printReport(os.Stdout, &rep, targets)
 	if c.JSON != "" {
@@ -180,11 +191,11 @@ func benchOne(ctx context.Context, t target, dur, warmup time.Duration) (f figur
 		if l.clients == 1 {
 			cs = conns[:1]
 		}
-		res := runLoad(ctx, cs, l.clients, warmup, dur, l.op)
+		res := runLoad(ctx, srv.Cmd.Process.Pid, cs, l.clients, warmup, dur, l.op)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		f[l.name], f[l.name+"_p50"], f[l.name+"_p99"] = res.OpsPerSec, res.P50ms, res.P99ms
+		f[l.name], f[l.name+"_p50"], f[l.name+"_p99"], f[l.name+"_cpu"] = res.OpsPerSec, res.P50ms, res.P99ms, res.SrvUs
 		if res.Errors > 0 {
 			f[l.name+"_errors"] = float64(res.Errors)
 		}
@@ -218,7 +229,8 @@ func summarize(rep *report, targets []target) {
 func printReport(w io.Writer, rep *report, targets []target) {
 	fmt.Fprintf(w, "\nMedians of %d round(s), %s per load, 1 member, loopback; ops/s: higher is better, ms/MiB: lower is better\n",
 		len(rep.Rounds), rep.Config.Duration)
-	fmt.Fprintf(w, "etcd versions: substrate embeds %s; stand-alone etcd %s\n\n", rep.Config.SubstrateEtcdVersion, orNone(rep.Config.EtcdVersion))
+	fmt.Fprintf(w, "etcd versions: substrate embeds %s; stand-alone etcd %s\n", rep.Config.SubstrateEtcdVersion, orNone(rep.Config.EtcdVersion))
+	fmt.Fprintf(w, "host load average (1 min): %.2f before, %.2f after; *_cpu is the server's CPU time per request\n\n", rep.Config.LoadBefore, rep.Config.LoadAfter)
 	t := &benchkit.Table{Width: 15, Names: names(targets), Metrics: metrics,
 		Median: rep.Median, Ratio: rep.Ratio, Goals: rep.Goals, GoalTrim: "abs", GoalAlone: true}
 	benchkit.PrintMedians(w, t)
