@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
 	"substrate/broker"
+	"substrate/broker/etcddefs"
 	"substrate/broker/store"
 	"substrate/internal/cluster"
 	"substrate/internal/ctl"
@@ -74,11 +75,13 @@ type clusterService struct {
 	log      *slog.Logger
 	kv       *kvstore.Store
 	handOff  context.CancelFunc // ends handOffEtcd while this node's broker is active
+	defs     broker.Definitions // the broker's definitions in etcd (logins during an election)
 }
 
 // serveCluster builds the cluster node that stands in for the broker.
 func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []cluster.Member, self uint64, watermark, diskFreeLimit uint64, log *slog.Logger) (*clusterService, error) {
-	cs := &clusterService{httpPort: f.httpPort, log: log, kv: kv}
+	cs := &clusterService{httpPort: f.httpPort, log: log, kv: kv,
+		defs: etcddefs.New(kv.KV(), kvstore.ReservedPrefix).WithLogger(log.With("service", "amqp"))}
 	cfg := cluster.Config{
 		Members:   members,
 		Self:      self,
@@ -334,6 +337,29 @@ func init() {
 	)
 }
 
+// localLogin checks a UI login against the users in etcd when no leader
+// answers (an election): the rules of the leader's (uiLogin), on the
+// definitions the next leader will load.
+func (cs *clusterService) localLogin(r *http.Request) (string, error) {
+	if cs.defs == nil {
+		return "", errors.New("No broker leader yet: an election is under way")
+	}
+	return uiLoginWith(func(name, password string, peer net.Addr) (broker.User, error) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		set, err := cs.defs.Load(ctx)
+		if err != nil {
+			return broker.User{}, err
+		}
+		for _, u := range set.Users {
+			if u.Name == name {
+				return broker.CheckUserLogin(u, true, password, peer)
+			}
+		}
+		return broker.CheckUserLogin(broker.User{}, false, password, peer)
+	}, r)
+}
+
 // leaderLogin checks a UI login on a node that does not lead: the
 // leader's management API answers /api/whoami for the same credentials
 // (password, guest's loopback rule, tags), and the user needs a tag
@@ -344,7 +370,7 @@ func (cs *clusterService) leaderLogin(r *http.Request) (string, error) {
 	}
 	m, ok := cs.Leader()
 	if !ok || m.ID == cs.Self().ID {
-		return "", errors.New("No broker leader yet: an election is under way")
+		return cs.localLogin(r) // an election is under way
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -356,7 +382,7 @@ func (cs *clusterService) leaderLogin(r *http.Request) (string, error) {
 	req.Header.Set(forwardedHeader, cs.Self().Name)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("The broker leader %s did not answer", m.Name)
+		return cs.localLogin(r) // the leader just died, or is cut off
 	}
 	defer resp.Body.Close()
 	var who struct {

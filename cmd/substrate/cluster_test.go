@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"substrate/broker"
 )
 
 // TestClusterRefusals: a broker cluster that substrate cannot run as
@@ -47,5 +50,39 @@ func TestClusterRefusals(t *testing.T) {
 	err := serve(context.Background(), []string{"--broker-snapshot-entries", "10", "--data-dir", t.TempDir()}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "--broker-snapshot-entries") {
 		t.Fatalf("--broker-snapshot-entries 10: %v", err)
+	}
+}
+
+// TestLocalLoginDuringElection: with no broker leader to ask, a node
+// checks a UI login against the users in etcd with the leader's rules:
+// the password, guest from loopback only, a management tag.
+func TestLocalLoginDuringElection(t *testing.T) {
+	defs := broker.NewMemDefinitions()
+	ctx := context.Background()
+	for _, u := range []broker.User{
+		{Name: "guest", PasswordHash: broker.HashPassword("guest"), Tags: []string{"administrator"}},
+		{Name: "ops", PasswordHash: broker.HashPassword("s3cret"), Tags: []string{"monitoring"}},
+		{Name: "app", PasswordHash: broker.HashPassword("app"), Tags: nil},
+	} {
+		if err := defs.PutUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs := &clusterService{defs: defs}
+	for _, c := range []struct{ user, pass, from, want, err string }{
+		{"guest", "guest", "127.0.0.1:40000", "guest", ""},
+		{"guest", "guest", "10.1.2.3:40000", "", "User can only log in via localhost"},
+		{"ops", "s3cret", "10.1.2.3:40000", "ops", ""},
+		{"ops", "wrong", "127.0.0.1:40000", "", "Login failed"},
+		{"nobody", "x", "127.0.0.1:40000", "", "Login failed"},
+		{"app", "app", "127.0.0.1:40000", "", "Not management user"},
+	} {
+		r := httptest.NewRequest("GET", "/substrate/status", nil)
+		r.RemoteAddr = c.from
+		r.SetBasicAuth(c.user, c.pass)
+		got, err := cs.localLogin(r)
+		if got != c.want || (err == nil) != (c.err == "") || (err != nil && err.Error() != c.err) {
+			t.Errorf("%s/%s from %s: %q, %v; want %q, %q", c.user, c.pass, c.from, got, err, c.want, c.err)
+		}
 	}
 }

@@ -120,7 +120,10 @@ var uiTags = []string{"management", "policymaker", "monitoring", "administrator"
 // RabbitMQ's management plugin does: the password, the default user's
 // loopback-only rule, and a tag that grants the UI. The errors are
 // RabbitMQ's reasons.
-func uiLogin(b *broker.Server, r *http.Request) (string, error) {
+func uiLogin(b *broker.Server, r *http.Request) (string, error) { return uiLoginWith(b.CheckLogin, r) }
+
+// uiLoginWith is uiLogin with the password and loopback check given.
+func uiLoginWith(check func(name, password string, peer net.Addr) (broker.User, error), r *http.Request) (string, error) {
 	name, pass, ok := r.BasicAuth()
 	if !ok {
 		return "", errors.New("Not logged in")
@@ -129,7 +132,7 @@ func uiLogin(b *broker.Server, r *http.Request) (string, error) {
 	if a, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
 		peer = a
 	}
-	u, err := b.CheckLogin(name, pass, peer)
+	u, err := check(name, pass, peer)
 	switch {
 	case errors.Is(err, broker.ErrLoopbackOnly):
 		return "", errors.New("User can only log in via localhost")
