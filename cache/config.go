@@ -95,9 +95,14 @@ type Config struct {
 	// kernel caps it at net.core.somaxconn and reads a negative one as
 	// that cap. NewConfig sets the default; 0 is a backlog of 0.
 	Backlog int
-	// Threads is what "stats settings" reports as num_threads (memcached
-	// -t; the caller sets GOMAXPROCS to it when the process is the
-	// cache); 0 reports GOMAXPROCS.
+	// Threads is memcached -t, the number of worker threads: on Linux
+	// that many event loops serve the plain TCP connections, each on an
+	// OS thread of its own that sleeps in epoll_wait as memcached's
+	// workers do (evloop_linux.go), provided GOMAXPROCS is above Threads
+	// (substrate memcached sets it so); "stats settings" reports it as
+	// num_threads and "stats" as threads. 0 (a process that serves other
+	// things too): GOMAXPROCS loops that wait on Go's poller, and the
+	// stats report GOMAXPROCS.
 	Threads int
 	// Verbosity is the initial "stats settings" verbosity (memcached -v
 	// count); the verbosity command changes it.

@@ -84,8 +84,12 @@
 // before the target shard is locked, so eviction never nests shard locks.
 //
 // Goroutines: one accept loop per listener; for plain TCP connections
-// (on Linux) GOMAXPROCS event loops (evloop_linux.go), each over its own
-// epoll set, waiting for it on Go's poller; one serve goroutine per TLS or
+// (on Linux) event loops (evloop_linux.go), each over its own epoll set:
+// with Config.Threads (memcached -t; substrate memcached, which sets
+// GOMAXPROCS above it) that many, each locked to an OS thread that sleeps
+// in epoll_wait as a memcached worker does; without it (substrate serve)
+// GOMAXPROCS loops that wait for their epoll set on Go's poller; one
+// serve goroutine per TLS or
 // unix-socket connection, and per TCP connection a loop handed over
 // because a reply could not be written at once (the goroutine that ran
 // the loop keeps the connection and starts a new one for the loop); one
@@ -227,7 +231,9 @@
 //	                                                serve: not applied, one warning line (the process is substrate's)
 //	-P                                honoured      substrate memcached (integration/TestMemcachedSubcommand);
 //	                                                refused under serve
-//	-t                                honoured      substrate memcached: GOMAXPROCS and num_threads
+//	-t                                honoured      substrate memcached: that many event loops on threads of
+//	                                                their own (default 4, as memcached), GOMAXPROCS
+//	                                                max(CPUs, -t + 1), num_threads and threads
 //	                                                (integration/TestMemcachedProcessOptions); serve: not applied,
 //	                                                one warning line, num_threads shows GOMAXPROCS
 //	-k, -r                            honoured      substrate memcached: mlockall, core limit raised

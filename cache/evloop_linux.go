@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +28,23 @@ import (
 // nothing (EAGAIN), so a client waiting for each reply cost two reads
 // per request and a goroutine switch; here it costs one read and one write,
 // and one epoll_wait for all the connections that are ready at once.
+//
+// A loop waits in one of two ways:
+//   - On a thread of its own (Config.Threads > 0, the process is the
+//     cache: substrate memcached): the loop's goroutine is locked to an OS
+//     thread that sleeps in epoll_wait itself, as a memcached worker
+//     thread does, and the kernel wakes that thread when one of its
+//     connections has data. The goroutine is in a system call while it
+//     waits, so its P can be taken by the runtime; with GOMAXPROCS above
+//     the number of loops there is always an idle P and the runtime leaves
+//     the waiting loops' Ps alone. A loop yields (runtime.Gosched) at most
+//     every yieldEvery, before waiting, so the runtime never finds it on
+//     one scheduling tick for 10 ms, which would make it take the P and
+//     keep sysmon polling every 20 us.
+//   - On Go's poller (Config.Threads == 0: the process serves other things
+//     too, substrate serve; or GOMAXPROCS is not above Threads): the epoll
+//     descriptor is itself on Go's poller, and the goroutine parks like any
+//     other while it has no events, so the loops hold no P while idle.
 //
 // A loop never waits on one client: when a reply cannot be written in
 // full (the client does not read), the connection is handed over, in the
@@ -46,16 +64,18 @@ import (
 type loop struct {
 	s      *Server
 	epfd   int
-	epf    *os.File        // epfd, on Go's poller (wait)
+	own    bool            // waits on a thread of its own (see above)
+	epf    *os.File        // epfd, on Go's poller (wait; nil when own)
 	eprc   syscall.RawConn // epf's
 	efd    int             // eventfd: Shutdown
 	stop   atomic.Bool
 	events []unix.EpollEvent
 	ready  []*conn // the connections of the events being served
 
-	nready int
-	werr   syscall.Errno
-	waitFn func(uintptr) bool
+	nready    int
+	werr      syscall.Errno
+	waitFn    func(uintptr) bool
+	lastYield int64 // own: monotonic ns of the last Gosched
 
 	mu    sync.Mutex
 	conns map[int32]*conn
@@ -74,11 +94,20 @@ type evConn struct {
 	werr   error
 }
 
-// startLoops starts n event loops (none when epoll is unavailable).
+// yieldEvery is how often at most a loop on its own thread yields its P
+// (below the runtime's 10 ms forced preemption).
+const yieldEvery = 5 * time.Millisecond
+
+// startLoops starts the event loops (none when epoll is unavailable):
+// Config.Threads on threads of their own when GOMAXPROCS leaves a P over,
+// else as many on Go's poller (GOMAXPROCS of them without Threads).
 func (s *Server) startLoops() error {
-	n := runtime.GOMAXPROCS(0)
+	n, own := runtime.GOMAXPROCS(0), false
+	if t := s.cfg.Threads; t > 0 {
+		n, own = t, t < runtime.GOMAXPROCS(0)
+	}
 	for range n {
-		l, err := newLoop(s)
+		l, err := newLoop(s, own)
 		if err != nil {
 			for _, l := range s.loops {
 				l.closeFDs()
@@ -95,7 +124,7 @@ func (s *Server) startLoops() error {
 	return nil
 }
 
-func newLoop(s *Server) (*loop, error) {
+func newLoop(s *Server, own bool) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -111,7 +140,10 @@ func newLoop(s *Server) (*loop, error) {
 		unix.Close(efd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	l := &loop{s: s, epfd: epfd, efd: efd, conns: make(map[int32]*conn), events: make([]unix.EpollEvent, 128)}
+	l := &loop{s: s, epfd: epfd, efd: efd, own: own, conns: make(map[int32]*conn), events: make([]unix.EpollEvent, 128)}
+	if own {
+		return l, nil // epfd stays blocking and off Go's poller
+	}
 	// The epoll descriptor is itself readable while it has events: Go's
 	// poller waits for it (wait), so the loop parks like any goroutine
 	// instead of blocking a thread in epoll_wait, which would have the
@@ -134,13 +166,21 @@ func newLoop(s *Server) (*loop, error) {
 }
 
 func (l *loop) closeFDs() {
-	l.epf.Close()
+	if l.epf != nil {
+		l.epf.Close()
+	} else {
+		unix.Close(l.epfd)
+	}
 	unix.Close(l.efd)
 }
 
-// wait returns the number of ready events in l.events, parking the
-// goroutine on Go's poller while there are none.
+// wait returns the number of ready events in l.events, waiting while
+// there are none: on Go's poller, or in epoll_wait on the loop's own
+// thread.
 func (l *loop) wait() (int, error) {
+	if l.own {
+		return l.waitOwn()
+	}
 	l.nready, l.werr = 0, 0
 	if err := l.eprc.Read(l.waitFn); err != nil {
 		return 0, err
@@ -150,6 +190,46 @@ func (l *loop) wait() (int, error) {
 	}
 	return l.nready, nil
 }
+
+// waitOwn waits in epoll_wait on the loop's own thread. Events already
+// there are taken without entering the runtime's system call state.
+func (l *loop) waitOwn() (int, error) {
+	if n, e := l.epollWait(false); e == 0 && n > 0 {
+		return n, nil
+	}
+	if now := nanotime(); now-l.lastYield >= int64(yieldEvery) {
+		l.lastYield = now
+		runtime.Gosched()
+	}
+	for {
+		n, e := l.epollWait(true)
+		switch e {
+		case 0:
+			return n, nil
+		case syscall.EINTR:
+			continue
+		}
+		return 0, os.NewSyscallError("epoll_pwait", e)
+	}
+}
+
+// epollWait is epoll_pwait on the loop's set: blocking (as a system call
+// the runtime can take the P from), or not at all (a raw call).
+func (l *loop) epollWait(block bool) (int, syscall.Errno) {
+	ev := uintptr(unsafe.Pointer(&l.events[0]))
+	if !block {
+		n, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), ev, uintptr(len(l.events)), 0, 0, 0)
+		return int(n), e
+	}
+	timeout := -1
+	n, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), ev, uintptr(len(l.events)), uintptr(timeout), 0, 0)
+	return int(n), e
+}
+
+// nanotime is a monotonic clock in ns.
+func nanotime() int64 { return int64(time.Since(clockBase)) }
+
+var clockBase = time.Now()
 
 // pollEvents is epoll_pwait without waiting; false: nothing ready, park.
 func (l *loop) pollEvents(fd uintptr) bool {
@@ -231,6 +311,10 @@ const (
 // run is the loop: wait, then serve every ready connection.
 func (l *loop) run() {
 	defer l.s.wg.Done()
+	if l.own {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	for {
 		n, err := l.wait()
 		if err != nil {
@@ -414,7 +498,11 @@ func (e *evConn) handover() error {
 	e.handed = true
 	l.s.handovers.Add(1)
 	// From here this goroutine serves only this connection: a new one
-	// runs the loop (the old one touches no loop state again).
+	// runs the loop (the old one touches no loop state again), on a
+	// thread of its own if the loop has one.
+	if l.own {
+		runtime.UnlockOSThread()
+	}
 	l.s.wg.Add(1)
 	go l.run()
 	f := os.NewFile(uintptr(fd), "")

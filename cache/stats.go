@@ -221,7 +221,7 @@ func (s *Server) generalStats(w *statWriter) {
 	w.u("accepting_conns", 1)
 	w.u("listen_disabled_num", 0)
 	w.u("time_in_listen_disabled_us", 0)
-	w.i("threads", int64(runtime.GOMAXPROCS(0)))
+	w.str("threads", s.threadCount())
 	w.u("conn_yields", 0)
 	hp := uint(16)
 	for uint64(1)<<hp*3/2 < t.currItems {
@@ -268,10 +268,7 @@ func (s *Server) settingsStats(w *statWriter) {
 			port, inter = p, h
 		}
 	}
-	threads := strconv.Itoa(runtime.GOMAXPROCS(0))
-	if s.cfg.Threads > 0 {
-		threads = strconv.Itoa(s.cfg.Threads)
-	}
+	threads := s.threadCount()
 	w.i("maxbytes", s.store.limit.Load())
 	w.i("maxconns", int64(s.cfg.MaxConns))
 	w.str("tcpport", port)
@@ -504,4 +501,12 @@ func (s *Server) slabStats(w *statWriter) {
 	}
 	w.i("active_slabs", int64(active))
 	w.u("total_malloced", malloced)
+}
+
+// threadCount is what the stats report as the number of worker threads.
+func (s *Server) threadCount() string {
+	if s.cfg.Threads > 0 {
+		return strconv.Itoa(s.cfg.Threads)
+	}
+	return strconv.Itoa(runtime.GOMAXPROCS(0))
 }

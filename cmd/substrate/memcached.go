@@ -225,12 +225,13 @@ func memcached(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cfg.Logger = log
-	if o.ThreadsSet {
-		// memcached -t: the process is the cache, so its worker threads
-		// are the Go scheduler's.
-		runtime.GOMAXPROCS(o.Threads)
-		cfg.Threads = o.Threads
-	}
+	// memcached -t (default 4): the process is the cache, so it runs
+	// that many worker threads, event loops on threads of their own;
+	// GOMAXPROCS leaves a P over for everything else (accepts, TLS and
+	// unix-socket connections, the GC), as the loops' threads hold theirs
+	// while they wait.
+	cfg.Threads = o.Threads
+	runtime.GOMAXPROCS(max(runtime.NumCPU(), o.Threads+1))
 	if o.LockMemory {
 		lockMemory(stderr)
 	}

@@ -49,9 +49,7 @@ func TestCacheOptionsHonoured(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if o.ThreadsSet {
-			cfg.Threads = o.Threads // as memcached() does, with GOMAXPROCS
-		}
+		cfg.Threads = o.Threads // as memcached() does, with GOMAXPROCS
 		if o.Shutdown {
 			cfg.OnShutdown = func(bool) {}
 		}
@@ -67,9 +65,6 @@ func TestCacheOptionsHonoured(t *testing.T) {
 		srv.Shutdown(ctx)
 		cancel()
 		for k, want := range o.StatsSettings() {
-			if k == "num_threads" && !o.ThreadsSet {
-				continue // GOMAXPROCS without -t
-			}
 			if got[k] != want {
 				t.Errorf("%q: stats settings %s: ours %q, memcached %q", extra, k, got[k], want)
 			}
