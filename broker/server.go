@@ -371,19 +371,10 @@ func (s *Server) acceptLoop(ln net.Listener) {
 // takeSlot waits for a free connection_max slot of ln; false when Shutdown
 // started.
 func (s *Server) takeSlot(ln net.Listener, slots chan struct{}) bool {
-	select {
-	case slots <- struct{}{}:
-		return true
-	default:
-	}
-	s.log.Warn("amqp: connection_max reached, not accepting until a connection closes",
-		"listener", ln.Addr().String(), "connection_max", cap(slots))
-	select {
-	case slots <- struct{}{}:
-		return true
-	case <-s.stopc:
-		return false
-	}
+	return netutil.TakeSlot(slots, s.stopc, func() {
+		s.log.Warn("amqp: connection_max reached, not accepting until a connection closes",
+			"listener", ln.Addr().String(), "connection_max", cap(slots))
+	})
 }
 
 // admit starts a new connection's reader. A panic here (the

@@ -486,19 +486,10 @@ func (n *Node) accept(ln net.Listener, isTLS bool) {
 // takeSlot waits for a free connection_max slot of ln (as the broker's
 // own listeners do); false when the node is stopping.
 func (n *Node) takeSlot(ln net.Listener, slots chan struct{}) bool {
-	select {
-	case slots <- struct{}{}:
-		return true
-	default:
-	}
-	n.log.Warn("amqp: connection_max reached, not accepting until a connection closes",
-		"listener", ln.Addr().String(), "connection_max", cap(slots))
-	select {
-	case slots <- struct{}{}:
-		return true
-	case <-n.stopc:
-		return false
-	}
+	return netutil.TakeSlot(slots, n.stopc, func() {
+		n.log.Warn("amqp: connection_max reached, not accepting until a connection closes",
+			"listener", ln.Addr().String(), "connection_max", cap(slots))
+	})
 }
 
 // handle gives a client connection to the active broker, or forwards it

@@ -59,3 +59,23 @@ func TemporaryAccept(err error) bool {
 	}
 	return false
 }
+
+// TakeSlot takes one of slots, a listener's connection_max semaphore
+// (RabbitMQ's ranch max_connections: at the limit the listener stops
+// accepting and clients wait in the backlog). When every slot is taken it
+// calls full once and waits for one to be given back; it returns false
+// when stop closes first.
+func TakeSlot(slots chan struct{}, stop <-chan struct{}, full func()) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+	}
+	full()
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-stop:
+		return false
+	}
+}
