@@ -70,4 +70,11 @@
 //
 // A broker record that does not decode is the broker's business:
 // broker/etcddefs logs it with its key and leaves it out.
+//
+// # Goroutines
+//
+// Besides etcd's own: Store.watch (reports a failure of the running
+// member on Err) and Store.tuneGC (raises GOGC while the member applies
+// writes quickly, gc.go), both from Start's return until Shutdown, which
+// waits for them.
 package kvstore

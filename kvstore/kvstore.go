@@ -135,6 +135,10 @@ func (s *Store) Start(ctx context.Context) error {
 		case <-e.Server.ReadyNotify():
 			s.wg.Add(1)
 			go s.watch()
+			if gcTunable() {
+				s.wg.Add(1)
+				go s.tuneGC()
+			}
 			return nil
 		case <-slow.C:
 			s.cfg.Logger.Warn("etcd member is waiting for its cluster to reach quorum", "member", s.ec.Name, "initial-cluster", s.ec.InitialCluster)
