@@ -55,7 +55,10 @@
 //     outbound.running), which swaps the buffer out and writes it with one
 //     syscall, so frames produced while it writes go out together in the
 //     next write (coalesced flushes, as nats-server's flushOutbound), and
-//     ends when it finds the buffer empty, keeping no buffer.
+//     ends when it finds the buffer empty, keeping no buffer. Buffers
+//     come from two pools (4 KB, and 64 KB chunks: a large output is a
+//     list of chunks written with one writev) and go back when written,
+//     so sending allocates nothing and a backlog is never copied to grow;
 //   - output a reader queues while it handles its input (deliveries its
 //     publishes and acks cause on any connection, its own publisher
 //     confirms) starts no writer: the connection joins the reader's
