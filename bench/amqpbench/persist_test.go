@@ -55,7 +55,7 @@ func TestRabbitFsyncs(t *testing.T) {
 
 func TestLoads(t *testing.T) {
 	for key, want := range map[string]string{"ready": "", "idle_rss": "", "conn_rss": "conn", "tp1": "tp", "tp4_pub": "tp",
-		"rpc_p99": "rpc", "ptp1": "ptp", "ptp4_p99": "ptp"} {
+		"rpc1_p99": "rpc", "rpc8_cpu": "rpc", "ptp1": "ptp", "ptp4_p99": "ptp"} {
 		if got := metricLoad(key); got != want {
 			t.Errorf("metricLoad(%q) = %q, want %q", key, got, want)
 		}
