@@ -111,28 +111,35 @@
 // On this project's 2-core shared VM, memcaslap -T 2 -c 50 (its default
 // mix: 90% get / 10% set, small values) against `substrate memcached` and
 // memcached 1.6.18 with the same flags, alternating, medians (make bench's
-// maslap phase; other work on the host put the load average at 2-9):
-//   - A goroutine per connection made 1.8 read(2) calls per request
-//     (perf stat on the syscall tracepoints): after each reply the reader
-//     read again, found nothing (EAGAIN) and parked; memcached makes one
-//     read, one sendmsg and 0.35 epoll_wait per request. Reads were 23% of
-//     the server's CPU, scheduling 12%. memaslap ratio 0.74x, server CPU
-//     per op 1.29x (cachebench, 3 rounds).
-//   - The event loops make one read, one write and 0.1-0.3 epoll_pwait
-//     per request. Server CPU per op 0.93-1.01x memcached's; ops/s
-//     0.82-0.85x. With the servers pinned to one CPU and memcaslap to the
-//     other, ops/s 0.91-1.03x (the goroutine path: 0.80-1.02x, 23 us/op
-//     against memcached's 18).
-//   - Why ops/s still trail with CPU per op at parity: on the loaded host
-//     the kernel gives memcached's four worker threads about 0.9 of a core
-//     and our two busy loops about 0.7; memcached's threads sleep 0.24
-//     times per request and are preempted 0.02 times, ours 0.02-0.04 and
-//     0.10-0.13. Not tried to the end: giving `substrate memcached` four
-//     threads by default (-t 4 did not change it measurably).
-//   - Tried and dropped: blocking in epoll_wait on the loop's thread, as
-//     memcached does (each wait longer than 20 us had the runtime retake
-//     the thread's P: sysmon took 11% of the CPU, 17-20 us per op), and
-//     more loops than GOMAXPROCS (4, 8: no gain, more CPU per op).
+// maslap phase; other work on the host put the load average at 5-13):
+//   - A goroutine per connection made 1.8 read(2) calls per request: after
+//     each reply the reader read again, found nothing (EAGAIN) and parked.
+//     memaslap ratio 0.74x, server CPU per op 1.29x.
+//   - GOMAXPROCS (2) loops parked on Go's poller: one read, one write and
+//     0.2 epoll_pwait per request, server CPU per op 0.9-1.0x memcached's,
+//     yet ops/s 0.79-0.87x. The kernel shares the CPU per thread: the two
+//     loops' threads almost never slept (0.05 sleeps, 0.1 preemptions per
+//     request) and waited their turn, while memcaslap ran out of work and
+//     slept 0.12 times per request; memcached's four workers sleep in
+//     epoll_wait (0.25 per request), are woken by the kernel when a
+//     request arrives and preempt memcaslap (0.16-0.2 times per request).
+//     -t 4 (four such loops) did not change that.
+//   - Loops on threads of their own, blocking in epoll_wait (now, with
+//     -t): the same signature as memcached (0.19-0.25 sleeps, 0.03
+//     preemptions per request; memcaslap preempted 0.1-0.15 times, rarely
+//     waiting), 0.26 epoll_pwait per request, ops/s 1.03-1.12x (medians of
+//     6-10 alternating rounds), server CPU per op 1.07-1.13x. What it took:
+//     the epoll descriptor off Go's poller (else every event also woke the
+//     runtime's poller thread), the goroutine locked to its thread (12%
+//     more ops/s than unlocked), GOMAXPROCS above the loops (else the
+//     runtime takes a waiting loop's P at once and sysmon polls every
+//     20 us: 6% of the CPU), and a yield every yieldEvery (else sysmon
+//     preempts each loop every 10 ms and does the same). Idle, the loops
+//     make no wake-ups at all. The extra CPU per op against memcached is
+//     the Go side of a request (parse, store, bufio; 2-3 us) and the
+//     yields' thread switches (0.04 futex calls per request).
+//   - substrate serve keeps the loops on Go's poller: threads holding Ps
+//     while they wait would delay the broker's and etcd's goroutines.
 //
 // # Faults
 //
