@@ -43,6 +43,9 @@ type brokerCluster struct {
 	// client with the lab's client certificate for the status endpoint.
 	peerScheme string
 	peerClient *http.Client
+	// diag, when set, describes the clients for a failed wait's message
+	// (what each publisher was doing, and the RPC loop's last calls).
+	diag func() string
 }
 
 func startBrokerCluster(t *testing.T) *brokerCluster {
@@ -105,6 +108,7 @@ type nodeStatus struct {
 	IsLeader bool   `json:"is_leader"`
 	Active   bool   `json:"active"`
 	Term     uint64 `json:"term"`
+	Commit   uint64 `json:"commit_index"`
 	Applied  uint64 `json:"applied_index"`
 	Snapshot uint64 `json:"snapshot_index"`
 	Messages int    `json:"messages"`
@@ -222,6 +226,14 @@ func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what st
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	clients := "" // every node's view and the clients', before the dumps end them
+	for j := range bc.nodes {
+		st, err := bc.status(j)
+		clients += fmt.Sprintf("ctl%d: %+v %v\n", j+1, st, err)
+	}
+	if bc.diag != nil {
+		clients += bc.diag()
+	}
 	// Every node's goroutines, in the output, for the post-mortem: all
 	// signalled at once, so that each dump shows the connections the
 	// others still hold.
@@ -235,7 +247,7 @@ func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what st
 			n.p.stop(syscall.SIGKILL)
 		}
 	}
-	t.Fatalf("ctl%d: no %s within %v: last status %+v, err %v", i+1, what, d, last, err)
+	t.Fatalf("ctl%d: no %s within %v: last status %+v, err %v\n%s", i+1, what, d, last, err, clients)
 }
 
 // kills is how many leader kills the loops do: a few in `make test`,
@@ -261,6 +273,24 @@ type publisher struct {
 	mu        sync.Mutex
 	confirmed map[int]bool
 	errors    int
+	// What it is doing, for a failed wait's message: the step, since
+	// when, the publishes awaiting a confirm and the last confirm's time.
+	step                string
+	stepAt, lastConfirm time.Time
+	waiting             int
+}
+
+func (p *publisher) at(step string, waiting int) {
+	p.mu.Lock()
+	p.step, p.stepAt, p.waiting = step, time.Now(), waiting
+	p.mu.Unlock()
+}
+
+func (p *publisher) describe() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return fmt.Sprintf("publisher %d (%s): %s for %v, %d awaiting a confirm, last confirm %v ago, %d confirmed, %d connection errors",
+		p.id, p.queue, p.step, time.Since(p.stepAt).Round(time.Millisecond), p.waiting, time.Since(p.lastConfirm).Round(time.Millisecond), len(p.confirmed), p.errors)
 }
 
 func (p *publisher) run(stop <-chan struct{}) {
@@ -272,6 +302,7 @@ func (p *publisher) run(stop <-chan struct{}) {
 			return
 		default:
 		}
+		p.at("dialing "+p.urls[node%len(p.urls)], 0)
 		c, err := amqp091.DialConfig(p.urls[node%len(p.urls)], amqp091.Config{Dial: amqp091.DefaultDial(2 * time.Second)})
 		node++
 		if err != nil {
@@ -315,6 +346,7 @@ func (p *publisher) run(stop <-chan struct{}) {
 			if cf.Ack {
 				p.mu.Lock()
 				p.confirmed[seq] = true
+				p.lastConfirm = time.Now()
 				p.mu.Unlock()
 			}
 		}
@@ -337,6 +369,7 @@ func (p *publisher) run(stop <-chan struct{}) {
 					}
 				}
 			}
+			p.at("waiting for a confirm or a close", len(inflight))
 			select {
 			case <-stop:
 				c.Close()
@@ -404,6 +437,19 @@ func TestBrokerClusterLeaderKills(t *testing.T) {
 		return "rabbit://" + strings.Join(hs, ",") + "/"
 	}
 	rpc := startRPCLoop(t, hosts((l+1)%3), hosts((l+2)%3))
+	bc.diag = func() string {
+		var b strings.Builder
+		for _, p := range pubs {
+			b.WriteString(p.describe() + "\n")
+		}
+		rpc.mu.Lock()
+		calls := rpc.calls[max(len(rpc.calls)-5, 0):]
+		for _, c := range calls {
+			fmt.Fprintf(&b, "RPC call %v %s..%s %s\n", c.ok, c.start.Format("15:04:05.000"), c.end.Format("15:04:05.000"), c.reason)
+		}
+		rpc.mu.Unlock()
+		return b.String()
+	}
 	rpc.waitCalls(t, 3, 60*time.Second)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

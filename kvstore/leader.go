@@ -9,15 +9,15 @@ import (
 )
 
 // HandOffLeadership moves etcd's leadership away from this member when it
-// leads: to the first other voting member that takes it within wait
-// each. A substrate cluster calls it on the broker's leader (cmd/substrate,
+// leads: to the first other voting member that eligible accepts (by its
+// etcd member name; nil: any) and that takes it within wait each. A substrate cluster calls it on the broker's leader (cmd/substrate,
 // docs/cluster.md), so that losing that one node costs one election (the
 // broker's), not two: the new broker leader reads its definitions from
 // etcd and, had etcd's leader died too, would wait for etcd's own
 // election (one to two seconds with etcd's default timing). It returns
 // the new leader's member ID, or 0 when this member did not lead (or none
 // took the leadership).
-func (s *Store) HandOffLeadership(ctx context.Context, wait time.Duration) (uint64, error) {
+func (s *Store) HandOffLeadership(ctx context.Context, wait time.Duration, eligible func(name string) bool) (uint64, error) {
 	srv := s.reserved.srv.Load()
 	if srv == nil {
 		return 0, ErrStatusUnavailable
@@ -34,7 +34,7 @@ func (s *Store) HandOffLeadership(ctx context.Context, wait time.Duration) (uint
 	var last error
 	for _, m := range srv.Cluster().Members() {
 		id := uint64(m.ID)
-		if id == self || m.IsLearner {
+		if id == self || m.IsLearner || (eligible != nil && !eligible(m.Name)) {
 			continue
 		}
 		c, cancel := context.WithTimeout(ctx, wait)

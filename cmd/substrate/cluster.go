@@ -156,7 +156,7 @@ func (cs *clusterService) handOffEtcd(ctx context.Context) {
 	t := time.NewTicker(handOffEvery)
 	defer t.Stop()
 	for {
-		if to, err := cs.kv.HandOffLeadership(ctx, time.Second); to != 0 {
+		if to, err := cs.kv.HandOffLeadership(ctx, time.Second, cs.settled); to != 0 {
 			cs.log.Info("etcd leadership handed to another member: this node leads the broker", "etcd_leader", strconv.FormatUint(to, 16))
 		} else if err != nil && ctx.Err() == nil {
 			cs.log.Warn("etcd leadership stays on the broker leader's node: no other member took it", "err", err)
@@ -170,8 +170,21 @@ func (cs *clusterService) handOffEtcd(ctx context.Context) {
 }
 
 // handOffEvery is how often the broker leader checks that it does not
-// lead etcd too.
-const handOffEvery = time.Second
+// lead etcd too; settledFor is how long a member must have been connected
+// to this node to take etcd's leadership.
+const (
+	handOffEvery = time.Second
+	settledFor   = 5 * time.Second
+)
+
+// settled says whether the member named name has been up and connected
+// to this node for settledFor: etcd's leadership goes only to such a
+// member, never to one that died or is still starting (a member that
+// had just restarted took it once and could not commit for 7 s).
+func (cs *clusterService) settled(name string) bool {
+	t := cs.PeerUpSince(name)
+	return !t.IsZero() && time.Since(t) >= settledFor
+}
 
 // ctlBroker returns the active broker as ctl sees it, or a nil interface
 // while this node does not lead.

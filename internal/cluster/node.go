@@ -309,6 +309,21 @@ func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
 // Members returns the cluster's members.
 func (n *Node) Members() []Member { return n.cfg.Members }
 
+// PeerUpSince returns since when this node has been connected to the
+// member named name over the broker peer port without a break (zero:
+// not connected, or this node itself, or not started).
+func (n *Node) PeerUpSince(name string) time.Time {
+	if n.raft == nil {
+		return time.Time{}
+	}
+	for _, m := range n.cfg.Members {
+		if m.Name == name && m.ID != n.self.ID {
+			return n.raft.ActiveSince(m.ID)
+		}
+	}
+	return time.Time{}
+}
+
 // Self returns this node.
 func (n *Node) Self() Member { return n.self }
 

@@ -468,3 +468,39 @@ func TestPeerTLS(t *testing.T) {
 		t.Fatalf("the peer port answered plain HTTP: %q (%v)", b, err)
 	}
 }
+
+// TestPeerUpSince: a node knows since when each other member has been
+// connected to it (the etcd leadership hand-off goes only to a member up
+// for a while); a stopped member is not.
+func TestPeerUpSince(t *testing.T) {
+	tc := newTestCluster(t)
+	l := tc.leader(10 * time.Second)
+	f := (l + 1) % 3
+	other := (l + 2) % 3
+	waitUp := func(name string) time.Time {
+		var since time.Time
+		deadline := time.Now().Add(10 * time.Second)
+		for since = tc.nodes[l].PeerUpSince(name); since.IsZero(); since = tc.nodes[l].PeerUpSince(name) {
+			if time.Now().After(deadline) {
+				t.Fatalf("ctl%d never connected to %s", l+1, name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return since
+	}
+	if since := waitUp(tc.members[f].Name); time.Since(since) > time.Minute {
+		t.Fatalf("up since %v", since)
+	}
+	if !tc.nodes[l].PeerUpSince(tc.members[l].Name).IsZero() {
+		t.Fatal("a node is up since some time to itself")
+	}
+	waitUp(tc.members[other].Name)
+	tc.stop(other)
+	deadline := time.Now().Add(10 * time.Second)
+	for !tc.nodes[l].PeerUpSince(tc.members[other].Name).IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatalf("ctl%d still counts the stopped ctl%d as connected", l+1, other+1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -421,6 +421,10 @@ func (n *Node) Status() Status {
 	return s
 }
 
+// ActiveSince returns since when the transport has been connected to
+// peer id without a break; zero while it is not.
+func (n *Node) ActiveSince(id uint64) time.Time { return n.transport.ActiveSince(types.ID(id)) }
+
 // Roles delivers every role change, in order; the latest matters. If the
 // reader falls behind, the oldest undelivered roles are dropped, never the
 // latest. The channel is closed after the node stopped (its last role is
