@@ -13,7 +13,6 @@ import (
 
 	"go.etcd.io/etcd/pkg/v3/flags"
 	"go.etcd.io/etcd/server/v3/embed"
-	"google.golang.org/grpc"
 
 	"substrate/internal/config"
 	"substrate/internal/logging"
@@ -63,15 +62,6 @@ func NewConfig() Config {
 		LogLevel:   slog.LevelWarn,
 	}
 }
-
-// grpcStreamWorkers is how many goroutines each of etcd's gRPC servers
-// keeps to run requests (grpc.NumStreamWorkers). Without them grpc-go
-// starts a goroutine per request, whose stack then grows through etcd's
-// interceptor chain: runtime.morestack took about 5% of the member's CPU
-// under 100 concurrent puts, 1.4% with workers. A request finding every
-// worker busy still gets its own goroutine, as before. Cost: one parked
-// goroutine each, a few KB of stack.
-const grpcStreamWorkers = 128
 
 // ErrBadFlag marks an error in Config.Args: a flag etcd does not have, a
 // stray word, or a flag without its value.
@@ -214,7 +204,6 @@ func buildEmbed(cfg Config, log *slog.Logger, quiet *logging.Quieter) (*embed.Co
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logging.Zap(log.Handler(), level, quiet).Named("etcd"))
 	ec.UserHandlers = userHandlers()
 	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions, recoverOptions(log)...)
-	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions, grpc.NumStreamWorkers(grpcStreamWorkers))
 
 	if err := ec.Validate(); err != nil {
 		return nil, err

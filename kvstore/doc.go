@@ -73,8 +73,7 @@
 //
 // # Goroutines
 //
-// Besides etcd's own (among them grpcStreamWorkers parked gRPC workers
-// per client listener, config.go): Store.watch (reports a failure of the running
+// Besides etcd's own: Store.watch (reports a failure of the running
 // member on Err) and Store.tuneGC (raises GOGC while the member applies
 // writes quickly, gc.go), both from Start's return until Shutdown, which
 // waits for them.
