@@ -174,13 +174,18 @@ func (cs *clusterService) handOffEtcd(ctx context.Context) {
 // to this node to take etcd's leadership.
 const (
 	handOffEvery = time.Second
-	settledFor   = 5 * time.Second
+	settledFor   = time.Second
 )
 
-// settled says whether the member named name has been up and connected
-// to this node for settledFor: etcd's leadership goes only to such a
-// member, never to one that died or is still starting (a member that
-// had just restarted took it once and could not commit for 7 s).
+// settled says whether the member named name has been connected to this
+// node's broker peer port for settledFor: etcd's leadership goes only to
+// such a member, never to one that died or is still starting (a member
+// that had just restarted took it once and could not commit for 7 s). A
+// member's broker node starts only once its etcd member is ready, so
+// a broker peer connection says its etcd is up; the second guards
+// against a connection that flaps. Longer would keep etcd's leadership
+// on the broker leader after quick successive failures (every survivor
+// freshly reconnected), which is what the hand-off is there to avoid.
 func (cs *clusterService) settled(name string) bool {
 	t := cs.PeerUpSince(name)
 	return !t.IsZero() && time.Since(t) >= settledFor
