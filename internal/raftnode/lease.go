@@ -21,8 +21,9 @@ import (
 // heard the leader after t0 and refuses votes until at least ElectionTicks
 // ticks after that: (ElectionTicks-1) tick intervals of real time, since
 // a ticker never fires early or in bursts. Any new leader needs a vote
-// from that quorum, so none can exist before t0 + (ElectionTicks-1)
-// intervals. The lease ends half a tick before that (leaseDuration), the
+// from a member of that quorum (two majorities meet), and none of them
+// votes, or campaigns itself, before then, so none can exist before
+// t0 + (ElectionTicks-1) intervals. The lease ends half a tick before that (leaseDuration), the
 // margin for the clocks' rates.
 //
 // What it assumes. The failure detector (leaderGone) makes a follower
