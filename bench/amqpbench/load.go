@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,13 +171,13 @@ func runThroughput(ctx context.Context, b *broker, cfg tpConfig, warmup, dur tim
 	}
 	sleepCtx(ctx, warmup)
 	pid := b.pid()
-	s0, k0 := cpuOf(pid), cpuOf(os.Getpid())
+	s0, k0 := benchkit.CPUTime(pid), benchkit.CPUTime(os.Getpid())
 	c0, p0, t0 := consumed.Load(), confirmed.Load(), time.Now()
 	measuring.Store(true)
 	sleepCtx(ctx, dur)
 	measuring.Store(false)
 	c1, p1, el := consumed.Load(), confirmed.Load(), time.Since(t0)
-	res.SrvCPU, res.CliCPU = (cpuOf(pid)-s0).Seconds()/el.Seconds(), (cpuOf(os.Getpid())-k0).Seconds()/el.Seconds()
+	res.SrvCPU, res.CliCPU = (benchkit.CPUTime(pid)-s0).Seconds()/el.Seconds(), (benchkit.CPUTime(os.Getpid())-k0).Seconds()/el.Seconds()
 	if cfg.fsyncs != nil && ferr == nil {
 		var f1 fsyncSample
 		if f1, ferr = cfg.fsyncs(ctx); ferr == nil {
@@ -549,13 +548,13 @@ func runRPC(ctx context.Context, b *broker, callers int, warmup, dur time.Durati
 	}
 
 	sleepCtx(ctx, warmup)
-	srv0, cli0 := cpuOf(b.pid()), cpuOf(os.Getpid())
+	srv0, cli0 := benchkit.CPUTime(b.pid()), benchkit.CPUTime(os.Getpid())
 	measuring.Store(true)
 	t0 := time.Now()
 	sleepCtx(ctx, dur)
 	measuring.Store(false)
 	n, el := calls.Load(), time.Since(t0)
-	srv, cli := cpuOf(b.pid())-srv0, cpuOf(os.Getpid())-cli0
+	srv, cli := benchkit.CPUTime(b.pid())-srv0, benchkit.CPUTime(os.Getpid())-cli0
 	close(stop)
 	wg.Wait()
 
@@ -671,23 +670,6 @@ func runConns(ctx context.Context, b *broker, n int, settle time.Duration) (conn
 	}
 	res.PerConnKiB = float64(after-before) / float64(n) / 1024
 	return res, ctx.Err()
-}
-
-// cpuOf returns the user+system CPU time pid has used (0 if unavailable),
-// from /proc/PID/stat in clock ticks of 1/100 s (Linux's USER_HZ).
-func cpuOf(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

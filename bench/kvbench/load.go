@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -83,7 +80,7 @@ func runLoad(ctx context.Context, pid int, conns []*clientv3.Client, clients int
 		defer t.Stop()
 		select {
 		case <-t.C:
-			cpu0 <- cpuOf(pid)
+			cpu0 <- benchkit.CPUTime(pid)
 		case <-octx.Done():
 			cpu0 <- 0
 		}
@@ -118,7 +115,7 @@ func runLoad(ctx context.Context, pid int, conns []*clientv3.Client, clients int
 	elapsed := time.Since(measureFrom)
 	var cpu time.Duration
 	if c0 := <-cpu0; c0 > 0 {
-		cpu = cpuOf(pid) - c0
+		cpu = benchkit.CPUTime(pid) - c0
 	}
 
 	all := slices.Concat(lat...)
@@ -132,38 +129,4 @@ func runLoad(ctx context.Context, pid int, conns []*clientv3.Client, clients int
 		res.SrvUs = float64(cpu.Microseconds()) / float64(len(all))
 	}
 	return res
-}
-
-// cpuOf returns the user+system CPU time pid has used (0 if unavailable),
-// from /proc/PID/stat in clock ticks of 1/100 s (Linux's USER_HZ).
-func cpuOf(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-// loadAvg is the host's 1-minute load average (-1 if unreadable).
-func loadAvg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return -1
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return -1
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return -1
-	}
-	return v
 }

@@ -116,7 +116,7 @@ func main() {
 	fmt.Printf("kvbench: %d round(s) x %d target(s), %v per load (+%v warm-up), about %v in total\n",
 		c.Rounds, len(targets), c.Duration, warmup, est.Round(time.Second))
 
-	rep.Config.LoadBefore = loadAvg()
+	rep.Config.LoadBefore = benchkit.LoadAvg()
 	for r := 0; r < c.Rounds; r++ {
 		order := benchkit.Order(targets, r)
 		rd := round{Round: r + 1, First: order[0].name, Results: map[string]figures{}}
@@ -128,13 +128,13 @@ func main() {
 				fail(fmt.Sprintf("round %d, %s: %v", r+1, t.name, err))
 			}
 			fmt.Printf("ready %.0f ms, put c1 %.0f/s, put c100 %.0f/s (server %.0f us/put), range c1 %.0f/s, range c100 %.0f/s (load %.2f)%s\n",
-				f["ready"], f["put_c1"], f["put_c100"], f["put_c100_cpu"], f["range_c1"], f["range_c100"], loadAvg(), errNote(f))
+				f["ready"], f["put_c1"], f["put_c100"], f["put_c100_cpu"], f["range_c1"], f["range_c100"], benchkit.LoadAvg(), errNote(f))
 			rd.Results[t.name] = f
 		}
 		rep.Rounds = append(rep.Rounds, rd)
 	}
 
-	rep.Config.LoadAfter = loadAvg()
+	rep.Config.LoadAfter = benchkit.LoadAvg()
 	summarize(&rep, targets)
 	printReport(os.Stdout, &rep, targets)
 	if c.JSON != "" {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,12 +148,12 @@ func runRPC(ctx context.Context, srvPid int, callers []*caller, warm, calls int,
 	if _, _, err := run(warm, false); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
-	srv, cli := cpuOf(srvPid), cpuOf(os.Getpid())
+	srv, cli := benchkit.CPUTime(srvPid), benchkit.CPUTime(os.Getpid())
 	all, el, err := run(calls, true)
 	if err != nil {
 		return res, err
 	}
-	srv, cli = cpuOf(srvPid)-srv, cpuOf(os.Getpid())-cli
+	srv, cli = benchkit.CPUTime(srvPid)-srv, benchkit.CPUTime(os.Getpid())-cli
 	res.SrvUs = float64(srv/time.Microsecond) / float64(len(all))
 	res.SrvCores, res.CliCores = srv.Seconds()/el.Seconds(), cli.Seconds()/el.Seconds()
 	slices.Sort(all)
@@ -213,12 +212,12 @@ func runTopic(ctx context.Context, f *fleet, pub *amqp.Channel, warm, n int, tim
 	if _, err := one(warm); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
-	srv, cli := cpuOf(f.pid), cpuOf(os.Getpid())
+	srv, cli := benchkit.CPUTime(f.pid), benchkit.CPUTime(os.Getpid())
 	el, err := one(n)
 	if err != nil {
 		return res, err
 	}
-	srv, cli = cpuOf(f.pid)-srv, cpuOf(os.Getpid())-cli
+	srv, cli = benchkit.CPUTime(f.pid)-srv, benchkit.CPUTime(os.Getpid())-cli
 	res.Rate = float64(n) / el.Seconds()
 	res.SrvUs = float64(srv/time.Microsecond) / float64(n)
 	res.SrvCores, res.CliCores = srv.Seconds()/el.Seconds(), cli.Seconds()/el.Seconds()
@@ -275,31 +274,14 @@ func runFanout(ctx context.Context, f *fleet, pub *amqp.Channel, queues, rounds,
 	}
 	slices.Sort(lat)
 	res.P50, res.Max = benchkit.Ms(benchkit.Percentile(lat, 0.5)), benchkit.Ms(lat[len(lat)-1])
-	srv, cli := cpuOf(f.pid), cpuOf(os.Getpid())
+	srv, cli := benchkit.CPUTime(f.pid), benchkit.CPUTime(os.Getpid())
 	el, err := send(burst)
 	if err != nil {
 		return res, fmt.Errorf("burst: %w", err)
 	}
-	srv, cli = cpuOf(f.pid)-srv, cpuOf(os.Getpid())-cli
+	srv, cli = benchkit.CPUTime(f.pid)-srv, benchkit.CPUTime(os.Getpid())-cli
 	res.MsgsPerSec = float64(burst) / el.Seconds()
 	res.SrvUs = float64(srv/time.Microsecond) / float64(burst*queues)
 	res.SrvCores, res.CliCores = srv.Seconds()/el.Seconds(), cli.Seconds()/el.Seconds()
 	return res, nil
-}
-
-// cpuOf returns the CPU time (user + system) pid has used, from
-// /proc/PID/stat (0 if unreadable). Its resolution is the clock tick, 10 ms.
-func cpuOf(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
 }

@@ -252,13 +252,13 @@ func main() {
 	}
 	last := len(sh.Hosts) - 1
 	fmt.Printf("scalebench: %d round(s) x %v; stages %s queues on %s connections (%d queues per connection); fanout to %d queues; each phase at most %v; RLIMIT_NOFILE %d; load average %.2f\n",
-		*rounds, names, joinInts(sh.Hosts, len(hostQueues)), joinInts(sh.Hosts, 1), len(hostQueues), sh.Hosts[last], sh.Phase, nofile, loadAvg())
+		*rounds, names, joinInts(sh.Hosts, len(hostQueues)), joinInts(sh.Hosts, 1), len(hostQueues), sh.Hosts[last], sh.Phase, nofile, benchkit.LoadAvg())
 
 	for r := 0; r < *rounds; r++ {
 		order := benchkit.Order(names, r)
 		rd := round{Round: r + 1, First: order[0], Results: map[string]benchkit.Figures{}, Errors: map[string]string{}, Load: map[string][2]float64{}}
 		for _, name := range order {
-			l0, tStart := loadAvg(), time.Now()
+			l0, tStart := benchkit.LoadAvg(), time.Now()
 			fmt.Printf("round %d/%d %s: starting (load %.2f)\n", r+1, *rounds, name, l0)
 			var b *broker
 			var err error
@@ -293,7 +293,7 @@ func main() {
 				rd.Errors[name] = strings.Join(msgs, "; ")
 			}
 			rd.Results[name] = fig
-			rd.Load[name] = [2]float64{l0, loadAvg()}
+			rd.Load[name] = [2]float64{l0, benchkit.LoadAvg()}
 			if ctx.Err() != nil {
 				fail("interrupted")
 			}

@@ -159,7 +159,7 @@ func runTarget(ctx context.Context, b *broker, sh shape, w io.Writer) (benchkit.
 		}
 		fmt.Fprintf(w, "  %6d queues on %4d connections: open %.1f s, declare %.1f s, consume %.1f s, VmRSS %.0f MiB; rpc1 p50 %.2f p99 %.2f ms, rpc8 p50 %.2f p99 %.2f ms %.0f calls/s (server %.0f us/call, cores server %.2f bench %.2f), topic %.0f msgs/s (server %.1f us/msg, cores server %.2f bench %.2f) (load %.2f)\n",
 			q, hosts, elOpen.Seconds(), elDecl.Seconds(), elCons.Seconds(), benchkit.MiB(r3),
-			med[0], med[1], med[2], med[3], med[4], med[5], med[8], med[9], med[6], med[7], med[10], med[11], loadAvg())
+			med[0], med[1], med[2], med[3], med[4], med[5], med[8], med[9], med[6], med[7], med[10], med[11], benchkit.LoadAvg())
 	}
 	nHosts, nQueues := float64(prev), float64(prev*len(hostQueues))
 	fig["open_all"], fig["declare_all"], fig["consume_all"] = openAll.Seconds(), declAll.Seconds(), consAll.Seconds()
@@ -175,7 +175,7 @@ func runTarget(ctx context.Context, b *broker, sh shape, w io.Writer) (benchkit.
 	fig["fanout_deliv"] = fr.MsgsPerSec * float64(prev)
 	fig["fanout_cpu"] = fr.SrvUs
 	fmt.Fprintf(w, "  fanout to %d queues: p50 %.1f ms, max %.1f ms, burst %.0f msgs/s (%.0f deliveries/s, server %.1f us/delivery, cores server %.2f bench %.2f); per connection %.1f KiB, per queue %.2f KiB, per consumer %.2f KiB (load %.2f)\n",
-		prev, fr.P50, fr.Max, fr.MsgsPerSec, fig["fanout_deliv"], fr.SrvUs, fr.SrvCores, fr.CliCores, fig["rss_conn"], fig["rss_queue"], fig["rss_consumer"], loadAvg())
+		prev, fr.P50, fr.Max, fr.MsgsPerSec, fig["fanout_deliv"], fr.SrvUs, fr.SrvCores, fr.CliCores, fig["rss_conn"], fig["rss_queue"], fig["rss_consumer"], benchkit.LoadAvg())
 	return fig, fl.errs, ctx.Err()
 }
 

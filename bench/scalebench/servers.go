@@ -155,21 +155,3 @@ func setNoFile(need int) (uint64, error) {
 	}
 	return rl.Cur, nil
 }
-
-// loadAvg returns the 1-minute load average from /proc/loadavg (-1 if
-// unreadable), the figure `uptime` prints first.
-func loadAvg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return -1
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return -1
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return -1
-	}
-	return v
-}
