@@ -203,10 +203,9 @@ func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
 func (n *Node) ClusterStatus() []NodeStatus {
 	out := make([]NodeStatus, len(n.cfg.Members))
 	done := make(chan struct{}, len(out))
-	cl := &http.Client{Timeout: time.Second}
-	if n.peerTLS != nil {
-		cl.Transport = &http.Transport{TLSClientConfig: n.peerTLS}
-		defer cl.CloseIdleConnections()
+	cl := n.statusClient.Load()
+	if cl == nil { // not started: no peer TLS yet either
+		cl = &http.Client{Timeout: statusTimeout}
 	}
 	for i, m := range n.cfg.Members {
 		go func() {

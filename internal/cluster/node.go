@@ -104,7 +104,8 @@ type Node struct {
 
 	leaderChanges atomic.Uint64
 
-	peerTLS *tls.Config // the client side of peer TLS (Config.PeerTLS); nil: plain
+	peerTLS      *tls.Config                 // the client side of peer TLS (Config.PeerTLS); nil: plain
+	statusClient atomic.Pointer[http.Client] // ClusterStatus's, over peerTLS when set (made by Start)
 }
 
 // How long a client connection waits for a leader before it is closed,
@@ -115,6 +116,8 @@ const (
 	forwardRetry = 50 * time.Millisecond // after a leader's 503
 	forwardPath  = "/substrate/amqp-forward"
 	statusPath   = "/substrate/status"
+	// statusTimeout bounds one member's answer to ClusterStatus.
+	statusTimeout = time.Second
 )
 
 // New checks cfg and returns a Node that has not started.
@@ -200,6 +203,11 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		pl, raftTLS = tl, &info
 	}
+	sc := &http.Client{Timeout: statusTimeout}
+	if n.peerTLS != nil {
+		sc.Transport = &http.Transport{TLSClientConfig: n.peerTLS}
+	}
+	n.statusClient.Store(sc)
 	peers := map[uint64]string{}
 	for _, m := range n.cfg.Members {
 		peers[m.ID] = m.PeerURL
@@ -533,6 +541,7 @@ func (n *Node) handle(nc net.Conn, isTLS bool, release func()) {
 			b.ServeRelease(nc, release)
 			return
 		}
+		var again <-chan time.Time // set after the leader could not take it yet
 		if m, ok := n.Leader(); ok && m.ID != n.self.ID {
 			if !n.forward(nc, m, isTLS) {
 				return
@@ -543,21 +552,10 @@ func (n *Node) handle(nc net.Conn, isTLS bool, release func()) {
 			// and ask again, the client waiting for connection.start
 			// meanwhile.
 			retry.Reset(forwardRetry)
-			select {
-			case <-retry.C:
-				continue
-			case <-ch:
-				continue
-			case <-deadline.C:
-				n.log.Warn("amqp: no broker leader to serve a client; closing it", "peer", nc.RemoteAddr().String())
-				nc.Close()
-				return
-			case <-n.stopc:
-				nc.Close()
-				return
-			}
+			again = retry.C
 		}
 		select {
+		case <-again:
 		case <-ch:
 		case <-deadline.C:
 			n.log.Warn("amqp: no broker leader to serve a client; closing it", "peer", nc.RemoteAddr().String())
