@@ -112,6 +112,9 @@ type nodeStatus struct {
 	Applied  uint64 `json:"applied_index"`
 	Snapshot uint64 `json:"snapshot_index"`
 	Messages int    `json:"messages"`
+	// The leader's view of each follower's replication, for a failed
+	// wait's message.
+	Progress map[string]string `json:"progress"`
 }
 
 func (bc *brokerCluster) status(i int) (nodeStatus, error) {
@@ -252,15 +255,60 @@ func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what st
 
 // kills is how many leader kills the loops do: a few in `make test`,
 // SUBSTRATE_CLUSTER_KILLS (e.g. 20) for the full run.
-func kills(t *testing.T, short int) int {
-	if s := os.Getenv("SUBSTRATE_CLUSTER_KILLS"); s != "" {
+func kills(t *testing.T, short int) int { return envCount(t, "SUBSTRATE_CLUSTER_KILLS", short) }
+
+// envCount is the positive count in the environment variable name, or
+// def when it is unset.
+func envCount(t *testing.T, name string, def int) int {
+	if s := os.Getenv(name); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			t.Fatalf("SUBSTRATE_CLUSTER_KILLS=%q", s)
+			t.Fatalf("%s=%q", name, s)
 		}
 		return n
 	}
-	return short
+	return def
+}
+
+// freezeAndCatchUp freezes the leader l (SIGSTOP, a partition's
+// stand-in) past the election timeout: another node takes over; thawed,
+// the old one steps down and its broker stops (the final check finds
+// every message it confirmed). Then a follower is killed while the log
+// moves past its snapshots and restarted: it catches up from a snapshot.
+// It returns the leader.
+func freezeAndCatchUp(t *testing.T, bc *brokerCluster, rpc *rpcLoop, l int) int {
+	t.Helper()
+	frozen := l
+	bc.nodes[frozen].p.cmd.Process.Signal(syscall.SIGSTOP)
+	nl, _ := bc.leader(10*time.Second, frozen)
+	time.Sleep(2 * time.Second) // frozen well past the election
+	bc.nodes[frozen].p.cmd.Process.Signal(syscall.SIGCONT)
+	waitStatus(t, bc, frozen, 10*time.Second, "the thawed leader stepped down", func(st nodeStatus) bool {
+		return !st.IsLeader && !st.Active && st.Term > 0
+	})
+	t.Logf("ctl%d frozen: ctl%d took over; thawed, ctl%d stepped down", frozen+1, nl+1, frozen+1)
+	l = nl
+	rpc.waitOKAfter(t, time.Now(), 30*time.Second)
+
+	// A follower down while the log moves past its snapshots catches up
+	// from a snapshot when it returns.
+	f := (l + 1) % 3
+	before, err := bc.status(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc.nodes[f].p.stop(syscall.SIGKILL)
+	waitStatus(t, bc, l, 60*time.Second, "the leader's snapshot passes the stopped follower's log", func(st nodeStatus) bool {
+		return st.Snapshot > before.Applied+snapshotEntries
+	})
+	bc.start(f)
+	bc.nodes[f].p.waitReady(60 * time.Second)
+	lead, _ := bc.status(l)
+	waitStatus(t, bc, f, 30*time.Second, "the restarted follower caught up", func(st nodeStatus) bool {
+		return st.Applied >= lead.Applied && st.Snapshot > before.Applied
+	})
+	t.Logf("ctl%d stopped at applied index %d, caught up from a snapshot past %d", f+1, before.Applied, lead.Snapshot)
+	return l
 }
 
 // publisher publishes seq-numbered persistent messages with confirms to
@@ -302,8 +350,9 @@ func (p *publisher) run(stop <-chan struct{}) {
 			return
 		default:
 		}
-		p.at("dialing "+p.urls[node%len(p.urls)], 0)
-		c, err := amqp091.DialConfig(p.urls[node%len(p.urls)], amqp091.Config{Dial: amqp091.DefaultDial(2 * time.Second)})
+		url := p.urls[node%len(p.urls)]
+		p.at("dialing "+url, 0)
+		c, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(2 * time.Second)})
 		node++
 		if err != nil {
 			time.Sleep(50 * time.Millisecond)
@@ -369,7 +418,7 @@ func (p *publisher) run(stop <-chan struct{}) {
 					}
 				}
 			}
-			p.at("waiting for a confirm or a close", len(inflight))
+			p.at("waiting for a confirm or a close from "+url, len(inflight))
 			select {
 			case <-stop:
 				c.Close()
@@ -480,40 +529,11 @@ func TestBrokerClusterLeaderKills(t *testing.T) {
 		rpc.waitOKAfter(t, killed, 30*time.Second)
 	}
 
-	// Freeze the leader (SIGSTOP, a partition's stand-in) past the
-	// election timeout: another node takes over; thawed, the old one
-	// steps down and its broker stops (the final check finds every
-	// message it confirmed).
-	frozen := l
-	bc.nodes[frozen].p.cmd.Process.Signal(syscall.SIGSTOP)
-	nl, _ := bc.leader(10*time.Second, frozen)
-	time.Sleep(2 * time.Second) // frozen well past the election
-	bc.nodes[frozen].p.cmd.Process.Signal(syscall.SIGCONT)
-	waitStatus(t, bc, frozen, 10*time.Second, "the thawed leader stepped down", func(st nodeStatus) bool {
-		return !st.IsLeader && !st.Active && st.Term > 0
-	})
-	t.Logf("ctl%d frozen: ctl%d took over; thawed, ctl%d stepped down", frozen+1, nl+1, frozen+1)
-	l = nl
-	rpc.waitOKAfter(t, time.Now(), 30*time.Second)
-
-	// A follower down while the log moves past its snapshots catches up
-	// from a snapshot when it returns.
-	f := (l + 1) % 3
-	before, err := bc.status(f)
-	if err != nil {
-		t.Fatal(err)
+	// SUBSTRATE_CLUSTER_FREEZES repeats the freeze and the follower
+	// phase (1 by default).
+	for range envCount(t, "SUBSTRATE_CLUSTER_FREEZES", 1) {
+		l = freezeAndCatchUp(t, bc, rpc, l)
 	}
-	bc.nodes[f].p.stop(syscall.SIGKILL)
-	waitStatus(t, bc, l, 60*time.Second, "the leader's snapshot passes the stopped follower's log", func(st nodeStatus) bool {
-		return st.Snapshot > before.Applied+snapshotEntries
-	})
-	bc.start(f)
-	bc.nodes[f].p.waitReady(60 * time.Second)
-	lead, _ := bc.status(l)
-	waitStatus(t, bc, f, 30*time.Second, "the restarted follower caught up", func(st nodeStatus) bool {
-		return st.Applied >= lead.Applied && st.Snapshot > before.Applied
-	})
-	t.Logf("ctl%d stopped at applied index %d, caught up from a snapshot past %d", f+1, before.Applied, lead.Snapshot)
 
 	time.Sleep(500 * time.Millisecond)
 	close(stop)

@@ -173,7 +173,10 @@ type NodeStatus struct {
 	SnapshotIndex uint64 `json:"snapshot_index"`
 	Messages      int    `json:"messages"` // live replicated messages
 	Forwarded     int    `json:"forwarded_connections"`
-	Err           string `json:"error,omitempty"`
+	// Progress: on the leader, each member's replication as the leader
+	// sees it (raftnode.Progress's one-line form), by name.
+	Progress map[string]string `json:"progress,omitempty"`
+	Err      string            `json:"error,omitempty"`
 }
 
 // LocalStatus returns this node's status.
@@ -187,6 +190,12 @@ func (n *Node) LocalStatus() NodeStatus {
 	for _, m := range n.cfg.Members {
 		if m.ID == rs.Leader {
 			st.Leader = m.Name
+		}
+		if pr, ok := rs.Progress[m.ID]; ok && m.ID != n.self.ID {
+			if st.Progress == nil {
+				st.Progress = make(map[string]string, len(rs.Progress))
+			}
+			st.Progress[m.Name] = pr.String()
 		}
 	}
 	st.Messages = n.sm.Len()

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -387,7 +388,7 @@ func TestElectProposeApply(t *testing.T) {
 		waitFor(t, 5*time.Second, "leader's Progress to show every match", func() bool {
 			s := c.nodes[lead].n.Status()
 			for id := uint64(1); id <= 3; id++ {
-				if s.Progress[id] < s.Applied {
+				if pr := s.Progress[id]; pr.Match < s.Applied || pr.State != "StateReplicate" || !pr.Active || pr.Next <= pr.Match || !strings.HasPrefix(pr.String(), "Replicate match=") {
 					return false
 				}
 			}

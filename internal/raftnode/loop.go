@@ -309,10 +309,10 @@ func (n *Node) publishStatus() {
 		return
 	}
 	if s.Progress == nil {
-		s.Progress = make(map[uint64]uint64, len(n.cfg.Peers))
+		s.Progress = make(map[uint64]Progress, len(n.cfg.Peers))
 	}
 	n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		s.Progress[id] = pr.Match
+		s.Progress[id] = Progress{Match: pr.Match, Next: pr.Next, State: pr.State.String(), PendingSnapshot: pr.PendingSnapshot, Active: pr.RecentActive, Paused: pr.MsgAppFlowPaused}
 	})
 }
 

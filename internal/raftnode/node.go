@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,7 +99,35 @@ type Status struct {
 	ID, Term, Leader, Commit, Applied, SnapshotIndex uint64
 	IsLeader                                         bool
 	Peers                                            map[uint64]string
-	Progress                                         map[uint64]uint64 // leader only: match index per peer
+	Progress                                         map[uint64]Progress // leader only: each voter's replication state
+}
+
+// Progress is the leader's view of one voter's replication (raft's
+// tracker.Progress, without its in-flight window).
+type Progress struct {
+	Match, Next uint64
+	// State is "StateProbe", "StateReplicate" or "StateSnapshot"; while
+	// it is StateSnapshot, PendingSnapshot is the index being sent.
+	State           string
+	PendingSnapshot uint64
+	// Active: heard from within the election timeout; Paused: no more
+	// appends until it answers.
+	Active, Paused bool
+}
+
+// String is the one-line form status pages print.
+func (p Progress) String() string {
+	s := fmt.Sprintf("%s match=%d next=%d", strings.TrimPrefix(p.State, "State"), p.Match, p.Next)
+	if p.PendingSnapshot != 0 {
+		s += fmt.Sprintf(" snapshot=%d", p.PendingSnapshot)
+	}
+	if p.Paused {
+		s += " paused"
+	}
+	if !p.Active {
+		s += " inactive"
+	}
+	return s
 }
 
 // Validate reports the first problem with c, after defaults are applied.
@@ -413,7 +442,7 @@ func (n *Node) Status() Status {
 		s.Peers[id] = u
 	}
 	if n.status.Progress != nil {
-		s.Progress = make(map[uint64]uint64, len(n.status.Progress))
+		s.Progress = make(map[uint64]Progress, len(n.status.Progress))
 		for id, m := range n.status.Progress {
 			s.Progress[id] = m
 		}
