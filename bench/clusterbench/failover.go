@@ -121,6 +121,10 @@ func (fo *failover) fill(r foResult) {
 	fo.Load1 = load1()
 }
 
+// slowFailover (ms) is the failover past which the report shows the
+// surviving nodes' log lines from the kill on.
+const slowFailover = 1000
+
 // failoverSubstrate kills the node whose broker is active, then restarts
 // it from its data dir and waits until it is ready again.
 func failoverSubstrate(ctx context.Context, sc *substrateCluster) (failover, error) {
@@ -138,10 +142,15 @@ func failoverSubstrate(ctx context.Context, sc *substrateCluster) (failover, err
 		return fo, fmt.Errorf("queue.declare: %w", err)
 	}
 	var newLeader int
+	var killed time.Time
 	res, err := runFailover(ctx, rotate(sc.addr, l), rotate(sc.addr, l+1), q, func() {
+		killed = time.Now()
 		sc.kill(l)
 	})
 	fo.fill(res)
+	if slowest := max(res.leadMs, res.followMs); slowest > slowFailover || slowest < 0 {
+		fo.Trace = sc.logsSince(killed, l)
+	}
 	if err != nil {
 		return fo, err
 	}

@@ -120,6 +120,10 @@ type failover struct {
 	Nacks    int64   `json:"nacks"`
 	NackNote string  `json:"nack_note,omitempty"`
 	Problems string  `json:"problems,omitempty"`
+	// Trace: for a substrate failover over slowFailover, the surviving
+	// nodes' log lines from the kill to the first confirm, to tell
+	// where the time went.
+	Trace []string `json:"trace,omitempty"`
 }
 
 type report struct {
@@ -534,6 +538,12 @@ func printFailovers(w io.Writer, rep *report, names []string) {
 	for _, fo := range rep.Failovers {
 		if fo.NackNote != "" {
 			fmt.Fprintf(w, "round %d %s: %s\n", fo.Round, fo.Target, fo.NackNote)
+		}
+		if len(fo.Trace) > 0 {
+			fmt.Fprintf(w, "round %d %s: slow failover; the surviving nodes' log from the kill on:\n", fo.Round, fo.Target)
+			for _, l := range fo.Trace {
+				fmt.Fprintf(w, "  %s\n", l)
+			}
 		}
 	}
 	fmt.Fprintf(w, "(A nack makes the publisher reconnect through the next node, as a client that republishes would; unconfirmed publishes on a failed or abandoned connection are counted, not republished.)\n")

@@ -301,3 +301,35 @@ func (sc *substrateCluster) logProblems() []string {
 	defer sc.probMu.Unlock()
 	return append([]string(nil), sc.problems...)
 }
+
+// logsSince returns the log lines (at most traceLines per node) that the
+// nodes other than skip wrote from t on, each prefixed with its node.
+func (sc *substrateCluster) logsSince(t time.Time, skip int) []string {
+	var out []string
+	for i, n := range sc.nodes {
+		if i == skip || n.out == nil {
+			continue
+		}
+		k := 0
+		for _, line := range strings.Split(n.out.String(), "\n") {
+			ts, ok := strings.CutPrefix(line, "time=")
+			if !ok {
+				continue
+			}
+			ts, _, _ = strings.Cut(ts, " ")
+			at, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil || at.Before(t) {
+				continue
+			}
+			if k++; k > traceLines {
+				out = append(out, n.name+": ...")
+				break
+			}
+			out = append(out, n.name+": "+line)
+		}
+	}
+	return out
+}
+
+// traceLines bounds a slow failover's trace per node.
+const traceLines = 60
