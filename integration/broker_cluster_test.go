@@ -220,16 +220,27 @@ const snapshotEntries = 200
 // waitStatus polls node i's status until cond holds.
 func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what string, cond func(nodeStatus) bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	var last nodeStatus
+	start := time.Now()
+	deadline := start.Add(d)
+	var first, last nodeStatus
+	var firstAt, lastAt time.Time
 	var err error
 	for time.Now().Before(deadline) {
-		if last, err = bc.status(i); err == nil && cond(last) {
-			return
+		if last, err = bc.status(i); err == nil {
+			if firstAt.IsZero() {
+				first, firstAt = last, time.Now()
+			}
+			lastAt = time.Now()
+			if cond(last) {
+				return
+			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	clients := "" // every node's view and the clients', before the dumps end them
+	// How fast the log moved while it waited: a slow disk makes each
+	// entry slow, which a wait for N entries has to tell from a stall.
+	clients := fmt.Sprintf("ctl%d's applied index went from %d to %d in %v (commit %d)\n", i+1, first.Applied, last.Applied, lastAt.Sub(firstAt).Round(time.Millisecond), last.Commit)
+	// Every node's view and the clients', before the dumps end them.
 	for j := range bc.nodes {
 		st, err := bc.status(j)
 		clients += fmt.Sprintf("ctl%d: %+v %v\n", j+1, st, err)

@@ -113,14 +113,25 @@ func (n *Node) proposeQueued() {
 }
 
 // handleReady persists, sends and applies one Ready, in raftexample's
-// order: snapshot and WAL before anything else, messages after the WAL
-// has them, entries applied after that.
+// order (snapshot and WAL before anything else, messages after the WAL
+// has them, entries applied after that) except that a leader sends its
+// messages first, as etcd's server does.
 func (n *Node) handleReady(rd raft.Ready) {
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
 	if hasSnap {
 		if err := n.saveSnap(rd.Snapshot); err != nil {
 			panic(fmt.Errorf("raftnode: save received snapshot: %w", err))
 		}
+	}
+	// A leader sends before it persists, as etcd's server does (Raft
+	// thesis 10.2.1): its followers write the entries while it does,
+	// so a commit costs one disk write's time instead of two in a row.
+	// Its own acknowledgement still waits for its write (raft counts it
+	// at Advance), and everything else a node sends (votes, a follower's
+	// acknowledgements) waits for the write that must precede it.
+	lead := n.rn.BasicStatus().RaftState == raft.StateLeader
+	if lead {
+		n.transport.Send(rd.Messages)
 	}
 	if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
 		panic(fmt.Errorf("raftnode: WAL save: %w", err))
@@ -131,7 +142,9 @@ func (n *Node) handleReady(rd raft.Ready) {
 	if err := n.storage.Append(rd.Entries); err != nil {
 		panic(fmt.Errorf("raftnode: append: %w", err))
 	}
-	n.transport.Send(rd.Messages)
+	if !lead {
+		n.transport.Send(rd.Messages)
+	}
 	n.leaseReadStates(rd.ReadStates)
 	n.apply(rd.CommittedEntries)
 	// Status shows the entries applied before their proposers hear of it.
