@@ -220,25 +220,43 @@ const snapshotEntries = 200
 // waitStatus polls node i's status until cond holds.
 func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what string, cond func(nodeStatus) bool) {
 	t.Helper()
+	waitStatusMoving(t, bc, i, d, 0, what, cond)
+}
+
+// waitStatusMoving is waitStatus for a condition that needs the log to
+// move (so many entries applied): it waits up to d, and fails earlier
+// when still > 0 and node i's applied index stood still that long. A
+// slow disk makes each entry slow (one Raft entry at a time carries
+// what accumulated meanwhile), which a wait for N entries must tell from
+// a stall.
+func waitStatusMoving(t *testing.T, bc *brokerCluster, i int, d, still time.Duration, what string, cond func(nodeStatus) bool) {
+	t.Helper()
 	start := time.Now()
 	deadline := start.Add(d)
 	var first, last nodeStatus
-	var firstAt, lastAt time.Time
+	var firstAt, lastAt, movedAt time.Time
 	var err error
-	for time.Now().Before(deadline) {
+	for now := start; now.Before(deadline); now = time.Now() {
+		prev := last.Applied
 		if last, err = bc.status(i); err == nil {
-			if firstAt.IsZero() {
-				first, firstAt = last, time.Now()
+			if firstAt.IsZero() || last.Applied != prev {
+				movedAt = now
 			}
-			lastAt = time.Now()
+			if firstAt.IsZero() {
+				first, firstAt = last, now
+			}
+			lastAt = now
 			if cond(last) {
 				return
 			}
 		}
+		if still > 0 && !movedAt.IsZero() && now.Sub(movedAt) > still {
+			what += fmt.Sprintf(" (the applied index stood still for %v)", still)
+			break
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// How fast the log moved while it waited: a slow disk makes each
-	// entry slow, which a wait for N entries has to tell from a stall.
+	// How fast the log moved while it waited.
 	clients := fmt.Sprintf("ctl%d's applied index went from %d to %d in %v (commit %d)\n", i+1, first.Applied, last.Applied, lastAt.Sub(firstAt).Round(time.Millisecond), last.Commit)
 	// Every node's view and the clients', before the dumps end them.
 	for j := range bc.nodes {
@@ -309,7 +327,10 @@ func freezeAndCatchUp(t *testing.T, bc *brokerCluster, rpc *rpcLoop, l int) int 
 		t.Fatal(err)
 	}
 	bc.nodes[f].p.stop(syscall.SIGKILL)
-	waitStatus(t, bc, l, 60*time.Second, "the leader's snapshot passes the stopped follower's log", func(st nodeStatus) bool {
+	// The publishers move the log by an entry per commit (what arrives
+	// meanwhile rides along): a few a second on a slow disk, so the
+	// 200-400 entries this takes may need minutes; a stall fails in 20 s.
+	waitStatusMoving(t, bc, l, 3*time.Minute, 20*time.Second, "the leader's snapshot passes the stopped follower's log", func(st nodeStatus) bool {
 		return st.Snapshot > before.Applied+snapshotEntries
 	})
 	bc.start(f)
