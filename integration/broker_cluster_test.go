@@ -214,8 +214,11 @@ func checkClusterOperations(t *testing.T, bc *brokerCluster, l int) {
 }
 
 // snapshotEntries is the nodes' --broker-snapshot-entries: small, so a
-// follower stopped for a few seconds falls behind the leader's log.
-const snapshotEntries = 200
+// follower stopped for a few seconds falls behind the leader's log. The
+// publishers make about 8 entries a second (each sends 50 messages every
+// half second; a burst rides in one entry), so a follower falls 2-3
+// snapshots behind in 15-30 s.
+const snapshotEntries = 100
 
 // waitStatus polls node i's status until cond holds.
 func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what string, cond func(nodeStatus) bool) {
@@ -327,9 +330,10 @@ func freezeAndCatchUp(t *testing.T, bc *brokerCluster, rpc *rpcLoop, l int) int 
 		t.Fatal(err)
 	}
 	bc.nodes[f].p.stop(syscall.SIGKILL)
-	// The publishers move the log by an entry per commit (what arrives
-	// meanwhile rides along): a few a second on a slow disk, so the
-	// 200-400 entries this takes may need minutes; a stall fails in 20 s.
+	// The publishers move the log about 8 entries a second (fewer when
+	// commits are slow: what arrives meanwhile rides in the next entry),
+	// so the 100-200 entries this takes need 15-30 s, more on a loaded
+	// host; a stall fails in 20 s.
 	waitStatusMoving(t, bc, l, 3*time.Minute, 20*time.Second, "the leader's snapshot passes the stopped follower's log", func(st nodeStatus) bool {
 		return st.Snapshot > before.Applied+snapshotEntries
 	})
