@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -206,6 +207,37 @@ func TestBrokerClusterReplaceMember(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+
+	// The killed node and then ctl4 restart with their data (ctl4's
+	// etcd.conf still says existing): each rejoins as the member it was,
+	// ctl4 with its etcd member ID as raft ID.
+	id4 := func() uint64 {
+		var st struct {
+			ID uint64 `json:"id"`
+		}
+		resp, err := bc.peerClient.Get(fmt.Sprintf("%s://%s:%d/substrate/status", bc.peerScheme, n4.host, bc.peerPort))
+		if err == nil {
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		return st.ID
+	}
+	before := id4()
+	if before != add.Member.ID {
+		t.Errorf("ctl4's raft ID %x, want its etcd member ID %x", before, add.Member.ID)
+	}
+	bc.start(l)
+	bc.nodes[l].p.waitReady(60 * time.Second)
+	lead, _ := bc.status(nl)
+	waitStatus(t, bc, l, 30*time.Second, fmt.Sprintf("ctl%d rejoined and caught up", l+1), func(st nodeStatus) bool { return st.Applied >= lead.Applied })
+	bc.nodes[3].p.stop(syscall.SIGKILL)
+	bc.start(3)
+	bc.nodes[3].p.waitReady(60 * time.Second)
+	nl, lead = bc.leader(10*time.Second, -1)
+	waitStatus(t, bc, 3, 30*time.Second, "ctl4 rejoined and caught up", func(st nodeStatus) bool { return st.Applied >= lead.Applied })
+	if after := id4(); after != before {
+		t.Errorf("ctl4's raft ID after its restart %x, before %x", after, before)
+	}
 
 	// Every confirmed message is in the queues.
 	c, err := amqp091.Dial(bc.url(nl))

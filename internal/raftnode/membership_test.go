@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -326,4 +328,35 @@ func TestLocalID(t *testing.T) {
 		n.Stop()
 		t.Fatal("Start with another ID on a member's Dir succeeded")
 	}
+}
+
+// TestRestartWithoutIdentity: a Dir from before member.json existed (a
+// log, no record) restarts with the configured ID, and the record is
+// written then.
+func TestRestartWithoutIdentity(t *testing.T) {
+	c := newCluster(t, 50)
+	lead := c.waitLeader(electionWait)
+	c.proposeAll(c.nodes[lead], names("w", 80))
+	want := c.nodes[lead].sm.list()
+	c.waitSame(want)
+	for id := uint64(1); id <= 3; id++ {
+		c.stop(id)
+		if err := os.Remove(filepath.Join(c.nodes[id].dir, idFile)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := uint64(1); id <= 3; id++ {
+		c.start(id, nil)
+	}
+	c.waitSame(want)
+	for id := uint64(1); id <= 3; id++ {
+		if got, joined, err := LocalID(c.nodes[id].dir); got != id || joined || err != nil {
+			t.Errorf("node %d's record after the restart: %d %v %v", id, got, joined, err)
+		}
+		if ms := c.nodes[id].n.Members(); len(ms) != 3 || ms[2].Name != "n3" {
+			t.Errorf("node %d's table: %s", id, memberIDs(ms))
+		}
+	}
+	lead = c.waitLeader(electionWait)
+	c.proposeAll(c.nodes[lead], []string{"after"})
 }
