@@ -101,16 +101,13 @@ func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []clu
 	cs := &clusterService{httpPort: f.httpPort, log: log, kv: kv,
 		defs: etcddefs.New(kv.KV(), kvstore.ReservedPrefix).WithLogger(log.With("service", "amqp"))}
 	cfg := cluster.Config{
-		Members: members,
-		Self:    self,
-		// The group follows etcd's membership (docs/cluster.md,
-		// "Replacing a controller"); a member etcd added at run time
-		// joins it.
-		Etcd:      etcdMembership{kv},
-		Join:      kv.EtcdConfig().ClusterState == "existing",
+		Members:   members,
+		Self:      self,
 		Dir:       filepath.Join(f.dataDir, "broker-raft"),
 		AMQPAddrs: preflight.Addrs(hosts, f.amqpPort),
 		PeerTLS:   peerTLS(kv),
+		Etcd:      etcdMembership{kv}, // the group follows etcd's membership (docs/cluster.md, "Replacing a controller")
+		Join:      kv.EtcdConfig().ClusterState == "existing",
 		// connection_max counts what this node's listeners accepted,
 		// served here or forwarded: per node, as on a RabbitMQ cluster.
 		MaxConnections: f.amqpMaxConnections,
