@@ -147,6 +147,10 @@ func plan(group []raftnode.Member, etcd []EtcdMember, st raftnode.Status, peerUR
 			warn = fmt.Sprintf("etcd member %s: no host in its peer URL %q", e.Name, e.PeerURLs[0])
 			continue
 		}
+		if i := slices.IndexFunc(group, func(g raftnode.Member) bool { return g.URL == u }); i >= 0 {
+			warn = fmt.Sprintf("etcd member %s: its broker address %s is member %s's; broker nodes use the same ports on every host, so each needs its own address", e.Name, u, group[i].Name)
+			continue
+		}
 		m := raftnode.Member{ID: e.ID, URL: u, Name: e.Name, Tag: e.ID}
 		return change{raftnode.AddLearner, m, fmt.Sprintf("etcd member %s (%x) joined: adding it as a learner", e.Name, e.ID)}, true, warn
 	}

@@ -126,6 +126,8 @@ func TestPlan(t *testing.T) {
 			append(slices.Clone(etcd3[:2]), e(0xc3, "ctl3", "h5")), leader, "add learner 195 195", ""},
 		{"the leader's own member gone: refused", tagged(initial, 0xa1, 0xa2, 0xa3), etcd3[1:], leader, "",
 			"another leader will remove it"},
+		{"a new member on a member's host: refused", tagged(initial[:2], 0xa1, 0xa2),
+			append(slices.Clone(etcd3[:2]), e(0xb4, "ctl4", "h2")), leader, "", "needs its own address"},
 		{"an etcd ID equal to a raft ID: refused", tagged(initial[:2], 0xa1, 0xa2),
 			append(slices.Clone(etcd3[:2]), e(2, "ctl9", "h9")), leader, "", "is a broker raft ID already"},
 	} {
