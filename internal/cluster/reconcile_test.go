@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+
 	"substrate/internal/raftnode"
+	"substrate/internal/tlsutil"
 )
 
 // fakeEtcd is an etcd member list the tests edit as etcdctl member
@@ -20,11 +23,17 @@ type fakeEtcd struct {
 	members []EtcdMember
 	ids     map[string]uint64 // name -> etcd ID given at first start
 	next    uint64
+	https   bool // the nodes run peer TLS: their broker peer URLs are https
 }
 
 func newFakeEtcd() *fakeEtcd { return &fakeEtcd{ids: map[string]uint64{}, next: 0xe7cd0001} }
 
-func (f *fakeEtcd) peerURL(u string) (string, bool) { return u, u != "" }
+func (f *fakeEtcd) peerURL(u string) (string, bool) {
+	if f.https {
+		u = "https://" + strings.TrimPrefix(u, "http://")
+	}
+	return u, u != ""
+}
 
 // add adds a member (etcdctl member add, then its first start).
 func (f *fakeEtcd) add(name, peerURL string) uint64 {
@@ -175,8 +184,25 @@ func TestPlan(t *testing.T) {
 // as a learner, it catches up and is promoted; clients of it are
 // forwarded. Then the leader stops: the survivor and the new node (whose
 // vote is needed) elect a leader, and every confirmed message is there.
-func TestClusterFollowsEtcd(t *testing.T) {
-	tc := newTestCluster(t, func(tc *testCluster) { tc.etcd = newFakeEtcd() })
+func TestClusterFollowsEtcd(t *testing.T) { followsEtcd(t, false) }
+
+// TestClusterFollowsEtcdTLS: the same with etcd's peer TLS on the broker
+// peer port (the new member's URL is https too).
+func TestClusterFollowsEtcdTLS(t *testing.T) { followsEtcd(t, true) }
+
+func followsEtcd(t *testing.T, withTLS bool) {
+	tc := newTestCluster(t, func(tc *testCluster) {
+		tc.etcd = newFakeEtcd()
+		if withTLS {
+			lab, err := tlsutil.WriteLab(t.TempDir(), []string{"127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"}, "client")
+			if err != nil {
+				t.Fatal(err)
+			}
+			info := transport.TLSInfo{CertFile: lab.Server, KeyFile: lab.ServerKey, TrustedCAFile: lab.CA, ClientCertAuth: true}
+			tc.peerTLS = func() (transport.TLSInfo, error) { return info, nil }
+			tc.etcd.https = true
+		}
+	})
 	l := tc.leader(10 * time.Second)
 	waitMembers := func(i int, what string, cond func([]Member) bool) {
 		t.Helper()
@@ -243,6 +269,9 @@ func TestClusterFollowsEtcd(t *testing.T) {
 		return names(ms) == names(tc.nodes[l].Members()) && len(ms) == 3 && !ms[2].Learner
 	})
 	waitMembers(3, "ctl4's table", func(ms []Member) bool { return names(ms) == names(tc.nodes[l].Members()) })
+	if u := tc.nodes[l].Members()[2].PeerURL; withTLS != strings.HasPrefix(u, "https://") {
+		t.Fatalf("ctl4's peer URL %s (peer TLS %v)", u, withTLS)
+	}
 	t.Logf("members: %s", names(tc.nodes[l].Members()))
 	// A client of ctl4 is forwarded to the leader.
 	c = dialAny(t, tc.amqp[3], 10*time.Second)
