@@ -136,6 +136,7 @@ func TestBrokerClusterReplaceMember(t *testing.T) {
 	bc.nodes = append(bc.nodes, n4)
 	bc.start(3)
 	bc.nodes[3].p.waitReady(60 * time.Second)
+	ready := time.Now()
 	t.Logf("ctl4 started %v after the cluster: ETCD_INITIAL_CLUSTER=%s", time.Since(start).Round(time.Millisecond), strings.Join(ic, ","))
 	// A second publisher connects through ctl4 first (forwarded).
 	pubs = append(pubs, &publisher{id: 1, queue: "cq", urls: []string{bc.url(3), bc.url(0), bc.url(1)}, confirmed: map[int]bool{}})
@@ -168,7 +169,7 @@ func TestBrokerClusterReplaceMember(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("%v after the start, cluster_status on ctl1:\n%s", time.Since(start).Round(time.Millisecond), out[strings.Index(out, "Leader:"):])
+	t.Logf("ctl4 a caught-up voter %v after it was ready; cluster_status on ctl1:\n%s", time.Since(ready).Round(time.Millisecond), out[strings.Index(out, "Leader:"):])
 	if !strings.Contains(bc.nodes[3].p.output(), "restored a snapshot from the leader") {
 		t.Errorf("ctl4 did not catch up from the leader's snapshot:\n%s", bc.nodes[3].p.output())
 	}
