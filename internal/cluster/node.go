@@ -643,6 +643,12 @@ func (n *Node) handle(nc net.Conn, isTLS bool, release func()) {
 			// meanwhile.
 			retry.Reset(forwardRetry)
 			again = retry.C
+		} else if !ok && n.leader.Load() != 0 {
+			// A joining node knows who leads before it has the member
+			// table (the leader's snapshot or log brings it, with no
+			// role change): look again in a moment.
+			retry.Reset(forwardRetry)
+			again = retry.C
 		}
 		select {
 		case <-again:
