@@ -18,7 +18,8 @@
 // While a node leads, follow (reconcile.go) brings the table in line
 // with etcd's member list, one conf change a second: it records the
 // etcd member IDs of the initial members (matched by name, once, so a
-// later member reusing a name is told apart by ID), removes members
+// later member reusing a name is told apart by ID) and follows a
+// member's peer URL host (etcdctl member update), removes members
 // whose etcd member is gone (never itself: another leader will), adds a
 // started etcd member as a learner with its etcd member ID as raft ID
 // (unique and never reused by etcd; an ID that is a raft ID already is

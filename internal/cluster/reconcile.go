@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -18,7 +19,9 @@ import (
 // change, waiting for it to apply before the next round:
 //
 //  1. a member of the table whose etcd member ID is not known yet (a
-//     member of the initial cluster) gets it, matched by name (an Update);
+//     member of the initial cluster) gets it, matched by name, and a
+//     member whose etcd peer URL moved to another host (etcdctl member
+//     update) gets the new address (Updates);
 //  2. a member whose etcd member is gone is removed (never the leader
 //     itself: that waits for another leader);
 //  3. a started etcd member (it has a name) missing from the group is
@@ -96,6 +99,21 @@ func plan(group []raftnode.Member, etcd []EtcdMember, st raftnode.Status, peerUR
 			m := g
 			m.Tag, m.Learner = e.ID, false
 			return change{raftnode.Update, m, fmt.Sprintf("member %s (raft %d) is etcd member %x", g.Name, g.ID, e.ID)}, true, ""
+		}
+	}
+	// ... and follow a member's etcd peer URL (etcdctl member update).
+	for _, g := range group {
+		e, found := byID[g.Tag]
+		if g.Tag == 0 || !found || len(e.PeerURLs) == 0 {
+			continue
+		}
+		if slices.ContainsFunc(e.PeerURLs, func(pu string) bool { u, _ := peerURL(pu); return u == g.URL }) {
+			continue // one of its peer URLs still names its host
+		}
+		if u, okURL := peerURL(e.PeerURLs[0]); okURL {
+			m := g
+			m.URL, m.Learner = u, false
+			return change{raftnode.Update, m, fmt.Sprintf("member %s's etcd peer URL is %s: its broker address is now %s", g.Name, e.PeerURLs[0], u)}, true, ""
 		}
 	}
 	// 2. Remove the members whose etcd member is gone.
@@ -263,6 +281,9 @@ func (n *Node) reconcile() (warn string) {
 	n.raft.ChangeMember(c.op, c.m, func(err error) { res <- err })
 	select {
 	case err := <-res:
+		if errors.Is(err, raftnode.ErrChangePending) {
+			return warn // a new leader before its first entry applied, or a change still applying: next round
+		}
 		if err != nil {
 			return fmt.Sprintf("%s %s (raft %s) failed: %v", c.op, c.m.Name, strconv.FormatUint(c.m.ID, 10), err)
 		}
