@@ -237,7 +237,11 @@ func (n *Node) follow() {
 	// A timer from the end of each round: a change applied is followed
 	// by a full reconcileEvery before the next is proposed (the lease's
 	// spacing, see above).
-	t := time.NewTimer(reconcileEvery)
+	every := reconcileEvery
+	if et := time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval; et > every {
+		every = et // longer than any lease (Raft timing set slower than substrate's)
+	}
+	t := time.NewTimer(every)
 	defer t.Stop()
 	lastWarn := ""
 	for {
@@ -247,7 +251,7 @@ func (n *Node) follow() {
 		case <-t.C:
 		}
 		w := n.reconcile()
-		t.Reset(reconcileEvery)
+		t.Reset(every)
 		if w != lastWarn {
 			if w != "" {
 				n.log.Warn("amqp cluster: broker Raft group membership: " + w)
