@@ -299,6 +299,9 @@
 // the connection's writer holds its output while the lease is not held
 // and closes the connection once the term is lost, so a deposed leader
 // that wakes from a pause sends nothing its successor may also send.
+// Which nodes make up the group is none of the broker's concern: it
+// follows etcd's membership (internal/cluster, "Membership"), and a
+// change of it never stops the active broker.
 //
 // # Errors
 //

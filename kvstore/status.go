@@ -12,6 +12,7 @@ import (
 // member and its cluster, read in process (the web UI's etcd panel).
 type Status struct {
 	ID, Leader     uint64 // this member's ID; the leader's (0: none known)
+	ClusterID      uint64 // the etcd cluster's ID
 	Term           uint64 // the raft term
 	DBSize         int64  // bytes of the backend file
 	DBSizeInUse    int64  // bytes of it in use
@@ -49,6 +50,7 @@ func (s *Store) Status() (Status, error) {
 	}
 	st := Status{
 		ID:        uint64(srv.MemberID()),
+		ClusterID: uint64(srv.Cluster().ID()),
 		Leader:    uint64(srv.Leader()),
 		Term:      srv.Term(),
 		IsLearner: srv.IsLearner(),

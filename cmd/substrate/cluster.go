@@ -47,10 +47,28 @@ func clusterMembers(f serveFlags, kv *kvstore.Store) ([]cluster.Member, uint64, 
 	if len(ms) < 2 {
 		return nil, 0, nil
 	}
-	if ec.ClusterState == "existing" {
-		return nil, 0, errors.New("broker cluster: etcd joins an existing cluster (ETCD_INITIAL_CLUSTER_STATE=existing); the broker's Raft group has a fixed membership, the members of ETCD_INITIAL_CLUSTER when the cluster was created, and cannot take a member added at run time yet")
-	}
 	return ms, self, nil
+}
+
+// etcdMembership is the running etcd member's view of its cluster, which
+// the broker's Raft group follows.
+type etcdMembership struct{ kv *kvstore.Store }
+
+func (e etcdMembership) Members() ([]cluster.EtcdMember, error) {
+	st, err := e.kv.Status()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cluster.EtcdMember, 0, len(st.Members))
+	for _, m := range st.Members {
+		out = append(out, cluster.EtcdMember{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, Learner: m.IsLearner})
+	}
+	return out, nil
+}
+
+func (e etcdMembership) Local() (member, clusterID uint64, err error) {
+	st, err := e.kv.Status()
+	return st.ID, st.ClusterID, err
 }
 
 // peerTLS is etcd's peer TLS for the broker peer port, nil without it:
@@ -88,6 +106,8 @@ func serveCluster(f serveFlags, hosts []string, kv *kvstore.Store, members []clu
 		Dir:       filepath.Join(f.dataDir, "broker-raft"),
 		AMQPAddrs: preflight.Addrs(hosts, f.amqpPort),
 		PeerTLS:   peerTLS(kv),
+		Etcd:      etcdMembership{kv}, // the group follows etcd's membership (docs/cluster.md, "Replacing a controller")
+		Join:      kv.EtcdConfig().ClusterState == "existing",
 		// connection_max counts what this node's listeners accepted,
 		// served here or forwarded: per node, as on a RabbitMQ cluster.
 		MaxConnections: f.amqpMaxConnections,
@@ -307,7 +327,7 @@ func (c ctlClusterNode) ClusterView() *ctl.ClusterView {
 	}
 	for _, st := range c.n.ClusterStatus() {
 		v.Members = append(v.Members, ctl.ClusterMember{Node: "rabbit@" + st.Name, Running: st.Reachable, Leader: st.IsLeader,
-			Active: st.Active, Term: st.Term, Commit: st.Commit, Applied: st.Applied, Err: st.Err})
+			Active: st.Active, Term: st.Term, Commit: st.Commit, Applied: st.Applied, Err: st.Err, Learner: st.Learner})
 	}
 	return v
 }

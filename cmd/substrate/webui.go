@@ -27,7 +27,7 @@ func newWebUI(started time.Time, services []string, checks *health, kv *kvstore.
 			var out []webui.ClusterNode
 			for _, st := range clu.ClusterStatus() {
 				out = append(out, webui.ClusterNode{Name: "rabbit@" + st.Name, Self: st.ID == clu.Self().ID, Reachable: st.Reachable,
-					Leader: st.IsLeader, Active: st.Active, Term: st.Term, Commit: st.Commit, Applied: st.Applied, Forwarded: st.Forwarded, Err: st.Err})
+					Leader: st.IsLeader, Active: st.Active, Term: st.Term, Commit: st.Commit, Applied: st.Applied, Forwarded: st.Forwarded, Err: st.Err, Learner: st.Learner})
 			}
 			return out
 		}

@@ -142,7 +142,7 @@ func (n *Node) fromMember(addr string) bool {
 	if ip == nil {
 		return false
 	}
-	for _, m := range n.cfg.Members {
+	for _, m := range n.Members() {
 		if mip := net.ParseIP(m.Host); mip != nil {
 			if mip.Equal(ip) {
 				return true
@@ -173,6 +173,7 @@ type NodeStatus struct {
 	SnapshotIndex uint64 `json:"snapshot_index"`
 	Messages      int    `json:"messages"` // live replicated messages
 	Forwarded     int    `json:"forwarded_connections"`
+	Learner       bool   `json:"learner,omitempty"` // a member being added: it receives the log, does not vote yet
 	// Progress: on the leader, each member's replication as the leader
 	// sees it (raftnode.Progress's one-line form), by name.
 	Progress map[string]string `json:"progress,omitempty"`
@@ -181,17 +182,21 @@ type NodeStatus struct {
 
 // LocalStatus returns this node's status.
 func (n *Node) LocalStatus() NodeStatus {
-	st := NodeStatus{Name: n.self.Name, ID: n.self.ID, Reachable: true, Active: n.active.Load() != nil, Forwarded: n.ForwardedConnections()}
+	self := n.selfID.Load()
+	st := NodeStatus{Name: n.self.Name, ID: self, Reachable: true, Active: n.active.Load() != nil, Forwarded: n.ForwardedConnections()}
 	if n.raft == nil {
 		return st
 	}
 	rs := n.raft.Status()
 	st.IsLeader, st.Term, st.Commit, st.Applied, st.SnapshotIndex = rs.IsLeader, rs.Term, rs.Commit, rs.Applied, rs.SnapshotIndex
-	for _, m := range n.cfg.Members {
+	for _, m := range n.Members() {
+		if m.ID == self {
+			st.Learner = m.Learner
+		}
 		if m.ID == rs.Leader {
 			st.Leader = m.Name
 		}
-		if pr, ok := rs.Progress[m.ID]; ok && m.ID != n.self.ID {
+		if pr, ok := rs.Progress[m.ID]; ok && m.ID != self {
 			if st.Progress == nil {
 				st.Progress = make(map[string]string, len(rs.Progress))
 			}
@@ -210,20 +215,21 @@ func (n *Node) serveStatus(w http.ResponseWriter, r *http.Request) {
 // ClusterStatus asks every member for its status (over its peer port,
 // within a second); an unreachable one is reported as such.
 func (n *Node) ClusterStatus() []NodeStatus {
-	out := make([]NodeStatus, len(n.cfg.Members))
+	ms := n.Members()
+	out := make([]NodeStatus, len(ms))
 	done := make(chan struct{}, len(out))
 	cl := n.statusClient.Load()
 	if cl == nil { // not started: no peer TLS yet either
 		cl = &http.Client{Timeout: statusTimeout}
 	}
-	for i, m := range n.cfg.Members {
+	for i, m := range ms {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if m.ID == n.self.ID {
+			if m.ID == n.selfID.Load() {
 				out[i] = n.LocalStatus()
 				return
 			}
-			out[i] = NodeStatus{Name: m.Name, ID: m.ID}
+			out[i] = NodeStatus{Name: m.Name, ID: m.ID, Learner: m.Learner}
 			resp, err := cl.Get(m.PeerURL + statusPath)
 			if err != nil {
 				out[i].Err = err.Error()

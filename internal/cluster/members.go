@@ -9,13 +9,20 @@ import (
 	"strings"
 )
 
-// Member is one broker node of the cluster.
+// Member is one broker node of the cluster. Members computes those of
+// ETCD_INITIAL_CLUSTER, which bootstrap the group; Node.Members is the
+// group's live member table.
 type Member struct {
 	ID       uint64 // Raft ID: the member's position in name order, from 1
 	Name     string // its etcd member name (ETCD_NAME)
 	Host     string // the host of its etcd peer URL
 	PeerURL  string // its broker peer endpoint, http://HOST:BROKER_PEER_PORT (https:// with peer TLS): Raft and forwarded connections
 	AMQPAddr string // HOST:AMQP_PORT
+	// EtcdID is its etcd member ID once the leader matched it (0 before:
+	// a member of the initial cluster, by name); Learner: it receives the
+	// log but does not vote yet (a member being added).
+	EtcdID  uint64
+	Learner bool
 }
 
 // Members derives the broker cluster from etcd's initial cluster

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,9 +28,19 @@ import (
 
 // Config configures a Node.
 type Config struct {
-	Members []Member // every broker node (Members)
-	Self    uint64   // this node's ID
+	Members []Member // the broker nodes of ETCD_INITIAL_CLUSTER (Members): the group a new Dir bootstraps
+	Self    uint64   // this node's ID among Members (its raft ID, unless Dir or Join says otherwise)
 	Dir     string   // the Raft log and snapshots (DATA/broker-raft)
+
+	// Etcd, when set, is the etcd cluster whose membership the group
+	// follows (reconcile.go) and whose cluster ID it uses; nil: the
+	// membership stays what it is (tests).
+	Etcd Etcd
+	// Join: etcd joined a running cluster (ETCD_INITIAL_CLUSTER_STATE=
+	// existing). Without a Raft log in Dir the node does not bootstrap:
+	// its raft ID is its etcd member ID and it waits for the leader to
+	// add it. Needs Etcd.
+	Join bool
 
 	// AMQPAddrs and AMQPSAddrs are this node's client addresses (port 0
 	// allowed in tests), bound by Start. The node serves their
@@ -86,6 +98,10 @@ type Node struct {
 
 	active atomic.Pointer[broker.Server] // the broker while this node leads (and it has started)
 	leader atomic.Uint64                 // the leader this node knows of; 0: none
+	selfID atomic.Uint64                 // this node's raft ID (final once Start returned)
+	// peerURLOf overrides brokerPeerURL (tests, whose nodes have ports
+	// of their own).
+	peerURLOf func(etcdPeerURL string) (string, bool)
 
 	chMu    sync.Mutex
 	changed chan struct{} // closed and replaced when active or leader changes
@@ -148,6 +164,10 @@ func New(cfg Config) (*Node, error) {
 	if !found {
 		return nil, fmt.Errorf("cluster: node %d is not a member", cfg.Self)
 	}
+	if cfg.Join && cfg.Etcd == nil {
+		return nil, errors.New("cluster: joining a running cluster needs its etcd membership")
+	}
+	n.selfID.Store(cfg.Self)
 	if len(cfg.AMQPSAddrs) > 0 && cfg.TLS == nil {
 		return nil, errors.New("cluster: AMQPS listeners without a TLS configuration")
 	}
@@ -208,10 +228,19 @@ func (n *Node) Start(ctx context.Context) error {
 		sc.Transport = &http.Transport{TLSClientConfig: n.peerTLS}
 	}
 	n.statusClient.Store(sc)
-	peers := map[uint64]string{}
-	for _, m := range n.cfg.Members {
-		peers[m.ID] = m.PeerURL
+	id, join, clusterID, err := n.raftIdentity()
+	if err != nil {
+		pl.Close()
+		return fail(err)
 	}
+	n.selfID.Store(id)
+	peers, names := map[uint64]string{}, map[uint64]string{}
+	if !join {
+		for _, m := range n.cfg.Members {
+			peers[m.ID], names[m.ID] = m.PeerURL, m.Name
+		}
+	}
+	peers[id] = n.self.PeerURL
 	n.sm = replica.NewStateMachine()
 	mux := http.NewServeMux()
 	mux.HandleFunc(forwardPath, n.contained(n.serveForwarded))
@@ -219,7 +248,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.pmux = newPeerMux(pl, n.log)
 	n.peer = ownServer(mux, n.log)
 	rn, err := raftnode.Start(raftnode.Config{
-		ID: n.cfg.Self, Peers: peers, Dir: n.cfg.Dir, Listener: n.pmux.raft, TLS: raftTLS,
+		ID: id, Peers: peers, Names: names, Join: join, ClusterID: clusterID, Dir: n.cfg.Dir, Listener: n.pmux.raft, TLS: raftTLS,
 		TickInterval: n.cfg.TickInterval, ElectionTicks: n.cfg.ElectionTicks, SnapshotEntries: n.cfg.SnapshotEntries,
 		Logger: n.log,
 	}, n.sm)
@@ -233,11 +262,15 @@ func (n *Node) Start(ctx context.Context) error {
 	go n.peer.Serve(n.pmux.own)
 	n.wg.Add(1)
 	go n.roles()
+	if n.cfg.Etcd != nil {
+		n.wg.Add(1)
+		go n.follow()
+	}
 	for i, ln := range n.lns {
 		n.wg.Add(1)
 		go n.accept(ln, i >= len(n.lns)-n.nTLS)
 	}
-	n.log.Info("amqp cluster node started", "node", n.self.Name, "id", n.self.ID, "peer", n.self.PeerURL, "members", len(n.cfg.Members))
+	n.log.Info("amqp cluster node started", "node", n.self.Name, "id", id, "peer", n.self.PeerURL, "members", len(n.Members()), "joining", join && len(n.Members()) == 0)
 	return nil
 }
 
@@ -303,7 +336,7 @@ func (n *Node) Broker() *broker.Server { return n.active.Load() }
 // Leader returns the member this node knows as leader (ok false: none).
 func (n *Node) Leader() (Member, bool) {
 	id := n.leader.Load()
-	for _, m := range n.cfg.Members {
+	for _, m := range n.Members() {
 		if m.ID == id {
 			return m, true
 		}
@@ -314,8 +347,59 @@ func (n *Node) Leader() (Member, bool) {
 // LeaderChanges counts the changes of leader this node has seen.
 func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
 
-// Members returns the cluster's members.
-func (n *Node) Members() []Member { return n.cfg.Members }
+// Members returns the group's members: its live member table once
+// started (Config.Members before).
+func (n *Node) Members() []Member {
+	if n.raft == nil {
+		return n.cfg.Members
+	}
+	rms := n.raft.Members()
+	ms := make([]Member, 0, len(rms))
+	for _, rm := range rms {
+		ms = append(ms, n.member(rm))
+	}
+	return ms
+}
+
+// member is a member table's entry as a Member: its host is its peer
+// URL's, its AMQP port this node's (the same on every node).
+func (n *Node) member(rm raftnode.Member) Member {
+	m := Member{ID: rm.ID, Name: rm.Name, PeerURL: rm.URL, EtcdID: rm.Tag, Learner: rm.Learner}
+	if u, err := url.Parse(rm.URL); err == nil {
+		m.Host = u.Hostname()
+	}
+	if m.Name == "" {
+		m.Name = strconv.FormatUint(rm.ID, 10) // a member known by its raft ID only (briefly, while joining)
+	}
+	if _, port, err := net.SplitHostPort(n.self.AMQPAddr); err == nil && m.Host != "" {
+		m.AMQPAddr = net.JoinHostPort(m.Host, port)
+	}
+	return m
+}
+
+// raftIdentity is this node's raft ID, whether it joins a running group
+// and the group's cluster ID (0: derived from the members; without Etcd).
+// The ID is the one recorded in Dir; without a record, the bootstrap's
+// (a log from before the record, or a new Dir), or with Join and no log,
+// the etcd member ID.
+func (n *Node) raftIdentity() (id uint64, join bool, clusterID uint64, err error) {
+	var etcdID uint64
+	if n.cfg.Etcd != nil {
+		if etcdID, clusterID, err = n.cfg.Etcd.Local(); err != nil {
+			return 0, false, 0, fmt.Errorf("cluster: etcd member: %w", err)
+		}
+	}
+	rec, joined, err := raftnode.LocalID(n.cfg.Dir)
+	switch {
+	case err != nil:
+		return 0, false, 0, fmt.Errorf("cluster: %w", err)
+	case rec != 0:
+		return rec, joined, clusterID, nil
+	case raftnode.HasLog(n.cfg.Dir) || !n.cfg.Join:
+		return n.cfg.Self, false, clusterID, nil
+	}
+	return etcdID, true, clusterID, nil
+}
 
 // PeerUpSince returns since when this node has been connected to the
 // member named name over the broker peer port without a break (zero:
@@ -324,16 +408,20 @@ func (n *Node) PeerUpSince(name string) time.Time {
 	if n.raft == nil {
 		return time.Time{}
 	}
-	for _, m := range n.cfg.Members {
-		if m.Name == name && m.ID != n.self.ID {
+	for _, m := range n.Members() {
+		if m.Name == name && m.ID != n.selfID.Load() {
 			return n.raft.ActiveSince(m.ID)
 		}
 	}
 	return time.Time{}
 }
 
-// Self returns this node.
-func (n *Node) Self() Member { return n.self }
+// Self returns this node (its ID is its raft ID once Start returned).
+func (n *Node) Self() Member {
+	m := n.self
+	m.ID = n.selfID.Load()
+	return m
+}
 
 func (n *Node) notify() {
 	n.chMu.Lock()
@@ -380,6 +468,8 @@ func (n *Node) role(r raftnode.Role) {
 		n.leaderChanges.Add(1)
 		if m, ok := n.Leader(); ok {
 			n.log.Info("amqp cluster leader", "leader", m.Name, "term", r.Term, "self", r.IsLeader)
+		} else if r.Leader != 0 { // a joining node, before the leader sent it the member table
+			n.log.Info("amqp cluster leader not in this node's member table yet", "leader_id", r.Leader, "term", r.Term)
 		} else {
 			n.log.Warn("amqp cluster has no leader", "term", r.Term)
 		}
@@ -542,7 +632,7 @@ func (n *Node) handle(nc net.Conn, isTLS bool, release func()) {
 			return
 		}
 		var again <-chan time.Time // set after the leader could not take it yet
-		if m, ok := n.Leader(); ok && m.ID != n.self.ID {
+		if m, ok := n.Leader(); ok && m.ID != n.selfID.Load() {
 			if !n.forward(nc, m, isTLS) {
 				return
 			}
@@ -551,6 +641,12 @@ func (n *Node) handle(nc net.Conn, isTLS bool, release func()) {
 			// replaced): wait a moment, or for news of another leader,
 			// and ask again, the client waiting for connection.start
 			// meanwhile.
+			retry.Reset(forwardRetry)
+			again = retry.C
+		} else if !ok && n.leader.Load() != 0 {
+			// A joining node knows who leads before it has the member
+			// table (the leader's snapshot or log brings it, with no
+			// role change): look again in a moment.
 			retry.Reset(forwardRetry)
 			again = retry.C
 		}

@@ -36,6 +36,7 @@ type testCluster struct {
 	maxConn   int                               // Config.MaxConnections of every node
 	watermark uint64                            // the brokers' MemoryHighWatermark; 0: the default
 	peerTLS   func() (transport.TLSInfo, error) // Config.PeerTLS of every node
+	etcd      *fakeEtcd                         // Config.Etcd of every node (reconcile_test.go); nil: none
 }
 
 func newTestCluster(t *testing.T, mod ...func(*testCluster)) *testCluster {
@@ -75,8 +76,15 @@ func freeAddr(t *testing.T, host string) string {
 
 func (tc *testCluster) start(i int) {
 	tc.t.Helper()
-	n, err := New(Config{
-		Members: tc.members, Self: uint64(i + 1), Dir: tc.dirs[i],
+	tc.startNode(i, tc.members, uint64(i+1), false)
+}
+
+// startNode starts node i with members as its initial cluster (self its
+// position there), joining a running group with join.
+func (tc *testCluster) startNode(i int, members []Member, self uint64, join bool) {
+	tc.t.Helper()
+	cfg := Config{
+		Members: members, Self: self, Dir: tc.dirs[i], Join: join,
 		AMQPAddrs:      []string{tc.amqp[i]},
 		MaxConnections: tc.maxConn,
 		PeerTLS:        tc.peerTLS,
@@ -90,9 +98,16 @@ func (tc *testCluster) start(i int) {
 			}
 			return broker.New(cfg)
 		},
-	})
+	}
+	if tc.etcd != nil {
+		cfg.Etcd = tc.etcd.member(members[self-1])
+	}
+	n, err := New(cfg)
 	if err != nil {
 		tc.t.Fatal(err)
+	}
+	if tc.etcd != nil {
+		n.peerURLOf = tc.etcd.peerURL
 	}
 	if err := n.Start(context.Background()); err != nil {
 		tc.t.Fatal(err)

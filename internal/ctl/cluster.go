@@ -20,6 +20,7 @@ type ClusterMember struct {
 	Commit  uint64 // Raft commit index
 	Applied uint64 // Raft applied index
 	Err     string // why it did not answer
+	Learner bool   // a member being added: it receives the log, does not vote yet
 }
 
 // ClusterView is the cluster as this node sees it.
@@ -70,6 +71,8 @@ func raftLines(v *ClusterView) string {
 		role := "follower"
 		if m.Leader {
 			role = "leader"
+		} else if m.Learner {
+			role = "learner"
 		}
 		lines = append(lines, fmt.Sprintf("Node: %s, role: %s, broker: %s, term: %d, commit index: %d, applied index: %d",
 			m.Node, role, map[bool]string{true: "active", false: "standby"}[m.Active], m.Term, m.Commit, m.Applied))
@@ -88,6 +91,9 @@ func raftJSON(v *ClusterView) map[string]any {
 			"term": m.Term, "commit_index": m.Commit, "applied_index": m.Applied}
 		if m.Err != "" {
 			n["error"] = m.Err
+		}
+		if m.Learner {
+			n["learner"] = true
 		}
 		nodes = append(nodes, n)
 	}

@@ -67,3 +67,22 @@ func TestFollowerWithoutBroker(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterStatusLearner: a member being added (a Raft learner) shows
+// as such in cluster_status, text and JSON.
+func TestClusterStatusLearner(t *testing.T) {
+	v := &ClusterView{Self: "rabbit@ctl1", Leader: "rabbit@ctl1", Members: []ClusterMember{
+		{Node: "rabbit@ctl1", Running: true, Leader: true, Active: true, Term: 4, Commit: 120, Applied: 120},
+		{Node: "rabbit@ctl4", Running: true, Learner: true, Term: 4, Commit: 120, Applied: 60},
+	}}
+	calls := 0
+	ctx := context.Background()
+	r := Exec(ctx, nil, clusterNode{v, &calls}, Request{Tool: ToolCtl, Argv: []string{"cluster_status"}})
+	if want := "Node: rabbit@ctl4, role: learner, broker: standby, term: 4, commit index: 120, applied index: 60"; r.Code != 0 || !strings.Contains(r.Stdout, want) {
+		t.Fatalf("cluster_status lacks %q: %+v", want, r)
+	}
+	r = Exec(ctx, nil, clusterNode{v, &calls}, Request{Tool: ToolCtl, Argv: []string{"cluster_status", "--formatter", "json"}})
+	if !strings.Contains(r.Stdout, `"learner":true`) || strings.Count(r.Stdout, `"learner"`) != 1 {
+		t.Fatalf("cluster_status json: %s", r.Stdout)
+	}
+}

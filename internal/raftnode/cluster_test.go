@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -96,6 +97,10 @@ type tnode struct {
 	mu   sync.Mutex
 	role Role
 	done chan struct{} // closed when Roles was closed
+	// A member that joined (membership_test.go): its own URL, started
+	// with Join.
+	join bool
+	url  string
 }
 
 func (tn *tnode) latestRole() Role {
@@ -109,14 +114,18 @@ type tcluster struct {
 	peers       map[uint64]string
 	nodes       map[uint64]*tnode
 	snapEntries uint64
+	clusterID   uint64 // Config.ClusterID of every node (0: derived from peers)
 }
 
 // newCluster starts three nodes on 127.0.0.11-13 (port 0, so the real
 // addresses make up Peers).
-func newCluster(t *testing.T, snapEntries uint64) *tcluster {
+func newCluster(t *testing.T, snapEntries uint64, opts ...func(*tcluster)) *tcluster {
 	t.Helper()
 	base := runtime.NumGoroutine()
 	c := &tcluster{t: t, peers: map[uint64]string{}, nodes: map[uint64]*tnode{}, snapEntries: snapEntries}
+	for _, o := range opts {
+		o(c)
+	}
 	lns := map[uint64]net.Listener{}
 	for id := uint64(1); id <= 3; id++ {
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 10+id))
@@ -155,6 +164,11 @@ func (c *tcluster) start(id uint64, ln net.Listener) {
 		TickInterval: testTick, ElectionTicks: testElection,
 		SnapshotEntries: c.snapEntries,
 		Logger:          testLogger(),
+		Names:           map[uint64]string{1: "n1", 2: "n2", 3: "n3"},
+		ClusterID:       c.clusterID,
+	}
+	if tn.join {
+		cfg.Peers, cfg.Join = map[uint64]string{id: tn.url}, true
 	}
 	n, err := Start(cfg, tn.sm)
 	if err != nil {
@@ -186,7 +200,7 @@ func (c *tcluster) stop(id uint64) {
 
 func (c *tcluster) running() []*tnode {
 	var out []*tnode
-	for id := uint64(1); id <= 3; id++ {
+	for _, id := range slices.Sorted(maps.Keys(c.nodes)) {
 		if tn := c.nodes[id]; tn.n != nil {
 			out = append(out, tn)
 		}

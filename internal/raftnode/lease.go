@@ -33,6 +33,14 @@ import (
 // was idle past rafthttp's 5 s timeouts, long after any lease based on it
 // ended. A process paused between Held and the write it guards (a few
 // instructions) can still act late; that window is every lease's.
+//
+// Membership changes. raft counts a ReadIndex's acknowledgements in the
+// leader's configuration at the time; single-step changes (members.go)
+// keep the majorities of two consecutive configurations overlapping, so
+// a lease granted in one still meets every majority of the next. It may
+// not meet those of the one after, so voter changes must be more than a
+// lease apart: internal/cluster makes at most one change a second
+// (leaseDuration is less than ElectionTicks ticks).
 type leaseState struct {
 	term     uint64
 	leader   bool          // this node leads in term

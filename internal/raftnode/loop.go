@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -36,6 +34,7 @@ func (n *Node) run() {
 			n.rn.Tick()
 			n.leaderGone()
 			n.renewLease()
+			n.confTick()
 		case m := <-n.recvc:
 			n.step(m)
 			for more := len(n.recvc); more > 0; more-- {
@@ -49,6 +48,7 @@ func (n *Node) run() {
 			}
 		case <-n.wakec:
 			n.proposeQueued()
+			n.proposeConfQueued()
 		case err := <-n.transport.ErrorC:
 			n.log.Error("raftnode: peer transport failed; this node stops", "err", err)
 			return
@@ -57,6 +57,9 @@ func (n *Node) run() {
 			n.handleReady(n.rn.Ready())
 		}
 		n.publishStatus()
+		if n.removed[n.cfg.ID] {
+			return // removed from the group (members.go): stop, as etcd's removed members do
+		}
 	}
 }
 
@@ -71,7 +74,7 @@ func (n *Node) run() {
 func (n *Node) leaderGone() {
 	bs := n.rn.BasicStatus()
 	lead := bs.Lead
-	if bs.RaftState != raft.StateFollower || lead == raft.None || lead == n.cfg.ID {
+	if bs.RaftState != raft.StateFollower || lead == raft.None || lead == n.cfg.ID || !n.isVoter() {
 		return
 	}
 	if n.transport.ActiveSince(types.ID(lead)).IsZero() && (n.gone.lead != lead || n.gone.term != bs.GetTerm()) {
@@ -83,6 +86,9 @@ func (n *Node) leaderGone() {
 }
 
 func (n *Node) step(m *raftpb.Message) {
+	if n.removed[m.GetFrom()] {
+		return // a removed member's message: ignored
+	}
 	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 		n.log.Debug("raftnode: message not stepped", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
 	}
@@ -164,11 +170,17 @@ func (n *Node) restoreSnapshot(s *raftpb.Snapshot) {
 	if md.GetIndex() <= n.applied {
 		panic(fmt.Errorf("raftnode: snapshot index %d not above applied %d", md.GetIndex(), n.applied))
 	}
-	if err := n.sm.Restore(s.GetData()); err != nil {
+	table, data, err := decodeSnap(s.GetData())
+	if err == nil {
+		err = n.sm.Restore(data)
+	}
+	if err != nil {
 		panic(fmt.Errorf("raftnode: restore snapshot %d: %w", md.GetIndex(), err))
 	}
 	n.applied, n.appliedTerm, n.snapIndex = md.GetIndex(), md.GetTerm(), md.GetIndex()
 	n.confState = md.GetConfState()
+	n.restoreTable(table)
+	n.membersChanged()
 	n.mu.Lock()
 	n.restores++
 	n.mu.Unlock()
@@ -200,18 +212,8 @@ func (n *Node) apply(ents []*raftpb.Entry) {
 					n.completed = append(n.completed, done)
 				}
 			}
-		case raftpb.EntryConfChange:
-			var cc raftpb.ConfChange
-			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
-				panic(fmt.Errorf("raftnode: conf change at %d: %w", idx, err))
-			}
-			n.confState = n.rn.ApplyConfChange(&cc)
-		case raftpb.EntryConfChangeV2:
-			var cc raftpb.ConfChangeV2
-			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
-				panic(fmt.Errorf("raftnode: conf change at %d: %w", idx, err))
-			}
-			n.confState = n.rn.ApplyConfChange(&cc)
+		case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+			n.applyConfEntry(e) // members.go
 		}
 		n.applied, n.appliedTerm = idx, e.GetTerm()
 	}
@@ -224,6 +226,9 @@ func (n *Node) updateRole() {
 	isLeader := bs.RaftState == raft.StateLeader
 	if len(n.pending) > 0 && (!isLeader || bs.GetTerm() != n.pendingTerm) {
 		n.failPending(ErrLeadershipLost)
+	}
+	if n.conf != nil && (!isLeader || bs.GetTerm() != n.pendingTerm) {
+		n.failConf(ErrLeadershipLost)
 	}
 	r := Role{Term: bs.GetTerm(), Leader: bs.Lead, IsLeader: isLeader, Ready: isLeader && n.appliedTerm == bs.GetTerm()}
 	if r == n.role {
@@ -277,13 +282,18 @@ func (n *Node) finish(done func(error), err error) {
 	done(err)
 }
 
-// maybeSnapshot takes a snapshot every SnapshotEntries applied entries and
-// compacts the in-memory log, keeping catchUpEntries behind it.
+// maybeSnapshot takes a snapshot every SnapshotEntries applied entries,
+// and after a membership change (members.go), and compacts the in-memory
+// log, keeping catchUpEntries behind it.
 func (n *Node) maybeSnapshot() {
-	if n.applied-n.snapIndex < n.cfg.SnapshotEntries {
+	if n.applied-n.snapIndex < n.cfg.SnapshotEntries && (!n.snapNow || n.applied == n.snapIndex) {
 		return
 	}
+	n.snapNow = false
 	data, err := n.sm.Snapshot()
+	if err == nil {
+		data, err = n.encodeSnap(data) // the member table first (members.go)
+	}
 	if err != nil {
 		n.log.Error("raftnode: state machine snapshot failed; retrying after more entries", "err", err)
 		n.snapIndex = n.applied
@@ -324,6 +334,7 @@ func (n *Node) publishStatus() {
 	if s.Progress == nil {
 		s.Progress = make(map[uint64]Progress, len(n.cfg.Peers))
 	}
+	clear(s.Progress) // a removed member's goes
 	n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 		s.Progress[id] = Progress{Match: pr.Match, Next: pr.Next, State: pr.State.String(), PendingSnapshot: pr.PendingSnapshot, Active: pr.RecentActive, Paused: pr.MsgAppFlowPaused}
 	})
@@ -340,6 +351,8 @@ func (n *Node) shutdown() {
 	n.stopped = true
 	q := n.queue
 	n.queue = nil
+	cq := n.cqueue
+	n.cqueue = nil
 	n.status.IsLeader = false
 	n.status.Progress = nil
 	n.mu.Unlock()
@@ -347,7 +360,11 @@ func (n *Node) shutdown() {
 	for _, p := range q {
 		n.finish(p.done, ErrStopped)
 	}
+	for _, r := range cq {
+		n.finish(r.done, ErrStopped)
+	}
 	n.failPending(ErrStopped)
+	n.failConf(ErrStopped)
 	n.safely("peer server", func() {
 		n.srv.Close()
 		<-n.serveDone

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,6 +56,19 @@ type Config struct {
 	// it. Peer URLs are then https.
 	TLS *transport.TLSInfo
 
+	// Names optionally names Peers' members in the member table (the
+	// bootstrap's conf changes carry each member's record).
+	Names map[uint64]string
+	// Join: with no WAL in Dir, the node does not bootstrap a group: it
+	// waits for a group's leader to add it (ChangeMember) and learns the
+	// members from it; Peers then holds this node's URL only. A node
+	// with a WAL restarts as always.
+	Join bool
+	// ClusterID is the group's rafthttp cluster ID, which every member
+	// must share; 0: derived from Peers (a group whose members all
+	// bootstrap it). Required with Join.
+	ClusterID uint64
+
 	TickInterval    time.Duration // default 100ms
 	ElectionTicks   int           // default 10 (1 s); heartbeat 1 tick
 	SnapshotEntries uint64        // applied entries between snapshots (default 10000)
@@ -100,6 +114,8 @@ type Status struct {
 	IsLeader                                         bool
 	Peers                                            map[uint64]string
 	Progress                                         map[uint64]Progress // leader only: each voter's replication state
+	// Members is the member table, by ID (Peers: their URLs).
+	Members []Member
 }
 
 // Progress is the leader's view of one voter's replication (raft's
@@ -153,6 +169,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Dir == "" {
 		return errors.New("raftnode: Dir is required")
+	}
+	if c.Join && c.ClusterID == 0 {
+		return errors.New("raftnode: Join needs the group's ClusterID")
 	}
 	if c.TickInterval < 0 || c.ElectionTicks < 0 {
 		return errors.New("raftnode: TickInterval and ElectionTicks must not be negative")
@@ -226,6 +245,11 @@ type Node struct {
 	appliedTerm uint64
 	snapIndex   uint64
 	confState   *raftpb.ConfState
+	members     map[uint64]Member // the member table (members.go)
+	removed     map[uint64]bool   // IDs removed from the group, never used again
+	tpeers      map[uint64]string // the transport's peers: ID -> URL
+	conf        *confPending      // this leader's membership change in flight
+	snapNow     bool              // a conf change was applied: snapshot now
 	role        Role
 	leaseSeq    uint64
 	leaseReads  map[uint64]time.Duration // lease ReadIndex requests awaiting a quorum: seq -> t0
@@ -248,10 +272,13 @@ type Node struct {
 	stopMu  sync.Once
 	roles   chan Role
 
-	mu      sync.Mutex
-	queue   []proposal
-	stopped bool
-	status  Status
+	mu         sync.Mutex
+	queue      []proposal
+	cqueue     []confReq // ChangeMember's requests
+	stopped    bool
+	status     Status
+	pubMembers []Member        // the member table as the loop last published it
+	pubRemoved map[uint64]bool // removed IDs, as published (replaced, never modified)
 	// restores counts snapshots received from the leader and restored
 	// (tests tell a snapshot catch-up from WAL replay by it).
 	restores int
@@ -312,13 +339,11 @@ func Start(cfg Config, sm StateMachine) (*Node, error) {
 		Logger:                    raftLogger{n.log},
 	}
 	n.rn, err = raft.NewRawNode(rc)
-	if err == nil && !restart {
-		rp := make([]raft.Peer, 0, len(cfg.Peers))
-		for id := range cfg.Peers {
-			rp = append(rp, raft.Peer{ID: id})
+	if err == nil && !restart && !cfg.Join {
+		var rp []raft.Peer
+		if rp, err = n.bootstrapPeers(); err == nil {
+			err = n.rn.Bootstrap(rp)
 		}
-		sort.Slice(rp, func(i, j int) bool { return rp[i].ID < rp[j].ID })
-		err = n.rn.Bootstrap(rp)
 	}
 	if err != nil {
 		n.wal.Close()
@@ -351,11 +376,15 @@ func (n *Node) startTransport() error {
 		}
 	}
 	id := strconv.FormatUint(n.cfg.ID, 10)
+	cid := types.ID(n.cfg.ClusterID)
+	if cid == 0 {
+		cid = clusterID(n.cfg.Peers)
+	}
 	n.transport = &rafthttp.Transport{
 		Logger:      n.zl,
 		ID:          types.ID(n.cfg.ID),
 		URLs:        types.MustNewURLs([]string{n.cfg.Peers[n.cfg.ID]}),
-		ClusterID:   clusterID(n.cfg.Peers),
+		ClusterID:   cid,
 		Raft:        transportRaft{n},
 		Snapshotter: n.snapshotter,
 		ServerStats: stats.NewServerStats(id, id),
@@ -371,11 +400,7 @@ func (n *Node) startTransport() error {
 		}
 		return fmt.Errorf("raftnode: transport: %w", err)
 	}
-	for pid, u := range n.cfg.Peers {
-		if pid != n.cfg.ID {
-			n.transport.AddPeer(types.ID(pid), []string{u})
-		}
-	}
+	n.membersChanged() // the transport's peers are the table's members
 	n.ln = newTimeoutListener(ln)
 	n.srv = &http.Server{
 		Handler:           n.countHandlers(n.transport.Handler()),
@@ -437,10 +462,11 @@ func (n *Node) Status() Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.status
-	s.Peers = make(map[uint64]string, len(n.cfg.Peers))
-	for id, u := range n.cfg.Peers {
-		s.Peers[id] = u
+	s.Peers = make(map[uint64]string, len(n.pubMembers))
+	for _, m := range n.pubMembers {
+		s.Peers[m.ID] = m.URL
 	}
+	s.Members = slices.Clone(n.pubMembers)
 	if n.status.Progress != nil {
 		s.Progress = make(map[uint64]Progress, len(n.status.Progress))
 		for id, m := range n.status.Progress {
@@ -474,6 +500,9 @@ func (n *Node) Stop() error {
 type transportRaft struct{ n *Node }
 
 func (t transportRaft) Process(ctx context.Context, m *raftpb.Message) error {
+	if t.IsIDRemoved(m.GetFrom()) {
+		return removedError{}
+	}
 	select {
 	case t.n.recvc <- m:
 		return nil
@@ -486,7 +515,13 @@ func (t transportRaft) Process(ctx context.Context, m *raftpb.Message) error {
 	}
 }
 
-func (t transportRaft) IsIDRemoved(uint64) bool { return false }
+// IsIDRemoved: rafthttp refuses streams from removed members (410),
+// which stops them, as etcd's removed members stop.
+func (t transportRaft) IsIDRemoved(id uint64) bool {
+	t.n.mu.Lock()
+	defer t.n.mu.Unlock()
+	return t.n.pubRemoved[id]
+}
 
 func (t transportRaft) ReportUnreachable(id uint64) {
 	t.n.sendReport(report{id: id, unreachable: true})

@@ -31,6 +31,10 @@ func (n *Node) openStorage() (restart bool, err error) {
 	n.snapshotter = snap.New(n.zl, n.snapDir())
 	n.storage = raft.NewMemoryStorage()
 	if !wal.Exist(n.walDir()) {
+		if err := writeIdentity(n.cfg.Dir, identity{ID: n.cfg.ID, Joined: n.cfg.Join}); err != nil {
+			return false, err
+		}
+		n.seedMembers(n.cfg.Join)
 		w, err := wal.Create(n.zl, n.walDir(), nil)
 		if err != nil {
 			return false, fmt.Errorf("raftnode: create WAL: %w", err)
@@ -40,6 +44,19 @@ func (n *Node) openStorage() (restart bool, err error) {
 		return false, nil
 	}
 
+	id, joined, err := LocalID(n.cfg.Dir)
+	if err != nil {
+		return true, err
+	}
+	if id != 0 && id != n.cfg.ID {
+		return true, fmt.Errorf("raftnode: %s holds the log of member %d, not %d", n.cfg.Dir, id, n.cfg.ID)
+	}
+	if id == 0 { // a log from before the record: the bootstrap's ID
+		if err := writeIdentity(n.cfg.Dir, identity{ID: n.cfg.ID}); err != nil {
+			return true, err
+		}
+	}
+	n.seedMembers(joined)
 	walSnaps, err := wal.ValidSnapshotEntries(n.zl, n.walDir())
 	if err != nil {
 		return true, fmt.Errorf("raftnode: read WAL snapshots: %w", err)
@@ -64,7 +81,12 @@ func (n *Node) openStorage() (restart bool, err error) {
 			w.Close()
 			return true, fmt.Errorf("raftnode: apply snapshot: %w", err)
 		}
-		if err := n.sm.Restore(snapshot.GetData()); err != nil {
+		table, data, err := decodeSnap(snapshot.GetData())
+		if err == nil {
+			n.restoreTable(table)
+			err = n.sm.Restore(data)
+		}
+		if err != nil {
 			w.Close()
 			return true, fmt.Errorf("raftnode: restore snapshot at %d: %w", snapshot.GetMetadata().GetIndex(), err)
 		}

@@ -28,6 +28,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no Dir", func(c *Config) { c.Dir = "" }, "Dir is required"},
 		{"negative tick", func(c *Config) { c.TickInterval = -1 }, "must not be negative"},
 		{"short election", func(c *Config) { c.ElectionTicks = 2 }, "at least 3"},
+		{"join without cluster ID", func(c *Config) { c.Join = true }, "ClusterID"},
 	} {
 		c := good
 		tc.mod(&c)

@@ -94,7 +94,8 @@ type clusterStatus struct {
 type clusterNode struct {
 	Name string `json:"name"`
 	Self bool   `json:"is_self"`
-	// Role: "leader", "follower" or "unreachable"; Broker: "active"
+	// Role: "leader", "follower", "learner" (a member being added) or
+	// "unreachable"; Broker: "active"
 	// (serving clients), "standby", or "unknown" when unreachable.
 	Role      string `json:"role"`
 	Broker    string `json:"broker"`
@@ -245,6 +246,8 @@ func clusterReply(nodes []ClusterNode) *clusterStatus {
 			cn.Role, cn.Broker = "follower", "standby"
 			if n.Leader {
 				cn.Role = "leader"
+			} else if n.Learner {
+				cn.Role = "learner"
 			}
 			if n.Active {
 				cn.Broker = "active"

@@ -104,6 +104,7 @@ type ClusterNode struct {
 	Applied   uint64 // Raft applied index
 	Forwarded int    // AMQP connections it forwards to the leader
 	Err       string // why it could not be asked
+	Learner   bool   // a member being added: it receives the log, does not vote yet
 }
 
 // Handler serves the page, its assets and the status JSON.

@@ -286,6 +286,17 @@ func TestStatusClusterLeaders(t *testing.T) {
 	}
 }
 
+// TestStatusClusterLearner: a member being added is role "learner".
+func TestStatusClusterLearner(t *testing.T) {
+	nodes := []ClusterNode{{Name: "rabbit@a", Reachable: true, Leader: true, Active: true, Term: 5},
+		{Name: "rabbit@d", Reachable: true, Learner: true, Term: 5}}
+	ts := server(t, Config{Cluster: func() []ClusterNode { return nodes }})
+	_, body := get(t, ts.URL+"/substrate/status", false)
+	if !strings.Contains(body, `"name":"rabbit@d","is_self":false,"role":"learner","broker":"standby"`) {
+		t.Errorf("learner: %s", body)
+	}
+}
+
 // TestStatusNotClustered: without Config.Cluster the reply's cluster is
 // null, and the page's cluster panel is in the markup but hidden until
 // the script sees a cluster.
