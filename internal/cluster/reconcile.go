@@ -230,8 +230,18 @@ func (n *Node) brokerPeerURL(etcdPeerURL string) (string, bool) {
 	return self.Scheme + "://" + net.JoinHostPort(u.Hostname(), self.Port()), true
 }
 
+// notAddedWarn: a joining node not in the group's member table after
+// this long says so, and again every notAddedWarn.
+var notAddedWarn = 30 * time.Second
+
+// added reports whether this node is in the group's member table.
+func (n *Node) added() bool {
+	return slices.ContainsFunc(n.Members(), func(m Member) bool { return m.ID == n.selfID.Load() })
+}
+
 // follow reconciles the group with etcd every reconcileEvery while this
-// node leads (one goroutine per Node, with Config.Etcd).
+// node leads (one goroutine per Node, with Config.Etcd); on a node that
+// joined, it also says when the group has not added it for a while.
 func (n *Node) follow() {
 	defer n.wg.Done()
 	// A timer from the end of each round: a change applied is followed
@@ -244,11 +254,17 @@ func (n *Node) follow() {
 	t := time.NewTimer(every)
 	defer t.Stop()
 	lastWarn := ""
+	started, warnedJoin := time.Now(), time.Time{}
 	for {
 		select {
 		case <-n.stopc:
 			return
 		case <-t.C:
+		}
+		if n.cfg.Join && time.Since(started) >= notAddedWarn && time.Since(warnedJoin) >= notAddedWarn && !n.added() {
+			warnedJoin = time.Now()
+			n.log.Warn("amqp cluster: this node joined etcd's cluster but the broker's Raft group has not added it yet: a broker leader adds a started etcd member within seconds; a cluster created with one member (ETCD_INITIAL_CLUSTER naming one) runs its broker alone and never will (docs/cluster.md, Limits)",
+				"waiting", time.Since(started).Round(time.Second))
 		}
 		w := n.reconcile()
 		t.Reset(every)

@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +14,8 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
+	"substrate/broker"
+	"substrate/broker/store"
 	"substrate/internal/raftnode"
 	"substrate/internal/tlsutil"
 )
@@ -321,5 +326,66 @@ func followsEtcd(t *testing.T, withTLS bool) {
 		if want := fmt.Sprintf("m%d", i); string(m.Body) != want {
 			t.Fatalf("message %d: %q, want %q", i, m.Body, want)
 		}
+	}
+}
+
+// lockedBuffer is a log destination safe for the node's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestJoinNotAddedWarns: a node that joined etcd's cluster but that no
+// broker group adds (here: the other member runs no broker group, as a
+// substrate created with one member) says so, instead of waiting
+// silently.
+func TestJoinNotAddedWarns(t *testing.T) {
+	defer func(d time.Duration) { notAddedWarn = d }(notAddedWarn)
+	notAddedWarn = 200 * time.Millisecond
+	etcd := newFakeEtcd()
+	alone := Member{Name: "ctl1", Host: "127.0.0.11", PeerURL: "http://" + freeAddr(t, "127.0.0.11")}
+	etcd.add("ctl1", alone.PeerURL) // its broker runs alone: nothing listens there
+	self := Member{Name: "ctl2", Host: "127.0.0.12", PeerURL: "http://" + freeAddr(t, "127.0.0.12")}
+	alone.ID, self.ID = 1, 2
+	var logs lockedBuffer
+	n, err := New(Config{
+		Members: []Member{alone, self}, Self: 2, Dir: filepath.Join(t.TempDir(), "ctl2"), Join: true,
+		AMQPAddrs:    []string{freeAddr(t, "127.0.0.12")},
+		TickInterval: 20 * time.Millisecond, ElectionTicks: 10,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Etcd:   etcd.member(self),
+		NewBroker: func(store.Log, broker.Fence) (*broker.Server, error) {
+			return nil, errors.New("a node never added never leads")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.peerURLOf = etcd.peerURL
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "has not added it yet") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning that the group has not added this node; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n.added() {
+		t.Fatal("the node says it was added")
 	}
 }
