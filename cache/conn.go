@@ -20,8 +20,9 @@ type conn struct {
 	nc      net.Conn
 	in      io.Reader // nc, or its rawIO
 	listen  net.Addr
-	w       *bufio.Writer // from writerPool; returned while the conn waits for input
-	out     countingWriter
+	w       *bufio.Writer  // the loop's spare or from writerPool; returned while the conn waits for input
+	out     countingWriter // c.w writes to &out
+	st      *serverStats   // the server's counters, or the serving loop's (see statsSum)
 	p       Parser
 	scratch []byte
 	lastCmd atomic.Uint32 // rel time of the last command, read by stats conns
@@ -38,13 +39,11 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
-	c := &conn{s: s, nc: nc, in: nc, listen: listen}
+	c := &conn{s: s, nc: nc, in: nc, listen: listen, st: &s.stats}
 	c.out = countingWriter{nc, &s.stats.bytesWritten}
 	if r := newRawIO(nc); r != nil {
 		c.in, c.out.w = r, r
 	}
-	c.w = writerPool.Get().(*bufio.Writer)
-	c.w.Reset(c.out)
 	c.p.MaxItemSize = s.parseMaxItem()
 	c.lastCmd.Store(s.clk.now())
 	return c
@@ -52,14 +51,79 @@ func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
 
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
 
-// releaseWriter returns the write buffer to the pool (replies still in it
-// are dropped).
+// loopState is what an event loop lends the connection it is serving
+// (conn.servingLoop): a loop serves one connection at a time and sends
+// its replies before it serves the next, so one write buffer and one read
+// buffer serve all of a loop's connections while they have no partial
+// input or reply pending, as memcached's worker threads share their read
+// and response buffers. It belongs to the goroutine running the loop.
+type loopState struct {
+	stats  serverStats   // this loop's connections' counters (see statsSum)
+	spareW *bufio.Writer // the write buffer, while no connection holds it
+	spareR []byte        // a read buffer of readBufSize, likewise
+	now    uint32        // clock.now when the loop last woke up (conn.now)
+}
+
+// now is the server's clock for a command: the serving loop's reading
+// from its last wake-up, else a fresh one. A loop reads the clock once
+// per wake-up for every request of that batch; a batch lasts
+// microseconds, where memcached's own clock (current_time) is updated
+// once a second.
+func (c *conn) now() uint32 {
+	if ls := c.servingLoop(); ls != nil {
+		return ls.now
+	}
+	return c.s.clk.now()
+}
+
+// markActive records the time of a command for "stats conns".
+func (c *conn) markActive(now uint32) {
+	if c.lastCmd.Load() != now {
+		c.lastCmd.Store(now)
+	}
+}
+
+// takeReadBuf gives the connection a read buffer if it has none: the
+// serving loop's spare or a new one.
+func (c *conn) takeReadBuf() {
+	if c.buf != nil {
+		return
+	}
+	if ls := c.servingLoop(); ls != nil && ls.spareR != nil {
+		c.buf, ls.spareR = ls.spareR, nil
+		return
+	}
+	c.buf = make([]byte, readBufSize)
+}
+
+// releaseReadBuf gives an empty read buffer of the initial size back to
+// the serving loop, when the loop has none spare and the connection has
+// no partial input.
+func (c *conn) releaseReadBuf() {
+	ls := c.servingLoop()
+	if ls == nil || c.start != c.end || len(c.buf) != readBufSize {
+		return
+	}
+	if ls.spareR == nil {
+		ls.spareR = c.buf
+	}
+	c.buf = nil
+	c.start, c.end = 0, 0
+}
+
+// releaseWriter returns the write buffer to the serving loop's spare or
+// to the pool (replies still in it are dropped).
 func (c *conn) releaseWriter() {
-	if c.w != nil {
+	if c.w == nil {
+		return
+	}
+	if ls := c.servingLoop(); ls != nil && ls.spareW == nil {
+		ls.spareW = c.w
+	} else {
 		c.w.Reset(nil)
 		writerPool.Put(c.w)
-		c.w = nil
 	}
+	c.w = nil
 }
 
 // serve is the connection's goroutine: read, then process every complete
@@ -158,12 +222,19 @@ func (c *conn) need() int {
 	return c.p.Need
 }
 
-// writer makes sure the connection has a write buffer.
+// writer makes sure the connection has a write buffer: the serving
+// loop's spare (a loop flushes each connection's replies before it serves
+// the next, so one buffer serves them all), else one from the pool.
 func (c *conn) writer() {
-	if c.w == nil {
-		c.w = writerPool.Get().(*bufio.Writer)
-		c.w.Reset(c.out)
+	if c.w != nil {
+		return
 	}
+	if ls := c.servingLoop(); ls != nil && ls.spareW != nil {
+		c.w, ls.spareW = ls.spareW, nil
+	} else {
+		c.w = writerPool.Get().(*bufio.Writer)
+	}
+	c.w.Reset(&c.out)
 }
 
 // stepText runs one text or meta command: more is false when the buffer
@@ -176,7 +247,7 @@ func (c *conn) stepText() (more, closeConn bool) {
 	if err == ErrIncomplete {
 		return false, false
 	}
-	c.lastCmd.Store(c.s.clk.now())
+	c.markActive(c.now())
 	c.writer()
 	closeConn = c.exec(cmd, err)
 	c.start += n
@@ -203,7 +274,7 @@ func (c *conn) stepBinary() (more, closeConn bool) {
 	if err == ErrIncomplete {
 		return false, false
 	}
-	c.lastCmd.Store(c.s.clk.now())
+	c.markActive(c.now())
 	c.writer()
 	c.start += n
 	if be, ok := err.(*BinaryError); ok {

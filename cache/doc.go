@@ -76,7 +76,11 @@
 //     immutable once linked, so a reader copies the slice header under the
 //     lock and writes the value to the socket after unlocking.
 //   - store.used/limit, the CAS counter, the flush markers and serverStats
-//     are atomics.
+//     are atomics. Each event loop has counters of its own (loopState.
+//     stats, as memcached's per-thread stats), which its connections use
+//     (conn.st) and "stats" adds up (statsSum); a loop's spare read and
+//     write buffers and its clock reading (loopState) belong to the
+//     goroutine running the loop and are lent to the connection it serves.
 //
 // Lock order: Server.mu may be held while taking a shard lock only in
 // stats (never the reverse). At most one shard lock is held at a time:

@@ -8,9 +8,12 @@ import (
 )
 
 // Elsewhere than Linux every connection has a goroutine (conn.serve).
-type loop struct{}
+type loop struct{ loopState }
 
 type evConn struct{ nc net.Conn }
+
+// servingLoop is nil: no loop serves a connection.
+func (c *conn) servingLoop() *loopState { return nil }
 
 func (s *Server) startLoops() error { return nil }
 
