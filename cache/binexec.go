@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"encoding/binary"
-	"net"
 	"strconv"
 )
 
@@ -54,7 +53,7 @@ func (c *conn) execBinary(b *binConn, req *BinaryRequest, err error) bool {
 		}
 		c.binError(b, req, be.Status, "")
 		if be.Close && be != ErrBinaryAuth && c.logOK() {
-			s.log.Info("cache: closing binary connection", "remote", remoteString(c.nc), "reason", be.Error())
+			s.log.Info("cache: closing binary connection", "remote", c.remote(), "reason", be.Error())
 		}
 		return be.Close
 	}
@@ -333,13 +332,11 @@ func (c *conn) binSASL(b *binConn, req *BinaryRequest) {
 	}
 }
 
-// remoteString is the peer address for logs ("" for unnamed unix peers).
-func remoteString(nc interface{ RemoteAddr() net.Addr }) string {
-	if nc == nil {
-		return "" // a UDP socket's pseudo-connection
-	}
-	if a := nc.RemoteAddr(); a != nil {
-		return a.String()
+// remote is the peer address for logs ("" for unnamed unix peers and a
+// UDP socket's pseudo-connection).
+func (c *conn) remote() string {
+	if c.peer != nil {
+		return c.peer.String()
 	}
 	return ""
 }

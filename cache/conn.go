@@ -17,7 +17,8 @@ import (
 // handed to a goroutine of its own (evloop_linux.go).
 type conn struct {
 	s       *Server
-	nc      net.Conn
+	nc      net.Conn  // nil for a socket accepted by a loop's accept (acceptRaw)
+	peer    net.Addr  // nc's remote address
 	in      io.Reader // nc, or its rawIO
 	listen  net.Addr
 	w       *bufio.Writer  // the loop's spare or from writerPool; returned while the conn waits for input
@@ -40,6 +41,9 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
 	c := &conn{s: s, nc: nc, in: nc, listen: listen, st: &s.stats}
+	if nc != nil {
+		c.peer = nc.RemoteAddr()
+	}
 	c.out = countingWriter{nc, &s.stats.bytesWritten}
 	if r := newRawIO(nc); r != nil {
 		c.in, c.out.w = r, r
@@ -133,7 +137,7 @@ func (c *conn) serve() {
 	// A panic while serving this client closes only this connection
 	// (memcached has no error reply for it): logged once, counted, and
 	// the deferred close below still runs.
-	defer faults.Recover(c.s.log, faults.Memcached, remoteString(c.nc), func(any) { c.releaseShard() })
+	defer faults.Recover(c.s.log, faults.Memcached, c.remote(), func(any) { c.releaseShard() })
 	defer func() {
 		c.nc.Close()
 		c.releaseWriter()
@@ -141,7 +145,7 @@ func (c *conn) serve() {
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := c.s.tls.handshake(tc); err != nil {
 			if c.logOK() {
-				c.s.log.Info("cache: TLS handshake failed", "remote", remoteString(c.nc), "err", err)
+				c.s.log.Info("cache: TLS handshake failed", "remote", c.remote(), "err", err)
 			}
 			return
 		}
@@ -257,7 +261,7 @@ func (c *conn) stepText() (more, closeConn bool) {
 			c.w.Flush()
 		} else if e, ok := err.(*Error); ok && e.Reply == "" {
 			if err != ErrHTTPRequest && c.logOK() {
-				c.s.log.Info("cache: closing connection", "remote", remoteString(c.nc), "reason", err.Error())
+				c.s.log.Info("cache: closing connection", "remote", c.remote(), "reason", err.Error())
 			}
 		}
 	}
@@ -281,7 +285,7 @@ func (c *conn) stepBinary() (more, closeConn bool) {
 		c.swallow = be.Swallow
 		if be.Silent {
 			if c.logOK() {
-				c.s.log.Info("cache: closing connection", "remote", remoteString(c.nc), "reason", be.Error())
+				c.s.log.Info("cache: closing connection", "remote", c.remote(), "reason", be.Error())
 			}
 			return true, true
 		}

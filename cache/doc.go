@@ -87,7 +87,10 @@
 // memory is reserved (evicting from shard tails, each under its own lock)
 // before the target shard is locked, so eviction never nests shard locks.
 //
-// Goroutines: one accept loop per listener; for plain TCP connections
+// Goroutines: one accept loop per listener (for a plain TCP listener
+// whose connections the loops serve, accept4 on a duplicate of its
+// descriptor, rawAccepter, so that an accepted socket never enters Go's
+// poller; Shutdown closes both); for plain TCP connections
 // (on Linux) event loops (evloop_linux.go), each over its own epoll set:
 // with Config.Threads (memcached -t; substrate memcached, which sets
 // GOMAXPROCS above it) that many, each locked to an OS thread that sleeps

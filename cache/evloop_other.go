@@ -20,3 +20,14 @@ func (s *Server) startLoops() error { return nil }
 func (s *Server) stopLoops() {}
 
 func (s *Server) adopt(net.Conn, net.Addr) (*conn, error) { return nil, errors.ErrUnsupported }
+
+func (s *Server) adoptFD(int, net.Addr, net.Addr) (*conn, error) { return nil, errors.ErrUnsupported }
+
+// rawAccepter: none elsewhere (newRawAccepter returns nil).
+type rawAccepter struct{ net.Listener }
+
+func (s *Server) newRawAccepter(net.Listener) *rawAccepter { return nil }
+
+func (a *rawAccepter) accept() (int, net.Addr, error) { return -1, nil, errors.ErrUnsupported }
+
+func fdConn(int) (net.Conn, error) { return nil, errors.ErrUnsupported }

@@ -122,7 +122,7 @@ func (c *conn) exec(cmd *Command, err error) bool {
 		case len(cmd.Args) == 0 || len(cmd.Args) == 1 && string(cmd.Args[0]) == "graceful":
 			graceful := len(cmd.Args) == 1
 			s.shutdown.Do(func() {
-				s.log.Info("cache: shutdown command received", "remote", remoteString(c.nc), "graceful", graceful)
+				s.log.Info("cache: shutdown command received", "remote", c.remote(), "graceful", graceful)
 				s.cfg.OnShutdown(graceful)
 			})
 			return true

@@ -425,7 +425,7 @@ func (s *Server) connStats(w *statWriter) {
 		if c.listen.Network() == "unix" {
 			w.str(p+"addr", "unix:"+c.listen.String())
 		} else {
-			w.str(p+"addr", "tcp:"+remoteString(c.nc))
+			w.str(p+"addr", "tcp:"+c.remote())
 		}
 		w.str(p+"listen_addr", c.listen.Network()+":"+c.listen.String())
 		w.str(p+"state", "conn_parse_cmd")
