@@ -40,7 +40,14 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
-	c := &conn{s: s, nc: nc, in: nc, listen: listen, st: &s.stats}
+	c := new(conn)
+	c.init(s, nc, listen)
+	return c
+}
+
+// init sets up a zero conn (newConn; a loop's recycled loopConn).
+func (c *conn) init(s *Server, nc net.Conn, listen net.Addr) {
+	c.s, c.nc, c.in, c.listen, c.st = s, nc, nc, listen, &s.stats
 	if nc != nil {
 		c.peer = nc.RemoteAddr()
 	}
@@ -50,7 +57,6 @@ func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
 	}
 	c.p.MaxItemSize = s.parseMaxItem()
 	c.lastCmd.Store(s.clk.now())
-	return c
 }
 
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}

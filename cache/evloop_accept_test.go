@@ -23,20 +23,21 @@ func TestLoopAcceptedSocketOptions(t *testing.T) {
 		if got := c.roundTrip("set k 0 0 1\r\nv\r\n"); got != "STORED\r\n" {
 			t.Fatalf("set: %q", got)
 		}
-		fd := -1
-		var sc *conn
+		fd, peer := -1, ""
 		for _, l := range s.loops {
+			// Under l.mu: a loop recycles a conn after taking it out of
+			// l.conns.
 			l.mu.Lock()
 			for k, c := range l.conns {
-				fd, sc = int(k), c
+				fd, peer = int(k), c.remote()
 			}
 			l.mu.Unlock()
 		}
-		if sc == nil {
+		if fd < 0 {
 			t.Fatal("the connection is not served by a loop")
 		}
-		if got, want := sc.remote(), c.nc.LocalAddr().String(); got != want {
-			t.Errorf("peer %q, want %q", got, want)
+		if want := c.nc.LocalAddr().String(); peer != want {
+			t.Errorf("peer %q, want %q", peer, want)
 		}
 		for _, o := range []struct {
 			name       string
