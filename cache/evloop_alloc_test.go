@@ -71,3 +71,54 @@ func TestLoopRequestAllocs(t *testing.T) {
 		}
 	})
 }
+
+// TestLoopStatsAddUp checks that "stats" adds up the loops' own counters
+// (loopState.stats) and the server's, and that "stats reset" clears them
+// all: connections spread over every loop.
+func TestLoopStatsAddUp(t *testing.T) {
+	eachLoopMode(t, func(t *testing.T, threads int) {
+		s, addr := startLoopServer(t, threads, nil)
+		conns := 3 * len(s.loops)
+		for i := range conns {
+			c := dial(t, addr)
+			if got := c.roundTrip("set k 0 0 1\r\nv\r\n"); got != "STORED\r\n" {
+				t.Fatalf("set: %q", got)
+			}
+			for range i + 1 {
+				if got := c.roundTrip("get k nokey\r\n"); got != "VALUE k 0 1\r\nv\r\nEND\r\n" {
+					t.Fatalf("get: %q", got)
+				}
+			}
+		}
+		gets := conns * (conns + 1) / 2 // 1 + 2 + ... + conns commands of 2 keys
+		c := dial(t, addr)
+		st := c.stats("")
+		for k, want := range map[string]int64{"cmd_get": int64(2 * gets), "get_hits": int64(gets), "get_misses": int64(gets),
+			"cmd_set": int64(conns), "total_connections": int64(conns + 1 + 1)} {
+			if got := c.statInt(st, k); got != want {
+				t.Errorf("%s = %d, want %d", k, got, want)
+			}
+		}
+		if c.statInt(st, "bytes_read") == 0 || c.statInt(st, "bytes_written") == 0 {
+			t.Errorf("bytes_read %s, bytes_written %s", st["bytes_read"], st["bytes_written"])
+		}
+		busy := 0
+		for _, l := range s.loops {
+			if l.stats.cmdGet.Load() > 0 {
+				busy++
+			}
+		}
+		if busy < len(s.loops) {
+			t.Errorf("%d of %d loops counted gets: the connections did not spread", busy, len(s.loops))
+		}
+		if got := c.roundTrip("stats reset\r\n"); got != "RESET\r\n" {
+			t.Fatalf("stats reset: %q", got)
+		}
+		st = c.stats("")
+		for _, k := range []string{"cmd_get", "get_hits", "get_misses", "cmd_set"} {
+			if got := c.statInt(st, k); got != 0 {
+				t.Errorf("after stats reset: %s = %d", k, got)
+			}
+		}
+	})
+}
