@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"encoding/binary"
-	"net"
 	"strconv"
 )
 
@@ -45,7 +44,7 @@ func (c *conn) binOK(b *binConn, req *BinaryRequest, body []byte, cas uint64) {
 // returns true when the connection must be closed (after flushing).
 func (c *conn) execBinary(b *binConn, req *BinaryRequest, err error) bool {
 	s := c.s
-	st := &s.stats
+	st := c.st
 	if err != nil {
 		be := err.(*BinaryError)
 		if be.Status == BinStatusTooLarge && req.Cmd == BinSet {
@@ -54,7 +53,7 @@ func (c *conn) execBinary(b *binConn, req *BinaryRequest, err error) bool {
 		}
 		c.binError(b, req, be.Status, "")
 		if be.Close && be != ErrBinaryAuth && c.logOK() {
-			s.log.Info("cache: closing binary connection", "remote", remoteString(c.nc), "reason", be.Error())
+			s.log.Info("cache: closing binary connection", "remote", c.remote(), "reason", be.Error())
 		}
 		return be.Close
 	}
@@ -109,7 +108,7 @@ func (c *conn) execBinary(b *binConn, req *BinaryRequest, err error) bool {
 }
 
 func (c *conn) binGet(b *binConn, req *BinaryRequest) {
-	st := &c.s.stats
+	st := c.st
 	touch := req.Cmd == BinTouch || req.Cmd == BinGAT || req.Cmd == BinGATK
 	withKey := req.Cmd == BinGetK || req.Cmd == BinGATK
 	v, ok := c.s.store.getRel(req.Key, touch, req.Exptime)
@@ -160,7 +159,7 @@ func (c *conn) binGet(b *binConn, req *BinaryRequest) {
 
 func (c *conn) binStore(b *binConn, req *BinaryRequest) {
 	s := c.s
-	st := &s.stats
+	st := c.st
 	r := s.storeRequest(&storeCmd{
 		proto:   protoBinary,
 		mode:    binStoreMode(req.Cmd),
@@ -202,7 +201,7 @@ func (c *conn) binStore(b *binConn, req *BinaryRequest) {
 
 func (c *conn) binArith(b *binConn, req *BinaryRequest) {
 	s := c.s
-	st := &s.stats
+	st := c.st
 	incr := req.Cmd == BinIncrement
 	out, cas, res := s.store.incrDecr(req.Key, incr, req.Delta, req.CAS, c.scratch[:0])
 	var val [8]byte
@@ -256,7 +255,7 @@ func (c *conn) binStats(b *binConn, req *BinaryRequest) {
 	case len(key) == 0:
 		s.generalStats(&w)
 	case bytes.HasPrefix(key, []byte("reset")):
-		s.stats.reset()
+		s.resetStats()
 		s.store.resetStats()
 	case bytes.HasPrefix(key, []byte("settings")):
 		s.settingsStats(&w)
@@ -301,7 +300,7 @@ func (c *conn) binStats(b *binConn, req *BinaryRequest) {
 // memcached every SASL command first drops the connection's
 // authentication.
 func (c *conn) binSASL(b *binConn, req *BinaryRequest) {
-	st := &c.s.stats
+	st := c.st
 	b.p.Authenticated = false
 	ok, cont := false, false
 	switch req.Cmd {
@@ -333,13 +332,11 @@ func (c *conn) binSASL(b *binConn, req *BinaryRequest) {
 	}
 }
 
-// remoteString is the peer address for logs ("" for unnamed unix peers).
-func remoteString(nc interface{ RemoteAddr() net.Addr }) string {
-	if nc == nil {
-		return "" // a UDP socket's pseudo-connection
-	}
-	if a := nc.RemoteAddr(); a != nil {
-		return a.String()
+// remote is the peer address for logs ("" for unnamed unix peers and a
+// UDP socket's pseudo-connection).
+func (c *conn) remote() string {
+	if c.peer != nil {
+		return c.peer.String()
 	}
 	return ""
 }

@@ -17,11 +17,13 @@ import (
 // handed to a goroutine of its own (evloop_linux.go).
 type conn struct {
 	s       *Server
-	nc      net.Conn
+	nc      net.Conn  // nil for a socket accepted by a loop's accept (acceptRaw)
+	peer    net.Addr  // nc's remote address
 	in      io.Reader // nc, or its rawIO
 	listen  net.Addr
-	w       *bufio.Writer // from writerPool; returned while the conn waits for input
-	out     countingWriter
+	w       *bufio.Writer  // the loop's spare or from writerPool; returned while the conn waits for input
+	out     countingWriter // c.w writes to &out
+	st      *serverStats   // the server's counters, or the serving loop's (see statsSum)
 	p       Parser
 	scratch []byte
 	lastCmd atomic.Uint32 // rel time of the last command, read by stats conns
@@ -38,28 +40,100 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn, listen net.Addr) *conn {
-	c := &conn{s: s, nc: nc, in: nc, listen: listen}
+	c := new(conn)
+	c.init(s, nc, listen)
+	return c
+}
+
+// init sets up a zero conn (newConn; a loop's recycled loopConn).
+func (c *conn) init(s *Server, nc net.Conn, listen net.Addr) {
+	c.s, c.nc, c.in, c.listen, c.st = s, nc, nc, listen, &s.stats
+	if nc != nil {
+		c.peer = nc.RemoteAddr()
+	}
 	c.out = countingWriter{nc, &s.stats.bytesWritten}
 	if r := newRawIO(nc); r != nil {
 		c.in, c.out.w = r, r
 	}
-	c.w = writerPool.Get().(*bufio.Writer)
-	c.w.Reset(c.out)
 	c.p.MaxItemSize = s.parseMaxItem()
 	c.lastCmd.Store(s.clk.now())
-	return c
 }
 
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
 
-// releaseWriter returns the write buffer to the pool (replies still in it
-// are dropped).
+// loopState is what an event loop lends the connection it is serving
+// (conn.servingLoop): a loop serves one connection at a time and sends
+// its replies before it serves the next, so one write buffer and one read
+// buffer serve all of a loop's connections while they have no partial
+// input or reply pending, as memcached's worker threads share their read
+// and response buffers. It belongs to the goroutine running the loop.
+type loopState struct {
+	stats  serverStats   // this loop's connections' counters (see statsSum)
+	spareW *bufio.Writer // the write buffer, while no connection holds it
+	spareR []byte        // a read buffer of readBufSize, likewise
+	now    uint32        // clock.now when the loop last woke up (conn.now)
+}
+
+// now is the server's clock for a command: the serving loop's reading
+// from its last wake-up, else a fresh one. A loop reads the clock once
+// per wake-up for every request of that batch; a batch lasts
+// microseconds, where memcached's own clock (current_time) is updated
+// once a second.
+func (c *conn) now() uint32 {
+	if ls := c.servingLoop(); ls != nil {
+		return ls.now
+	}
+	return c.s.clk.now()
+}
+
+// markActive records the time of a command for "stats conns".
+func (c *conn) markActive(now uint32) {
+	if c.lastCmd.Load() != now {
+		c.lastCmd.Store(now)
+	}
+}
+
+// takeReadBuf gives the connection a read buffer if it has none: the
+// serving loop's spare or a new one.
+func (c *conn) takeReadBuf() {
+	if c.buf != nil {
+		return
+	}
+	if ls := c.servingLoop(); ls != nil && ls.spareR != nil {
+		c.buf, ls.spareR = ls.spareR, nil
+		return
+	}
+	c.buf = make([]byte, readBufSize)
+}
+
+// releaseReadBuf gives an empty read buffer of the initial size back to
+// the serving loop, when the loop has none spare and the connection has
+// no partial input.
+func (c *conn) releaseReadBuf() {
+	ls := c.servingLoop()
+	if ls == nil || c.start != c.end || len(c.buf) != readBufSize {
+		return
+	}
+	if ls.spareR == nil {
+		ls.spareR = c.buf
+	}
+	c.buf = nil
+	c.start, c.end = 0, 0
+}
+
+// releaseWriter returns the write buffer to the serving loop's spare or
+// to the pool (replies still in it are dropped).
 func (c *conn) releaseWriter() {
-	if c.w != nil {
+	if c.w == nil {
+		return
+	}
+	if ls := c.servingLoop(); ls != nil && ls.spareW == nil {
+		ls.spareW = c.w
+	} else {
 		c.w.Reset(nil)
 		writerPool.Put(c.w)
-		c.w = nil
 	}
+	c.w = nil
 }
 
 // serve is the connection's goroutine: read, then process every complete
@@ -69,7 +143,7 @@ func (c *conn) serve() {
 	// A panic while serving this client closes only this connection
 	// (memcached has no error reply for it): logged once, counted, and
 	// the deferred close below still runs.
-	defer faults.Recover(c.s.log, faults.Memcached, remoteString(c.nc), func(any) { c.releaseShard() })
+	defer faults.Recover(c.s.log, faults.Memcached, c.remote(), func(any) { c.releaseShard() })
 	defer func() {
 		c.nc.Close()
 		c.releaseWriter()
@@ -77,7 +151,7 @@ func (c *conn) serve() {
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := c.s.tls.handshake(tc); err != nil {
 			if c.logOK() {
-				c.s.log.Info("cache: TLS handshake failed", "remote", remoteString(c.nc), "err", err)
+				c.s.log.Info("cache: TLS handshake failed", "remote", c.remote(), "err", err)
 			}
 			return
 		}
@@ -158,12 +232,19 @@ func (c *conn) need() int {
 	return c.p.Need
 }
 
-// writer makes sure the connection has a write buffer.
+// writer makes sure the connection has a write buffer: the serving
+// loop's spare (a loop flushes each connection's replies before it serves
+// the next, so one buffer serves them all), else one from the pool.
 func (c *conn) writer() {
-	if c.w == nil {
-		c.w = writerPool.Get().(*bufio.Writer)
-		c.w.Reset(c.out)
+	if c.w != nil {
+		return
 	}
+	if ls := c.servingLoop(); ls != nil && ls.spareW != nil {
+		c.w, ls.spareW = ls.spareW, nil
+	} else {
+		c.w = writerPool.Get().(*bufio.Writer)
+	}
+	c.w.Reset(&c.out)
 }
 
 // stepText runs one text or meta command: more is false when the buffer
@@ -176,7 +257,7 @@ func (c *conn) stepText() (more, closeConn bool) {
 	if err == ErrIncomplete {
 		return false, false
 	}
-	c.lastCmd.Store(c.s.clk.now())
+	c.markActive(c.now())
 	c.writer()
 	closeConn = c.exec(cmd, err)
 	c.start += n
@@ -186,7 +267,7 @@ func (c *conn) stepText() (more, closeConn bool) {
 			c.w.Flush()
 		} else if e, ok := err.(*Error); ok && e.Reply == "" {
 			if err != ErrHTTPRequest && c.logOK() {
-				c.s.log.Info("cache: closing connection", "remote", remoteString(c.nc), "reason", err.Error())
+				c.s.log.Info("cache: closing connection", "remote", c.remote(), "reason", err.Error())
 			}
 		}
 	}
@@ -203,14 +284,14 @@ func (c *conn) stepBinary() (more, closeConn bool) {
 	if err == ErrIncomplete {
 		return false, false
 	}
-	c.lastCmd.Store(c.s.clk.now())
+	c.markActive(c.now())
 	c.writer()
 	c.start += n
 	if be, ok := err.(*BinaryError); ok {
 		c.swallow = be.Swallow
 		if be.Silent {
 			if c.logOK() {
-				c.s.log.Info("cache: closing connection", "remote", remoteString(c.nc), "reason", be.Error())
+				c.s.log.Info("cache: closing connection", "remote", c.remote(), "reason", be.Error())
 			}
 			return true, true
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -62,6 +63,8 @@ import (
 // belongs to its goroutine and evConn.nc is set and read under Server.mu
 // (Shutdown closes it).
 type loop struct {
+	loopState // lent to the connection being served (conn.servingLoop)
+
 	s      *Server
 	epfd   int
 	own    bool            // waits on a thread of its own (see above)
@@ -70,12 +73,14 @@ type loop struct {
 	efd    int             // eventfd: Shutdown
 	stop   atomic.Bool
 	events []unix.EpollEvent
-	ready  []*conn // the connections of the events being served
+	ready  []*conn     // the connections of the events being served
+	closed []*loopConn // closed in this batch: recycled after it
 
 	nready    int
 	werr      syscall.Errno
 	waitFn    func(uintptr) bool
-	lastYield int64 // own: monotonic ns of the last Gosched
+	woke      time.Duration // clock time (since clock.start) of the last wake-up
+	lastYield time.Duration // own: woke at the last Gosched
 
 	mu    sync.Mutex
 	conns map[int32]*conn
@@ -87,6 +92,7 @@ type loop struct {
 type evConn struct {
 	l      *loop
 	c      *conn
+	lc     *loopConn // c and this evConn
 	fd     int
 	handed bool          // a goroutine of its own serves the connection now
 	nc     net.Conn      // after the handover: the socket, on Go's poller
@@ -94,12 +100,24 @@ type evConn struct {
 	werr   error
 }
 
+// loopConn is a connection the loops serve, its conn and evConn in one
+// allocation, recycled once its loop has closed it (loopConnPool), as
+// memcached reuses its connection structures: with a connection per
+// request (cachebench's churn load) allocating and zeroing a new conn
+// (about 1.5 KB, with pointers) was a tenth of the server's CPU. A handed
+// over connection is not recycled (a goroutine of its own closes it).
+type loopConn struct {
+	c conn
+	e evConn
+}
+
+var loopConnPool = sync.Pool{New: func() any { return new(loopConn) }}
+
 // yieldEvery is how often at most a loop on its own thread yields its P,
-// below the runtime's 10 ms forced preemption. A yield of a goroutine
-// locked to its thread costs about four thread switches (the P goes to
-// another thread and comes back): at 8 ms, about 0.03 per request at
-// 50,000 requests/s on four loops, against 0.2 for the loops' own
-// sleeps.
+// below the runtime's 10 ms forced preemption. The loop unlocks its
+// thread to yield (waitOwn): at 8 ms, 500 yields a second on four loops,
+// each a wake-up of another thread at most, against about 10,000 sleeps a
+// second of the loops themselves at 50,000 requests/s.
 const yieldEvery = 8 * time.Millisecond
 
 // startLoops starts the event loops (none when epoll is unavailable):
@@ -199,9 +217,20 @@ func (l *loop) wait() (int, error) {
 // non-blocking try first would add a call per batch under load, 0.57
 // epoll calls per request against memcached's 0.3).
 func (l *loop) waitOwn() (int, error) {
-	if now := nanotime(); now-l.lastYield >= int64(yieldEvery) {
-		l.lastYield = now
+	if l.woke-l.lastYield >= yieldEvery {
+		// The clock as of the last wake-up: the batch served since
+		// then took microseconds.
+		l.lastYield = l.woke
+		// Unlocked for the yield: a goroutine locked to its thread
+		// yields by handing its P to another thread and sleeping until
+		// that thread hands the goroutine back (four thread switches;
+		// with four loops, 5% of the server's CPU under memcaslap, the
+		// runtime's monitor 2% more); unlocked, its own thread or a
+		// woken one takes it from the run queue (2%, monitor 0.5%). It
+		// is locked again to whichever thread runs it.
+		runtime.UnlockOSThread()
 		runtime.Gosched()
+		runtime.LockOSThread()
 	}
 	for {
 		n, e := l.epollWait()
@@ -222,11 +251,6 @@ func (l *loop) epollWait() (int, syscall.Errno) {
 	n, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(timeout), 0, 0)
 	return int(n), e
 }
-
-// nanotime is a monotonic clock in ns.
-func nanotime() int64 { return int64(time.Since(clockBase)) }
-
-var clockBase = time.Now()
 
 // pollEvents is epoll_pwait without waiting; false: nothing ready, park.
 func (l *loop) pollEvents(fd uintptr) bool {
@@ -250,6 +274,132 @@ func (l *loop) wake() {
 	unix.Write(l.efd, one[:])
 }
 
+// rawAccepter is a plain TCP listener whose connections the event loops
+// serve, accepted with accept4(2) on a duplicate of its descriptor held
+// as an *os.File (a listener's RawConn cannot wait): the accept loop
+// still parks on Go's poller while nothing is pending, but an accepted
+// socket goes straight to a loop's epoll set.
+// Accepted by net.TCPListener.Accept, each connection cost four more
+// system calls (epoll_ctl in and out of Go's poller, TCP_NODELAY, the
+// dup that took it off Go's descriptor, that descriptor's close) and a
+// dozen allocations. Accepted sockets inherit from the listener the
+// options Go sets on each accepted connection (TCP_NODELAY, keep-alive
+// every 15 s; newRawAccepter), as memcached sets them on its listener.
+type rawAccepter struct {
+	net.Listener          // Addr; Close closes f too
+	f            *os.File // the duplicate descriptor, on Go's poller
+	rc           syscall.RawConn
+	try          func(uintptr) bool // a.accept4, bound once
+	fd           int
+	sa           unix.Sockaddr
+	err          error
+}
+
+// newRawAccepter returns a rawAccepter for l, or nil when the loops do not
+// serve l's connections (no loops, not TCP) or l's descriptor or options
+// cannot be had.
+func (s *Server) newRawAccepter(l net.Listener) *rawAccepter {
+	tl, ok := l.(*net.TCPListener)
+	if !ok || len(s.loops) == 0 {
+		return nil
+	}
+	f, err := tl.File() // non-blocking as l's: on Go's poller
+	if err != nil {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		// Go's defaults for an accepted connection (net.ListenConfig's
+		// KeepAlive of 15 s), inherited by every socket accepted on fd.
+		for _, o := range []struct{ level, opt, v int }{
+			{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15},
+		} {
+			if serr == nil {
+				serr = unix.SetsockoptInt(int(fd), o.level, o.opt, o.v)
+			}
+		}
+	})
+	if err != nil || serr != nil {
+		f.Close()
+		return nil
+	}
+	a := &rawAccepter{Listener: l, f: f, rc: rc}
+	a.try = a.accept4
+	return a
+}
+
+// Close closes the listener and the duplicate (whose accept returns
+// net.ErrClosed).
+func (a *rawAccepter) Close() error {
+	a.f.Close()
+	return a.Listener.Close()
+}
+
+func (a *rawAccepter) accept4(fd uintptr) bool {
+	for {
+		a.fd, a.sa, a.err = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch a.err {
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EAGAIN:
+			return false // park until the listener is readable
+		}
+		return true
+	}
+}
+
+// accept returns the next connection's descriptor and peer address; the
+// error of a closed listener is net.ErrClosed.
+func (a *rawAccepter) accept() (int, net.Addr, error) {
+	if err := a.rc.Read(a.try); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			err = net.ErrClosed
+		}
+		return -1, nil, err
+	}
+	if a.err != nil {
+		return -1, nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", a.err)}
+	}
+	return a.fd, sockaddrTCP(a.sa), nil
+}
+
+// sockaddrTCP is sa as a *net.TCPAddr, as net.TCPConn.RemoteAddr.
+func sockaddrTCP(sa unix.Sockaddr) net.Addr {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}
+	case *unix.SockaddrInet6:
+		a := &net.TCPAddr{IP: append(net.IP(nil), sa.Addr[:]...), Port: sa.Port}
+		if sa.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				a.Zone = ifi.Name
+			} else {
+				a.Zone = strconv.Itoa(int(sa.ZoneId))
+			}
+		}
+		return a
+	}
+	return nil
+}
+
+// fdConn makes a net.Conn of an accepted descriptor, for the paths that
+// serve or refuse a connection with a goroutine (closed server,
+// connection limit, a loop that could not take it); fd is closed.
+func fdConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f)
+	f.Close()
+	return nc, err
+}
+
 // adopt takes an accepted plain TCP connection off Go's poller and gives
 // it to the next loop. It is called with Server.mu held (so Shutdown
 // cannot have stopped the loops); on error nc is still open and the caller
@@ -271,16 +421,35 @@ func (s *Server) adopt(nc net.Conn, listen net.Addr) (*conn, error) {
 	if derr != nil {
 		return nil, derr
 	}
-	c := newConn(s, nc, listen)
-	e := &evConn{c: c, fd: fd}
+	c, err := s.adoptFD(fd, nc.RemoteAddr(), listen)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	// The descriptors share one open file, already non-blocking; closing
+	// Go's removes it from Go's poller and sends nothing to the peer.
+	nc.Close()
+	return c, nil
+}
+
+// adoptFD gives the accepted non-blocking socket fd to the next loop
+// (with Server.mu held, as adopt). On error fd is still open.
+func (s *Server) adoptFD(fd int, peer, listen net.Addr) (*conn, error) {
+	if len(s.loops) == 0 {
+		return nil, errors.ErrUnsupported
+	}
+	lc := loopConnPool.Get().(*loopConn)
+	c, e := &lc.c, &lc.e
+	c.init(s, nil, listen)
+	c.peer = peer
+	e.c, e.lc, e.fd = c, lc, fd
 	c.ev = e
 	c.in = nil
-	c.out.w = e
-	c.releaseWriter() // taken again when a command needs it
-	c.buf = make([]byte, readBufSize)
 	s.next++
 	l := s.loops[s.next%len(s.loops)]
 	e.l = l
+	c.st = &l.stats
+	c.out = countingWriter{e, &l.stats.bytesWritten}
 	l.mu.Lock()
 	l.conns[int32(fd)] = c
 	l.mu.Unlock()
@@ -289,13 +458,8 @@ func (s *Server) adopt(nc net.Conn, listen net.Addr) (*conn, error) {
 		l.mu.Lock()
 		delete(l.conns, int32(fd))
 		l.mu.Unlock()
-		unix.Close(fd)
-		c.buf = nil
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	// The descriptors share one open file, already non-blocking; closing
-	// Go's removes it from Go's poller and sends nothing to the peer.
-	nc.Close()
 	return c, nil
 }
 
@@ -319,6 +483,8 @@ func (l *loop) run() {
 			l.shutdown()
 			return
 		}
+		l.woke = time.Since(l.s.clk.start)
+		l.now = l.s.clk.at(l.woke)
 		l.ready = l.ready[:0]
 		stop := false
 		l.mu.Lock()
@@ -350,6 +516,14 @@ func (l *loop) run() {
 				l.closeConn(c)
 			}
 		}
+		// Recycled only now: a connection closed in this batch may
+		// still be in l.ready (fd < 0 above).
+		for i, lc := range l.closed {
+			*lc = loopConn{}
+			loopConnPool.Put(lc)
+			l.closed[i] = nil
+		}
+		l.closed = l.closed[:0]
 	}
 }
 
@@ -359,27 +533,30 @@ func (l *loop) serveEvent(c *conn) (res int) {
 	defer func() {
 		// faults.Recover, with the peer's name made only on a panic.
 		if v := recover(); v != nil {
-			faults.Handle(l.s.log, faults.Memcached, remoteString(c.nc), v, func(any) { c.releaseShard() })
+			faults.Handle(l.s.log, faults.Memcached, c.remote(), v, func(any) { c.releaseShard() })
 			res = evClose
 		}
 	}()
 	e := c.ev
+	c.takeReadBuf()
 	c.makeRoom()
 	n, errno := rawRead(e.fd, c.buf[c.end:])
 	switch {
 	case errno == syscall.EAGAIN || errno == syscall.EINTR:
+		c.releaseReadBuf()
 		return evKeep
 	case errno != 0 || n <= 0:
 		return evClose
 	}
 	c.end += n
-	l.s.stats.bytesRead.Add(uint64(n))
+	l.stats.bytesRead.Add(uint64(n))
 	if c.process() || !c.flushIdle() {
 		return evClose
 	}
 	if e.handed {
 		return evHanded
 	}
+	c.releaseReadBuf()
 	return evKeep
 }
 
@@ -389,7 +566,7 @@ func (c *conn) serveHanded(closeNow bool) {
 	s := c.s
 	if !closeNow {
 		func() {
-			defer faults.Recover(s.log, faults.Memcached, remoteString(c.nc), func(any) { c.releaseShard() })
+			defer faults.Recover(s.log, faults.Memcached, c.remote(), func(any) { c.releaseShard() })
 			if c.flushIdle() {
 				c.serveLoop()
 			}
@@ -417,10 +594,17 @@ func (l *loop) closeConn(c *conn) {
 		e.fd = -1
 	}
 	c.releaseWriter()
+	if !e.handed {
+		c.start = c.end
+		c.releaseReadBuf()
+	}
 	c.buf = nil
 	l.s.mu.Lock()
 	delete(l.s.conns, c)
 	l.s.mu.Unlock()
+	if !e.handed && e.lc != nil {
+		l.closed = append(l.closed, e.lc)
+	}
 }
 
 // shutdown closes every connection the loop holds, and its descriptors
@@ -525,6 +709,15 @@ func (e *evConn) handover() error {
 		e.raw = nc
 	}
 	e.c.in = e.raw
+	return nil
+}
+
+// servingLoop is the state of the loop serving c, nil when no loop does
+// (a goroutine serves it, or has since its handover).
+func (c *conn) servingLoop() *loopState {
+	if e := c.ev; e != nil && !e.handed {
+		return &e.l.loopState
+	}
 	return nil
 }
 

@@ -195,9 +195,9 @@ func TestLoopSplitFrames(t *testing.T) {
 				want := readN(t, whole, tc.name, tc.req)
 				c := dial(t, addr)
 				for i := 1; i < len(tc.req); i++ {
-					before := s.stats.bytesRead.Load()
+					before := s.statsSum().bytesRead.Load()
 					c.send(tc.req[:i])
-					waitFor(t, "the first part to be read", func() bool { return s.stats.bytesRead.Load() >= before+uint64(i) })
+					waitFor(t, "the first part to be read", func() bool { return s.statsSum().bytesRead.Load() >= before+uint64(i) })
 					c.send(tc.req[i:])
 					got := readN(t, c, tc.name, tc.req)
 					if got != normalizeCAS(want, got) {
@@ -211,9 +211,9 @@ func TestLoopSplitFrames(t *testing.T) {
 		v := strings.Repeat("0123456789abcdef", 60000) // 960,000 B
 		req := fmt.Sprintf("set big 0 0 %d\r\n%s\r\n", len(v), v)
 		for i := 0; i < len(req); i += 65521 {
-			before := s.stats.bytesRead.Load()
+			before := s.statsSum().bytesRead.Load()
 			c.send(req[i:min(i+65521, len(req))])
-			waitFor(t, "the chunk to be read", func() bool { return s.stats.bytesRead.Load() >= before+uint64(min(65521, len(req)-i)) })
+			waitFor(t, "the chunk to be read", func() bool { return s.statsSum().bytesRead.Load() >= before+uint64(min(65521, len(req)-i)) })
 		}
 		if got := c.roundTrip("get big\r\n"); got != "STORED\r\nVALUE big 0 960000\r\n"+v+"\r\nEND\r\n" {
 			t.Errorf("large value in pieces: %d bytes back", len(got))

@@ -22,7 +22,7 @@ func (c *conn) line(s string) {
 // reply. It returns true when the connection must be closed.
 func (c *conn) exec(cmd *Command, err error) bool {
 	s := c.s
-	st := &s.stats
+	st := c.st
 	if err != nil {
 		e, ok := err.(*Error)
 		if !ok {
@@ -122,7 +122,7 @@ func (c *conn) exec(cmd *Command, err error) bool {
 		case len(cmd.Args) == 0 || len(cmd.Args) == 1 && string(cmd.Args[0]) == "graceful":
 			graceful := len(cmd.Args) == 1
 			s.shutdown.Do(func() {
-				s.log.Info("cache: shutdown command received", "remote", remoteString(c.nc), "graceful", graceful)
+				s.log.Info("cache: shutdown command received", "remote", c.remote(), "graceful", graceful)
 				s.cfg.OnShutdown(graceful)
 			})
 			return true
@@ -201,12 +201,12 @@ func (c *conn) reply(cmd *Command, s string) {
 // getKeys answers get/gets/gat/gats; with discard it only performs the
 // lookups (and their statistics).
 func (c *conn) getKeys(cmd *Command, discard bool) {
-	st := &c.s.stats
+	st := c.st
 	touch := cmd.Op == OpGat || cmd.Op == OpGats
 	withCAS := cmd.Op == OpGets || cmd.Op == OpGats
 	var hits, misses uint64
 	// One clock reading serves every key, as memcached's current_time.
-	now := c.s.clk.now()
+	now := c.now()
 	exp := c.s.clk.realtime(cmd.Exptime, now)
 	for _, k := range cmd.Keys {
 		v, ok := c.s.store.fetch(k, now, touch, exp)
@@ -248,16 +248,20 @@ func (c *conn) getKeys(cmd *Command, discard bool) {
 
 func (c *conn) storage(cmd *Command) {
 	s := c.s
-	st := &s.stats
+	st := c.st
 	st.cmdSet.Add(1)
+	// A fresh clock reading, not the loop's (conn.now): an item's time
+	// decides whether an earlier flush_all covers it.
+	now := s.clk.now()
 	r := s.storeRequest(&storeCmd{
 		proto:   protoText,
 		mode:    textStoreMode(cmd.Op),
 		key:     cmd.Key,
 		data:    cmd.Data,
 		flags:   cmd.Flags,
-		exptime: s.clk.realtime(cmd.Exptime, s.clk.now()),
+		exptime: s.clk.realtime(cmd.Exptime, now),
 		cas:     cmd.CAS,
+		now:     now,
 	})
 	res, _ := s.store.store(&r)
 	if res == resNoMemory {

@@ -20,7 +20,7 @@ func (c *conn) metaFlagsTail(b []byte, cmd *Command) []byte {
 
 func (c *conn) metaGet(cmd *Command) {
 	s := c.s.store
-	st := &c.s.stats
+	st := c.st
 	m := &cmd.Meta
 	sh := s.shardFor(cmd.Key)
 	var reserved int64
@@ -149,7 +149,7 @@ func (c *conn) metaGet(cmd *Command) {
 
 func (c *conn) metaSet(cmd *Command) {
 	srv := c.s
-	st := &srv.stats
+	st := c.st
 	m := &cmd.Meta
 	st.cmdSet.Add(1)
 	r := srv.storeRequest(&storeCmd{
@@ -207,7 +207,7 @@ func (c *conn) metaSet(cmd *Command) {
 
 func (c *conn) metaDelete(cmd *Command) {
 	s := c.s.store
-	st := &c.s.stats
+	st := c.st
 	m := &cmd.Meta
 	sh := s.shardFor(cmd.Key)
 	c.lockShard(sh, cmd.Key)
@@ -248,7 +248,7 @@ func (c *conn) metaDelete(cmd *Command) {
 
 func (c *conn) metaArith(cmd *Command) {
 	s := c.s.store
-	st := &c.s.stats
+	st := c.st
 	m := &cmd.Meta
 	incr := !(m.Mode == 'D' || m.Mode == '-')
 	sh := s.shardFor(cmd.Key)
@@ -364,7 +364,7 @@ func (c *conn) tryEvictLocked(sh *shard, need int64) bool {
 
 func (c *conn) metaDebug(cmd *Command) {
 	s := c.s.store
-	c.s.stats.cmdMeta.Add(1)
+	c.st.cmdMeta.Add(1)
 	sh := s.shardFor(cmd.Key)
 	c.lockShard(sh, cmd.Key)
 	now := s.clk.now()

@@ -161,6 +161,13 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	for i, l := range ls {
+		if i < len(useTLS) && !useTLS[i] {
+			if a := s.newRawAccepter(l); a != nil {
+				ls[i] = a
+			}
+		}
+	}
 	s.started = true
 	s.listeners = ls
 	s.startUDP(udp)
@@ -225,8 +232,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) acceptLoop(l net.Listener, tlsOn bool) {
 	defer s.wg.Done()
 	var bo netutil.AcceptBackoff
+	raw, _ := l.(*rawAccepter)
 	for {
-		nc, err := l.Accept()
+		var nc net.Conn
+		fd := -1
+		var peer net.Addr
+		var err error
+		if raw != nil {
+			fd, peer, err = raw.accept()
+		} else {
+			nc, err = l.Accept()
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -249,6 +265,21 @@ func (s *Server) acceptLoop(l net.Listener, tlsOn bool) {
 			s.log.Info("cache: accepting again", "addr", l.Addr().String(), "failures", n, "after", lasted.Round(time.Millisecond))
 		}
 		s.stats.totalConns.Add(1)
+		if fd >= 0 {
+			s.mu.Lock()
+			if !s.closed && len(s.conns) < s.cfg.MaxConns {
+				if c, err := s.adoptFD(fd, peer, l.Addr()); err == nil {
+					s.conns[c] = struct{}{}
+					s.mu.Unlock()
+					continue
+				}
+			}
+			s.mu.Unlock()
+			// Closed, full, or no loop took it: as a net.Conn, below.
+			if nc, err = fdConn(fd); err != nil {
+				continue
+			}
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -315,8 +346,8 @@ func (s *Server) warnOK(key string) bool { return s.limit.Allow(key, slog.LevelW
 // now: each peer IP has its own budget (logging.Limiter).
 func (c *conn) logOK() bool {
 	key := "udp"
-	if c.nc != nil {
-		key = logging.PeerKey(c.nc.RemoteAddr())
+	if c.peer != nil {
+		key = logging.PeerKey(c.peer)
 	}
 	return c.s.limit.Allow(key, slog.LevelInfo)
 }

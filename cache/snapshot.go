@@ -26,7 +26,7 @@ type Stats struct {
 
 // Stats reads the counters; it is safe at any time, also before Start.
 func (s *Server) Stats() Stats {
-	st := &s.stats
+	st := s.statsSum()
 	t := s.store.totals()
 	curr, nl := s.counts()
 	return Stats{

@@ -55,14 +55,59 @@ func (st *serverStats) arith(incr, hit bool) {
 	}
 }
 
-func (st *serverStats) reset() {
-	for _, a := range []*atomic.Uint64{&st.totalConns, &st.rejectedConns, &st.cmdGet, &st.cmdSet,
+// counters lists every counter of st.
+func (st *serverStats) counters() []*atomic.Uint64 {
+	return []*atomic.Uint64{&st.totalConns, &st.rejectedConns, &st.cmdGet, &st.cmdSet,
 		&st.cmdFlush, &st.cmdTouch, &st.cmdMeta, &st.getHits, &st.getMisses, &st.deleteHits,
 		&st.deleteMisses, &st.incrHits, &st.incrMisses, &st.decrHits, &st.decrMisses, &st.casHits,
 		&st.casMisses, &st.casBadval, &st.touchHits, &st.touchMisses, &st.storeTooLarge,
-		&st.storeNoMemory, &st.bytesRead, &st.bytesWritten, &st.authCmds, &st.authErrors} {
+		&st.storeNoMemory, &st.bytesRead, &st.bytesWritten, &st.authCmds, &st.authErrors}
+}
+
+func (st *serverStats) reset() {
+	for _, a := range st.counters() {
 		a.Store(0)
 	}
+}
+
+// Per-loop counters: as memcached keeps statistics per worker thread,
+// each event loop counts its connections' requests in a serverStats of its
+// own (loop.stats), and Server.stats counts the rest (accepts, goroutine-
+// served connections, UDP). With one shared set the loops, on different
+// CPUs, each wrote the cache lines the others had just written, several
+// times a request. The "stats" commands add them up (statsSum), "stats
+// reset" clears them all (resetStats).
+
+// statsSum adds up the server's and every loop's counters.
+func (s *Server) statsSum() *serverStats {
+	sum := new(serverStats)
+	dst := sum.counters()
+	add := func(st *serverStats) {
+		for i, a := range st.counters() {
+			dst[i].Add(a.Load())
+		}
+	}
+	add(&s.stats)
+	for _, l := range s.loopList() {
+		add(&l.stats)
+	}
+	return sum
+}
+
+// resetStats is "stats reset" for the server's counters ("stats reset"
+// also clears the store's).
+func (s *Server) resetStats() {
+	s.stats.reset()
+	for _, l := range s.loopList() {
+		l.stats.reset()
+	}
+}
+
+// loopList is the event loops (fixed once Start has started them).
+func (s *Server) loopList() []*loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loops
 }
 
 type statWriter struct {
@@ -95,7 +140,7 @@ func (c *conn) statsCmd(cmd *Command) bool {
 	} else {
 		switch string(cmd.Args[0]) {
 		case "reset":
-			s.stats.reset()
+			s.resetStats()
 			s.store.resetStats()
 			c.line("RESET")
 			return false
@@ -165,7 +210,7 @@ func (s *Server) counts() (curr, listeners int) {
 // order. Keys describing memcached internals we do not have (slab
 // reassignment, the LRU crawler, libevent, log watchers) are reported as 0.
 func (s *Server) generalStats(w *statWriter) {
-	st := &s.stats
+	st := s.statsSum()
 	t := s.store.totals()
 	now := s.clk.now()
 	curr, nl := s.counts()
@@ -380,7 +425,7 @@ func (s *Server) connStats(w *statWriter) {
 		if c.listen.Network() == "unix" {
 			w.str(p+"addr", "unix:"+c.listen.String())
 		} else {
-			w.str(p+"addr", "tcp:"+remoteString(c.nc))
+			w.str(p+"addr", "tcp:"+c.remote())
 		}
 		w.str(p+"listen_addr", c.listen.Network()+":"+c.listen.String())
 		w.str(p+"state", "conn_parse_cmd")

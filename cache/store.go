@@ -82,8 +82,11 @@ func newClock() *clock {
 	return &clock{start: now, startUnix: now.Unix() - itemUpdateInterval - 2}
 }
 
-func (c *clock) now() uint32 {
-	return uint32(time.Since(c.start)/time.Second) + itemUpdateInterval + 2
+func (c *clock) now() uint32 { return c.at(time.Since(c.start)) }
+
+// at is the clock's time d after c.start.
+func (c *clock) at(d time.Duration) uint32 {
+	return uint32(d/time.Second) + itemUpdateInterval + 2
 }
 
 // realtime converts a protocol exptime to relative time, as memcached's
@@ -465,6 +468,7 @@ type storeReq struct {
 	setStale bool   // ms I with C: a lower CAS stores a stale value
 	binary   bool   // key arrived base64-encoded (meta b flag)
 	maxItem  int
+	now      uint32 // the caller's clock reading (0: read it under the lock)
 }
 
 // store executes a storage command and returns the result and the new CAS.
@@ -575,7 +579,10 @@ func (s *store) storeLocked(sh *shard, idx int32, r *storeReq, now uint32, reser
 func (s *store) storeInShard(sh *shard, r *storeReq, reserved int64) (storeResult, uint64, int64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	now := s.clk.now()
+	now := r.now
+	if now == 0 {
+		now = s.clk.now()
+	}
 	idx := s.find(sh, r.key, now)
 	return s.storeLocked(sh, idx, r, now, reserved)
 }

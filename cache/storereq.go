@@ -22,6 +22,7 @@ type storeCmd struct {
 	hasCAS    bool   // meta: the C flag was given
 	setStale  bool   // meta: I with C
 	keyBinary bool   // meta: b flag
+	now       uint32 // the clock reading exptime was computed from (0: the store reads the clock)
 }
 
 // storeRequest is the one place where a storage command of the text,
@@ -44,6 +45,7 @@ func (s *Server) storeRequest(sc *storeCmd) storeReq {
 		cas:     sc.cas,
 		binary:  sc.keyBinary,
 		maxItem: s.cfg.MaxItemSize,
+		now:     sc.now,
 	}
 	switch sc.proto {
 	case protoText:

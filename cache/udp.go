@@ -76,6 +76,7 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 	defer s.wg.Done()
 	u := &udpConn{pc: pc}
 	u.conn.s = s
+	u.conn.st = &s.stats
 	u.conn.listen = pc.LocalAddr()
 	u.conn.p.MaxItemSize = s.parseMaxItem()
 	u.conn.w = bufio.NewWriterSize(&u.seg, writeBufSize)

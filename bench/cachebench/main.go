@@ -36,7 +36,7 @@
 // keys; read-your-write on a private key) and failures are counted and
 // printed, never measured as successes.
 //
-//	go run ./bench/cachebench [-rounds 3] [-duration 5s] [-quick] [-json out.json]
+//	go run ./bench/cachebench [-rounds 3] [-duration 5s] [-quick] [-json out.json] [-phases memaslap,closed]
 //	go run ./bench/cachebench -addr 127.0.0.1:11211 -load token [-rate N] [-clients N]
 //
 // The second form drives one load against a server that is already running
@@ -50,6 +50,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -138,6 +139,8 @@ func main() {
 	churnWorkers := flag.Int("churn-workers", 16, "concurrent connect-get-close workers")
 	addr := flag.String("addr", "", "drive one -load against the server already running at this address (for profiling) instead of comparing")
 	load := flag.String("load", "token", "with -addr: token, oslo, pipe or churn")
+	phaseList := flag.String("phases", strings.Join(phaseNames, ","), "comma-separated phases to run: "+strings.Join(phaseNames, ", ")+
+		" (open needs closed, for its rate, or -rate); the report shows their metrics only")
 	clients := flag.Int("clients", 0, "with -addr: connections or workers (0: the load's default)")
 	c.Parse()
 
@@ -168,6 +171,17 @@ func main() {
 		fail(fmt.Sprintf("memcached binary %q not found: install memcached (Debian's 1.6.18), pass -memcached PATH, or -substrate-only", *mcBin))
 	}
 	warmup := min(time.Second, c.Duration/5)
+	phases := map[string]bool{}
+	for _, p := range strings.Split(*phaseList, ",") {
+		if !slices.Contains(phaseNames, p) {
+			fail(fmt.Sprintf("-phases: unknown phase %q (phases: %s)", p, strings.Join(phaseNames, ", ")))
+		}
+		phases[p] = true
+	}
+	if phases["open"] && !phases["closed"] && *rate == 0 {
+		fail("-phases: open takes its rate from closed's token load: add closed or give -rate")
+	}
+	metrics = phaseMetrics(phases)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -195,48 +209,31 @@ func main() {
 			}
 		}
 
-		fmt.Printf("round %d/%d closed    %s ... ", r+1, c.Rounds, strings.Join(names(order), " + "))
-		check(benchClosed(ctx, order, rd.Results, c.Duration, warmup, *churnWorkers), "closed", order[0])
-		fmt.Println()
-		for _, t := range order {
-			f := rd.Results[t.name]
-			fmt.Printf("  %-9s token %.0f/s p99 %.2f ms, oslo %.0f/s p99 %.2f ms, pipe %.0f/s, churn %.0f conns/s%s\n",
-				t.name, f["token_ops"], f["token_p99"], f["oslo_ops"], f["oslo_p99"], f["pipe_ops"], f["churn_conns"],
-				errNote(f, "token", "oslo", "pipe", "churn"))
-		}
-
-		fmt.Printf("round %d/%d memaslap  %s (%d conns, 90%% get / 10%% set) ... ", r+1, c.Rounds, strings.Join(names(order), " + "), maslapConns)
-		check(benchMaslap(ctx, *maslapBin, order, rd.Results, c.Duration), "memaslap", order[0])
-		fmt.Println()
-		for _, t := range order {
-			f := rd.Results[t.name]
-			fmt.Printf("  %-9s %.0f ops/s, server CPU %.1f us/op\n", t.name, f["maslap_ops"], f["maslap_cpu"])
-		}
-
-		rd.OpenRate = *rate
-		if rd.OpenRate == 0 {
+		if phases["closed"] {
+			fmt.Printf("round %d/%d closed    %s ... ", r+1, c.Rounds, strings.Join(names(order), " + "))
+			check(benchClosed(ctx, order, rd.Results, c.Duration, warmup, *churnWorkers), "closed", order[0])
+			fmt.Println()
 			for _, t := range order {
-				if x := openFrac * rd.Results[t.name]["token_ops"]; rd.OpenRate == 0 || x < rd.OpenRate {
-					rd.OpenRate = x
-				}
+				f := rd.Results[t.name]
+				fmt.Printf("  %-9s token %.0f/s p99 %.2f ms, oslo %.0f/s p99 %.2f ms, pipe %.0f/s, churn %.0f conns/s%s\n",
+					t.name, f["token_ops"], f["token_p99"], f["oslo_ops"], f["oslo_p99"], f["pipe_ops"], f["churn_conns"],
+					errNote(f, "token", "oslo", "pipe", "churn"))
 			}
 		}
-		fmt.Printf("round %d/%d open      %s at %.0f/s ... ", r+1, c.Rounds, strings.Join(names(order), " + "), rd.OpenRate)
-		check(benchOpen(ctx, order, rd.Results, rd.OpenRate, c.Duration, warmup), "open", order[0])
-		fmt.Println()
-		for _, t := range order {
-			f := rd.Results[t.name]
-			fmt.Printf("  %-9s %.0f/s done, p50 %.2f p99 %.2f p99.9 %.2f ms (client lateness p50 %.2f p99 %.2f ms, of which not waiting for a reply p99 %.2f ms)%s\n",
-				t.name, f["open_ops"], f["open_p50"], f["open_p99"], f["open_p999"],
-				f["open_late_p50"], f["open_late_p99"], f["open_wake_p99"], errNote(f, "open"))
+		if phases["memaslap"] {
+			maslapPhase(ctx, r, c.Rounds, *maslapBin, order, rd.Results, c.Duration, check)
 		}
-
-		for _, t := range order {
-			progress("memory", t)
-			f := rd.Results[t.name]
-			check(benchMemory(ctx, t, f), "memory", t)
-			fmt.Printf("%.1f B/item (RSS +%.0f MiB for %d items)%s\n",
-				f["mem_per_item"], f["mem_rss"], memItems, errNote(f, "mem"))
+		if phases["open"] {
+			openPhase(ctx, r, c.Rounds, *rate, order, &rd, c.Duration, warmup, check)
+		}
+		if phases["memory"] {
+			for _, t := range order {
+				progress("memory", t)
+				f := rd.Results[t.name]
+				check(benchMemory(ctx, t, f), "memory", t)
+				fmt.Printf("%.1f B/item (RSS +%.0f MiB for %d items)%s\n",
+					f["mem_per_item"], f["mem_rss"], memItems, errNote(f, "mem"))
+			}
 		}
 		rep.Rounds = append(rep.Rounds, rd)
 		if ctx.Err() != nil {
@@ -250,6 +247,68 @@ func main() {
 		if err := benchkit.WriteJSON(c.JSON, &rep); err != nil {
 			fail(err.Error())
 		}
+	}
+}
+
+// phaseNames are the phases of a round, in order (-phases).
+var phaseNames = []string{"closed", "memaslap", "open", "memory"}
+
+// phaseMetrics is the metrics the given phases measure (ready and stop:
+// every phase's servers).
+func phaseMetrics(phases map[string]bool) []benchkit.Metric {
+	prefixes := map[string][]string{
+		"closed":   {"token_", "oslo_", "pipe_", "churn_"},
+		"memaslap": {"maslap_"},
+		"open":     {"open_"},
+		"memory":   {"mem_"},
+	}
+	var out []benchkit.Metric
+	for _, m := range metrics {
+		keep := m.Key == "ready" || m.Key == "stop"
+		for p, pre := range prefixes {
+			for _, x := range pre {
+				keep = keep || phases[p] && strings.HasPrefix(m.Key, x)
+			}
+		}
+		if keep {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+type checkFunc func(err error, phase string, t target)
+
+// maslapPhase runs the memaslap phase of round r and prints its figures.
+func maslapPhase(ctx context.Context, r, rounds int, maslapBin string, order []target, results map[string]figures, dur time.Duration, check checkFunc) {
+	fmt.Printf("round %d/%d memaslap  %s (%d conns, 90%% get / 10%% set) ... ", r+1, rounds, strings.Join(names(order), " + "), maslapConns)
+	check(benchMaslap(ctx, maslapBin, order, results, dur), "memaslap", order[0])
+	fmt.Println()
+	for _, t := range order {
+		f := results[t.name]
+		fmt.Printf("  %-9s %.0f ops/s, server CPU %.1f us/op\n", t.name, f["maslap_ops"], f["maslap_cpu"])
+	}
+}
+
+// openPhase runs the open-loop phase of round r (at rate, or 70% of the
+// lower closed-loop token rate) and prints its figures.
+func openPhase(ctx context.Context, r, rounds int, rate float64, order []target, rd *round, dur, warmup time.Duration, check checkFunc) {
+	rd.OpenRate = rate
+	if rd.OpenRate == 0 {
+		for _, t := range order {
+			if x := openFrac * rd.Results[t.name]["token_ops"]; rd.OpenRate == 0 || x < rd.OpenRate {
+				rd.OpenRate = x
+			}
+		}
+	}
+	fmt.Printf("round %d/%d open      %s at %.0f/s ... ", r+1, rounds, strings.Join(names(order), " + "), rd.OpenRate)
+	check(benchOpen(ctx, order, rd.Results, rd.OpenRate, dur, warmup), "open", order[0])
+	fmt.Println()
+	for _, t := range order {
+		f := rd.Results[t.name]
+		fmt.Printf("  %-9s %.0f/s done, p50 %.2f p99 %.2f p99.9 %.2f ms (client lateness p50 %.2f p99 %.2f ms, of which not waiting for a reply p99 %.2f ms)%s\n",
+			t.name, f["open_ops"], f["open_p50"], f["open_p99"], f["open_p999"],
+			f["open_late_p50"], f["open_late_p99"], f["open_wake_p99"], errNote(f, "open"))
 	}
 }
 
