@@ -293,6 +293,10 @@ type rawAccepter struct {
 	fd           int
 	sa           unix.Sockaddr
 	err          error
+	// closed is set by Close before it closes f: the accept that f's
+	// closing interrupts fails with the poller's "use of closed file",
+	// which is not os.ErrClosed.
+	closed atomic.Bool
 }
 
 // newRawAccepter returns a rawAccepter for l, or nil when the loops do not
@@ -339,6 +343,7 @@ func (s *Server) newRawAccepter(l net.Listener) *rawAccepter {
 // Close closes the listener and the duplicate (whose accept returns
 // net.ErrClosed).
 func (a *rawAccepter) Close() error {
+	a.closed.Store(true)
 	a.f.Close()
 	return a.Listener.Close()
 }
@@ -360,7 +365,7 @@ func (a *rawAccepter) accept4(fd uintptr) bool {
 // error of a closed listener is net.ErrClosed.
 func (a *rawAccepter) accept() (int, net.Addr, error) {
 	if err := a.rc.Read(a.try); err != nil {
-		if errors.Is(err, os.ErrClosed) {
+		if a.closed.Load() || errors.Is(err, os.ErrClosed) {
 			err = net.ErrClosed
 		}
 		return -1, nil, err
