@@ -121,29 +121,9 @@ type confPending struct {
 // ID and URL. As Propose, it returns an error after calling done with it
 // when it fails at once, and done otherwise runs on the raft loop.
 func (n *Node) ChangeMember(op MemberChange, m Member, done func(error)) error {
-	if done == nil {
-		done = func(error) {}
-	}
-	n.mu.Lock()
-	var err error
-	switch {
-	case n.stopped:
-		err = ErrStopped
-	case !n.status.IsLeader:
-		err = ErrNotLeader
-	default:
-		n.cqueue = append(n.cqueue, confReq{op: op, m: m, done: done, term: n.status.Term})
-	}
-	n.mu.Unlock()
-	if err != nil {
-		done(err)
-		return err
-	}
-	select {
-	case n.wakec <- struct{}{}:
-	default:
-	}
-	return nil
+	return n.enqueue(done, func(done func(error), term uint64) {
+		n.cqueue = append(n.cqueue, confReq{op: op, m: m, done: done, term: term})
+	})
 }
 
 // Members returns the member table, by ID.

@@ -430,6 +430,15 @@ func (n *Node) serve() {
 // goroutine. Otherwise done runs later on the apply goroutine and must be
 // quick; it may call Propose.
 func (n *Node) Propose(data []byte, done func(error)) error {
+	return n.enqueue(done, func(done func(error), term uint64) {
+		n.queue = append(n.queue, proposal{data: data, done: done, term: term})
+	})
+}
+
+// enqueue is Propose's and ChangeMember's common part: on a running
+// leader it calls add (under mu, with the term) and wakes the loop;
+// otherwise it calls done with the error and returns it.
+func (n *Node) enqueue(done func(error), add func(done func(error), term uint64)) error {
 	if done == nil {
 		done = func(error) {}
 	}
@@ -441,7 +450,7 @@ func (n *Node) Propose(data []byte, done func(error)) error {
 	case !n.status.IsLeader:
 		err = ErrNotLeader
 	default:
-		n.queue = append(n.queue, proposal{data: data, done: done, term: n.status.Term})
+		add(done, n.status.Term)
 	}
 	n.mu.Unlock()
 	if err != nil {
