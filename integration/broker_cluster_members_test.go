@@ -76,21 +76,7 @@ func TestBrokerClusterReplaceMember(t *testing.T) {
 	// snapshot.
 	l, _ = bc.leader(10*time.Second, 2)
 	const burst = 450
-	bcConn, err := amqp091.Dial(bc.url(l))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bch, err := bcConn.Channel()
-	if err == nil {
-		err = bch.Confirm(false)
-	}
-	if err == nil {
-		_, err = bch.QueueDeclare("burst", true, false, false, false, nil)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	bconf := bch.NotifyPublish(make(chan amqp091.Confirmation, 1))
+	bcConn, bch, bconf := confirmChannel(t, bc.url(l), "burst", 1)
 	for i := range burst {
 		if err := bch.Publish("", "burst", false, false, amqp091.Publishing{DeliveryMode: 2, Body: fmt.Appendf(nil, "b%d", i)}); err != nil {
 			t.Fatal(err)

@@ -888,22 +888,8 @@ func TestBrokerClusterPeerTLS(t *testing.T) {
 	l, _ := bc.leader(30*time.Second, -1)
 	checkClusterOperations(t, bc, l)
 	f := (l + 1) % 3
-	c, err := amqp091.Dial(bc.url(f))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, err := c.Channel()
-	if err == nil {
-		err = ch.Confirm(false)
-	}
-	if err == nil {
-		_, err = ch.QueueDeclare("tls", true, false, false, false, nil)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	confs := ch.NotifyPublish(make(chan amqp091.Confirmation, 100))
 	const n = 100
+	c, ch, confs := confirmChannel(t, bc.url(f), "tls", n)
 	for i := range n {
 		if err := ch.Publish("", "tls", false, false, amqp091.Publishing{DeliveryMode: 2, Body: fmt.Appendf(nil, "%d", i)}); err != nil {
 			t.Fatal(err)
@@ -935,6 +921,28 @@ func TestBrokerClusterPeerTLS(t *testing.T) {
 	if err != nil || q.Messages != n {
 		t.Fatalf("after the leader's kill: %+v %v, want %d messages", q, err, n)
 	}
+}
+
+// confirmChannel dials url and returns a confirm-mode channel on which
+// the durable queue is declared, and its confirmations (window buffered).
+func confirmChannel(t *testing.T, url, queue string, window int) (*amqp091.Connection, *amqp091.Channel, chan amqp091.Confirmation) {
+	t.Helper()
+	c, err := amqp091.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := c.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err == nil {
+		_, err = ch.QueueDeclare(queue, true, false, false, false, nil)
+	}
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c, ch, ch.NotifyPublish(make(chan amqp091.Confirmation, window))
 }
 
 // TestBrokerClusterPeerAutoTLS: with ETCD_PEER_AUTO_TLS (etcd's
