@@ -228,10 +228,9 @@ func waitStatus(t *testing.T, bc *brokerCluster, i int, d time.Duration, what st
 
 // waitStatusMoving is waitStatus for a condition that needs the log to
 // move (so many entries applied): it waits up to d, and fails earlier
-// when still > 0 and node i's applied index stood still that long. A
-// slow disk makes each entry slow (one Raft entry at a time carries
-// what accumulated meanwhile), which a wait for N entries must tell from
-// a stall.
+// when still > 0 and node i's applied index stood still that long. The
+// log moves at the publishers' pace (snapshotEntries), slower when
+// commits are slow, which a wait for N entries must tell from a stall.
 func waitStatusMoving(t *testing.T, bc *brokerCluster, i int, d, still time.Duration, what string, cond func(nodeStatus) bool) {
 	t.Helper()
 	start := time.Now()
