@@ -148,7 +148,7 @@ func failoverSubstrate(ctx context.Context, sc *substrateCluster) (failover, err
 		sc.kill(l)
 	})
 	fo.fill(res)
-	if slowest := max(res.leadMs, res.followMs); slowest > slowFailover || slowest < 0 {
+	if res.leadMs > slowFailover || res.followMs > slowFailover || res.leadMs < 0 || res.followMs < 0 {
 		fo.Trace = sc.logsSince(killed, l)
 	}
 	if err != nil {
