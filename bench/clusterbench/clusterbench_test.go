@@ -2,7 +2,11 @@ package main
 
 import (
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"substrate/internal/rabbitmqtest"
 )
 
 // quorumStatusOut is `rabbitmq-queues quorum_status dbgq --formatter json`
@@ -30,5 +34,25 @@ func TestParseQuorumStatus(t *testing.T) {
 func TestErlIP(t *testing.T) {
 	if got := erlIP("127.0.0.12"); got != "{127,0,0,12}" {
 		t.Errorf("erlIP = %q", got)
+	}
+}
+
+// TestLogsSince: a slow failover's trace has the other nodes' lines from
+// the kill on, none of the killed node's, none from before.
+func TestLogsSince(t *testing.T) {
+	kill := time.Date(2026, 12, 6, 17, 35, 12, 0, time.UTC)
+	line := func(d time.Duration, msg string) string {
+		return "time=" + kill.Add(d).Format(time.RFC3339Nano) + " level=INFO msg=" + msg + "\n"
+	}
+	sc := &substrateCluster{}
+	for i, name := range []string{"ctl1", "ctl2", "ctl3"} {
+		n := &substrateNode{idx: i, name: name, out: &rabbitmqtest.Tail{}}
+		n.out.Write([]byte(line(-time.Second, "before") + "not a log line\n" + line(time.Millisecond, "after-"+name)))
+		sc.nodes = append(sc.nodes, n)
+	}
+	got := sc.logsSince(kill, 0)
+	want := []string{"ctl2: " + strings.TrimSuffix(line(time.Millisecond, "after-ctl2"), "\n"), "ctl3: " + strings.TrimSuffix(line(time.Millisecond, "after-ctl3"), "\n")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("logsSince:\n%q\nwant\n%q", got, want)
 	}
 }
