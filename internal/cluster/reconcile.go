@@ -1,12 +1,12 @@
 package cluster
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"slices"
-	"strconv"
 	"time"
 
 	"substrate/internal/faults"
@@ -154,7 +154,7 @@ func plan(group []raftnode.Member, etcd []EtcdMember, st raftnode.Status, peerUR
 			warn = fmt.Sprintf("etcd member %s: its ID %x is a broker raft ID already; remove it and add it again (etcdctl member remove/add)", e.Name, e.ID)
 			continue
 		}
-		if _, named := nameInGroup(group, e.Name); named {
+		if slices.ContainsFunc(group, func(g raftnode.Member) bool { return g.Name == e.Name }) {
 			continue // step 1 records it, or the old member of that name is removed first
 		}
 		if len(e.PeerURLs) == 0 {
@@ -193,26 +193,9 @@ func unnamedMembers(etcd []EtcdMember) bool {
 	return slices.ContainsFunc(etcd, func(e EtcdMember) bool { return e.Name == "" })
 }
 
-func nameInGroup(group []raftnode.Member, name string) (raftnode.Member, bool) {
-	for _, g := range group {
-		if g.Name == name {
-			return g, true
-		}
-	}
-	return raftnode.Member{}, false
-}
-
 func sortedEtcd(etcd []EtcdMember) []EtcdMember {
 	s := slices.Clone(etcd)
-	slices.SortFunc(s, func(a, b EtcdMember) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(s, func(a, b EtcdMember) int { return cmp.Compare(a.ID, b.ID) })
 	return s
 }
 
@@ -305,7 +288,7 @@ func (n *Node) reconcile() (warn string) {
 			return warn // a new leader before its first entry applied, or a change still applying: next round
 		}
 		if err != nil {
-			return fmt.Sprintf("%s %s (raft %s) failed: %v", c.op, c.m.Name, strconv.FormatUint(c.m.ID, 10), err)
+			return fmt.Sprintf("%s %s (raft %d) failed: %v", c.op, c.m.Name, c.m.ID, err)
 		}
 	case <-n.stopc:
 	}

@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -312,7 +313,7 @@ func (n *Node) membersChanged() {
 		n.members[id] = m
 		list = append(list, m)
 	}
-	slices.SortFunc(list, func(a, b Member) int { return cmpID(a.ID, b.ID) })
+	slices.SortFunc(list, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	removed := make(map[uint64]bool, len(n.removed))
 	for id := range n.removed {
 		removed[id] = true
@@ -342,16 +343,6 @@ func (n *Node) membersChanged() {
 	}
 }
 
-func cmpID(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // isVoter reports whether this node votes in the current configuration
 // (loop only).
 func (n *Node) isVoter() bool {
@@ -368,7 +359,7 @@ func (n *Node) bootstrapPeers() ([]raft.Peer, error) {
 		}
 		rp = append(rp, raft.Peer{ID: id, Context: ctx})
 	}
-	slices.SortFunc(rp, func(a, b raft.Peer) int { return cmpID(a.ID, b.ID) })
+	slices.SortFunc(rp, func(a, b raft.Peer) int { return cmp.Compare(a.ID, b.ID) })
 	return rp, nil
 }
 
@@ -401,7 +392,7 @@ func (n *Node) encodeSnap(data []byte) ([]byte, error) {
 	for _, m := range n.members {
 		t.Members = append(t.Members, m)
 	}
-	slices.SortFunc(t.Members, func(a, b Member) int { return cmpID(a.ID, b.ID) })
+	slices.SortFunc(t.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	for id := range n.removed {
 		t.Removed = append(t.Removed, id)
 	}
