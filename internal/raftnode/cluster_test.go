@@ -396,7 +396,7 @@ func TestElectProposeApply(t *testing.T) {
 		c.waitSame(want)
 
 		s := c.nodes[lead].n.Status()
-		if !s.IsLeader || s.Leader != lead || s.ID != lead || s.Applied < uint64(len(want)) || len(s.Peers) != 3 {
+		if !s.IsLeader || s.Leader != lead || s.ID != lead || s.Applied < uint64(len(want)) || len(s.Members) != 3 {
 			t.Errorf("leader status %+v", s)
 		}
 		waitFor(t, 5*time.Second, "leader's Progress to show every match", func() bool {

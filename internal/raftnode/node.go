@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -112,9 +113,8 @@ type Role struct {
 type Status struct {
 	ID, Term, Leader, Commit, Applied, SnapshotIndex uint64
 	IsLeader                                         bool
-	Peers                                            map[uint64]string
 	Progress                                         map[uint64]Progress // leader only: each voter's replication state
-	// Members is the member table, by ID (Peers: their URLs).
+	// Members is the member table, by ID.
 	Members []Member
 }
 
@@ -471,17 +471,8 @@ func (n *Node) Status() Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := n.status
-	s.Peers = make(map[uint64]string, len(n.pubMembers))
-	for _, m := range n.pubMembers {
-		s.Peers[m.ID] = m.URL
-	}
 	s.Members = slices.Clone(n.pubMembers)
-	if n.status.Progress != nil {
-		s.Progress = make(map[uint64]Progress, len(n.status.Progress))
-		for id, m := range n.status.Progress {
-			s.Progress[id] = m
-		}
-	}
+	s.Progress = maps.Clone(n.status.Progress)
 	return s
 }
 
