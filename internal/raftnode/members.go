@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -307,17 +308,11 @@ func (n *Node) applyConfEntry(e *raftpb.Entry) {
 // transport's peers in line with it (loop only, and Start).
 func (n *Node) membersChanged() {
 	learners := n.confState.GetLearners()
-	list := make([]Member, 0, len(n.members))
 	for id, m := range n.members {
 		m.Learner = slices.Contains(learners, id)
 		n.members[id] = m
-		list = append(list, m)
 	}
-	slices.SortFunc(list, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
-	removed := make(map[uint64]bool, len(n.removed))
-	for id := range n.removed {
-		removed[id] = true
-	}
+	list, removed := n.sortedMembers(), maps.Clone(n.removed)
 	n.mu.Lock()
 	n.pubMembers, n.pubRemoved = list, removed
 	n.mu.Unlock()
@@ -341,6 +336,11 @@ func (n *Node) membersChanged() {
 			delete(n.tpeers, id)
 		}
 	}
+}
+
+// sortedMembers is the member table by ID (loop only).
+func (n *Node) sortedMembers() []Member {
+	return slices.SortedFunc(maps.Values(n.members), func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 }
 
 // isVoter reports whether this node votes in the current configuration
@@ -388,16 +388,7 @@ type snapTable struct {
 
 // encodeSnap prefixes sm's data with the member table (loop only).
 func (n *Node) encodeSnap(data []byte) ([]byte, error) {
-	t := snapTable{}
-	for _, m := range n.members {
-		t.Members = append(t.Members, m)
-	}
-	slices.SortFunc(t.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
-	for id := range n.removed {
-		t.Removed = append(t.Removed, id)
-	}
-	slices.Sort(t.Removed)
-	hdr, err := json.Marshal(t)
+	hdr, err := json.Marshal(snapTable{Members: n.sortedMembers(), Removed: slices.Sorted(maps.Keys(n.removed))})
 	if err != nil {
 		return nil, err
 	}
