@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"substrate/internal/testkit"
 )
 
 const memcachedBin = "/usr/bin/memcached"
@@ -97,13 +99,7 @@ func startOurs(t testing.TB, o serverOpts) string {
 }
 
 func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testkit.FreePort(t)
 }
 
 // startMemcached runs /usr/bin/memcached on a free loopback port, waits

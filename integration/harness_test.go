@@ -13,7 +13,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"substrate/internal/testkit"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -104,35 +105,8 @@ func childEnv() []string {
 	return env
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		// The kernel may hand out a port again once it is closed: a test
-		// that asked for two ports got the same one for etcd's peer port
-		// and memcached's. Never return a port twice in one run.
-		portsMu.Lock()
-		dup := portsGiven[p]
-		portsGiven[p] = true
-		portsMu.Unlock()
-		if !dup {
-			return p
-		}
-	}
-	t.Fatal("no fresh free port in 100 tries")
-	return 0
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
+// freePort returns a loopback TCP port for a server the test starts.
+func freePort(t *testing.T) int { return testkit.FreePort(t) }
 
 // proc is a running substrate process.
 type proc struct {

@@ -66,7 +66,7 @@ func TestServeMemcachedSysconfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePortFor(t)
+	port := freePort(t)
 	conf := strings.ReplaceAll(string(seed), ",controller", ",localhost")
 	conf = strings.ReplaceAll(conf, `PORT="11211"`, fmt.Sprintf("PORT=%q", itoa(port)))
 	if conf == string(seed) {
@@ -89,7 +89,7 @@ func TestServeMemcachedSysconfig(t *testing.T) {
 // TestMemcachedSubcommand: `substrate memcached` takes memcached's flags,
 // writes and removes its pid file, and stops on SIGTERM.
 func TestMemcachedSubcommand(t *testing.T) {
-	port := freePortFor(t)
+	port := freePort(t)
 	pidfile := filepath.Join(t.TempDir(), "memcached.pid")
 	p := start(t, nil, "memcached", "-p", itoa(port), "-l", "127.0.0.1", "-u", "root", "-m", "8", "-c", "16", "-P", pidfile, "-U", "0")
 	p.waitReady(30 * time.Second)
@@ -320,19 +320,6 @@ func TestMemcachedProcessOptions(t *testing.T) {
 			t.Errorf("%q: exit %d, output %q; want exit 1 and one line with %q", tc.args, code, out, tc.want)
 		}
 	}
-}
-
-// freePortFor returns a port free on both loopback addresses.
-func freePortFor(t *testing.T) int {
-	for i := 0; i < 20; i++ {
-		p := freePort(t)
-		if l, err := net.Listen("tcp", "[::1]:"+itoa(p)); err == nil {
-			l.Close()
-			return p
-		}
-	}
-	t.Fatal("no port free on both 127.0.0.1 and ::1")
-	return 0
 }
 
 // TestRedisForLabs: --redis-port serves RESP that tooz's redis:// driver

@@ -5,13 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"substrate/internal/testkit"
 )
 
 func TestSeedEtcdConfValidatesWithoutBinding(t *testing.T) {
@@ -194,10 +195,5 @@ func urlsString(us []url.URL) string {
 // freePort returns a loopback port that was free a moment ago (the gateway
 // dials the configured client URL, so port 0 cannot be used).
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testkit.FreePort(t)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"substrate/broker"
 	"substrate/broker/definitionstest"
+	"substrate/internal/testkit"
 	"substrate/kvstore"
 )
 
@@ -22,14 +22,7 @@ import (
 // etcd only through clientv3; the test needs a server to talk to).
 func startEtcd(t *testing.T) *clientv3.Client {
 	t.Helper()
-	free := func() int {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
-	}
+	free := func() int { return testkit.FreePort(t) }
 	cfg := kvstore.NewConfig()
 	cfg.Name = "defs-test"
 	cfg.DataDir = filepath.Join(t.TempDir(), "etcd")

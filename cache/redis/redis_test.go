@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"substrate/internal/testkit"
 )
 
 // resp sends one command and reads one reply line.
@@ -32,12 +34,7 @@ func resp(t *testing.T, r *bufio.Reader, c net.Conn, args ...string) string {
 // it when the test ends.
 func startOnLoopback(t *testing.T) (*Server, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testkit.FreeAddr(t)
 	s, err := New(Config{Addrs: []string{addr}})
 	if err != nil {
 		t.Fatal(err)
@@ -50,15 +47,7 @@ func startOnLoopback(t *testing.T) (*Server, string) {
 }
 
 func TestTwoListenersOneKeyspaceAndRealTimeExpiry(t *testing.T) {
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
-	a, b := free(), free()
+	a, b := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	s, err := New(Config{Addrs: []string{a, b}})
 	if err != nil {
 		t.Fatal(err)

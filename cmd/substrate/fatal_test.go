@@ -15,16 +15,11 @@ import (
 	"go.uber.org/zap"
 
 	"substrate/internal/logging"
+	"substrate/internal/testkit"
 )
 
 func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testkit.FreePort(t)
 }
 
 // TestEtcdFatalStopsTheOthersFirst runs serve in a child process (this

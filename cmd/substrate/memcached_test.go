@@ -12,6 +12,7 @@ import (
 
 	"substrate/cache"
 	"substrate/internal/memcachedcli"
+	"substrate/internal/testkit"
 )
 
 // honouredLines are memcached command lines made only of options substrate
@@ -31,12 +32,7 @@ var honouredLines = [][]string{
 // the options determine is what memcached 1.6.18 prints for them.
 func TestCacheOptionsHonoured(t *testing.T) {
 	for _, extra := range honouredLines {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
+		port := testkit.FreePort(t)
 		args := append([]string{"-u", "nobody", "-U", "0", "-l", "127.0.0.1", "-p", strconv.Itoa(port)}, extra...)
 		o, err := memcachedcli.Parse(args)
 		if err != nil {

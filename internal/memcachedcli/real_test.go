@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"substrate/internal/testkit"
 )
 
 // These tests run Debian's memcached 1.6.18 itself, when installed, and
@@ -161,13 +163,7 @@ func TestListenErrorsMatchMemcached(t *testing.T) {
 }
 
 func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testkit.FreePort(t)
 }
 
 // statsCases are accepted command lines whose effect TestStatsSettingsMatchMemcached

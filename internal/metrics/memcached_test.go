@@ -19,6 +19,7 @@ import (
 
 	"substrate/cache"
 	"substrate/internal/metrics"
+	"substrate/internal/testkit"
 )
 
 const memcachedBin = "/usr/bin/memcached"
@@ -125,12 +126,7 @@ func startDebianMemcached(t *testing.T) string {
 		}
 		t.Skipf("%s is not installed", memcachedBin)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testkit.FreePort(t)
 	cmd := exec.Command(memcachedBin, "-u", "nobody", "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-t", "1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -35,6 +35,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"substrate/internal/freeport"
 )
 
 // Debian's rabbitmq-server and Erlang files.
@@ -441,27 +443,9 @@ func BeamUnder(root int) int {
 // ---------------------------------------------------------------------------
 // helpers for brokers run as child processes
 
-// FreePorts returns n distinct currently-free loopback TCP ports.
-// (They are released before the server binds them; a race is possible but rare.)
-func FreePorts(n int) ([]int, error) {
-	// Hold all listeners until every port is picked so they differ.
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
+// FreePorts returns n distinct loopback TCP ports that were free when
+// checked (package freeport: from below the kernel's ephemeral range).
+func FreePorts(n int) ([]int, error) { return freeport.Ports(n) }
 
 // RandomHex returns 2n random hex digits.
 func RandomHex(n int) string {

@@ -1,14 +1,18 @@
 // Package testkit holds small helpers that tests of several packages share:
-// a log sink they can read while servers write it, and a socket pair.
+// a log sink they can read while servers write it, a socket pair, and
+// free ports for the servers they start.
 package testkit
 
 import (
 	"bytes"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
+
+	"substrate/internal/freeport"
 )
 
 // Buffer is a log sink that the server's goroutines write while a test
@@ -50,4 +54,22 @@ func SocketPair(t testing.TB) (client *net.UnixConn, server net.Conn) {
 		return c
 	}
 	return conn(fds[0]).(*net.UnixConn), conn(fds[1])
+}
+
+// FreePort returns a loopback TCP port for a server the test starts (see
+// package freeport: not from the kernel's ephemeral range, never twice in
+// one process).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	p, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// FreeAddr is FreePort as "127.0.0.1:port".
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 }
