@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"substrate/broker/amqp"
 	"substrate/internal/faults"
@@ -271,6 +272,10 @@ type conn struct {
 	wb       []byte                // tryWrite's state, owned by whoever runs the output
 	wn       int
 	werr     error
+	rawRead  func(fd uintptr) bool // c.readRaw, bound once; nil without raw
+	rb       []byte                // Read's state, reader-owned
+	rn       int
+	rerr     syscall.Errno
 	// fl is the reader's flusher: the connections (this one included) it
 	// queued output for and writes before it reads again. Reader-owned.
 	fl flusher
@@ -349,6 +354,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	if c.raw != nil {
 		c.rawWrite = c.writeRaw
+		c.rawRead = c.readRaw
 	}
 	c.out.mem = &s.mem.outbound
 	c.fr = amqp.NewFrameReader(c)
@@ -363,12 +369,81 @@ func (c *conn) Read(p []byte) (int, error) {
 	if t := c.hbTimeout.Load(); t > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
 	}
-	n, err := c.nc.Read(p)
+	var n int
+	var err error
+	if c.rawRead != nil {
+		n, err = c.readNow(p)
+	} else {
+		n, err = c.nc.Read(p)
+	}
 	if n > 0 {
 		c.net.recvOct.Add(uint64(n))
 		c.net.recvCnt.Add(1)
 	}
 	return n, err
+}
+
+// readNow is Read on a plain socket: the read system call is made raw,
+// without telling the scheduler (the socket is non-blocking, so the call
+// never waits), and an empty socket parks the reader in the poller as
+// net.Conn's Read does. A call the scheduler is told about costs more
+// than the read itself on a small host: a P handed off when the call
+// runs long, and the scheduler's monitor thread woken from its sleep
+// (runtime.entersyscall); an RPC round trip makes about eight of them
+// (broker/doc.go, "System calls").
+func (c *conn) readNow(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rb, c.rn, c.rerr = p, 0, 0
+	err := c.raw.Read(c.rawRead)
+	n, errno := c.rn, c.rerr
+	c.rb = nil
+	if err != nil {
+		// Closed, or the heartbeat deadline: as net.Conn's Read says it.
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			oe.Op = "read"
+		}
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, &net.OpError{Op: "read", Net: c.nc.LocalAddr().Network(), Source: c.nc.LocalAddr(), Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// readRaw is rawRead: one read of c.rb; false (wait for the socket) when
+// it has nothing yet.
+func (c *conn) readRaw(fd uintptr) bool {
+	for {
+		n, e := rawSys(syscall.SYS_READ, fd, c.rb)
+		switch e {
+		case 0:
+			c.rn = n
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.rerr = e
+			return true
+		}
+	}
+}
+
+// rawSys makes the read or write system call trap on fd with b, raw (see
+// readNow). Only for non-blocking descriptors.
+func rawSys(trap, fd uintptr, b []byte) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), 0
 }
 
 func (c *conn) userName() string {
@@ -698,11 +773,11 @@ func (c *conn) tryWrite(b []byte) (int, error) {
 // socket is full, and never waits for the socket (a writer does).
 func (c *conn) writeRaw(fd uintptr) bool {
 	for c.wn < len(c.wb) {
-		m, e := syscall.Write(int(fd), c.wb[c.wn:])
+		m, e := rawSys(syscall.SYS_WRITE, fd, c.wb[c.wn:])
 		if e == syscall.EINTR {
 			continue
 		}
-		if e != nil {
+		if e != 0 {
 			if e != syscall.EAGAIN {
 				c.werr = e
 			}

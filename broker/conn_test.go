@@ -3,13 +3,16 @@ package broker
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"substrate/broker/amqp"
+	"substrate/internal/testkit"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -201,7 +204,11 @@ func TestTuneOkLimits(t *testing.T) {
 }
 
 func TestHeartbeats(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.Heartbeat = time.Second })
+	logs := &testkit.Buffer{}
+	s := startServer(t, func(c *Config) {
+		c.Heartbeat = time.Second
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
 	r := rawDial(t, addrOf(s))
 	r.handshake(rawOpts{heartbeat: 1})
 	// The server sends heartbeats when it has sent nothing for hb/2.
@@ -237,6 +244,29 @@ func TestHeartbeats(t *testing.T) {
 	}
 	if d := time.Since(silent); d < 1500*time.Millisecond || d > 3500*time.Millisecond {
 		t.Fatalf("closed after %v of client silence, want 2-3 heartbeats (1s)", d)
+	}
+	// The read's deadline is told apart from other errors (readNow).
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "missed heartbeats from client"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no missed-heartbeats line in the log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConnectionResetLogged: a client that resets its connection is
+// logged with the read's error, as net.Conn words it.
+func TestConnectionResetLogged(t *testing.T) {
+	logs := &testkit.Buffer{}
+	s := startServer(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
+	r := rawOpen(t, addrOf(s))
+	r.nc.(*net.TCPConn).SetLinger(0)
+	r.nc.Close()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "read: connection reset by peer"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reset line in the log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
