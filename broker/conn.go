@@ -295,6 +295,8 @@ type conn struct {
 	authFailure   bool         // client has authentication_failure_close
 	blockedNotify bool         // client has connection.blocked
 	hbTimeout     atomic.Int64 // reader: close after this long with nothing received (ns)
+	dlFor         int64        // pushDeadline's state, reader-owned: the timeout and when
+	dlSet         time.Time    // the read deadline was last set for it
 	hbInterval    atomic.Int64 // heartbeat after hbInterval/2 without output (ns)
 	hb            *time.Timer  // runs sendHeartbeat; set and stopped under out.mu
 	lastWrite     atomic.Int64 // when the last write ended (Unix ns)
@@ -367,7 +369,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 func (c *conn) Read(p []byte) (int, error) {
 	c.flushOut() // the read may wait
 	if t := c.hbTimeout.Load(); t > 0 {
-		c.nc.SetReadDeadline(time.Now().Add(time.Duration(t)))
+		c.pushDeadline(t)
 	}
 	var n int
 	var err error
@@ -381,6 +383,19 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.net.recvCnt.Add(1)
 	}
 	return n, err
+}
+
+// pushDeadline moves the read deadline to at least t (ns) from now. A
+// deadline is a runtime timer to move, so it is moved only when it has
+// come t/16 closer: a silent client is closed between t and t*17/16
+// after the last read, never earlier. Reader-owned.
+func (c *conn) pushDeadline(t int64) {
+	now := time.Now()
+	if t == c.dlFor && now.Sub(c.dlSet) < time.Duration(t/16) {
+		return
+	}
+	c.dlFor, c.dlSet = t, now
+	c.nc.SetReadDeadline(now.Add(time.Duration(t + t/16)))
 }
 
 // readNow is Read on a plain socket: the read system call is made raw,

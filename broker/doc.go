@@ -86,7 +86,10 @@
 // server's CPU per call fell about 15%.
 //
 // Heartbeats are a timer (conn.sendHeartbeat, every heartbeat/2), which
-// queues a heartbeat frame when nothing was written for that long. At
+// queues a heartbeat frame when nothing was written for that long, and
+// the reader's read deadline: a client silent for two intervals is
+// closed (the deadline moves only when it has come 1/16 closer, so
+// after 2 to 2 1/8 intervals; conn.pushDeadline). At
 // teardown (conn.shut) the reader marks the output stopping, lets the
 // running writer (or one it starts) write what is queued within a second,
 // and waits until no writer runs; then the output is dead (appends are
