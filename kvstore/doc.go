@@ -98,9 +98,10 @@
 //     batch interval and limit are 3.4's already (100 ms, 10,000). The
 //     interceptors of reserved.go and faults.go cost about 0.6% of the
 //     member's CPU.
-//   - GOMAXPROCS=1 cuts CPU per put by 25-30% for both versions (fewer
-//     wake-ups of idle Ps, each a costly context switch on this VM), but
-//     it is process-wide: the broker and the cache share the scheduler.
+//   - GOMAXPROCS=1 cuts the CPU per put at 100 clients by 30-35% for
+//     both versions (fewer wake-ups of idle Ps, each a costly context
+//     switch on this VM), but puts/s fall 7-13% (one core), and it is
+//     process-wide: the broker and the cache share the scheduler.
 //
 // # Goroutines
 //
