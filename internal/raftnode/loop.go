@@ -31,6 +31,7 @@ func (n *Node) run() {
 		case <-n.stopc:
 			return
 		case <-ticker.C:
+			n.tickGap(time.Now())
 			n.rn.Tick()
 			n.leaderGone()
 			n.renewLease()
@@ -123,6 +124,9 @@ func (n *Node) proposeQueued() {
 // has them, entries applied after that) except that a leader sends its
 // messages first, as etcd's server does.
 func (n *Node) handleReady(rd raft.Ready) {
+	var t readyTimes
+	t.start = time.Now()
+	defer n.slowReady(&t, &rd)
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
 	if hasSnap {
 		if err := n.saveSnap(rd.Snapshot); err != nil {
@@ -139,9 +143,11 @@ func (n *Node) handleReady(rd raft.Ready) {
 	if lead {
 		n.transport.Send(rd.Messages)
 	}
+	t.mark(&t.beforeWAL)
 	if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
 		panic(fmt.Errorf("raftnode: WAL save: %w", err))
 	}
+	t.mark(&t.wal)
 	if hasSnap {
 		n.restoreSnapshot(rd.Snapshot)
 	}
@@ -151,13 +157,16 @@ func (n *Node) handleReady(rd raft.Ready) {
 	if !lead {
 		n.transport.Send(rd.Messages)
 	}
+	t.mark(&t.append)
 	n.leaseReadStates(rd.ReadStates)
 	n.apply(rd.CommittedEntries)
+	t.mark(&t.apply)
 	// Status shows the entries applied before their proposers hear of it.
 	n.publishStatus()
 	n.complete()
 	n.updateRole()
 	n.maybeSnapshot()
+	t.mark(&t.snap)
 	n.rn.Advance(rd)
 }
 

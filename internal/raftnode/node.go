@@ -262,15 +262,16 @@ type Node struct {
 	serveDone chan struct{}
 	handlers  atomic.Int64 // peer HTTP handlers running
 
-	recvc   chan *raftpb.Message
-	reportc chan report
-	gone    struct{ lead, term uint64 } // leaderGone's last campaign (loop only)
-	wakec   chan struct{}
-	stopc   chan struct{} // closed by Stop
-	exiting chan struct{} // closed when run starts shutting down
-	donec   chan struct{} // closed when run has released everything
-	stopMu  sync.Once
-	roles   chan Role
+	recvc    chan *raftpb.Message
+	reportc  chan report
+	gone     struct{ lead, term uint64 } // leaderGone's last campaign (loop only)
+	lastTick time.Time                   // when the loop last ticked (loop only; slow.go)
+	wakec    chan struct{}
+	stopc    chan struct{} // closed by Stop
+	exiting  chan struct{} // closed when run starts shutting down
+	donec    chan struct{} // closed when run has released everything
+	stopMu   sync.Once
+	roles    chan Role
 
 	mu         sync.Mutex
 	queue      []proposal

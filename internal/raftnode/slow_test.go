@@ -1,0 +1,74 @@
+package raftnode
+
+import (
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"substrate/internal/testkit"
+)
+
+// slowSM is testSM whose Apply takes d for the entry "slow".
+type slowSM struct {
+	testSM
+	d time.Duration
+}
+
+func (s *slowSM) Apply(index uint64, data []byte) {
+	if string(data) == "slow" {
+		time.Sleep(s.d)
+	}
+	s.testSM.Apply(index, data)
+}
+
+// TestSlowReadyWarns: an apply that holds the raft loop past half the
+// election timeout is logged with where the time went, and so are the
+// ticks it delayed.
+func TestSlowReadyWarns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.11:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testkit.Buffer{}
+	sm := &slowSM{d: 600 * time.Millisecond}
+	n, err := Start(Config{ID: 1, Peers: map[uint64]string{1: "http://" + ln.Addr().String()}, Dir: t.TempDir(),
+		Listener: ln, TickInterval: testTick, Logger: slog.New(slog.NewTextHandler(logs, nil))}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
+	for _, data := range []string{"fast", "slow", "after"} {
+		done := make(chan error, 1)
+		if err := n.Propose([]byte(data), func(err error) { done <- err }); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ready, tick string
+	for deadline := time.Now().Add(5 * time.Second); ready == "" || tick == ""; {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			switch {
+			case strings.Contains(l, "handling a Ready took too long"):
+				ready = l
+			case strings.Contains(l, "the raft loop ticked late"):
+				tick = l
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("missing warnings (ready %q, tick %q):\n%s", ready, tick, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%s\n%s", ready, tick)
+	if !strings.Contains(ready, "apply=6") || !strings.Contains(ready, "committed=1") {
+		t.Errorf("the slow Ready's line does not put the 600 ms in apply: %s", ready)
+	}
+	if strings.Count(logs.String(), "took too long") != 1 {
+		t.Errorf("want one slow Ready, got:\n%s", logs.String())
+	}
+}
