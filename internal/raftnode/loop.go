@@ -90,9 +90,35 @@ func (n *Node) step(m *raftpb.Message) {
 	if n.removed[m.GetFrom()] {
 		return // a removed member's message: ignored
 	}
+	if n.fromGoneLeader(m) {
+		return
+	}
 	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 		n.log.Debug("raftnode: message not stepped", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
 	}
+}
+
+// fromGoneLeader reports a message of the leader leaderGone gave up on,
+// from the term it led, while its connections are still down: sent
+// before it died and read only now (a follower that lags behind its
+// input reads them after it has campaigned). Stepped, such a message
+// makes the dead leader this node's leader again, which undoes the
+// campaign and has the node refuse every other candidate's (pre-)vote
+// for an election timeout. Dropping it is safe: raft tolerates lost
+// messages, and once the leader's connection is back (it lives), its
+// messages are stepped again.
+func (n *Node) fromGoneLeader(m *raftpb.Message) bool {
+	return isFromGone(n.gone, m, n.transport.ActiveSince)
+}
+
+// goneLeader is the leader leaderGone last campaigned against, and its
+// term.
+type goneLeader struct{ lead, term uint64 }
+
+// isFromGone is fromGoneLeader's test, with the transport's ActiveSince.
+func isFromGone(g goneLeader, m *raftpb.Message, activeSince func(types.ID) time.Time) bool {
+	return g.lead != raft.None && m.GetFrom() == g.lead && m.GetTerm() <= g.term &&
+		activeSince(types.ID(g.lead)).IsZero()
 }
 
 // proposeQueued hands the queued proposals to raft, if this node still

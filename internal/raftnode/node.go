@@ -264,8 +264,8 @@ type Node struct {
 
 	recvc    chan *raftpb.Message
 	reportc  chan report
-	gone     struct{ lead, term uint64 } // leaderGone's last campaign (loop only)
-	lastTick time.Time                   // when the loop last ticked (loop only; slow.go)
+	gone     goneLeader // leaderGone's last campaign (loop only)
+	lastTick time.Time  // when the loop last ticked (loop only; slow.go)
 	wakec    chan struct{}
 	stopc    chan struct{} // closed by Stop
 	exiting  chan struct{} // closed when run starts shutting down

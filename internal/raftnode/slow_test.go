@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"substrate/internal/testkit"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 // slowSM is testSM whose Apply takes d for the entry "slow".
@@ -70,5 +73,52 @@ func TestSlowReadyWarns(t *testing.T) {
 	}
 	if strings.Count(logs.String(), "took too long") != 1 {
 		t.Errorf("want one slow Ready, got:\n%s", logs.String())
+	}
+}
+
+// TestMessagesOfAGoneLeaderDropped: once a follower has campaigned
+// against a leader whose connections are down, that leader's messages of
+// its term (sent before it died, read late) are not stepped; its messages
+// of a later term, other nodes' messages, and its messages once its
+// connection is back, are.
+func TestMessagesOfAGoneLeaderDropped(t *testing.T) {
+	c := newCluster(t, 0)
+	lead := c.waitLeader(electionWait)
+	var f *tnode
+	for _, tn := range c.running() {
+		if tn.id != lead {
+			f = tn
+			break
+		}
+	}
+	term := f.n.Status().Term
+	other := uint64(6) - lead - f.id
+	g := goneLeader{lead: lead, term: term}
+	msg := func(from, term uint64) *raftpb.Message {
+		return &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), From: new(from), To: new(f.id), Term: new(term)}
+	}
+	active := f.n.transport.ActiveSince
+	if isFromGone(g, msg(lead, term), active) {
+		t.Fatal("a message of a leader whose connection is up was dropped")
+	}
+	c.stop(lead)
+	waitFor(t, 10*time.Second, "the follower sees the leader's connection down", func() bool {
+		return active(types.ID(lead)).IsZero()
+	})
+	for _, tc := range []struct {
+		m    *raftpb.Message
+		drop bool
+	}{
+		{msg(lead, term), true},
+		{msg(lead, term-1), true},
+		{msg(lead, term+1), false},
+		{msg(other, term), false},
+	} {
+		if got := isFromGone(g, tc.m, active); got != tc.drop {
+			t.Errorf("from %d term %d (gone leader %d term %d): dropped %v, want %v", tc.m.GetFrom(), tc.m.GetTerm(), lead, term, got, tc.drop)
+		}
+	}
+	if isFromGone(goneLeader{}, msg(lead, term), active) {
+		t.Error("dropped with no leader given up on")
 	}
 }
