@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -13,14 +14,16 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 )
 
-// slowSM is testSM whose Apply takes d for the entry "slow".
+// slowSM is testSM whose Apply takes d for the entry "slow" (every entry
+// with slowAll).
 type slowSM struct {
 	testSM
-	d time.Duration
+	d       time.Duration
+	slowAll bool
 }
 
 func (s *slowSM) Apply(index uint64, data []byte) {
-	if string(data) == "slow" {
+	if s.slowAll || string(data) == "slow" {
 		time.Sleep(s.d)
 	}
 	s.testSM.Apply(index, data)
@@ -120,5 +123,59 @@ func TestMessagesOfAGoneLeaderDropped(t *testing.T) {
 	}
 	if isFromGone(goneLeader{}, msg(lead, term), active) {
 		t.Error("dropped with no leader given up on")
+	}
+}
+
+// TestRestartReplayKeepsTicking: a node restarted with a long log to
+// apply (many Readys) still ticks between them, so it can notice a dead
+// leader and vote while it catches up (the loop used to drain every
+// Ready before its next event: no tick for the whole replay).
+func TestRestartReplayKeepsTicking(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.11:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	dir := t.TempDir()
+	cfg := func(ln net.Listener, logs *testkit.Buffer) Config {
+		return Config{ID: 1, Peers: map[uint64]string{1: "http://" + addr}, Dir: dir, Listener: ln,
+			TickInterval: testTick, SnapshotEntries: 1000, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	}
+	n, err := Start(cfg(ln, &testkit.Buffer{}), &testSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
+	// Entries of 700 KB: one per Ready at most (maxSizePerMsg, 1 MB).
+	const entries = 16
+	big := strings.Repeat("x", 700<<10)
+	for i := range entries {
+		done := make(chan error, 1)
+		if err := n.Propose([]byte(fmt.Sprintf("%02d%s", i, big)), func(err error) { done <- err }); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.Stop()
+
+	// Restarted, each entry takes 60 ms to apply: about a second of
+	// replay, against a late-tick threshold of 300 ms.
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testkit.Buffer{}
+	sm := &slowSM{d: 60 * time.Millisecond}
+	sm.slowAll = true
+	n2, err := Start(cfg(ln2, logs), sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Stop()
+	waitFor(t, 20*time.Second, "the log replayed", func() bool { return len(sm.list()) == entries })
+	if strings.Contains(logs.String(), "ticked late") {
+		t.Fatalf("the replay kept the loop from ticking:\n%s", logs.String())
 	}
 }
