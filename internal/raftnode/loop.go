@@ -137,10 +137,30 @@ func (n *Node) leaderGone() {
 	}
 	if n.transport.ActiveSince(types.ID(lead)).IsZero() && (n.gone.lead != lead || n.gone.term != bs.GetTerm()) {
 		n.gone.lead, n.gone.term = lead, bs.GetTerm()
-		n.log.Info("raftnode: lost the connection to the leader; campaigning", "leader", lead, "term", bs.GetTerm())
 		n.rn.ForgetLeader()
+		if !campaignsOnLoss(n.applied, bs.GetCommit()) {
+			// Still applying its log (restarted moments ago): as leader
+			// it would serve only once it has caught up (a second and
+			// more after clusterbench's loads). It forgets the leader,
+			// so it grants another candidate's (pre-)vote, and leaves
+			// the campaign to a node that has caught up; raft's election
+			// timeout still has it campaign if none does.
+			n.log.Info("raftnode: lost the connection to the leader; not campaigning while applying its log", "leader", lead, "term", bs.GetTerm(), "applied", n.applied, "commit", bs.GetCommit())
+			return
+		}
+		n.log.Info("raftnode: lost the connection to the leader; campaigning", "leader", lead, "term", bs.GetTerm())
 		n.rn.Campaign()
 	}
+}
+
+// applyLagToCampaign is how many committed entries a node may have left to
+// apply and still campaign when it loses its leader (leaderGone).
+const applyLagToCampaign = 64
+
+// campaignsOnLoss: a node campaigns on losing its leader unless it has
+// more than applyLagToCampaign committed entries left to apply.
+func campaignsOnLoss(applied, commit uint64) bool {
+	return commit <= applied+applyLagToCampaign
 }
 
 func (n *Node) step(m *raftpb.Message) {

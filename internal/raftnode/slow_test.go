@@ -179,3 +179,19 @@ func TestRestartReplayKeepsTicking(t *testing.T) {
 		t.Fatalf("the replay kept the loop from ticking:\n%s", logs.String())
 	}
 }
+
+func TestCampaignsOnLoss(t *testing.T) {
+	for _, tc := range []struct {
+		applied, commit uint64
+		want            bool
+	}{
+		{100, 100, true},
+		{100, 100 + applyLagToCampaign, true},
+		{100, 101 + applyLagToCampaign, false}, // replaying its log
+		{0, 4785, false},
+	} {
+		if got := campaignsOnLoss(tc.applied, tc.commit); got != tc.want {
+			t.Errorf("applied %d commit %d: campaigns %v, want %v", tc.applied, tc.commit, got, tc.want)
+		}
+	}
+}
