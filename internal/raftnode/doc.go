@@ -104,7 +104,15 @@
 //     MemoryStorage, the WAL, the snapshotter and the StateMachine: it ticks,
 //     steps received messages, proposes queued data, persists each Ready,
 //     sends its messages, applies committed entries (calling done), takes
-//     snapshots and publishes Roles and the cached Status. It is the
+//     snapshots and publishes Roles and the cached Status. It handles one
+//     Ready per turn and then any event already waiting, so a long run of
+//     Readys (a restarted node applying its WAL) does not stop it ticking
+//     and voting; a Ready or a tick gap longer than half the election
+//     timeout is logged with its parts (slow.go). A follower that loses
+//     its connections to the leader forgets it at the next tick and
+//     campaigns (leaderGone), unless it still has more than 64 committed
+//     entries to apply; the dead leader's late messages of that term are
+//     dropped. It is the
 //     "apply goroutine" of StateMachine and Propose's doc. A panic in it is
 //     recovered (internal/faults, service "raft"), logged, and stops the
 //     node: pending proposals fail with ErrStopped, the transport and WAL
