@@ -17,6 +17,7 @@ import (
 	"substrate/broker"
 	"substrate/broker/store"
 	"substrate/internal/raftnode"
+	"substrate/internal/testkit"
 	"substrate/internal/tlsutil"
 )
 
@@ -329,24 +330,6 @@ func followsEtcd(t *testing.T, withTLS bool) {
 	}
 }
 
-// lockedBuffer is a log destination safe for the node's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestJoinNotAddedWarns: a node that joined etcd's cluster but that no
 // broker group adds (here: the other member runs no broker group, as a
 // substrate created with one member) says so, instead of waiting
@@ -359,7 +342,7 @@ func TestJoinNotAddedWarns(t *testing.T) {
 	etcd.add("ctl1", alone.PeerURL) // its broker runs alone: nothing listens there
 	self := Member{Name: "ctl2", Host: "127.0.0.12", PeerURL: "http://" + freeAddr(t, "127.0.0.12")}
 	alone.ID, self.ID = 1, 2
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	n, err := New(Config{
 		Members: []Member{alone, self}, Self: 2, Dir: filepath.Join(t.TempDir(), "ctl2"), Join: true,
 		AMQPAddrs:    []string{freeAddr(t, "127.0.0.12")},
