@@ -47,13 +47,7 @@ func TestSlowReadyWarns(t *testing.T) {
 	defer n.Stop()
 	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
 	for _, data := range []string{"fast", "slow", "after"} {
-		done := make(chan error, 1)
-		if err := n.Propose([]byte(data), func(err error) { done <- err }); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		proposeWait(t, n, []byte(data))
 	}
 	var ready, tick string
 	for deadline := time.Now().Add(5 * time.Second); ready == "" || tick == ""; {
@@ -150,13 +144,7 @@ func TestRestartReplayKeepsTicking(t *testing.T) {
 	const entries = 16
 	big := strings.Repeat("x", 700<<10)
 	for i := range entries {
-		done := make(chan error, 1)
-		if err := n.Propose([]byte(fmt.Sprintf("%02d%s", i, big)), func(err error) { done <- err }); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		proposeWait(t, n, []byte(fmt.Sprintf("%02d%s", i, big)))
 	}
 	n.Stop()
 

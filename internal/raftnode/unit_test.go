@@ -109,14 +109,21 @@ func TestStartRefuses(t *testing.T) {
 	}
 	// A one-member group elects itself and applies.
 	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
+	proposeWait(t, n, []byte("solo"))
+	n.Stop()
+	ln2.Close()
+	noLeak(t, base)
+}
+
+// proposeWait proposes data on n and waits for its done; any error fails
+// the test.
+func proposeWait(t *testing.T, n *Node, data []byte) {
+	t.Helper()
 	done := make(chan error, 1)
-	if err := n.Propose([]byte("solo"), func(err error) { done <- err }); err != nil {
+	if err := n.Propose(data, func(err error) { done <- err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	n.Stop()
-	ln2.Close()
-	noLeak(t, base)
 }
