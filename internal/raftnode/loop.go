@@ -227,8 +227,7 @@ func (n *Node) proposeQueued() {
 // has them, entries applied after that) except that a leader sends its
 // messages first, as etcd's server does.
 func (n *Node) handleReady(rd raft.Ready) {
-	var t readyTimes
-	t.start = time.Now()
+	t := newReadyTimes()
 	defer n.slowReady(&t, &rd)
 	hasSnap := !raft.IsEmptySnap(rd.Snapshot)
 	if hasSnap {

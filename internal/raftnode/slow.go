@@ -29,14 +29,15 @@ type readyTimes struct {
 	beforeWAL, wal, append, apply, snap time.Duration
 }
 
-// mark sets *part to the time since the previous mark.
+func newReadyTimes() readyTimes {
+	now := time.Now()
+	return readyTimes{start: now, last: now}
+}
+
+// mark sets *part to the time since the previous mark (or the start).
 func (t *readyTimes) mark(part *time.Duration) {
 	now := time.Now()
-	prev := t.last
-	if prev.IsZero() {
-		prev = t.start
-	}
-	*part, t.last = now.Sub(prev), now
+	*part, t.last = now.Sub(t.last), now
 }
 
 // slowThreshold is half the election timeout.
