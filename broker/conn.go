@@ -15,11 +15,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"substrate/broker/amqp"
 	"substrate/internal/faults"
 	"substrate/internal/logging"
+	"substrate/internal/netutil"
 )
 
 const (
@@ -398,9 +398,10 @@ func (c *conn) pushDeadline(t int64) {
 	c.nc.SetReadDeadline(now.Add(time.Duration(t + t/16)))
 }
 
-// readNow is Read on a plain socket: the read system call is made raw,
-// without telling the scheduler (the socket is non-blocking, so the call
-// never waits), and an empty socket parks the reader in the poller as
+// readNow is Read on a plain socket: the read system call is made raw
+// (netutil.RawRead), without telling the scheduler (the socket is
+// non-blocking, so the call never waits), and an empty socket parks the
+// reader in the poller as
 // net.Conn's Read does. A call the scheduler is told about costs more
 // than the read itself on a small host: a P handed off when the call
 // runs long, and the scheduler's monitor thread woken from its sleep
@@ -435,7 +436,7 @@ func (c *conn) readNow(p []byte) (int, error) {
 // it has nothing yet.
 func (c *conn) readRaw(fd uintptr) bool {
 	for {
-		n, e := rawSys(syscall.SYS_READ, fd, c.rb)
+		n, e := netutil.RawRead(fd, c.rb)
 		switch e {
 		case 0:
 			c.rn = n
@@ -449,16 +450,6 @@ func (c *conn) readRaw(fd uintptr) bool {
 			return true
 		}
 	}
-}
-
-// rawSys makes the read or write system call trap on fd with b, raw (see
-// readNow). Only for non-blocking descriptors.
-func rawSys(trap, fd uintptr, b []byte) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), 0
 }
 
 func (c *conn) userName() string {
@@ -788,7 +779,7 @@ func (c *conn) tryWrite(b []byte) (int, error) {
 // socket is full, and never waits for the socket (a writer does).
 func (c *conn) writeRaw(fd uintptr) bool {
 	for c.wn < len(c.wb) {
-		m, e := rawSys(syscall.SYS_WRITE, fd, c.wb[c.wn:])
+		m, e := netutil.RawWrite(fd, c.wb[c.wn:])
 		if e == syscall.EINTR {
 			continue
 		}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"substrate/internal/faults"
+	"substrate/internal/netutil"
 )
 
 // Event loops serve the plain TCP connections (not TLS, not the unix
@@ -726,16 +727,7 @@ func (c *conn) servingLoop() *loopState {
 	return nil
 }
 
-// rawRead and rawWrite are read(2) and write(2) on a non-blocking socket
-// without the runtime's entersyscall/exitsyscall (see rawIO): they never
-// wait, and a P handed to another thread during a long loopback write
-// would cost more than the call.
-func rawRead(fd int, b []byte) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	return int(n), e
-}
-
-func rawWrite(fd int, b []byte) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	return int(n), e
-}
+// rawRead and rawWrite are netutil.RawRead and RawWrite on the loops'
+// int descriptors (see rawIO).
+func rawRead(fd int, b []byte) (int, syscall.Errno)  { return netutil.RawRead(uintptr(fd), b) }
+func rawWrite(fd int, b []byte) (int, syscall.Errno) { return netutil.RawWrite(uintptr(fd), b) }

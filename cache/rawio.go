@@ -6,7 +6,8 @@ import (
 	"io"
 	"net"
 	"syscall"
-	"unsafe"
+
+	"substrate/internal/netutil"
 )
 
 // rawIO reads and writes a plain TCP or unix-socket connection with raw
@@ -54,10 +55,10 @@ func newRawIO(nc net.Conn) *rawIO {
 
 func (r *rawIO) readFD(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.b[0])), uintptr(len(r.b)))
+		n, e := netutil.RawRead(fd, r.b)
 		switch e {
 		case 0:
-			r.n = int(n)
+			r.n = n
 			r.eof = n == 0
 			return true
 		case syscall.EINTR:
@@ -73,10 +74,10 @@ func (r *rawIO) readFD(fd uintptr) bool {
 func (r *rawIO) writeFD(fd uintptr) bool {
 	for r.n < len(r.b) {
 		p := r.b[r.n:]
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		n, e := netutil.RawWrite(fd, p)
 		switch e {
 		case 0:
-			r.n += int(n)
+			r.n += n
 			continue
 		case syscall.EINTR:
 			continue
