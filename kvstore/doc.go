@@ -94,7 +94,9 @@
 //   - Tried, no difference beyond the noise (alternating rounds): 3.4's
 //     defaults where 3.7's differ (bbolt freelist "array", snapshot count
 //     100,000), snapshot-catchup-entries 500, GOGC 640 and 1000 (RSS
-//     +35-80 MiB), Go's older GC (GOEXPERIMENT=nogreenteagc); the backend
+//     +35-80 MiB), Go's older GC (GOEXPERIMENT=nogreenteagc), gRPC server
+//     options (NumStreamWorkers(GOMAXPROCS), SharedWriteBuffer; session 9,
+//     3 rounds each: 78-96 us/put either way); the backend
 //     batch interval and limit are 3.4's already (100 ms, 10,000). The
 //     interceptors of reserved.go and faults.go cost about 0.6% of the
 //     member's CPU.
