@@ -106,6 +106,12 @@ var (
 	// header: read more bytes and call again with the longer input.
 	ErrIncomplete = errors.New("amqp: incomplete frame, need more bytes")
 
+	// ErrIdle is what a FrameReader's reader returns when it has nothing
+	// to read and its caller should stop reading for now (a broker
+	// parking an idle connection's reader). The FrameReader passes it up
+	// from ReadFrame without keeping it: a later call reads again.
+	ErrIdle = errors.New("amqp: no input yet")
+
 	// ErrProtocolHeader means the peer did not open with an AMQP 0-9-1
 	// protocol header. Per the spec, and as RabbitMQ does, answer with
 	// ProtocolHeader and close the socket (no connection.close).

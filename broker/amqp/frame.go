@@ -310,6 +310,9 @@ func (fr *FrameReader) fill(need int) error {
 		fr.end += n
 		// A buffer of a large frame's own is not kept for what may follow.
 		fr.full = fr.end == len(fr.buf) && len(fr.buf) <= bigBufSize
+		if err == ErrIdle && n == 0 {
+			return err
+		}
 		if err != nil {
 			fr.err = err
 			if n > 0 {
@@ -320,6 +323,16 @@ func (fr *FrameReader) fill(need int) error {
 		if n > 0 {
 			return nil
 		}
+	}
+}
+
+// Release gives the pooled buffer back when nothing read is left to
+// parse (a reader about to wait a long time for its next input); the
+// next read goes to the reader's own small buffer.
+func (fr *FrameReader) Release() {
+	if fr.start == fr.end {
+		fr.start, fr.end, fr.full = 0, 0, false
+		fr.setBuf(fr.small)
 	}
 }
 
