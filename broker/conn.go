@@ -276,6 +276,18 @@ type conn struct {
 	rb       []byte                // Read's state, reader-owned
 	rn       int
 	rerr     syscall.Errno
+	// Parking an idle reader (park_linux.go): fd is the plain socket's
+	// descriptor; parkAfter (reader-owned) is how long Read waits at a
+	// frame boundary before the reader parks, 0 while it must not
+	// (handshake, closing, no parker); lastRecv (reader-owned) is when
+	// input last arrived, Unix ns. parked, sockClosed and parkTimer are
+	// the parker's, under its mu.
+	fd         int
+	parkAfter  time.Duration
+	lastRecv   int64
+	parked     bool
+	sockClosed bool
+	parkTimer  *time.Timer
 	// fl is the reader's flusher: the connections (this one included) it
 	// queued output for and writes before it reads again. Reader-owned.
 	fl flusher
@@ -357,6 +369,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	if c.raw != nil {
 		c.rawWrite = c.writeRaw
 		c.rawRead = c.readRaw
+		c.raw.Control(func(fd uintptr) { c.fd = int(fd) })
 	}
 	c.out.mem = &s.mem.outbound
 	c.fr = amqp.NewFrameReader(c)
@@ -368,6 +381,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 // queued (flushOut) is written first.
 func (c *conn) Read(p []byte) (int, error) {
 	c.flushOut() // the read may wait
+	if c.parkAfter > 0 {
+		return c.readParking(p)
+	}
 	if t := c.hbTimeout.Load(); t > 0 {
 		c.pushDeadline(t)
 	}
@@ -383,6 +399,77 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.net.recvCnt.Add(1)
 	}
 	return n, err
+}
+
+// readParking is Read for a reader that parks when idle: its read
+// deadline is parkAfter away (the heartbeat timeout, if shorter). When it
+// passes with nothing read at a frame boundary, Read returns
+// amqp.ErrIdle and the reader parks (serve); in the middle of a frame it
+// reads on. The heartbeat timeout counts from the last input, whatever
+// the deadline: a silent client is closed as by pushDeadline.
+func (c *conn) readParking(p []byte) (int, error) {
+	t := c.hbTimeout.Load()
+	d := int64(c.parkAfter)
+	if t > 0 {
+		d = min(d, t)
+	}
+	silent := func() bool { return t > 0 && time.Now().UnixNano()-c.lastRecv >= t+t/16 }
+	for {
+		if silent() {
+			// Resumed by the heartbeat timer, or a deadline passed.
+			return 0, c.timeoutError()
+		}
+		c.pushDeadline(d)
+		n, err := c.readNow(p)
+		if n > 0 {
+			c.lastRecv = time.Now().UnixNano()
+			c.net.recvOct.Add(uint64(n))
+			c.net.recvCnt.Add(1)
+			return n, nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, err
+		}
+		if c.fr.Buffered() == 0 && !silent() {
+			return 0, amqp.ErrIdle
+		}
+		c.dlFor = 0 // the deadline passed: set the next one
+	}
+}
+
+// timeoutError is the error of a read whose deadline passed, as
+// net.Conn's Read reports it.
+func (c *conn) timeoutError() error {
+	return &net.OpError{Op: "read", Net: c.nc.LocalAddr().Network(), Source: c.nc.LocalAddr(), Addr: c.nc.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+}
+
+// park hands the idle reader's connection to the parker; false if it
+// cannot be parked, and the reader reads on. After true the reader must
+// not touch the connection again: it may already have been resumed.
+func (c *conn) park() bool {
+	if c.srv.parker == nil {
+		return false
+	}
+	c.fr.Release()
+	var wait time.Duration
+	if t := c.hbTimeout.Load(); t > 0 {
+		wait = max(time.Duration(c.lastRecv+t+t/16-time.Now().UnixNano()), 0)
+	}
+	c.dlFor = 0 // the resumed reader sets its deadline afresh
+	return c.srv.parker.park(c, wait)
+}
+
+// closeSocket closes the socket; a parked reader is resumed to find it
+// closed and tear the connection down. Every close of a connection's
+// socket but its reader's own goes through it.
+func (c *conn) closeSocket() {
+	if c.srv.parker == nil || c.raw == nil { // never parked; a TLS close may write
+		c.nc.Close()
+		return
+	}
+	if c.srv.parker.closeSocket(c) {
+		go c.resume()
+	}
 }
 
 // pushDeadline moves the read deadline to at least t (ns) from now. A
@@ -529,9 +616,9 @@ func (c *conn) closeWith(e *amqp.Error, grace time.Duration) {
 	c.out.method(0, ce.CloseMethod())
 	c.mu.Lock()
 	c.closeTimer = time.AfterFunc(grace, func() {
-		defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) { c.nc.Close() })
+		defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) { c.closeSocket() })
 		faults.Point("amqp.close-timer", c.subject())
-		c.nc.Close()
+		c.closeSocket()
 	})
 	c.mu.Unlock()
 }
@@ -559,7 +646,7 @@ func (c *conn) writeLoop() {
 		faults.Point("amqp.writer", c.subject())
 		if f := c.srv.cfg.Fence; f != nil && !f.Held() && !f.Wait() {
 			c.out.fail() // a deposed leader's broker: nothing more goes out
-			c.nc.Close()
+			c.closeSocket()
 			return
 		}
 		if stop {
@@ -581,7 +668,7 @@ func (c *conn) writeLoop() {
 		c.lastWrite.Store(time.Now().UnixNano())
 		if err != nil {
 			c.out.fail()
-			c.nc.Close() // the reader sees the error and tears down
+			c.closeSocket() // the reader sees the error and tears down
 			return
 		}
 		c.out.written(head, buf)
@@ -711,7 +798,7 @@ func (c *conn) writeNow(fl *flusher) {
 	}
 	if err != nil {
 		c.out.fail()
-		c.nc.Close() // the reader sees the error and tears down
+		c.closeSocket() // the reader sees the error and tears down
 		return
 	}
 	o.mu.Lock()
@@ -852,7 +939,7 @@ func (c *conn) shut() {
 // a heartbeat frame if nothing was written for that long and nothing is
 // queued, and re-arms itself.
 func (c *conn) sendHeartbeat() {
-	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) { c.nc.Close() })
+	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) { c.closeSocket() })
 	half := time.Duration(c.hbInterval.Load()) / 2
 	o := &c.out
 	o.mu.Lock()
@@ -895,11 +982,11 @@ func (c *conn) writerPanicked(any) {
 			c.nc.Write(b)
 		}
 		c.mu.Lock()
-		c.closeTimer = time.AfterFunc(closeGrace, func() { c.nc.Close() })
+		c.closeTimer = time.AfterFunc(closeGrace, func() { c.closeSocket() })
 		c.mu.Unlock()
 		return
 	}
-	c.nc.Close()
+	c.closeSocket()
 }
 
 func (c *conn) addConsumer(cs *consumer) {
@@ -993,13 +1080,41 @@ func silent(format string, args ...any) error {
 // handshake and the error reporting are functions of their own): an idle
 // connection's reader waits in loop below it, and a stack whose waiting
 // depth is small shrinks to 4 KB at the next collection.
-func (c *conn) serve() {
-	defer c.srv.wg.Done()
-	defer c.safeTeardown()
+func (c *conn) serve() { c.run(true) }
+
+// resume is a parked connection's new reader goroutine (parker).
+func (c *conn) resume() { c.run(false) }
+
+// run reads and executes frames (after the handshake, if first) until
+// the connection ends, then tears it down, or until the reader parks:
+// then it ends and leaves the connection, and its count in Server.wg, to
+// the reader that resumes it.
+func (c *conn) run(first bool) {
+	parked := false
+	defer c.endRun(&parked)
 	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, c.recovered)
-	if c.begin() {
-		c.ended(c.loop())
+	if first && !c.begin() {
+		return
 	}
+	for {
+		err := c.loop()
+		if err == amqp.ErrIdle {
+			if parked = c.park(); parked {
+				return
+			}
+			continue
+		}
+		c.ended(err)
+		return
+	}
+}
+
+func (c *conn) endRun(parked *bool) {
+	if *parked {
+		return
+	}
+	c.safeTeardown()
+	c.srv.wg.Done()
 }
 
 // begin runs the TLS handshake, reads the protocol header and runs the
@@ -1045,6 +1160,7 @@ func (c *conn) begin() bool {
 // ended reports why loop ended and, for a connection error, closes the
 // connection as RabbitMQ does.
 func (c *conn) ended(err error) {
+	c.parkAfter = 0
 	c.flushOut() // what the reader queued for others goes before any wait here
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
@@ -1084,6 +1200,7 @@ func (c *conn) awaitClientClose() {
 // awaitCloseOk reads until connection.close-ok (or close) arrives, the
 // socket fails or the close timer fires; everything else is ignored.
 func (c *conn) awaitCloseOk() {
+	c.parkAfter = 0
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
@@ -1228,6 +1345,10 @@ func (c *conn) handshake() error {
 	c.nc.SetReadDeadline(time.Time{})
 	if to.Heartbeat > 0 {
 		c.startHeartbeats(time.Duration(to.Heartbeat) * time.Second)
+	}
+	if c.raw != nil && c.srv.parker != nil {
+		c.lastRecv = time.Now().UnixNano()
+		c.parkAfter = c.srv.parkAfter
 	}
 	return nil
 }
@@ -1408,7 +1529,7 @@ func (c *conn) flushConfirms() {
 func (c *conn) safeTeardown() {
 	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) {
 		c.out.fail()
-		c.nc.Close()
+		c.closeSocket()
 		c.forget()
 	})
 	c.teardown()
@@ -1447,7 +1568,7 @@ func (c *conn) teardown() {
 		c.closeTimer.Stop()
 	}
 	c.mu.Unlock()
-	c.nc.Close()
+	c.closeSocket()
 	c.forget()
 	if c.open {
 		c.srv.churn.connClosed.Add(1)

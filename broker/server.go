@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -75,6 +76,7 @@ type Config struct {
 	diskFree     func(dir string) (uint64, error) // tests: free bytes of dir's filesystem, in place of statfs
 	diskInterval time.Duration                    // tests: disk check interval, in place of 1 s
 	wrapListener func(net.Listener) net.Listener  // tests: wrap each bound listener (accept errors)
+	parkAfter    time.Duration                    // tests: Server.parkAfter if not 0 (< 0: never park)
 }
 
 // NewConfig returns RabbitMQ's defaults: listen on 127.0.0.1:5672,
@@ -159,6 +161,12 @@ type Server struct {
 	stopc     chan struct{}  // closed when Shutdown starts
 	wg        sync.WaitGroup // accept loops and connection goroutines
 
+	// parker holds idle connections' readers (park_linux.go); nil
+	// without epoll. parkAfter is how long a reader waits for input
+	// before it parks (0: never); tests shorten it.
+	parker    *parker
+	parkAfter time.Duration
+
 	// silentCloseDelay is how long a connection whose handshake failed
 	// stays open before its socket is closed (RabbitMQ's
 	// SILENT_CLOSE_DELAY, 3 s); tests shorten it.
@@ -192,6 +200,10 @@ func New(cfg Config) (*Server, error) {
 		stopc:    make(chan struct{}),
 
 		silentCloseDelay: 3 * time.Second,
+		parkAfter:        idleParkAfter,
+	}
+	if cfg.parkAfter != 0 {
+		s.parkAfter = max(cfg.parkAfter, 0)
 	}
 	s.users, s.perms = map[string]User{}, map[string]*compiledPerm{}
 	if s.defs == nil {
@@ -232,6 +244,10 @@ func (s *Server) Start(ctx context.Context) error {
 			l.Close()
 		}
 		s.listeners = nil
+		if s.parker != nil {
+			s.parker.close()
+			s.parker = nil
+		}
 		s.closeStore()
 		return err
 	}
@@ -240,6 +256,11 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	if err := s.recoverMessages(); err != nil {
 		return fail(err)
+	}
+	if p, err := newParker(); err == nil {
+		s.parker = p
+	} else if runtime.GOOS == "linux" {
+		s.log.Warn("amqp: idle connections keep their reader goroutines", "err", err)
 	}
 	var lc net.ListenConfig
 	for _, a := range s.cfg.Addrs {
@@ -505,10 +526,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		for _, c := range s.connections() {
-			c.nc.Close()
+			c.closeSocket()
 		}
 		<-done
 		err = ctx.Err()
+	}
+	if s.parker != nil {
+		s.parker.close() // every connection has ended: none is parked
 	}
 	s.vhMu.RLock()
 	for _, vh := range s.vhosts {
