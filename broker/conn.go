@@ -459,6 +459,16 @@ func (c *conn) park() bool {
 	return c.srv.parker.park(c, wait)
 }
 
+// stopParking ends parking for a reader about to wait for the end of
+// its connection, and with it the deadline readParking set: from here a
+// deadline is the heartbeat's alone, as for a reader that never parks.
+func (c *conn) stopParking() {
+	if c.parkAfter > 0 {
+		c.parkAfter, c.dlFor = 0, 0
+		c.nc.SetReadDeadline(time.Time{})
+	}
+}
+
 // closeSocket closes the socket; a parked reader is resumed to find it
 // closed and tear the connection down. Every close of a connection's
 // socket but its reader's own goes through it.
@@ -1160,7 +1170,7 @@ func (c *conn) begin() bool {
 // ended reports why loop ended and, for a connection error, closes the
 // connection as RabbitMQ does.
 func (c *conn) ended(err error) {
-	c.parkAfter = 0
+	c.stopParking()
 	c.flushOut() // what the reader queued for others goes before any wait here
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
@@ -1200,7 +1210,7 @@ func (c *conn) awaitClientClose() {
 // awaitCloseOk reads until connection.close-ok (or close) arrives, the
 // socket fails or the close timer fires; everything else is ignored.
 func (c *conn) awaitCloseOk() {
-	c.parkAfter = 0
+	c.stopParking()
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {

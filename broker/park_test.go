@@ -236,3 +236,25 @@ func readAllConn(c net.Conn) ([]byte, error) {
 		}
 	}
 }
+
+// TestParkedConnectionErrorWaitsForCloseOk: a connection error on a
+// connection that parked (no heartbeats) waits the whole close grace for
+// close-ok, as on one that never parked: the deadline parking set is
+// gone once the reader waits for the end.
+func TestParkedConnectionErrorWaitsForCloseOk(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.parkAfter = 50 * time.Millisecond })
+	r := rawOpen(t, addrOf(s))
+	waitParked(t, s, 1)
+	r.send(7, &amqp.BasicQos{PrefetchCount: 1}) // channel 7 is not open: 504
+	if _, m := r.method(); m.Name() != "connection.close" {
+		t.Fatalf("got %s, want connection.close", m.Name())
+	}
+	t0 := time.Now()
+	r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := readAllConn(r.nc); err != nil {
+		t.Fatalf("after connection.close: %v", err)
+	}
+	if d := time.Since(t0); d < closeGrace-200*time.Millisecond {
+		t.Fatalf("socket closed %v after connection.close, want the close grace (%v) for close-ok", d, closeGrace)
+	}
+}
