@@ -43,15 +43,8 @@ func TestIdleConnectionsPark(t *testing.T) {
 	t.Logf("%d idle connections parked: %d goroutines (%d before them)", n, runtime.NumGoroutine(), g0)
 
 	// A client on amqp091-go: its consumer parks, then gets a message.
-	c, err := amqp091.Dial(urlOf(s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ch, err := c.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dial(t, urlOf(s))
+	ch := channel091(t, c)
 	q, err := ch.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -60,41 +53,26 @@ func TestIdleConnectionsPark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sendAndGet := func(from *amqp091.Channel, body, what string) {
+		t.Helper()
+		if err := from.PublishWithContext(context.Background(), "", q.Name, false, false, amqp091.Publishing{Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case d := <-msgs:
+			if string(d.Body) != body {
+				t.Fatalf("%s: got %q, want %q", what, d.Body, body)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no delivery", what)
+		}
+	}
 	waitParked(t, s, n+1)
 	// Its own publish wakes it (the reader is resumed by the socket).
-	if err := ch.PublishWithContext(context.Background(), "", q.Name, false, false, amqp091.Publishing{Body: []byte("to myself")}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case d := <-msgs:
-		if string(d.Body) != "to myself" {
-			t.Fatalf("got %q", d.Body)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no delivery after the parked connection published")
-	}
+	sendAndGet(ch, "to myself", "the parked connection published")
 	waitParked(t, s, n+1)
 	// A delivery caused by another connection goes out while it is parked.
-	p, err := amqp091.Dial(urlOf(s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	pch, err := p.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pch.PublishWithContext(context.Background(), "", q.Name, false, false, amqp091.Publishing{Body: []byte("from another")}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case d := <-msgs:
-		if string(d.Body) != "from another" {
-			t.Fatalf("got %q", d.Body)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no delivery to a parked connection")
-	}
+	sendAndGet(channel091(t, dial(t, urlOf(s))), "from another", "delivery to a parked connection")
 
 	// A parked client that leaves: its queue goes.
 	waitParked(t, s, n+2)
