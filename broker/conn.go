@@ -1086,10 +1086,11 @@ func silent(format string, args ...any) error {
 	return &handshakeError{err: fmt.Errorf(format, args...)}
 }
 
-// serve is the reader goroutine. Its own stack frame stays small (the
-// handshake and the error reporting are functions of their own): an idle
-// connection's reader waits in loop below it, and a stack whose waiting
-// depth is small shrinks to 4 KB at the next collection.
+// serve is the reader goroutine. Its own stack frame (run's) stays small
+// (the handshake and the error reporting are functions of their own): a
+// reader that waits for input (not parked: TLS, or busy within the last
+// second) waits in loop below it, and a stack whose waiting depth is
+// small shrinks to 4 KB at the next collection.
 func (c *conn) serve() { c.run(true) }
 
 // resume is a parked connection's new reader goroutine (parker).
