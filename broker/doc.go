@@ -130,8 +130,10 @@
 // loops run one per listener. A direct connection (DirectConn, the
 // management API's, mgmt_ops.go) is one end of a net.Pipe admitted as an
 // accepted socket: the same reader and writer, listed and shut down with
-// the others. Server.wg counts accept loops, readers and running writers
-// (a writer is added only while its reader runs); Shutdown waits for it.
+// the others. Server.wg counts accept loops, readers (a parked one
+// included: its count passes to the reader that resumes it) and running
+// writers (a writer is added only while its connection's reader runs or
+// is parked); Shutdown waits for it.
 //
 // Each of these goroutines recovers its own panic (internal/faults: one
 // ERROR line with peer and stack, counted in substrate_panics_total):
