@@ -385,7 +385,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		return c.readParking(p)
 	}
 	if t := c.hbTimeout.Load(); t > 0 {
-		c.pushDeadline(t)
+		c.pushDeadline(time.Now(), t)
 	}
 	var n int
 	var err error
@@ -413,13 +413,13 @@ func (c *conn) readParking(p []byte) (int, error) {
 	if t > 0 {
 		d = min(d, t)
 	}
-	silent := func() bool { return t > 0 && time.Now().UnixNano()-c.lastRecv >= t+t/16 }
 	for {
-		if silent() {
+		now := time.Now()
+		if t > 0 && now.UnixNano() >= c.silentAt(t) {
 			// Resumed by the heartbeat timer, or a deadline passed.
-			return 0, c.timeoutError()
+			return 0, c.readError(os.ErrDeadlineExceeded)
 		}
-		c.pushDeadline(d)
+		c.pushDeadline(now, d)
 		n, err := c.readNow(p)
 		if n > 0 {
 			c.lastRecv = time.Now().UnixNano()
@@ -430,18 +430,22 @@ func (c *conn) readParking(p []byte) (int, error) {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return 0, err
 		}
-		if c.fr.Buffered() == 0 && !silent() {
+		if c.fr.Buffered() == 0 && (t == 0 || time.Now().UnixNano() < c.silentAt(t)) {
 			return 0, amqp.ErrIdle
 		}
 		c.dlFor = 0 // the deadline passed: set the next one
 	}
 }
 
-// timeoutError is the error of a read whose deadline passed, as
-// net.Conn's Read reports it.
-func (c *conn) timeoutError() error {
-	return &net.OpError{Op: "read", Net: c.nc.LocalAddr().Network(), Source: c.nc.LocalAddr(), Addr: c.nc.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+// readError is err as net.Conn's Read reports it.
+func (c *conn) readError(err error) error {
+	return &net.OpError{Op: "read", Net: c.nc.LocalAddr().Network(), Source: c.nc.LocalAddr(), Addr: c.nc.RemoteAddr(), Err: err}
 }
+
+// silentAt is when a client whose heartbeat timeout is t (ns) has been
+// silent too long, Unix ns: t and t/16 after its last input, the latest
+// a waiting reader's deadline (pushDeadline) would close it.
+func (c *conn) silentAt(t int64) int64 { return c.lastRecv + t + t/16 }
 
 // park hands the idle reader's connection to the parker; false if it
 // cannot be parked, and the reader reads on. After true the reader must
@@ -453,7 +457,7 @@ func (c *conn) park() bool {
 	c.fr.Release()
 	var wait time.Duration
 	if t := c.hbTimeout.Load(); t > 0 {
-		wait = max(time.Duration(c.lastRecv+t+t/16-time.Now().UnixNano()), 0)
+		wait = max(time.Duration(c.silentAt(t)-time.Now().UnixNano()), 0)
 	}
 	c.dlFor = 0 // the resumed reader sets its deadline afresh
 	return c.srv.parker.park(c, wait)
@@ -482,12 +486,12 @@ func (c *conn) closeSocket() {
 	}
 }
 
-// pushDeadline moves the read deadline to at least t (ns) from now. A
-// deadline is a runtime timer to move, so it is moved only when it has
-// come t/16 closer: a silent client is closed between t and t*17/16
-// after the last read, never earlier. Reader-owned.
-func (c *conn) pushDeadline(t int64) {
-	now := time.Now()
+// pushDeadline moves the read deadline to at least t (ns) from now
+// (the caller's clock reading). A deadline is a runtime timer to move, so
+// it is moved only when it has come t/16 closer: a silent client is
+// closed between t and t*17/16 after the last read, never earlier.
+// Reader-owned.
+func (c *conn) pushDeadline(now time.Time, t int64) {
 	if t == c.dlFor && now.Sub(c.dlSet) < time.Duration(t/16) {
 		return
 	}
@@ -521,7 +525,7 @@ func (c *conn) readNow(p []byte) (int, error) {
 		return 0, err
 	}
 	if errno != 0 {
-		return 0, &net.OpError{Op: "read", Net: c.nc.LocalAddr().Network(), Source: c.nc.LocalAddr(), Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
+		return 0, c.readError(os.NewSyscallError("read", errno))
 	}
 	if n == 0 {
 		return 0, io.EOF
