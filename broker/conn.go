@@ -377,10 +377,16 @@ func newConn(s *Server, nc net.Conn) *conn {
 }
 
 // Read reads the socket for the frame reader, pushing the heartbeat
-// deadline on each read: any frame counts as activity. Output the reader
-// queued (flushOut) is written first.
+// deadline on each read: any frame counts as activity. The confirms owed
+// for what was read so far, and output the reader queued (flushOut), are
+// written first: the read may wait, and a publisher that streams faster
+// than the broker reads gets its confirms as the broker goes, a read's
+// worth at a time, not only when its input runs dry.
 func (c *conn) Read(p []byte) (int, error) {
-	c.flushOut() // the read may wait
+	if len(c.dirty) > 0 {
+		c.flushConfirms()
+	}
+	c.flushOut()
 	if c.parkAfter > 0 {
 		return c.readParking(p)
 	}

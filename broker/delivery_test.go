@@ -507,3 +507,34 @@ func testCancelKeepsUnacked(t *testing.T, url string) {
 		return err == nil && qq.Messages == 1
 	}, "the unacked one requeued at channel close")
 }
+
+// TestConfirmsFlowWhilePublishing: a publisher that streams ahead of the
+// broker gets its confirms as the broker reads on, as from RabbitMQ, not
+// only once its input runs dry. The publisher writes 3,000 messages and
+// the start of one more, and then nothing: the broker's reader waits in
+// mid-frame, and every complete message must be confirmed by then.
+func TestConfirmsFlowWhilePublishing(t *testing.T) {
+	s := startServer(t)
+	r := rawOpen(t, addrOf(s))
+	r.send(1, &amqp.QueueDeclare{Queue: "stream"})
+	expect[*amqp.QueueDeclareOk](r, 1)
+	r.send(1, &amqp.ConfirmSelect{})
+	expect[*amqp.ConfirmSelectOk](r, 1)
+	const n = 3000
+	var b []byte
+	for range n {
+		b, _ = amqp.AppendMethodFrame(b, 1, &amqp.BasicPublish{RoutingKey: "stream"})
+		b, _ = amqp.AppendHeaderFrame(b, 1, amqp.ClassBasic, 5, &amqp.Properties{})
+		b = amqp.AppendBodyFrames(b, 1, []byte("hello"), 131072)
+	}
+	next, _ := amqp.AppendMethodFrame(nil, 1, &amqp.BasicPublish{RoutingKey: "stream"})
+	r.write(append(b, next[:len(next)-3]...))
+	for acked := uint64(0); acked < n; {
+		_, m := r.method()
+		a, ok := m.(*amqp.BasicAck)
+		if !ok {
+			t.Fatalf("got %s, want basic.ack", m.Name())
+		}
+		acked = a.DeliveryTag
+	}
+}
