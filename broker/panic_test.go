@@ -80,7 +80,7 @@ func dialNamed(t *testing.T, url, name string) *amqp091.Connection {
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { closeClient(t, c) })
 	return c
 }
 
