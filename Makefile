@@ -30,8 +30,19 @@ packages: build
 # Unit and integration tests, race detector on. Integration tests drive
 # bin/substrate with Debian's clients; a missing client skips its test
 # unless SUBSTRATE_REQUIRE_CLIENTS=1 (as .ci/run sets).
+# The whole output is kept in bin/test.log. On failure, the lines that
+# say what failed (failing tests, their messages; for a timeout, the tests
+# that were running) are printed again at the end, where a log's tail
+# shows them, with the test code lines the goroutines stood at, most
+# frequent first.
 test: build
-	SUBSTRATE_BIN=$(CURDIR)/bin/substrate $(GO) test -race -count=1 -timeout 15m ./...
+	@{ SUBSTRATE_BIN=$(CURDIR)/bin/substrate $(GO) test -race -count=1 -timeout 15m ./...; echo $$? > bin/test.rc; } 2>&1 | tee bin/test.log
+	@rc=$$(cat bin/test.rc); if [ "$$rc" != 0 ]; then \
+		echo "==== make test failed (exit $$rc); from bin/test.log:"; \
+		grep -E -e '--- FAIL|^FAIL|^panic: |running tests:|^[[:space:]]+Test[[:alnum:]_/-]+ \([0-9.hms]+\)$$|^ +[^ ]+_test\.go:[0-9]+: ' bin/test.log | tail -60; \
+		echo "==== test code in goroutine stacks:"; \
+		grep -E -o '^[[:space:]]+/[^ ]+_test\.go:[0-9]+' bin/test.log | sed 's|.*/||' | sort | uniq -c | sort -rn | head -15; \
+		exit $$rc; fi
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
