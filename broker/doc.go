@@ -149,6 +149,11 @@
 //   - store commit hooks sending confirms (amqp.confirm), on the store's
 //     committer: 541 to that connection; the committer goes on;
 //   - the close timer (amqp.close-timer): the socket is closed anyway;
+//   - the parker's wake of a parked connection (amqp.park-wake, subject:
+//     as the writer's; on the parker's goroutine, which serves every
+//     parked connection, or on the connection's heartbeat timer): that
+//     connection gets 541 and its reader is resumed to wait for close-ok;
+//     the parker goes on;
 //   - queue timers, message TTL (amqp.queue-ttl) and x-expires
 //     (amqp.queue-expires): the queue's, not a connection's; logged and
 //     counted, that expiry is skipped (the next use re-arms it);

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"substrate/internal/faults"
 )
 
 // idleParkAfter is how long a reader waits for input before it parks:
@@ -122,17 +124,33 @@ func (p *parker) park(c *conn, wait time.Duration) bool {
 }
 
 // wake resumes c if it is parked (a stale event or timer finds it
-// running, and does nothing).
+// running, and does nothing). It runs on the parker's goroutine, which
+// serves every parked connection, or on c's heartbeat timer: a panic here
+// is c's alone (broker/doc.go, site amqp.park-wake). c gets
+// connection.close 541 and its reader is resumed to wait for close-ok,
+// as after a panic on its reader.
 func (p *parker) wake(c *conn) {
 	if c == nil {
 		return
 	}
-	p.mu.Lock()
-	resume := p.takeLocked(c)
-	p.mu.Unlock()
-	if resume {
+	defer faults.Recover(c.srv.log, faults.AMQP, c.peer, func(any) {
+		c.internalErrorFrom(nil)
+		if p.take(c) {
+			go c.resume()
+		}
+	})
+	faults.Point("amqp.park-wake", c.subject())
+	if p.take(c) {
 		go c.resume()
 	}
+}
+
+// take unregisters c if it is parked; true if the caller must then
+// resume it.
+func (p *parker) take(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.takeLocked(c)
 }
 
 // takeLocked unregisters c if it is parked; true if the caller must then

@@ -14,6 +14,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"substrate/broker/amqp"
+	"substrate/internal/faults"
 	"substrate/internal/testkit"
 )
 
@@ -235,4 +236,33 @@ func TestParkedConnectionErrorWaitsForCloseOk(t *testing.T) {
 	if d := time.Since(t0); d < closeGrace-200*time.Millisecond {
 		t.Fatalf("socket closed %v after connection.close, want the close grace (%v) for close-ok", d, closeGrace)
 	}
+}
+
+// TestPanicParkWakeClosesOnlyItsConnection: a panic while the parker
+// wakes a connection (site amqp.park-wake, on the goroutine that serves
+// every parked connection) closes that connection with 541 and nothing
+// else: another parked connection wakes and works, and the parker serves
+// on.
+func TestPanicParkWakeClosesOnlyItsConnection(t *testing.T) {
+	s, _ := panicServer(t, func(c *Config) { c.parkAfter = 50 * time.Millisecond })
+	url := urlOf(s)
+	other := dial(t, url)
+	bad := dialNamed(t, url, "boom-park")
+	closed := bad.NotifyClose(make(chan *amqp091.Error, 1))
+	waitParked(t, s, 2)
+	arm(t, "amqp.park-wake", "boom-park")
+	before := faults.Count(faults.AMQP)
+	if _, err := bad.Channel(); err == nil { // its channel.open wakes it
+		t.Fatal("channel.open on the connection whose wake panicked succeeded")
+	}
+	want541(t, closed)
+	wantPanicCounted(t, before)
+	q := uniq("work")
+	och := channel091(t, other)
+	if _, err := och.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	stillServes(t, other, q)
+	waitParked(t, s, 1) // the parker still parks and wakes
+	stillServes(t, other, q)
 }

@@ -72,6 +72,7 @@ func TestPanicAtEachSiteIsContained(t *testing.T) {
 		{site: "amqp.writer", service: "amqp", marker: "zq-writer", offend: offendAMQPWriter},
 		{site: "amqp.confirm", service: "amqp", marker: "zq-confirm", offend: offendAMQPConfirm},
 		{site: "amqp.close-timer", service: "amqp", marker: "zq-closetimer", offend: offendAMQPCloseTimer},
+		{site: "amqp.park-wake", service: "amqp", marker: "zq-parkwake", offend: offendAMQPParkWake},
 		{site: "amqp.accept", service: "amqp", marker: acceptMarker, offend: func(t *testing.T, o *offense) {
 			offendAMQPAccept(t, o.s, acceptPort)
 		}},
@@ -541,6 +542,22 @@ func offendAMQPCloseTimer(t *testing.T, o *offense) {
 	if _, err := io.Copy(io.Discard, r.c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("the connection whose close timer panicked: %v, want it closed", err)
 	}
+}
+
+func offendAMQPParkWake(t *testing.T, o *offense) {
+	// Silent for a second, the connection's reader parks; the client's
+	// heartbeat (every 4 s when idle) wakes it, and the wake panics. The
+	// client waits for that, sending nothing else.
+	conn, err := amqp.DialConfig(fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", o.s.amqpPort), amqp.Config{
+		Dial:       amqp.DefaultDial(5 * time.Second),
+		Heartbeat:  4 * time.Second,
+		Properties: amqp.Table{"connection_name": o.marker},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	want541(t, nil, conn.NotifyClose(make(chan *amqp.Error, 1)))
 }
 
 func offendAMQPAccept(t *testing.T, s *server, port int) {
