@@ -94,6 +94,7 @@ func (ch *channel) confirmPublish(nack bool, commit *store.Commit) {
 		ch.flushConfirms(&ch.c.fl)
 		return
 	}
+	ch.c.unflushed++
 	if !ch.dirty {
 		ch.dirty = true
 		ch.c.dirty = append(ch.c.dirty, ch)

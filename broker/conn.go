@@ -33,6 +33,13 @@ const (
 	// the writer catches up (TCP backpressure on a client that does not
 	// read its replies).
 	outHardLimit = 4 << 20
+	// confirmBatch: a streaming publisher gets its confirms at least
+	// every this many publishes (conn.Read). More than a windowed
+	// publisher keeps in flight (amqpbench: 200), whose confirms go out
+	// when it waits for them and the input runs dry: each flush in the
+	// middle of its window would be one more write and one more wake-up
+	// of its client.
+	confirmBatch = 256
 )
 
 // outbound is a connection's queue of encoded frames. Producers (the
@@ -337,7 +344,10 @@ type conn struct {
 	nchannels atomic.Int32
 	login     string     // the user that passed authentication; reader-owned
 	dirty     []*channel // channels with confirms to send; reader-owned
-	published bool       // the last frame completed a publish; reader-owned
+	// unflushed counts the publishes registered for a confirm since the
+	// last flush (reader-owned): Read flushes at confirmBatch.
+	unflushed int
+	published bool // the last frame completed a publish; reader-owned
 
 	consMu    sync.Mutex
 	consumers []*consumer // for backpressure wake-ups
@@ -377,13 +387,15 @@ func newConn(s *Server, nc net.Conn) *conn {
 }
 
 // Read reads the socket for the frame reader, pushing the heartbeat
-// deadline on each read: any frame counts as activity. The confirms owed
-// for what was read so far, and output the reader queued (flushOut), are
-// written first: the read may wait, and a publisher that streams faster
-// than the broker reads gets its confirms as the broker goes, a read's
-// worth at a time, not only when its input runs dry.
+// deadline on each read: any frame counts as activity. Output the reader
+// queued (flushOut) is written first, and so are the confirms owed once
+// confirmBatch publishes wait for them: loop sends confirms when the
+// input runs dry, which a publisher streaming faster than the broker
+// reads never lets happen (and a read that ends in mid-frame, as most do
+// under load, does not show), so without this it would get none until
+// it paused.
 func (c *conn) Read(p []byte) (int, error) {
-	if len(c.dirty) > 0 {
+	if c.unflushed >= confirmBatch {
 		c.flushConfirms()
 	}
 	c.flushOut()
@@ -1536,6 +1548,7 @@ func (c *conn) dropChannel(ch *channel) {
 
 // flushConfirms sends the publisher confirms owed on every channel.
 func (c *conn) flushConfirms() {
+	c.unflushed = 0
 	for _, ch := range c.dirty {
 		ch.dirty = false
 		ch.flushConfirms(&c.fl)
