@@ -12,8 +12,10 @@ import (
 // confirms is a channel's publisher-confirm state (confirm.select).
 //
 // The reader goroutine registers each publish. A publish that needs
-// nothing is acked with the others at the end of the read batch
-// (conn.flushConfirms), one basic.ack with multiple set covering them. A
+// nothing is acked with the others when the reader's input runs dry, or
+// before its next socket read once confirmBatch publishes wait
+// (conn.flushConfirms, conn.Read), one basic.ack with multiple set
+// covering them. A
 // persistent message that went to the message store waits for its
 // Commit: the flush stops below it, and the committer runs the flush
 // again when the commit is done, so basic.ack never covers a message

@@ -263,7 +263,10 @@
 // Publisher confirms are coalesced: the reader counts confirmable
 // publishes per channel and sends one basic.ack (multiple when it covers
 // several) when it has no more buffered input, before any other method on
-// the connection is handled, and before a channel.close. A basic.return
+// the connection is handled, before a channel.close, and before a socket
+// read once confirmBatch (256) publishes wait (a publisher that streams
+// faster than the broker reads never lets the input run dry, and would
+// otherwise get no confirm until it paused). A basic.return
 // for an unroutable mandatory message is appended while the publish is
 // handled, so it always precedes its ack. A publish a queue refuses
 // (x-overflow reject-publish) is confirmed at once: basic.ack for the
