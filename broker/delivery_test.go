@@ -530,18 +530,7 @@ func TestConfirmsFlowWhilePublishing(t *testing.T) {
 	}
 	split := len(b) - 30 // inside the last message
 	r.write(b[:split])
-	acked := func(want uint64) {
-		t.Helper()
-		for got := uint64(0); got < want; {
-			_, m := r.method()
-			a, ok := m.(*amqp.BasicAck)
-			if !ok {
-				t.Fatalf("got %s, want basic.ack", m.Name())
-			}
-			got = a.DeliveryTag
-		}
-	}
-	acked(n - confirmBatch + 1)
+	r.ackedTo(n - confirmBatch + 1)
 	r.write(b[split:])
-	acked(n + 1)
+	r.ackedTo(n + 1)
 }

@@ -400,6 +400,20 @@ func expect[M amqp.Method](r *rawClient, ch uint16) M {
 	return want
 }
 
+// ackedTo reads basic.ack frames (and nothing else) until one covers
+// delivery tag want.
+func (r *rawClient) ackedTo(want uint64) {
+	r.t.Helper()
+	for got := uint64(0); got < want; {
+		_, m := r.method()
+		a, ok := m.(*amqp.BasicAck)
+		if !ok {
+			r.t.Fatalf("got %s, want basic.ack", m.Name())
+		}
+		got = a.DeliveryTag
+	}
+}
+
 // content reads a header and its body frames.
 func (r *rawClient) content() (amqp.ContentHeader, []byte) {
 	r.t.Helper()

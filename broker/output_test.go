@@ -34,14 +34,7 @@ func TestOutputInOrderThroughStalls(t *testing.T) {
 	}
 	// Every publish is routed once its confirm comes; the consumer has
 	// read nothing yet, so its output is full and the rest waits.
-	for acked := uint64(0); acked < n; {
-		_, m := pub.method()
-		a, ok := m.(*amqp.BasicAck)
-		if !ok {
-			t.Fatalf("got %s, want basic.ack", m.Name())
-		}
-		acked = a.DeliveryTag
-	}
+	pub.ackedTo(n)
 	eventually(t, 5*time.Second, func() bool {
 		for _, q := range s.Queues("/") {
 			if q.Name == "ord" {
