@@ -267,7 +267,7 @@ func (n *Node) handleReady(rd raft.Ready) {
 	n.publishStatus()
 	n.complete()
 	n.updateRole()
-	n.maybeSnapshot()
+	n.maybeSnapshot(&t)
 	t.mark(&t.snap)
 	n.rn.Advance(rd)
 }
@@ -395,16 +395,19 @@ func (n *Node) finish(done func(error), err error) {
 
 // maybeSnapshot takes a snapshot every SnapshotEntries applied entries,
 // and after a membership change (members.go), and compacts the in-memory
-// log, keeping catchUpEntries behind it.
-func (n *Node) maybeSnapshot() {
+// log, keeping catchUpEntries behind it. t gets the encoding's time and
+// the snapshot's size (slow.go).
+func (n *Node) maybeSnapshot(t *readyTimes) {
 	if n.applied-n.snapIndex < n.cfg.SnapshotEntries && (!n.snapNow || n.applied == n.snapIndex) {
 		return
 	}
 	n.snapNow = false
+	t0 := time.Now()
 	data, err := n.sm.Snapshot()
 	if err == nil {
 		data, err = n.encodeSnap(data) // the member table first (members.go)
 	}
+	t.snapEncode, t.snapBytes = time.Since(t0), len(data)
 	if err != nil {
 		n.log.Error("raftnode: state machine snapshot failed; retrying after more entries", "err", err)
 		n.snapIndex = n.applied

@@ -27,6 +27,10 @@ type readyTimes struct {
 	// the WAL write; a received snapshot's restore, the append to the
 	// log and (a follower) the send; applying; taking a snapshot
 	beforeWAL, wal, append, apply, snap time.Duration
+	// of snap: encoding the snapshot (the rest is writing it, with its
+	// fsyncs, and compacting), and its size
+	snapEncode time.Duration
+	snapBytes  int
 }
 
 func newReadyTimes() readyTimes {
@@ -59,6 +63,7 @@ func (n *Node) slowReady(t *readyTimes, rd *raft.Ready) {
 		"took", d.Round(time.Millisecond), "wal_save", t.wal.Round(time.Millisecond),
 		"before_wal", t.beforeWAL.Round(time.Millisecond), "restore_append", t.append.Round(time.Millisecond),
 		"apply", t.apply.Round(time.Millisecond), "snapshot_take", t.snap.Round(time.Millisecond),
+		"snapshot_encode", t.snapEncode.Round(time.Millisecond), "snapshot_bytes", t.snapBytes,
 		"entries", len(rd.Entries), "entry_bytes", bytes, "committed", len(rd.CommittedEntries),
 		"received_snapshot", !raft.IsEmptySnap(rd.Snapshot))
 }

@@ -29,6 +29,51 @@ func (s *slowSM) Apply(index uint64, data []byte) {
 	s.testSM.Apply(index, data)
 }
 
+// slowSnapSM is testSM whose Snapshot takes d.
+type slowSnapSM struct {
+	testSM
+	d time.Duration
+}
+
+func (s *slowSnapSM) Snapshot() ([]byte, error) {
+	time.Sleep(s.d)
+	return s.testSM.Snapshot()
+}
+
+// TestSlowSnapshotWarns: a snapshot that holds the raft loop is logged
+// with the time its encoding took and its size, apart from writing it.
+func TestSlowSnapshotWarns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.11:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testkit.Buffer{}
+	sm := &slowSnapSM{d: 600 * time.Millisecond}
+	n, err := Start(Config{ID: 1, Peers: map[uint64]string{1: "http://" + ln.Addr().String()}, Dir: t.TempDir(),
+		Listener: ln, TickInterval: testTick, SnapshotEntries: 3, Logger: slog.New(slog.NewTextHandler(logs, nil))}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
+	for i := range 4 {
+		proposeWait(t, n, []byte(fmt.Sprint(i)))
+	}
+	var ready string
+	waitFor(t, 5*time.Second, "the slow snapshot's warning", func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "handling a Ready took too long") && strings.Contains(l, "snapshot_encode=6") {
+				ready = l
+			}
+		}
+		return ready != ""
+	})
+	t.Log(ready)
+	if strings.Contains(ready, "snapshot_bytes=0 ") || !strings.Contains(ready, "snapshot_take=6") {
+		t.Errorf("the slow snapshot's line: %s", ready)
+	}
+}
+
 // TestSlowReadyWarns: an apply that holds the raft loop past half the
 // election timeout is logged with where the time went, and so are the
 // ticks it delayed.
