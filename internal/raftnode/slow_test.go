@@ -29,6 +29,26 @@ func (s *slowSM) Apply(index uint64, data []byte) {
 	s.testSM.Apply(index, data)
 }
 
+// startLoggedLeader starts a one-member group on sm (snapshotting every
+// snapEntries entries; 0: the default), logging into the returned
+// buffer, stops it when the test ends, and waits until it leads.
+func startLoggedLeader(t *testing.T, sm StateMachine, snapEntries uint64) (*Node, *testkit.Buffer) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.11:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testkit.Buffer{}
+	n, err := Start(Config{ID: 1, Peers: map[uint64]string{1: "http://" + ln.Addr().String()}, Dir: t.TempDir(),
+		Listener: ln, TickInterval: testTick, SnapshotEntries: snapEntries, Logger: slog.New(slog.NewTextHandler(logs, nil))}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Stop() })
+	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
+	return n, logs
+}
+
 // slowSnapSM is testSM whose Snapshot takes d.
 type slowSnapSM struct {
 	testSM
@@ -43,19 +63,7 @@ func (s *slowSnapSM) Snapshot() ([]byte, error) {
 // TestSlowSnapshotWarns: a snapshot that holds the raft loop is logged
 // with the time its encoding took and its size, apart from writing it.
 func TestSlowSnapshotWarns(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.11:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &testkit.Buffer{}
-	sm := &slowSnapSM{d: 600 * time.Millisecond}
-	n, err := Start(Config{ID: 1, Peers: map[uint64]string{1: "http://" + ln.Addr().String()}, Dir: t.TempDir(),
-		Listener: ln, TickInterval: testTick, SnapshotEntries: 3, Logger: slog.New(slog.NewTextHandler(logs, nil))}, sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
-	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
+	n, logs := startLoggedLeader(t, &slowSnapSM{d: 600 * time.Millisecond}, 3)
 	for i := range 4 {
 		proposeWait(t, n, []byte(fmt.Sprint(i)))
 	}
@@ -78,19 +86,7 @@ func TestSlowSnapshotWarns(t *testing.T) {
 // election timeout is logged with where the time went, and so are the
 // ticks it delayed.
 func TestSlowReadyWarns(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.11:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &testkit.Buffer{}
-	sm := &slowSM{d: 600 * time.Millisecond}
-	n, err := Start(Config{ID: 1, Peers: map[uint64]string{1: "http://" + ln.Addr().String()}, Dir: t.TempDir(),
-		Listener: ln, TickInterval: testTick, Logger: slog.New(slog.NewTextHandler(logs, nil))}, sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
-	waitFor(t, electionWait, "single node leads", func() bool { return n.Status().IsLeader })
+	n, logs := startLoggedLeader(t, &slowSM{d: 600 * time.Millisecond}, 0)
 	for _, data := range []string{"fast", "slow", "after"} {
 		proposeWait(t, n, []byte(data))
 	}
